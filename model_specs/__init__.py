@@ -1,0 +1,1 @@
+"""Bundled model specs (YAML package data); load them with ``tokenprune.load_spec(name)``."""

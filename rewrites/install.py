@@ -1,0 +1,160 @@
+"""Swap a rewritten language model into a *copy* of the multimodal model (tracing-facts.md, "Swapping").
+
+The copy shares every parameter and every submodule except the few on the path from the root to the
+language model, which are shallow clones; only the clone of the language model gets a new instance
+``forward`` and only the clone of the multimodal model gets a pre-forward hook. The input model is
+untouched, ``state_dict()`` keys are unchanged, and no class is patched.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import types
+from collections.abc import Callable
+
+import torch
+import torch.fx as fx
+
+from tokenprune.errors import TraceError, UnsupportedError, describe
+
+from .state import PruneSession
+
+VISION_MASK_KWARG = "tokenprune_vision_mask"
+# Keywords the language model may receive that the traced graph does not need.
+_BENIGN_KWARGS = {"output_attentions", "output_hidden_states", "return_dict", "use_cache"}
+
+
+def shallow_clone(module: torch.nn.Module) -> torch.nn.Module:
+    """A new module object sharing parameters, buffers and children; its registries are its own."""
+    clone = copy.copy(module)
+    for key, value in module.__dict__.items():
+        if isinstance(value, dict):
+            clone.__dict__[key] = type(value)(value) if not isinstance(value, torch.Tensor) else value
+    return clone
+
+
+def clone_path(model: torch.nn.Module, paths: list[str]) -> tuple[torch.nn.Module, dict[str, torch.nn.Module]]:
+    """Clone ``model`` and every module on the dotted ``paths``; return the root clone and each path's clone."""
+    root = shallow_clone(model)
+    clones = {"": root}
+    for path in sorted({p for path in paths for p in _prefixes(path)}, key=len):
+        parent_path, _, name = path.rpartition(".")
+        parent = clones[parent_path]
+        child = shallow_clone(getattr(parent, name))
+        parent._modules[name] = child
+        clones[path] = child
+    return root, {p: clones[p] for p in paths}
+
+
+def _prefixes(path: str) -> list[str]:
+    parts = [p for p in path.split(".") if p]
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def rewrap(decorated: Callable, new_inner: Callable) -> Callable:
+    """The decorator chain of ``decorated`` rebuilt around ``new_inner``.
+
+    transformers decorates text-model forwards (config defaults, output capture); each wrapper calls the
+    next through a closure cell named ``func``. Rebuilding the chain with that cell pointing at our
+    function keeps their exact behaviour in whatever transformers version is installed.
+    """
+    chain = []
+    fn = decorated
+    while hasattr(fn, "__wrapped__"):
+        chain.append(fn)
+        fn = fn.__wrapped__
+    inner = new_inner
+    for wrapper in reversed(chain):
+        names = wrapper.__code__.co_freevars
+        if "func" not in names:
+            raise TraceError(describe(
+                f"cannot rebuild decorator {wrapper.__qualname__!r} of the language model's forward",
+                "compiled language model", "wrappers that call the decorated function through `func`",
+                "report this transformers version; pin transformers 5.23"))
+        cells = [types.CellType(inner) if name == "func" else cell
+                 for name, cell in zip(names, wrapper.__closure__)]
+        inner = types.FunctionType(wrapper.__code__, wrapper.__globals__, wrapper.__name__,
+                                   wrapper.__defaults__, tuple(cells))
+        inner.__kwdefaults__ = wrapper.__kwdefaults__
+    return inner
+
+
+def make_language_model_forward(lm: torch.nn.Module, gm: fx.GraphModule, session: PruneSession,
+                                cut_layers: tuple[int, ...]) -> Callable:
+    """The bound ``forward`` of the compiled language model."""
+    decorated = type(lm).forward
+    signature = inspect.signature(inspect.unwrap(decorated))
+
+    def pruned_forward(self, *args, **kwargs):
+        vision = kwargs.pop(VISION_MASK_KWARG, None)
+        probe = kwargs.pop("_tokenprune_probe", False)
+        bound = signature.bind(self, *args, **kwargs)
+        params = dict(bound.arguments)
+        params.pop("self")
+        extra = params.pop(next((n for n, p in signature.parameters.items() if p.kind is p.VAR_KEYWORD), "kwargs"), {})
+        unknown = {k for k, v in extra.items() if v is not None and k not in _BENIGN_KWARGS}
+        unknown -= {"is_causal"} if extra.get("is_causal") is True else set()  # the traced graph is causal
+        if unknown:
+            raise UnsupportedError(describe(
+                f"the language model was called with keywords {sorted(unknown)} that the traced graph ignores",
+                "compiled language model", f"only {sorted(_BENIGN_KWARGS)}",
+                "call the model without them, or open an issue with the use case"))
+        inputs_embeds = params.get("inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(params["input_ids"])
+        cache = params.get("past_key_values")
+        if params.get("use_cache", extra.get("use_cache")) and cache is None:
+            from transformers import DynamicCache  # local: keep the tracer module's globals free of it
+            cache = DynamicCache(config=self.config)
+        past_len = cache.get_seq_length() if cache is not None else 0
+        position_ids = params.get("position_ids")
+        if position_ids is None:
+            position_ids = (torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_len)[None]
+        if vision is None:
+            vision, session.pending_vision = session.pending_vision, None
+        session.begin(inputs_embeds, vision, params.get("attention_mask"), past_len,
+                      self.config._attn_implementation, probe=probe)
+        try:
+            _check_cache_lengths(session, cache, past_len, cut_layers)
+            return gm(inputs_embeds, params.get("attention_mask"), position_ids, cache)
+        finally:
+            session.end()
+
+    return types.MethodType(rewrap(decorated, pruned_forward), lm)
+
+
+def _check_cache_lengths(session: PruneSession, cache, past_len: int, cut_layers) -> None:
+    """On a continuation, each pruned layer's cache must hold exactly its kept prompt tokens plus the rest."""
+    if past_len == 0 or cache is None:
+        return
+    generated = past_len - session.prompt_length
+    for layer in cut_layers:
+        sel = session.selections.get(layer)
+        if sel is None:
+            continue
+        expected = sel.layout.length + generated
+        actual = cache.get_seq_length(layer)
+        if actual != expected:
+            raise UnsupportedError(describe(
+                f"layer {layer}'s KV cache holds {actual} tokens, the pruned prefill leaves {expected}",
+                "past_key_values", "a cache filled by this compiled model's prefill",
+                "do not mix caches between models; run the prompt through the compiled model first"))
+
+
+def make_vision_hook(session: PruneSession, token_ids: list[int]) -> Callable:
+    """A forward pre-hook for the multimodal model: record where the vision tokens of ``input_ids`` are."""
+    ids = torch.tensor(token_ids, dtype=torch.long)
+
+    def hook(module, args, kwargs):
+        explicit = kwargs.pop(VISION_MASK_KWARG, None)
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if explicit is not None:
+            session.pending_vision = explicit
+        elif input_ids is not None:
+            session.pending_vision = torch.isin(input_ids, ids.to(input_ids.device))
+        else:
+            session.pending_vision = None
+        return args, kwargs
+
+    return hook

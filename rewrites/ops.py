@@ -1,0 +1,175 @@
+"""The functions the inserted graph nodes call: select at a cut, then gather every per-token value.
+
+A cut keeps, per sample, the top ``ceil(r * N)`` vision tokens by score plus every other token, in their
+original order. Samples that keep fewer tokens than the longest are left-padded with *batch-padding
+slots* (masked everywhere) so the batch stays rectangular and each sample's result does not depend on
+its neighbours.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tokenprune.registry import lookup
+from tokenprune.schedule import keep_count
+from tokenprune.scoring.context import ScoreContext
+
+from .state import CutSelection, Gather, Layout, Mode, PruneSession
+
+
+# ----------------------------------------------------------------- selection
+def select_tokens(session: PruneSession, layer: int, prev_layer: int | None, hidden_in, hidden_out, mask, rope,
+                  next_mask, next_rope, scoring_layer, next_layer) -> Gather:
+    """Decide the kept slots at the cut before ``layer`` and describe the gathers of this call."""
+    call = session.call
+    prev_sel = session.selections.get(prev_layer) if prev_layer is not None else None
+    prev = prev_sel.layout if prev_sel is not None else call.layout
+    if call.mode in (Mode.SELECT, Mode.PROBE):
+        if not bool(call.num_vision.any()):
+            return _identity(prev)
+        ratio = session.schedule.keep_ratio[layer]
+        counts = prev.vision.sum(dim=1) if call.mode is Mode.PROBE else _keep_counts(ratio, call.num_vision)
+        ctx = ScoreContext(layer=layer, spec=session.spec, scoring_layer=scoring_layer, next_layer=next_layer,
+                           hidden_in=hidden_in, hidden_out=hidden_out, mask=mask, rope=rope, next_mask=next_mask,
+                           next_rope=next_rope, positions=prev.positions, vision=prev.vision, valid=prev.valid,
+                           pad_offset=call.pad_offset, seed=session.seed)
+        scores = lookup("scorer", session.scorer_name)(ctx).float()  # (B, n)
+        index, layout = _select(scores, prev, counts)
+        session.selections[layer] = CutSelection(index, layout, prev.length)
+        return _prefill_gather(index, layout, extra=0, prompt_len=call.query_len)
+    sel = session.selections.get(layer)
+    if sel is None:  # the prefill had no vision tokens: nothing was pruned
+        return _identity(prev)
+    if call.mode is Mode.PINNED:
+        return _prefill_gather(_with_extra(sel.index, sel.prev_length, call.extra), sel.layout, call.extra,
+                               session.prompt_length)
+    return _cached_gather(sel, call.extra, session.prompt_length, call.query_len)
+
+
+def _keep_counts(ratio: float, num_vision: torch.Tensor) -> torch.Tensor:
+    return torch.tensor([keep_count(ratio, int(n)) for n in num_vision.tolist()], device=num_vision.device)
+
+
+def _select(scores: torch.Tensor, prev: Layout, counts: torch.Tensor) -> tuple[torch.Tensor, Layout]:
+    """Top ``counts[b]`` vision slots of each sample plus all other real slots, original order kept."""
+    bsz, n = scores.shape
+    device = scores.device
+    candidates = prev.vision & prev.valid  # (B, n)
+    masked = scores.masked_fill(~candidates, float("-inf"))
+    order = torch.sort(masked, dim=1, descending=True, stable=True).indices  # (B, n), ties by slot order
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(n, device=device).expand(bsz, n))
+    keep = (candidates & (rank < counts[:, None])) | (~prev.vision & prev.valid)  # (B, n)
+
+    kept = keep.sum(dim=1)  # (B,)
+    width = int(kept.max())
+    pad = width - kept  # (B,) batch-padding slots on the left
+    dest = pad[:, None] + keep.long().cumsum(dim=1) - 1  # (B, n): target slot of each kept slot
+    rows, cols = keep.nonzero(as_tuple=True)
+    index = torch.full((bsz, width), -1, dtype=torch.long, device=device)
+    index[rows, dest[rows, cols]] = cols
+    first_real = index.gather(1, pad[:, None].clamp_max(width - 1))  # (B, 1)
+    index = torch.where(index < 0, first_real, index)  # padding slots copy a real slot, then get masked
+    valid = torch.arange(width, device=device)[None, :] >= pad[:, None]  # (B, width)
+    layout = Layout(prev.positions.gather(1, index), prev.vision.gather(1, index) & valid, valid)
+    return index, layout
+
+
+def _identity(prev: Layout) -> Gather:
+    return Gather(rows=None, cols=prev.positions, col_pad=~prev.valid, q_pos=prev.positions, k_pos=prev.positions,
+                  identity=True)
+
+
+def _with_extra(index: torch.Tensor, prev_length: int, extra: int) -> torch.Tensor:
+    """Append ``extra`` trailing (non-prompt) slots, which every layer keeps, to a prompt index."""
+    if extra == 0:
+        return index
+    tail = torch.arange(prev_length, prev_length + extra, device=index.device)
+    return torch.cat([index, tail.expand(index.shape[0], extra)], dim=1)
+
+
+def _extra_positions(layout: Layout, extra: int, prompt_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    bsz = layout.positions.shape[0]
+    tail = torch.arange(prompt_len, prompt_len + extra, device=layout.positions.device).expand(bsz, extra)
+    pos = torch.cat([layout.positions, tail], dim=1)
+    pad = torch.cat([~layout.valid, torch.zeros_like(tail, dtype=torch.bool)], dim=1)
+    return pos, pad
+
+
+def _prefill_gather(index: torch.Tensor, layout: Layout, extra: int, prompt_len: int) -> Gather:
+    pos, pad = _extra_positions(layout, extra, prompt_len)
+    return Gather(rows=index, cols=index, col_pad=pad, q_pos=pos, k_pos=pos)
+
+
+def _cached_gather(sel: CutSelection, extra: int, prompt_len: int, query_len: int) -> Gather:
+    """Keys: the kept prompt slots plus every later token; queries: this call's new tokens, untouched."""
+    cols = _with_extra(sel.index, sel.prev_length, extra)
+    k_pos, pad = _extra_positions(sel.layout, extra, prompt_len)
+    return Gather(rows=None, cols=cols, col_pad=pad, q_pos=k_pos[:, k_pos.shape[1] - query_len:], k_pos=k_pos)
+
+
+# ------------------------------------------------------------------- gathers
+def _take(x: torch.Tensor, index: torch.Tensor, seq_dim: int, batch_dim: int) -> torch.Tensor:
+    """``x`` gathered along ``seq_dim`` with a per-sample (B, m) index; a size-1 batch axis is broadcast."""
+    bsz, m = index.shape
+    seq_dim, batch_dim = seq_dim % x.dim(), batch_dim % x.dim()
+    if x.shape[batch_dim] == 1 and bsz > 1:
+        x = x.expand(*x.shape[:batch_dim], bsz, *x.shape[batch_dim + 1:])
+    view = [1] * x.dim()
+    view[batch_dim], view[seq_dim] = bsz, m
+    target = list(x.shape)
+    target[seq_dim] = m
+    return torch.gather(x, seq_dim, index.view(view).expand(target))
+
+
+def gather_hidden(hidden: torch.Tensor, g: Gather) -> torch.Tensor:
+    """(B, n, D) -> (B, n_new, D)."""
+    return hidden if g.rows is None or g.identity else _take(hidden, g.rows, seq_dim=1, batch_dim=0)
+
+
+def gather_positions(position_ids, g: Gather):
+    """(B|1, n) or (R, B, n) position ids -> kept slots (last axis)."""
+    if position_ids is None or g.rows is None or g.identity:
+        return position_ids
+    return _take(position_ids, g.rows, seq_dim=-1, batch_dim=-2)
+
+
+def gather_rope(rope, g: Gather):
+    """(cos, sin), each (B|1, n, Dh) or (R, B, n, Dh) -> kept slots (axis -2)."""
+    if rope is None or g.rows is None or g.identity:
+        return rope
+    return tuple(_take(t, g.rows, seq_dim=-2, batch_dim=-3) for t in rope)
+
+
+def gather_mask(mask, g: Gather, session: PruneSession):
+    """A 4-D mask (B|1, 1, q, k), bool (True attends) or additive float, gathered to the kept queries and keys."""
+    if isinstance(mask, dict):
+        return {key: gather_mask(value, g, session) for key, value in mask.items()}
+    if g.identity:
+        return mask
+    has_pad = bool(g.col_pad.any())
+    if mask is None:
+        return _build_mask(g, session) if has_pad else None
+    if mask.dim() != 4:
+        raise TypeError(f"tokenprune can only gather 4-D attention masks, got shape {tuple(mask.shape)}")
+    if g.rows is not None:
+        mask = _take(mask, g.rows, seq_dim=2, batch_dim=0)  # (B, 1, q_new, k)
+    mask = _take(mask, g.cols, seq_dim=3, batch_dim=0)  # (B, 1, q, k_new)
+    if has_pad:
+        blocked = g.col_pad[:, None, None, :]  # (B, 1, 1, k_new)
+        if mask.dtype == torch.bool:
+            mask = mask & ~blocked
+        else:
+            mask = mask.masked_fill(blocked, torch.finfo(mask.dtype).min)
+    return mask
+
+
+def _build_mask(g: Gather, session: PruneSession):
+    """A causal mask over original positions with padding slots blocked (only needed when none was given)."""
+    allowed = (g.k_pos[:, None, :] <= g.q_pos[:, :, None]) & ~g.col_pad[:, None, :]  # (B, q, k)
+    allowed = allowed[:, None]  # (B, 1, q, k)
+    if session.call.attn_implementation == "eager":
+        dtype = session.call.dtype
+        zero = torch.zeros((), dtype=dtype, device=allowed.device)
+        return torch.where(allowed, zero, torch.finfo(dtype).min)
+    return allowed

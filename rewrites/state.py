@@ -1,0 +1,178 @@
+"""Run-time state of one compiled model: which tokens each cut kept, and what kind of call is running.
+
+The selection is made once, on the prompt's prefill, and pinned: cached decode steps and no-cache
+re-runs over the same prompt reuse it (design.md §3 "Generation").
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import torch
+
+from tokenprune.errors import UnsupportedError, describe
+from tokenprune.schedule import Schedule
+from tokenprune.spec import ModelSpec
+
+
+class Mode(enum.Enum):
+    SELECT = "select"  # prefill of a new prompt: score and select at every cut
+    CACHED = "cached"  # continuation over a KV cache: only new (text) tokens, reuse the selection
+    PINNED = "pinned"  # no-cache re-run over the stored prompt plus new tokens: reuse the selection
+    PROBE = "probe"  # self-check: score at every cut but keep everything
+
+
+@dataclass
+class Layout:
+    """Which prompt tokens occupy the slots of the sequence axis at some depth. All (B, n)."""
+
+    positions: torch.Tensor  # long: index of the slot's token in the (padded) prompt
+    vision: torch.Tensor  # bool: the slot holds a vision token
+    valid: torch.Tensor  # bool: False for batch-padding slots tokenprune inserted
+
+    @property
+    def length(self) -> int:
+        return self.positions.shape[1]
+
+
+@dataclass
+class CutSelection:
+    """What one cut kept, in the layout before it (``index``) and in prompt positions (``layout``)."""
+
+    index: torch.Tensor  # (B, n_new) long: slot in the previous layout
+    layout: Layout  # layout after the cut
+    prev_length: int  # slots in the previous layout
+
+
+@dataclass
+class Gather:
+    """How the inserted nodes of one cut reshape this call's tensors; ``rows is None`` leaves queries as they are."""
+
+    rows: torch.Tensor | None  # (B, q_new) long: query slots to keep, in the previous layout of this call
+    cols: torch.Tensor  # (B, k_new) long: key slots to keep (same as rows on prefill)
+    col_pad: torch.Tensor  # (B, k_new) bool: key slot is a batch-padding slot (always masked)
+    q_pos: torch.Tensor  # (B, q_new) long: original position of each kept query
+    k_pos: torch.Tensor  # (B, k_new) long: original position of each kept key
+    identity: bool = False  # nothing to do (no vision tokens anywhere in the batch)
+
+
+@dataclass
+class CallState:
+    mode: Mode
+    layout: Layout  # initial layout of the prompt part of this call
+    num_vision: torch.Tensor  # (B,) long: vision tokens of each prompt
+    pad_offset: torch.Tensor  # (B,) long: left padding of each prompt
+    query_len: int  # tokens in this call's input
+    extra: int = 0  # tokens beyond the stored prompt (PINNED) or new keys beyond it (CACHED)
+    attn_implementation: str = "sdpa"
+    dtype: torch.dtype = torch.float32  # dtype of this call's hidden states (for additive masks)
+
+
+@dataclass
+class PruneSession:
+    """Per compiled model; never shared between models, never global."""
+
+    schedule: Schedule
+    spec: ModelSpec
+    scorer_name: str
+    seed: int = 0
+    call: CallState | None = None
+    selections: dict[int, CutSelection] = field(default_factory=dict)
+    prompt_embeds: torch.Tensor | None = None  # (B, P, D) the prompt the selections belong to
+    prompt_layout: Layout | None = None
+    prompt_num_vision: torch.Tensor | None = None
+    prompt_pad_offset: torch.Tensor | None = None
+    pending_vision: torch.Tensor | None = None  # (B, S) from the multimodal model's input_ids
+
+    # ---------------------------------------------------------------- calls
+    @property
+    def prompt_length(self) -> int:
+        return 0 if self.prompt_layout is None else self.prompt_layout.length
+
+    def begin(self, inputs_embeds: torch.Tensor, vision: torch.Tensor | None, attention_mask, past_len: int,
+              attn_implementation: str, probe: bool = False) -> None:
+        bsz, length = inputs_embeds.shape[:2]
+        self._begin_mode(inputs_embeds, vision, attention_mask, past_len, attn_implementation, probe)
+        self.call.dtype = inputs_embeds.dtype
+
+    def _begin_mode(self, inputs_embeds, vision, attention_mask, past_len, attn_implementation, probe) -> None:
+        bsz, length = inputs_embeds.shape[:2]
+        if past_len > 0:
+            self._begin_cached(bsz, length, vision, past_len, attn_implementation)
+        elif (not probe and self.prompt_embeds is not None and length > self.prompt_length
+              and bsz == self.prompt_embeds.shape[0]
+              and torch.equal(inputs_embeds[:, : self.prompt_length], self.prompt_embeds)):
+            self._check_no_new_vision(vision, length - self.prompt_length)
+            self.call = CallState(Mode.PINNED, self.prompt_layout, self.prompt_num_vision, self.prompt_pad_offset,
+                                  length, extra=length - self.prompt_length, attn_implementation=attn_implementation)
+        else:
+            self._begin_select(inputs_embeds, vision, attention_mask, attn_implementation, probe)
+
+    def _begin_select(self, inputs_embeds, vision, attention_mask, attn_implementation, probe) -> None:
+        bsz, length = inputs_embeds.shape[:2]
+        device = inputs_embeds.device
+        if vision is None:
+            if self.schedule.is_keep_all():
+                vision = torch.zeros((bsz, length), dtype=torch.bool, device=device)
+            else:
+                raise UnsupportedError(describe(
+                    "the language model was called for a prefill without vision-token positions",
+                    "compiled language model", "input_ids on the multimodal model, or tokenprune_vision_mask=",
+                    "pass input_ids, or pass tokenprune_vision_mask=(B, S) bool tensor with inputs_embeds"))
+        vision = vision.to(device=device, dtype=torch.bool)
+        if vision.shape != (bsz, length):
+            raise UnsupportedError(describe(
+                f"vision mask of shape {tuple(vision.shape)} for an input of {bsz} x {length} tokens",
+                "tokenprune_vision_mask", "a (batch, sequence) bool tensor matching the prompt"))
+        pad_offset = torch.zeros(bsz, dtype=torch.long, device=device)
+        if attention_mask is not None and attention_mask.dim() == 2:
+            keep = attention_mask.to(torch.bool)
+            if not bool(keep[:, -1].all()):
+                raise UnsupportedError(describe(
+                    "right-padded batch: some prompt ends in padding", "attention_mask",
+                    "left padding (the last prompt token is the last position of every sample)",
+                    "set tokenizer.padding_side = 'left' (or processor.tokenizer.padding_side = 'left')"))
+            pad_offset = (~keep).sum(dim=1)
+            vision = vision & keep
+        positions = torch.arange(length, device=device).expand(bsz, length)
+        layout = Layout(positions, vision, torch.ones_like(vision))
+        self.call = CallState(Mode.PROBE if probe else Mode.SELECT, layout, vision.sum(dim=1), pad_offset,
+                              length, attn_implementation=attn_implementation)
+        self.selections = {}
+        self.prompt_embeds = inputs_embeds.detach()
+        self.prompt_layout, self.prompt_num_vision, self.prompt_pad_offset = layout, vision.sum(dim=1), pad_offset
+
+    def _begin_cached(self, bsz, length, vision, past_len, attn_implementation) -> None:
+        if self.prompt_layout is None:
+            raise UnsupportedError(describe(
+                "continuation over a KV cache that this compiled model did not prefill", "past_key_values",
+                "a cache filled by a prefill of this compiled model", "run the prompt through the compiled model first"))
+        if bsz != self.prompt_layout.positions.shape[0]:
+            raise UnsupportedError(describe(
+                f"continuation with batch size {bsz} over a prefill of batch size "
+                f"{self.prompt_layout.positions.shape[0]}", "past_key_values",
+                "the batch of the prefill", "re-run the prefill with this batch"))
+        self._check_no_new_vision(vision, length)
+        extra = past_len + length - self.prompt_length
+        self.call = CallState(Mode.CACHED, self.prompt_layout, self.prompt_num_vision, self.prompt_pad_offset,
+                              length, extra=extra, attn_implementation=attn_implementation)
+
+    def _check_no_new_vision(self, vision: torch.Tensor | None, new_tokens: int) -> None:
+        if vision is not None and vision.shape[1] >= new_tokens and bool(vision[:, -new_tokens:].any()):
+            raise UnsupportedError(describe(
+                "vision tokens arrive in a continuation chunk (after the pruned prefill)", "input_ids",
+                "every vision token in the prompt's prefill", "put all images in the first forward call"))
+
+    def end(self) -> None:
+        self.call = None
+
+    # ------------------------------------------------------------ introspection
+    def kept_vision_positions(self) -> dict[int, list[torch.Tensor]]:
+        """Per cut layer, per sample: original prompt positions of the kept vision tokens (1-D long)."""
+        out = {}
+        for layer, sel in sorted(self.selections.items()):
+            lay = sel.layout
+            keep = lay.vision & lay.valid
+            out[layer] = [lay.positions[b][keep[b]].clone() for b in range(lay.positions.shape[0])]
+        return out

@@ -1,0 +1,62 @@
+"""An independent masking reference: the *original* model with dropped tokens masked out of later layers.
+
+Dropping a token while keeping original positions is mathematically the same as masking it out of every
+later layer (design.md §3 "Positions"), so pruned outputs must match this to float tolerance. It shares
+no code with tokenprune's rewrite: plain forward pre-hooks on the decoder layers of an eager model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def dropped_per_layer(vision_mask: torch.Tensor, selection: dict[int, list[torch.Tensor]], num_layers: int):
+    """For each layer j, a (B, S) bool mask of prompt positions dropped before j."""
+    bsz, length = vision_mask.shape
+    dropped = [torch.zeros(bsz, length, dtype=torch.bool) for _ in range(num_layers)]
+    for layer in range(num_layers):
+        cuts = [c for c in selection if c <= layer]
+        if not cuts:
+            continue
+        last = max(cuts)
+        for b in range(bsz):
+            keep = torch.zeros(length, dtype=torch.bool)
+            keep[selection[last][b]] = True
+            dropped[layer][b] = vision_mask[b] & ~keep
+    return dropped
+
+
+@contextlib.contextmanager
+def masked_reference(layers, dropped: list[torch.Tensor]):
+    """Mask, in every call, the key columns of dropped prompt positions (prefill and decode alike)."""
+
+    def make_hook(j):
+        def hook(module, args, kwargs):
+            mask = kwargs.get("attention_mask")
+            assert mask is not None and mask.dtype != torch.bool, "the reference runs eager attention"
+            drop = dropped[j].to(mask.device)  # (B, P)
+            cols = torch.zeros(mask.shape[0], mask.shape[-1], dtype=torch.bool, device=mask.device)
+            cols[:, : drop.shape[1]] = drop
+            kwargs["attention_mask"] = mask.masked_fill(cols[:, None, None, :], torch.finfo(mask.dtype).min)
+            return args, kwargs
+
+        return hook
+
+    handles = [layer.register_forward_pre_hook(make_hook(j), with_kwargs=True) for j, layer in enumerate(layers)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def kept_positions(vision_mask: torch.Tensor, selection, b: int) -> torch.Tensor:
+    """Prompt positions of sample ``b`` still present after the last cut (text, padding, kept vision), sorted."""
+    present = ~vision_mask[b].clone()
+    if selection:
+        present[selection[max(selection)][b]] = True
+    else:
+        present |= vision_mask[b]
+    return torch.nonzero(present).flatten()

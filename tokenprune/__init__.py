@@ -1,0 +1,20 @@
+"""tokenprune: layer-wise vision-token pruning for Hugging Face multimodal LLMs.
+
+    import tokenprune as tp
+    pruned = tp.compile(model, "auto", tp.Schedule.fastv(num_layers=32, layer=2, keep=0.5))
+"""
+
+from .api import compile, graph_of, last_selection, schedule_of
+from .errors import (ScheduleError, SpecError, SpecMatchError, TokenPruneError, TraceError,
+                     UnsupportedError)
+from .flops import FlopsReport, prefill_flops
+from .schedule import Schedule, keep_count
+from .spec import ModelSpec, bundled_spec_names, load_spec, match_spec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "compile", "last_selection", "graph_of", "schedule_of", "Schedule", "keep_count", "prefill_flops",
+    "FlopsReport", "ModelSpec", "load_spec", "match_spec", "bundled_spec_names", "TokenPruneError", "SpecError",
+    "SpecMatchError", "ScheduleError", "TraceError", "UnsupportedError",
+]

@@ -1,0 +1,128 @@
+"""The public verbs: ``compile`` a model with a schedule, and inspect what it kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tokenprune.errors import ScheduleError, SpecError, UnsupportedError, describe
+from tokenprune.rewrites.install import clone_path, make_language_model_forward, make_vision_hook
+from tokenprune.rewrites.prune_pass import insert_cuts
+from tokenprune.rewrites.selfcheck import run_probe_check
+from tokenprune.rewrites.state import PruneSession
+from tokenprune.rewrites.tracer import trace_language_model
+from tokenprune.registry import registry_for
+from tokenprune.schedule import Schedule
+from tokenprune.scoring import DEFAULT_SCORER
+from tokenprune.spec import ModelSpec, load_spec, match_spec, resolve_module
+
+_SUPPORTED_ATTENTION = ("eager", "sdpa")
+
+
+def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budget=None, *,
+            scorer: str = DEFAULT_SCORER, seed: int = 0, check: bool = True, **search_options) -> torch.nn.Module:
+    """A copy of ``model`` (sharing its weights) whose language model prunes vision tokens per ``budget``.
+
+    ``budget`` is a :class:`Schedule` applied as is; a float in (0, 1] (fraction of the unpruned prefill
+    FLOPs, searched with P-Sigmoid on ``calibration=``) or ``"lossless"`` (G-Search) run a search first.
+    """
+    spec = match_spec(model) if isinstance(spec, str) and spec == "auto" else load_spec(spec)
+    schedule = _resolve_budget(model, spec, budget, search_options)
+    if scorer not in registry_for("scorer"):
+        raise ScheduleError(describe(f"unknown scorer {scorer!r}", "compile(scorer=)",
+                                     f"one of {sorted(registry_for('scorer'))}"))
+    _check_architecture(model, spec)
+    lm_original = resolve_module(model, spec.language_model, f"spec {spec.name!r}: language_model")
+    layers = resolve_module(lm_original, spec.decoder_layers, f"spec {spec.name!r}: decoder_layers")
+    _check_layer_paths(layers[0], spec)
+    schedule.check_layers(len(layers), where=f"schedule for {type(model).__name__}")
+    attn = lm_original.config._attn_implementation
+    if attn not in _SUPPORTED_ATTENTION:
+        raise UnsupportedError(describe(
+            f"attention implementation {attn!r}", "model.config._attn_implementation",
+            f"one of {_SUPPORTED_ATTENTION}", "load the model with attn_implementation='sdpa' (or 'eager')"))
+    token_ids = spec.vision_token_ids(model.config)
+
+    pruned, clones = clone_path(model, [spec.language_model, spec.multimodal_model] if spec.multimodal_model
+                                else [spec.language_model])
+    lm = clones[spec.language_model]
+    session = PruneSession(schedule=schedule, spec=spec, scorer_name=scorer, seed=seed)
+    traced = trace_language_model(lm, spec.decoder_layers)
+    gm = insert_cuts(traced, schedule, session, spec.layer_kwargs)
+    # Keep the graph module out of the registered children so parameters are not listed twice.
+    object.__setattr__(lm, "forward", make_language_model_forward(lm, gm, session, schedule.cuts))
+    object.__setattr__(lm, "_tokenprune_graph", gm)
+    base = clones.get(spec.multimodal_model, pruned) if spec.multimodal_model else pruned
+    base.register_forward_pre_hook(make_vision_hook(session, token_ids), with_kwargs=True)
+    object.__setattr__(pruned, "_tokenprune_session", session)
+    object.__setattr__(pruned, "_tokenprune_language_model", lm)
+    if check:
+        run_probe_check(lm_original, lm, session)
+    return pruned
+
+
+def _resolve_budget(model, spec: ModelSpec, budget, search_options) -> Schedule:
+    if isinstance(budget, Schedule):
+        if search_options:
+            raise ScheduleError(describe(f"unexpected options {sorted(search_options)}", "compile",
+                                         "no search options with a Schedule"))
+        return budget
+    if budget is None:
+        raise ScheduleError(describe("no budget given", "compile(model, spec, budget)",
+                                     "a Schedule, a FLOPs fraction in (0, 1], or 'lossless'"))
+    if isinstance(budget, (float, int, str)) and not isinstance(budget, bool):
+        from tokenprune.search.api import search_for_compile  # the search engine is optional at import time
+
+        return search_for_compile(model, spec, budget, **search_options)
+    raise ScheduleError(describe(f"budget of type {type(budget).__name__}", "compile(budget=)",
+                                 "a Schedule, a FLOPs fraction in (0, 1], or 'lossless'"))
+
+
+def _check_architecture(model, spec: ModelSpec) -> None:
+    arch = type(model).__name__
+    configured = set(getattr(model.config, "architectures", None) or [])
+    if arch not in spec.architectures and not (configured & set(spec.architectures)):
+        raise SpecError(describe(
+            f"spec {spec.name!r} is for {spec.architectures}, not {arch!r}", "compile(model, spec)",
+            f"a model of class {spec.architectures}", "use spec='auto' or the spec of this architecture"))
+
+
+def _check_layer_paths(layer, spec: ModelSpec) -> None:
+    paths = spec.layer
+    for key in ("attention", "q_proj", "k_proj", "q_norm", "k_norm", "input_norm"):
+        path = getattr(paths, key)
+        if path:
+            resolve_module(layer, path, f"spec {spec.name!r}: layer.{key}")
+    attn = resolve_module(layer, paths.attention, f"spec {spec.name!r}: layer.attention")
+    for key in ("head_dim", "scaling", "kv_groups"):
+        name = getattr(spec.attention, key)
+        if not hasattr(attn, name):
+            raise SpecError(describe(f"attention module {type(attn).__name__} has no attribute {name!r}",
+                                     f"spec {spec.name!r}: attention.{key}", "an attribute of the attention module"))
+
+
+def _session(model) -> PruneSession:
+    session = getattr(model, "_tokenprune_session", None)
+    if session is None:
+        raise UnsupportedError(describe(f"{type(model).__name__} is not a tokenprune-compiled model",
+                                        "last_selection(model)", "the model returned by tokenprune.compile"))
+    return session
+
+
+def last_selection(model) -> dict[int, list[torch.Tensor]]:
+    """Per cut layer, one 1-D LongTensor per sample: prompt positions of the vision tokens kept there.
+
+    Positions index the prompt as passed (columns of ``input_ids``, left padding included).
+    """
+    return _session(model).kept_vision_positions()
+
+
+def schedule_of(model) -> Schedule:
+    return _session(model).schedule
+
+
+def graph_of(model):
+    """The rewritten fx GraphModule of a compiled model's language model (print it to see the cuts)."""
+    _session(model)
+    return model._tokenprune_language_model._tokenprune_graph

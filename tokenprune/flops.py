@@ -1,0 +1,139 @@
+"""Analytic prefill FLOPs of the language model for a schedule (algorithms.md "FLOPs").
+
+``exact`` counts every matrix multiply of a decoder layer (FLOPs = 2 x multiply-adds), with grouped-query
+key/value heads and a gated or plain MLP; it is what ``torch.utils.flop_counter`` reports on eager attention.
+``paper`` is the convention of the FastV / PyramidDrop tables, ``4nd^2 + 2n^2d + 2ndm`` per layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .errors import ScheduleError, describe
+from .schedule import Schedule
+
+Convention = Literal["exact", "paper"]
+
+_GATED_ACTIVATIONS = ("silu", "swiglu", "gelu_pytorch_tanh", "gelu", "geglu", "gelu_new")
+
+
+@dataclass(frozen=True)
+class TextShape:
+    """The numbers of a decoder stack that its FLOPs depend on."""
+
+    num_layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    gated_mlp: bool = True
+
+    @classmethod
+    def from_config(cls, config) -> TextShape:
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        heads = text.num_attention_heads
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+        # Every decoder family bundled here uses a gated MLP (gate, up, down); a config may say otherwise.
+        gated = getattr(text, "mlp_gated", True)
+        return cls(
+            num_layers=text.num_hidden_layers,
+            hidden=text.hidden_size,
+            intermediate=text.intermediate_size,
+            heads=heads,
+            kv_heads=getattr(text, "num_key_value_heads", None) or heads,
+            head_dim=head_dim,
+            gated_mlp=gated,
+        )
+
+
+@dataclass(frozen=True)
+class FlopsReport:
+    """Per-layer and total prefill FLOPs of a schedule, next to the unpruned model's."""
+
+    per_layer: tuple[float, ...]
+    unpruned_per_layer: tuple[float, ...]
+    tokens_per_layer: tuple[int, ...]
+    convention: str
+    num_text_tokens: int
+    num_vision_tokens: int
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.per_layer))
+
+    @property
+    def unpruned_total(self) -> float:
+        return float(sum(self.unpruned_per_layer))
+
+    @property
+    def fraction(self) -> float:
+        """FLOPs of the schedule as a fraction of the unpruned language model's."""
+        return self.total / self.unpruned_total
+
+    @property
+    def mean_vision_tokens(self) -> float:
+        """Vision tokens per layer, averaged over the layers."""
+        vis = [n - self.num_text_tokens for n in self.tokens_per_layer]
+        return sum(vis) / len(vis)
+
+    def to_dict(self) -> dict:
+        return {
+            "convention": self.convention,
+            "num_text_tokens": self.num_text_tokens,
+            "num_vision_tokens": self.num_vision_tokens,
+            "tokens_per_layer": list(self.tokens_per_layer),
+            "per_layer": list(self.per_layer),
+            "total": self.total,
+            "unpruned_total": self.unpruned_total,
+            "fraction": self.fraction,
+            "mean_vision_tokens": self.mean_vision_tokens,
+        }
+
+
+def layer_flops(shape: TextShape, n: int, convention: Convention = "exact") -> float:
+    """Prefill FLOPs of one decoder layer over ``n`` tokens."""
+    d, m = shape.hidden, shape.intermediate
+    if convention == "paper":
+        return 4.0 * n * d * d + 2.0 * n * n * d + 2.0 * n * d * m
+    if convention != "exact":
+        raise ScheduleError(describe(f"unknown FLOPs convention {convention!r}", "convention", "'exact' or 'paper'"))
+    q_and_o = 2 * 2 * n * d * shape.heads * shape.head_dim
+    k_and_v = 2 * 2 * n * d * shape.kv_heads * shape.head_dim
+    attention = 2 * 2 * n * n * shape.heads * shape.head_dim
+    mlp = 2 * (3 if shape.gated_mlp else 2) * n * d * m
+    return float(q_and_o + k_and_v + attention + mlp)
+
+
+def prefill_flops(
+    config,
+    schedule: Schedule,
+    num_text_tokens: int,
+    num_vision_tokens: int,
+    convention: Convention = "exact",
+) -> FlopsReport:
+    """Prefill FLOPs of the language model's decoder layers under ``schedule``.
+
+    ``config`` is a Hugging Face config (multimodal or text) or a :class:`TextShape`.
+    """
+    shape = config if isinstance(config, TextShape) else TextShape.from_config(config)
+    schedule.check_layers(shape.num_layers)
+    if num_text_tokens < 0 or num_vision_tokens < 0:
+        raise ScheduleError(describe("negative token count", "prefill_flops", "num_text_tokens, num_vision_tokens >= 0"))
+    counts = schedule.keep_counts(num_vision_tokens)
+    tokens = tuple(num_text_tokens + c for c in counts)
+    full = num_text_tokens + num_vision_tokens
+    return FlopsReport(
+        per_layer=tuple(layer_flops(shape, n, convention) for n in tokens),
+        unpruned_per_layer=tuple(layer_flops(shape, full, convention) for _ in tokens),
+        tokens_per_layer=tokens,
+        convention=convention,
+        num_text_tokens=num_text_tokens,
+        num_vision_tokens=num_vision_tokens,
+    )
+
+
+def flops_fraction(config, schedule: Schedule, num_text_tokens: int, num_vision_tokens: int,
+                   convention: Convention = "exact") -> float:
+    return prefill_flops(config, schedule, num_text_tokens, num_vision_tokens, convention).fraction

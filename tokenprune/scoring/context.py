@@ -1,0 +1,34 @@
+"""What a scorer sees at a cut."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tokenprune.spec import ModelSpec
+
+
+@dataclass
+class ScoreContext:
+    """Inputs of a cut before layer ``layer``; the scoring layer is ``layer - 1``.
+
+    Token axes are the *current* layout (after earlier cuts), ``n`` slots per sample.
+    """
+
+    layer: int
+    spec: ModelSpec
+    scoring_layer: torch.nn.Module  # decoder layer layer-1
+    next_layer: torch.nn.Module  # decoder layer `layer`
+    hidden_in: torch.Tensor  # (B, n, D) input of the scoring layer
+    hidden_out: torch.Tensor  # (B, n, D) output of the scoring layer = input of `layer`
+    mask: Any  # attention mask as the scoring layer received it: None, (B|1, 1, n, n) bool or additive float
+    rope: Any  # (cos, sin) as the scoring layer received them, each (B|1, n, Dh)
+    next_mask: Any  # same, as layer `layer` would receive them before the cut
+    next_rope: Any
+    positions: torch.Tensor  # (B, n) long: original prompt index of each slot
+    vision: torch.Tensor  # (B, n) bool: slot holds a vision token
+    valid: torch.Tensor  # (B, n) bool: False for batch-padding slots tokenprune inserted
+    pad_offset: torch.Tensor  # (B,) long: left-padding tokens of each prompt
+    seed: int = 0

@@ -1,0 +1,273 @@
+"""Declarative model specs: *where* the language model, its layers and the vision tokens are (design.md §4).
+
+A spec is a YAML file validated by pydantic (unknown keys rejected). Module paths are dotted attribute
+paths; vision token ids are *references* into the model config (``image_token_id``), never numbers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import SpecError, SpecMatchError, describe
+from .registry import registry_for
+
+BUNDLED_PACKAGE = "tokenprune.model_specs"
+
+# How a decoder-layer keyword argument carries per-token data, i.e. how a cut must gather it.
+GatherKind = Literal["mask", "rope", "positions", "cache", "constant"]
+
+DEFAULT_LAYER_KWARGS: dict[str, GatherKind] = {
+    "attention_mask": "mask",
+    "position_embeddings": "rope",
+    "position_ids": "positions",
+    "past_key_values": "cache",
+    "use_cache": "constant",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LayerPaths(_Strict):
+    """Paths inside one decoder layer, relative to the layer."""
+
+    attention: str = Field("self_attn", description="The attention module of the layer.")
+    q_proj: str = Field("self_attn.q_proj", description="Query projection (a Linear).")
+    k_proj: str = Field("self_attn.k_proj", description="Key projection (a Linear).")
+    q_norm: str | None = Field(None, description="Per-head query norm applied before RoPE, if the family has one.")
+    k_norm: str | None = Field(None, description="Per-head key norm applied before RoPE, if the family has one.")
+    input_norm: str = Field("input_layernorm", description="The norm applied to the layer input before attention.")
+
+
+class AttentionAttrs(_Strict):
+    """Attribute names read from the attention module to score tokens exactly as the layer attends."""
+
+    head_dim: str = Field("head_dim", description="Attribute holding the per-head size.")
+    scaling: str = Field("scaling", description="Attribute holding the softmax scale (e.g. head_dim**-0.5).")
+    kv_groups: str = Field("num_key_value_groups", description="Attribute holding query heads per key/value head.")
+    rope: str = Field("rotate_half", description="Registered name of the function that applies RoPE to q and k.")
+
+
+class VisionTokens(_Strict):
+    """How vision tokens are found in ``input_ids``."""
+
+    token_ids: list[str] = Field(
+        default_factory=list,
+        description="Dotted references into the model config whose values are vision token ids, "
+        "e.g. 'image_token_id' or 'text_config.video_token_id'.",
+    )
+    locator: str | None = Field(None, description="Registered name of a locator for families that need Python.")
+
+
+class Tracing(_Strict):
+    """Tracing specialisations for families that need them."""
+
+    hints: list[str] = Field(default_factory=list, description="Registered tracing hints applied in order.")
+    layer_kwargs: dict[str, GatherKind] = Field(
+        default_factory=dict,
+        description="Extra decoder-layer keyword arguments and how a cut gathers them "
+        "(merged over the defaults: attention_mask=mask, position_embeddings=rope, position_ids=positions, "
+        "past_key_values=cache, use_cache=constant).",
+    )
+
+
+class TestModel(_Strict):
+    """A tiny random configuration of the family, so the conformance suite needs no downloads."""
+
+    config_class: str = Field(description="Name of the transformers config class, e.g. 'LlavaConfig'.")
+    config: dict[str, Any] = Field(description="Keyword arguments for the config class.")
+    inputs: str = Field(description="Registered name of the test-input builder (pixel values and image tokens).")
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Named overrides of `config` (deep-merged), each tested as well."
+    )
+    max_images_per_sample: int = Field(4, ge=1, description="Most images one prompt of this family may carry.")
+
+
+class ModelSpec(_Strict):
+    """Where a multimodal model keeps its language model, decoder layers and vision tokens."""
+
+    name: str = Field(description="Short name, used by load_spec(name).")
+    description: str = ""
+    architectures: list[str] = Field(description="HF architecture class names this spec matches.")
+    multimodal_model: str = Field(
+        description="Dotted path (from the loaded model) of the module that receives input_ids and calls the "
+        "language model; tokenprune reads vision-token positions from its input_ids. '' for the model itself."
+    )
+    language_model: str = Field(description="Dotted path (from the loaded model) of the text decoder stack.")
+    decoder_layers: str = Field("layers", description="Dotted path, relative to the language model, of its layers.")
+    rotary_embedding: str | None = Field("rotary_emb", description="Path of the rotary module, relative to the LM.")
+    layer: LayerPaths = LayerPaths()
+    attention: AttentionAttrs = AttentionAttrs()
+    vision_tokens: VisionTokens
+    tracing: Tracing = Tracing()
+    test_model: TestModel | None = None
+
+    @field_validator("architectures")
+    @classmethod
+    def _non_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("list at least one architecture class name")
+        return value
+
+    @property
+    def layer_kwargs(self) -> dict[str, GatherKind]:
+        return {**DEFAULT_LAYER_KWARGS, **self.tracing.layer_kwargs}
+
+    # -------------------------------------------------------------- resolution
+    def vision_token_ids(self, config) -> list[int]:
+        """Resolve ``vision_tokens.token_ids`` references against a model config."""
+        ids = []
+        for ref in self.vision_tokens.token_ids:
+            value = _resolve_config_ref(config, ref)
+            if value is None:
+                raise SpecError(describe(
+                    f"config reference {ref!r} resolves to None", f"spec {self.name!r}: vision_tokens.token_ids",
+                    "an integer token id", "check the config attribute name"))
+            ids.extend(value if isinstance(value, (list, tuple)) else [value])
+        return [int(i) for i in ids]
+
+
+def _resolve_config_ref(config, ref: str):
+    obj = config
+    for part in ref.split("."):
+        if not hasattr(obj, part):
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            near = difflib.get_close_matches(part, names, n=3)
+            raise SpecError(describe(
+                f"config has no attribute {part!r}", f"config reference {ref!r}",
+                "an attribute of the model config", f"nearest names: {near}" if near else None))
+        obj = getattr(obj, part)
+    return obj
+
+
+def resolve_module(root, path: str, where: str):
+    """Follow a dotted path from ``root``; on failure name the nearest existing children."""
+    obj = root
+    walked = []
+    for part in [p for p in path.split(".") if p]:
+        children = dict(obj.named_children()) if hasattr(obj, "named_children") else {}
+        if part in children:
+            obj = children[part]
+        elif hasattr(obj, part):
+            obj = getattr(obj, part)
+        else:
+            near = difflib.get_close_matches(part, list(children), n=3) or sorted(children)[:8]
+            at = ".".join(walked) or "<model>"
+            raise SpecError(describe(
+                f"module path {path!r} does not exist on {type(root).__name__}: {at!r} has no child {part!r}",
+                where, f"one of {near}" if near else "an existing attribute",
+                "fix the dotted path in the spec (print(model) shows the module tree)"))
+        walked.append(part)
+    return obj
+
+
+# ------------------------------------------------------------------ loading
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        got = e.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown key {loc!r}{got_text}: remove it or check its spelling")
+        elif e["type"] == "missing":
+            lines.append(f"missing key {loc!r}: it is required")
+        else:
+            lines.append(f"{loc}: {e['msg']}{got_text}")
+    return f"invalid model spec {source}:\n  " + "\n  ".join(lines)
+
+
+def spec_from_dict(data: dict, source: str = "<dict>") -> ModelSpec:
+    if not isinstance(data, dict):
+        raise SpecError(describe(f"spec is a {type(data).__name__}", source, "a YAML mapping"))
+    try:
+        spec = ModelSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_format_validation_error(err, source)) from None
+    _check_registered(spec, source)
+    return spec
+
+
+def _check_registered(spec: ModelSpec, source: str) -> None:
+    checks = [("rope", [spec.attention.rope], "attention.rope"),
+              ("tracing_hint", spec.tracing.hints, "tracing.hints"),
+              ("locator", [spec.vision_tokens.locator] if spec.vision_tokens.locator else [], "vision_tokens.locator")]
+    if spec.test_model is not None:
+        checks.append(("test_inputs", [spec.test_model.inputs], "test_model.inputs"))
+    for kind, names, key in checks:
+        reg = registry_for(kind)
+        for name in names:
+            if name not in reg:
+                raise SpecError(describe(f"unknown {kind.replace('_', ' ')} {name!r}", f"{source}: {key}",
+                                         f"one of {sorted(reg)}", "register it in Python or fix the name"))
+
+
+def bundled_spec_names() -> list[str]:
+    files = resources.files(BUNDLED_PACKAGE).iterdir()
+    return sorted(f.name[:-5] for f in files if f.name.endswith(".yaml"))
+
+
+def load_spec(name_or_path: str | Path | ModelSpec) -> ModelSpec:
+    """Load a bundled spec by name (``"llava"``) or a YAML file by path."""
+    if isinstance(name_or_path, ModelSpec):
+        return name_or_path
+    text_path = str(name_or_path)
+    path = Path(text_path)
+    if text_path.endswith((".yaml", ".yml")) or path.exists():
+        if not path.is_file():
+            raise SpecError(describe(f"spec file {text_path!r} not found", "load_spec", "an existing YAML file"))
+        source, text = str(path), path.read_text()
+    else:
+        resource = resources.files(BUNDLED_PACKAGE) / f"{text_path}.yaml"
+        if not resource.is_file():
+            names = bundled_spec_names()
+            near = difflib.get_close_matches(text_path, names, n=3)
+            raise SpecError(describe(f"no bundled spec named {text_path!r}", "load_spec",
+                                     f"one of {names}", f"did you mean {near}?" if near else
+                                     "or pass the path of a YAML file"))
+        source, text = f"bundled spec {text_path!r}", resource.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError(describe(f"YAML syntax error: {err}", source, "valid YAML")) from None
+    return spec_from_dict(data, source)
+
+
+def bundled_specs() -> list[ModelSpec]:
+    return [load_spec(n) for n in bundled_spec_names()]
+
+
+def match_spec(model) -> ModelSpec:
+    """The bundled spec whose ``architectures`` list the model's class name."""
+    arch = type(model).__name__
+    configured = list(getattr(getattr(model, "config", None), "architectures", None) or [])
+    candidates = [s for s in bundled_specs() if arch in s.architectures]
+    if not candidates:
+        candidates = [s for s in bundled_specs() if set(configured) & set(s.architectures)]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        known = sorted({a for s in bundled_specs() for a in s.architectures})
+        raise SpecMatchError(describe(
+            f"no bundled spec matches architecture {arch!r}", "compile(model, 'auto')",
+            f"one of {known}", "write a spec for it (docs: 'Add a new model') and pass its path"))
+    raise SpecMatchError(describe(
+        f"several bundled specs match architecture {arch!r}: {[s.name for s in candidates]}",
+        "compile(model, 'auto')", "exactly one match", "pass the spec name explicitly"))
+
+
+def json_schema() -> dict:
+    """The JSON Schema of the spec format (exported to ``model_specs/spec.schema.json`` and the docs)."""
+    return ModelSpec.model_json_schema()
+
+
+def write_json_schema(path: Path) -> None:
+    path.write_text(json.dumps(json_schema(), indent=2) + "\n")

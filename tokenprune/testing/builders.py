@@ -1,0 +1,87 @@
+"""Build a tiny random instance of a spec's family and prompts with real vision tokens for it.
+
+Input builders are registered by name (kind ``test_inputs``) because pixel layouts differ by family;
+each returns model keyword arguments for a left-padded batch whose samples may carry different numbers
+of images (and so of vision tokens).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+
+from tokenprune.registry import lookup
+from tokenprune.spec import ModelSpec
+
+
+@dataclass
+class TestBatch:
+    """Keyword arguments for ``model(**kwargs)`` plus what tests need to know about them."""
+
+    kwargs: dict
+    vision_mask: torch.Tensor  # (B, S) bool
+    image_token_id: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return self.kwargs["input_ids"]
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def build_test_config(spec: ModelSpec, variant: str | None = None):
+    import transformers
+
+    test = spec.test_model
+    if test is None:
+        raise ValueError(f"spec {spec.name!r} has no test_model section")
+    kwargs = test.config if variant is None else _deep_merge(test.config, test.variants[variant])
+    return getattr(transformers, test.config_class)(**copy.deepcopy(kwargs))
+
+
+def build_test_model(spec: ModelSpec, variant: str | None = None, attn_implementation: str = "sdpa",
+                     dtype: torch.dtype = torch.float32, seed: int = 0):
+    """A tiny random model of the spec's first architecture, in eval mode."""
+    import transformers
+
+    config = build_test_config(spec, variant)
+    torch.manual_seed(seed)
+    cls = getattr(transformers, spec.architectures[0])
+    model = cls._from_config(config, attn_implementation=attn_implementation, dtype=dtype)
+    return model.eval()
+
+
+def make_test_inputs(spec: ModelSpec, model, images_per_sample: list[int], text_lengths: list[int],
+                     seed: int = 0) -> TestBatch:
+    """A left-padded batch: sample ``b`` has ``images_per_sample[b]`` images and ``text_lengths[b]`` text tokens."""
+    builder = lookup("test_inputs", spec.test_model.inputs)
+    gen = torch.Generator().manual_seed(seed)
+    return builder(model, images_per_sample, text_lengths, gen)
+
+
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, S) input ids and attention mask, padded on the left."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for b, seq in enumerate(sequences):
+        ids[b, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+        mask[b, width - len(seq):] = 1
+    return ids, mask
+
+
+def random_text(length: int, vocab: int, avoid: set[int], gen: torch.Generator) -> list[int]:
+    out = []
+    while len(out) < length:
+        tok = int(torch.randint(3, vocab, (1,), generator=gen))
+        if tok not in avoid:
+            out.append(tok)
+    return out
