@@ -103,8 +103,14 @@ def make_language_model_forward(lm: torch.nn.Module, gm: fx.GraphModule, session
         inputs_embeds = params.get("inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(params["input_ids"])
+        if isinstance(params.get("attention_mask"), dict):
+            raise UnsupportedError(describe(
+                "the language model received a prepared dict of attention masks", "attention_mask",
+                "a 2-D padding mask or None (tokenprune builds and gathers the 4-D masks itself)",
+                "call generate()/forward with a 2-D attention_mask and a DynamicCache"))
         cache = params.get("past_key_values")
-        if params.get("use_cache", extra.get("use_cache")) and cache is None:
+        use_cache = params.get("use_cache", extra.get("use_cache"))
+        if use_cache and cache is None:
             from transformers import DynamicCache  # local: keep the tracer module's globals free of it
             cache = DynamicCache(config=self.config)
         past_len = cache.get_seq_length() if cache is not None else 0
@@ -117,9 +123,12 @@ def make_language_model_forward(lm: torch.nn.Module, gm: fx.GraphModule, session
                       self.config._attn_implementation, probe=probe)
         try:
             _check_cache_lengths(session, cache, past_len, cut_layers)
-            return gm(inputs_embeds, params.get("attention_mask"), position_ids, cache)
+            out = gm(inputs_embeds, params.get("attention_mask"), position_ids, cache)
         finally:
             session.end()
+        if not use_cache and hasattr(out, "past_key_values"):
+            out.past_key_values = None
+        return out
 
     return types.MethodType(rewrap(decorated, pruned_forward), lm)
 

@@ -67,10 +67,13 @@ def _tracing_root(lm: _torch.nn.Module) -> _torch.nn.Module:
     root_cls = _ROOT_CLASSES.get(cls)
     if root_cls is None:
         inner = _inspect.unwrap(cls.forward)
+        # Traced with use_cache=True so `cache if use_cache else None` keeps the cache; the runtime wrapper
+        # drops it from the output when the caller asked for no cache.
+        fixed = {"use_cache": True} if "use_cache" in _inspect.signature(inner).parameters else {}
 
         def forward(self, inputs_embeds, attention_mask, position_ids, past_key_values):
             return inner(self, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                         position_ids=position_ids, past_key_values=past_key_values)
+                         position_ids=position_ids, past_key_values=past_key_values, **fixed)
 
         root_cls = type(f"{cls.__name__}TracingRoot", (cls,), {"forward": forward, "__module__": __name__})
         _ROOT_CLASSES[cls] = root_cls

@@ -9,16 +9,20 @@ from tokenprune.registry import register
 from .builders import TestBatch, left_pad, random_text
 
 
-def _prompts(images_per_sample, text_lengths, tokens_per_image, image_id, vocab, gen, prefix=None, suffix=None):
-    """Token lists: some text, then each image's tokens (wrapped by prefix/suffix ids), then the rest of the text."""
+def _prompts(images_per_sample, text_lengths, tokens_per_image, image_id, vocab, gen, per_sample_counts=None):
+    """Token lists: some text, then each image's tokens (one text token between images), then more text.
+
+    ``tokens_per_image(i)`` gives the count of image ``i`` of a sample, or ``per_sample_counts[b][i]``.
+    """
     avoid = {image_id}
     seqs = []
-    for n_img, n_text in zip(images_per_sample, text_lengths):
+    for b, (n_img, n_text) in enumerate(zip(images_per_sample, text_lengths)):
+        count = (lambda i: per_sample_counts[b][i]) if per_sample_counts is not None else tokens_per_image
         head = random_text(max(1, n_text // 3), vocab, avoid, gen)
         tail = random_text(max(1, n_text - len(head)), vocab, avoid, gen)
         body = []
         for i in range(n_img):
-            body += (prefix or []) + [image_id] * tokens_per_image(i) + (suffix or [])
+            body += [image_id] * count(i)
             if i + 1 < n_img:
                 body += random_text(1, vocab, avoid, gen)
         seqs.append(head + body + tail)
@@ -56,4 +60,65 @@ def llava_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
     pixels = _pixels(sum(images_per_sample), 3, vis.image_size, gen, dtype)
     ranges = _image_ranges(images_per_sample)
     return _batch(model, seqs, {"pixel_values": pixels} if sum(images_per_sample) else {}, image_id,
+                  split=lambda b: {"pixel_values": pixels[ranges[b]]})
+
+
+def _llava_next_sizes(cfg) -> list[list[int]]:
+    """Image sizes that land on different any-res grids, so samples carry different token counts."""
+    side = cfg.vision_config.image_size
+    return [[side, 2 * side], [2 * side, 2 * side], [side + side // 4, side]]
+
+
+@register("test_inputs", "llava_next")
+def llava_next_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
+    """LLaVA-NeXT any-res: (patches, 3, H, W) per image; the token count depends on the image size."""
+    from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
+
+    cfg = model.config
+    side = cfg.vision_config.image_size
+    dtype = next(model.parameters()).dtype
+    sizes = [_llava_next_sizes(cfg)[i % 3] for i in range(sum(images_per_sample))]
+    patches = [image_size_to_num_patches(s, cfg.image_grid_pinpoints, side) for s in sizes]
+    pixels = torch.zeros((len(sizes), max(patches), 3, side, side), dtype=dtype)
+    for i, n in enumerate(patches):
+        pixels[i, :n] = _pixels(n, 3, side, gen, dtype)
+    image_sizes = torch.tensor(sizes)
+    with torch.no_grad():
+        feats = model.model.get_image_features(pixel_values=pixels, image_sizes=image_sizes).pooler_output
+    counts = [f.shape[0] for f in feats]
+    ranges = _image_ranges(images_per_sample)
+    seqs = _prompts(images_per_sample, text_lengths, None, cfg.image_token_id, cfg.text_config.vocab_size, gen,
+                    per_sample_counts=[counts[r] for r in ranges])
+    return _batch(model, seqs, {"pixel_values": pixels, "image_sizes": image_sizes}, cfg.image_token_id,
+                  split=lambda b: {"pixel_values": pixels[ranges[b]], "image_sizes": image_sizes[ranges[b]]})
+
+
+@register("test_inputs", "idefics3")
+def idefics3_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
+    """Idefics3 / SmolVLM: (B, images, 3, H, W) padded with all-zero images; pixel shuffle by scale_factor."""
+    cfg = model.config
+    side, patch = cfg.vision_config.image_size, cfg.vision_config.patch_size
+    per_image = (side // patch) ** 2 // (cfg.scale_factor ** 2)
+    dtype = next(model.parameters()).dtype
+    pixels = torch.zeros((len(images_per_sample), max(images_per_sample), 3, side, side), dtype=dtype)
+    for b, n in enumerate(images_per_sample):
+        pixels[b, :n] = _pixels(n, 3, side, gen, dtype)
+    seqs = _prompts(images_per_sample, text_lengths, lambda i: per_image, cfg.image_token_id,
+                    cfg.text_config.vocab_size, gen)
+    return _batch(model, seqs, {"pixel_values": pixels}, cfg.image_token_id,
+                  split=lambda b: {"pixel_values": pixels[b:b + 1, :images_per_sample[b]]})
+
+
+@register("test_inputs", "internvl")
+def internvl_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
+    """InternVL (HF-native): (images, 3, H, W); pixel shuffle by downsample_ratio."""
+    cfg = model.config
+    side, patch = cfg.vision_config.image_size[0], cfg.vision_config.patch_size[0]
+    per_image = int((side // patch) ** 2 * cfg.downsample_ratio ** 2)
+    dtype = next(model.parameters()).dtype
+    pixels = _pixels(sum(images_per_sample), 3, side, gen, dtype)
+    seqs = _prompts(images_per_sample, text_lengths, lambda i: per_image, cfg.image_token_id,
+                    cfg.text_config.vocab_size, gen)
+    ranges = _image_ranges(images_per_sample)
+    return _batch(model, seqs, {"pixel_values": pixels}, cfg.image_token_id,
                   split=lambda b: {"pixel_values": pixels[ranges[b]]})
