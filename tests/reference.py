@@ -37,6 +37,8 @@ def masked_reference(layers, dropped: list[torch.Tensor]):
             mask = kwargs.get("attention_mask")
             assert mask is not None and mask.dtype != torch.bool, "the reference runs eager attention"
             drop = dropped[j].to(mask.device)  # (B, P)
+            if mask.shape[0] != drop.shape[0]:  # beam search expands each sample to num_beams rows
+                drop = drop.repeat_interleave(mask.shape[0] // drop.shape[0], dim=0)
             cols = torch.zeros(mask.shape[0], mask.shape[-1], dtype=torch.bool, device=mask.device)
             cols[:, : drop.shape[1]] = drop
             kwargs["attention_mask"] = mask.masked_fill(cols[:, None, None, :], torch.finfo(mask.dtype).min)

@@ -139,7 +139,7 @@ def _resolve_config_ref(config, ref: str):
     obj = config
     for part in ref.split("."):
         if not hasattr(obj, part):
-            names = [n for n in dir(obj) if not n.startswith("_")]
+            names = [n for n in dir(obj) if not n.startswith("_")] + list(getattr(obj, "attribute_map", {}))
             near = difflib.get_close_matches(part, names, n=3)
             raise SpecError(describe(
                 f"config has no attribute {part!r}", f"config reference {ref!r}",
@@ -271,3 +271,7 @@ def json_schema() -> dict:
 
 def write_json_schema(path: Path) -> None:
     path.write_text(json.dumps(json_schema(), indent=2) + "\n")
+
+
+if __name__ == "__main__":  # python -m tokenprune.spec: regenerate the shipped JSON Schema
+    write_json_schema(Path(__file__).resolve().parents[1] / "model_specs" / "spec.schema.json")

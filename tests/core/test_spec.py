@@ -1,0 +1,100 @@
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import tokenprune as tp
+from tokenprune.errors import SpecError, SpecMatchError
+from tokenprune.spec import json_schema
+from tokenprune.testing import build_test_model
+
+LLAVA = yaml.safe_load((Path(tp.spec.__file__).parents[1] / "model_specs" / "llava.yaml").read_text())
+
+
+def _write(tmp_path, data) -> Path:
+    path = tmp_path / "my_model.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_every_bundled_spec_loads_and_has_a_test_model():
+    names = tp.bundled_spec_names()
+    assert {"llava", "llava_next", "idefics3", "smolvlm", "internvl"} <= set(names)
+    for name in names:
+        spec = tp.load_spec(name)
+        assert spec.name == name and spec.test_model is not None
+
+
+def test_typo_in_a_key_is_rejected_with_its_path(tmp_path):
+    data = {**LLAVA, "layer": {**LLAVA["layer"], "q_prj": "self_attn.q_proj"}}
+    with pytest.raises(SpecError) as err:
+        tp.load_spec(_write(tmp_path, data))
+    assert "unknown key 'layer.q_prj'" in str(err.value)
+    assert "my_model.yaml" in str(err.value)
+
+
+def test_missing_key_and_bad_type_are_named(tmp_path):
+    data = {k: v for k, v in LLAVA.items() if k != "language_model"}
+    data["architectures"] = "LlavaForConditionalGeneration"
+    with pytest.raises(SpecError) as err:
+        tp.load_spec(_write(tmp_path, data))
+    assert "missing key 'language_model'" in str(err.value)
+    assert "architectures: Input should be a valid list" in str(err.value)
+
+
+def test_unknown_registered_name_is_refused(tmp_path):
+    data = {**LLAVA, "attention": {"rope": "rotate_quarter"}}
+    with pytest.raises(SpecError, match=r"unknown rope 'rotate_quarter' .*attention.rope.*one of \['none', 'rotate_half'\]"):
+        tp.load_spec(_write(tmp_path, data))
+
+
+def test_unknown_bundled_name_suggests_the_nearest():
+    with pytest.raises(SpecError, match=r"no bundled spec named 'lava'.*did you mean \['llava'"):
+        tp.load_spec("lava")
+
+
+def test_module_path_missing_on_the_model_names_nearest_children(tmp_path):
+    model = build_test_model(tp.load_spec("llava"))
+    data = {**LLAVA, "language_model": "model.langauge_model"}
+    spec = tp.load_spec(_write(tmp_path, data))
+    with pytest.raises(SpecError) as err:
+        tp.compile(model, spec, tp.Schedule.keep_all(4))
+    text = str(err.value)
+    assert "module path 'model.langauge_model' does not exist on LlavaForConditionalGeneration" in text
+    assert "'model' has no child 'langauge_model'" in text and "'language_model'" in text
+
+
+def test_layer_path_missing_is_reported(tmp_path):
+    model = build_test_model(tp.load_spec("llava"))
+    data = {**LLAVA, "layer": {**LLAVA["layer"], "input_norm": "input_norm"}}
+    with pytest.raises(SpecError, match=r"layer.input_norm.*one of \['input_layernorm'"):
+        tp.compile(model, tp.load_spec(_write(tmp_path, data)), tp.Schedule.keep_all(4))
+
+
+def test_spec_for_another_architecture_is_refused():
+    model = build_test_model(tp.load_spec("llava"))
+    with pytest.raises(SpecError, match=r"spec 'internvl' is for \['InternVLForConditionalGeneration'\], not 'LlavaForConditionalGeneration'"):
+        tp.compile(model, "internvl", tp.Schedule.keep_all(4))
+
+
+def test_auto_matches_by_architecture_and_explains_failure():
+    model = build_test_model(tp.load_spec("llava_next"))
+    assert tp.match_spec(model).name == "llava_next"
+    import torch
+
+    with pytest.raises(SpecMatchError, match=r"no bundled spec matches architecture 'Linear'"):
+        tp.match_spec(torch.nn.Linear(2, 2))
+
+
+def test_config_reference_typo_is_named():
+    model = build_test_model(tp.load_spec("llava"))
+    spec = tp.load_spec("llava").model_copy(update={"vision_tokens": tp.spec.VisionTokens(token_ids=["image_tokn_id"])})
+    with pytest.raises(SpecError, match=r"config has no attribute 'image_tokn_id'.*nearest names: \['image_token_id'"):
+        tp.compile(model, spec, tp.Schedule.keep_all(4))
+
+
+def test_json_schema_is_exported_and_current():
+    shipped = json.loads((Path(tp.spec.__file__).parents[1] / "model_specs" / "spec.schema.json").read_text())
+    assert shipped == json_schema(), "run `python -m tokenprune.spec` to regenerate model_specs/spec.schema.json"
+    assert shipped["additionalProperties"] is False

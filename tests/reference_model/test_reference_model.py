@@ -1,0 +1,156 @@
+"""The shipped reference model: loadable offline, half precision, accurate, and dependent on its vision tokens."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from transformers import AutoProcessor, LlavaForConditionalGeneration, LlavaProcessor
+
+from tokenprune import synthvqa
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECKPOINT = ROOT / "reference_model" / "checkpoint"
+NUM_IMAGE_TOKENS = 144
+HELD_OUT = 2 * synthvqa.BALANCED_BLOCK  # 288 test-split samples, balanced per type and answer
+
+
+def _load_evaluate():
+    spec = importlib.util.spec_from_file_location("reference_model_evaluate", ROOT / "reference_model" / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+evaluate = _load_evaluate()
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = LlavaForConditionalGeneration.from_pretrained(CHECKPOINT, dtype=torch.float32, attn_implementation="eager")
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return AutoProcessor.from_pretrained(CHECKPOINT)
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    return synthvqa.make_split("test", HELD_OUT)
+
+
+@pytest.fixture(scope="module")
+def full_accuracy(model, processor, held_out):
+    start = time.perf_counter()
+    acc = evaluate.accuracy(model, processor, held_out)
+    return acc, time.perf_counter() - start
+
+
+def test_checkpoint_is_half_precision_safetensors_under_25_mb():
+    weights = sorted(CHECKPOINT.glob("*.safetensors"))
+    assert weights, "no safetensors in the checkpoint"
+    assert not list(CHECKPOINT.glob("*.bin"))
+    n_tensors = 0
+    for path in weights:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                assert f.get_slice(key).get_dtype() == "F16", key
+                n_tensors += 1
+    assert n_tensors > 100
+    total = sum(p.stat().st_size for p in CHECKPOINT.iterdir() if p.is_file())
+    assert total < 25 * 1024 * 1024, f"{total / 2**20:.1f} MiB"
+
+
+def test_architecture(model):
+    cfg = model.config
+    assert type(model) is LlavaForConditionalGeneration
+    assert cfg.vision_config.model_type == "clip_vision_model"
+    assert cfg.text_config.model_type == "llama"
+    assert cfg.text_config.num_hidden_layers >= 12
+    assert len(model.model.language_model.layers) == cfg.text_config.num_hidden_layers
+    assert cfg.vision_feature_select_strategy == "default"
+    assert 0 < cfg.text_config.initializer_range <= 0.05
+    pixel_values = torch.zeros(1, 3, synthvqa.IMAGE_SIZE, synthvqa.IMAGE_SIZE)
+    with torch.no_grad():
+        features = model.model.get_image_features(pixel_values=pixel_values)
+    features = features.pooler_output if hasattr(features, "pooler_output") else features
+    features = features[0] if isinstance(features, (list, tuple)) else features
+    assert features.reshape(-1, cfg.text_config.hidden_size).shape[0] == NUM_IMAGE_TOKENS
+
+
+def test_processor_expands_image_token_and_round_trips(processor, tmp_path, held_out):
+    assert isinstance(processor, LlavaProcessor)
+    assert type(processor.image_processor).__name__ == "CLIPImageProcessorPil"  # no torchvision needed
+    sample = held_out[0]
+    enc = processor(text=[sample.prompt], images=[sample.image], return_tensors="pt")
+    ids = enc["input_ids"][0]
+    image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    assert int((ids == image_id).sum()) == NUM_IMAGE_TOKENS
+    assert ids[0] == processor.tokenizer.bos_token_id
+    assert processor.tokenizer.unk_token_id not in ids.tolist()
+    assert enc["pixel_values"].shape == (1, 3, synthvqa.IMAGE_SIZE, synthvqa.IMAGE_SIZE)
+    processor.save_pretrained(tmp_path)
+    again = AutoProcessor.from_pretrained(tmp_path)
+    enc2 = again(text=[sample.prompt], images=[sample.image], return_tensors="pt")
+    assert enc.keys() == enc2.keys()
+    for key in enc:
+        assert torch.equal(enc[key], enc2[key]), key
+    for answers in synthvqa.ANSWERS.values():  # every answer is one token
+        for a in answers:
+            assert len(processor.tokenizer(a, add_special_tokens=False)["input_ids"]) == 1
+
+
+def test_accuracy_gate_on_held_out_subset(full_accuracy):
+    acc, seconds = full_accuracy
+    assert acc["n"] == HELD_OUT
+    assert acc["overall"] >= 0.90, acc
+    assert min(acc["per_type"].values()) >= 0.75, acc
+    assert seconds < 60, f"held-out evaluation took {seconds:.1f}s"
+
+
+def test_withdrawing_vision_from_layer_1_falls_to_the_majority_baseline(model, processor, held_out, full_accuracy):
+    withdrawn = evaluate.accuracy(model, processor, held_out, withdraw_from_layer=1)
+    baselines = evaluate.majority_baselines(held_out)
+    # A model that knows the question type but not the image can do no better than the per-type prior.
+    assert withdrawn["overall"] <= baselines["per_type_answer"] + 0.10, (withdrawn, baselines)
+    assert full_accuracy[0]["overall"] - withdrawn["overall"] >= 0.5
+
+
+def test_withdrawal_hook_changes_only_what_it_should(model, processor, held_out):
+    samples = held_out[:24]
+    plain = evaluate.predict(model, processor, samples)
+    # Withdrawing from past the last layer is a no-op; withdrawing from layer 1 changes answers.
+    assert evaluate.predict(model, processor, samples, withdraw_from_layer=len(model.model.language_model.layers)) == plain
+    assert evaluate.predict(model, processor, samples, withdraw_from_layer=1) != plain
+    # The hook is removed afterwards.
+    assert evaluate.predict(model, processor, samples) == plain
+
+
+def test_generate_answers_then_stops(model, processor, held_out):
+    samples = held_out[:12]  # different prompt lengths: left padding
+    enc = processor(text=[s.prompt for s in samples], images=[s.image for s in samples], return_tensors="pt", padding=True)
+    out = model.generate(**enc, max_new_tokens=2, do_sample=False)
+    new = out[:, enc["input_ids"].shape[1] :]
+    answers = processor.tokenizer.convert_ids_to_tokens(new[:, 0].tolist())
+    assert sum(a == s.answer for a, s in zip(answers, samples)) >= 10
+    assert (new[:, 1] == processor.tokenizer.eos_token_id).float().mean() >= 0.9
+
+
+def test_eager_and_sdpa_agree(processor, held_out):
+    sdpa = LlavaForConditionalGeneration.from_pretrained(CHECKPOINT, dtype=torch.float32, attn_implementation="sdpa")
+    eager = LlavaForConditionalGeneration.from_pretrained(CHECKPOINT, dtype=torch.float32, attn_implementation="eager")
+    samples = held_out[:6]
+    enc = processor(text=[s.prompt for s in samples], images=[s.image for s in samples], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        a = sdpa(**enc).logits
+        b = eager(**enc).logits
+    mask = enc["attention_mask"].bool()
+    torch.testing.assert_close(a[mask], b[mask], rtol=1e-4, atol=1e-4)
