@@ -1,0 +1,3 @@
+from tokenprune.cli import main
+
+main()
