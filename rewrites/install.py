@@ -80,50 +80,45 @@ def rewrap(decorated: Callable, new_inner: Callable) -> Callable:
     return inner
 
 
-def make_language_model_forward(lm: torch.nn.Module, gm: fx.GraphModule, session: PruneSession,
-                                cut_layers: tuple[int, ...]) -> Callable:
-    """The bound ``forward`` of the compiled language model."""
+def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: dict, hint,
+                                session: PruneSession, cut_layers: tuple[int, ...]) -> Callable:
+    """The bound ``forward`` of the compiled language model: prepare inputs, pick the variant's graph, run."""
     decorated = type(lm).forward
     signature = inspect.signature(inspect.unwrap(decorated))
+    var_kw = next((n for n, p in signature.parameters.items() if p.kind is p.VAR_KEYWORD), None)
 
     def pruned_forward(self, *args, **kwargs):
         vision = kwargs.pop(VISION_MASK_KWARG, None)
         probe = kwargs.pop("_tokenprune_probe", False)
-        bound = signature.bind(self, *args, **kwargs)
-        params = dict(bound.arguments)
+        params = dict(signature.bind(self, *args, **kwargs).arguments)
         params.pop("self")
-        extra = params.pop(next((n for n, p in signature.parameters.items() if p.kind is p.VAR_KEYWORD), "kwargs"), {})
-        unknown = {k for k, v in extra.items() if v is not None and k not in _BENIGN_KWARGS}
-        unknown -= {"is_causal"} if extra.get("is_causal") is True else set()  # the traced graph is causal
-        if unknown:
-            raise UnsupportedError(describe(
-                f"the language model was called with keywords {sorted(unknown)} that the traced graph ignores",
-                "compiled language model", f"only {sorted(_BENIGN_KWARGS)}",
-                "call the model without them, or open an issue with the use case"))
-        inputs_embeds = params.get("inputs_embeds")
-        if inputs_embeds is None:
-            inputs_embeds = self.get_input_embeddings()(params["input_ids"])
-        if isinstance(params.get("attention_mask"), dict):
+        extra = params.pop(var_kw, {}) if var_kw else {}
+        _refuse_unknown_kwargs(extra)
+        if params.get("inputs_embeds") is None:
+            params["inputs_embeds"] = self.get_input_embeddings()(params["input_ids"])
+        inputs_embeds = params["inputs_embeds"]
+        use_cache = params.get("use_cache", extra.get("use_cache"))
+        if use_cache and params.get("past_key_values") is None:
+            from transformers import DynamicCache  # local: keep the tracer module's globals free of it
+            params["past_key_values"] = DynamicCache(config=self.config)
+        cache = params.get("past_key_values")
+        past_len = cache.get_seq_length() if cache is not None else 0
+        hint.prepare(self, params, past_len)
+        variant = hint.choose(params)
+        names = input_names[variant]
+        if isinstance(params.get("attention_mask"), dict) and "attention_mask" in names:
             raise UnsupportedError(describe(
                 "the language model received a prepared dict of attention masks", "attention_mask",
                 "a 2-D padding mask or None (tokenprune builds and gathers the 4-D masks itself)",
                 "call generate()/forward with a 2-D attention_mask and a DynamicCache"))
-        cache = params.get("past_key_values")
-        use_cache = params.get("use_cache", extra.get("use_cache"))
-        if use_cache and cache is None:
-            from transformers import DynamicCache  # local: keep the tracer module's globals free of it
-            cache = DynamicCache(config=self.config)
-        past_len = cache.get_seq_length() if cache is not None else 0
-        position_ids = params.get("position_ids")
-        if position_ids is None:
-            position_ids = (torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_len)[None]
         if vision is None:
             vision, session.pending_vision = session.pending_vision, None
-        session.begin(inputs_embeds, vision, params.get("attention_mask"), past_len,
-                      self.config._attn_implementation, probe=probe)
+        mask2d = params.get("attention_mask") if not isinstance(params.get("attention_mask"), dict) else None
+        session.begin(inputs_embeds, vision, mask2d, past_len, self.config._attn_implementation, probe=probe)
         try:
             _check_cache_lengths(session, cache, past_len, cut_layers)
-            out = gm(inputs_embeds, params.get("attention_mask"), position_ids, cache)
+            values = hint.graph_inputs(params, variant)
+            out = graphs[variant](*(values[name] for name in names))
         finally:
             session.end()
         if not use_cache and hasattr(out, "past_key_values"):
@@ -131,6 +126,16 @@ def make_language_model_forward(lm: torch.nn.Module, gm: fx.GraphModule, session
         return out
 
     return types.MethodType(rewrap(decorated, pruned_forward), lm)
+
+
+def _refuse_unknown_kwargs(extra: dict) -> None:
+    unknown = {k for k, v in extra.items() if v is not None and k not in _BENIGN_KWARGS}
+    unknown -= {"is_causal"} if extra.get("is_causal") is True else set()  # the traced graph is causal
+    if unknown:
+        raise UnsupportedError(describe(
+            f"the language model was called with keywords {sorted(unknown)} that the traced graph ignores",
+            "compiled language model", f"only {sorted(_BENIGN_KWARGS)}",
+            "call the model without them, or open an issue with the use case"))
 
 
 def _check_cache_lengths(session: PruneSession, cache, past_len: int, cut_layers) -> None:

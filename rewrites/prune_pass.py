@@ -17,7 +17,7 @@ from tokenprune.spec import GatherKind
 from . import ops
 from .analysis import check_cuts_complete, layer_nodes
 from .state import PruneSession
-from .tracer import ROOT_INPUTS, TracedLanguageModel
+from .tracer import TracedLanguageModel
 
 SESSION_ATTR = "_tokenprune_session"
 
@@ -61,7 +61,8 @@ def insert_cuts(traced: TracedLanguageModel, schedule: Schedule, session: PruneS
         gathered[cut] = _insert_cut(graph, gm, traced.layer_prefix, layers, kinds, cut, previous_cut, session_node)
         previous_cut = cut
     exempt = {n.name for n in graph.nodes if n.op == "placeholder" and n.target == "past_key_values"}
-    check_cuts_complete(graph, layers, list(schedule.cuts), gathered, ROOT_INPUTS, exempt)
+    token_inputs = tuple(n for n in traced.input_names if n != "past_key_values")
+    check_cuts_complete(graph, layers, list(schedule.cuts), gathered, token_inputs, exempt)
     graph.lint()
     gm.recompile()
     return gm

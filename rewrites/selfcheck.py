@@ -16,7 +16,7 @@ from .state import PruneSession
 _PROBE_LENGTH = 7  # tokens: one padding, three "vision", three text
 
 
-def run_probe_check(original: torch.nn.Module, compiled: torch.nn.Module, session: PruneSession) -> None:
+def run_probe_check(original: torch.nn.Module, compiled: torch.nn.Module, session: PruneSession, hint) -> None:
     """Raise :class:`TraceError` unless ``compiled`` reproduces ``original`` exactly on a probe input."""
     param = next(original.parameters())
     device, dtype = param.device, param.dtype
@@ -33,7 +33,11 @@ def run_probe_check(original: torch.nn.Module, compiled: torch.nn.Module, sessio
              session.prompt_pad_offset)
     try:
         with torch.no_grad():
-            ref, got = _run(original, embeds, step, mask, None), _run(compiled, embeds, step, mask, vision)
+            results = []
+            for variant, overrides in hint.probe_variants(original, {"inputs_embeds": embeds, "attention_mask": mask}):
+                ref = _run(original, embeds, step, mask, None, overrides)
+                got = _run(compiled, embeds, step, mask, vision, overrides)
+                results.append((variant, ref, got))
     except TraceError:
         raise
     except Exception as err:
@@ -44,20 +48,29 @@ def run_probe_check(original: torch.nn.Module, compiled: torch.nn.Module, sessio
     finally:
         (session.selections, session.prompt_embeds, session.prompt_layout, session.prompt_num_vision,
          session.prompt_pad_offset) = saved
+    for variant, ref, got in results:
+        _compare(original, variant, ref, got)
+
+
+def _compare(original, variant, ref, got) -> None:
     for name, a, b in zip(("prefill", "decode"), ref, got):
         if not torch.equal(a, b):
             diff = (a.float() - b.float()).abs().max().item()
             raise TraceError(describe(
-                f"the traced language model differs from the original on the probe {name} (max |diff| {diff:.3g})",
+                f"the traced language model differs from the original on the probe {name} of variant {variant} "
+                f"(max |diff| {diff:.3g})",
                 type(original).__name__, "bit-identical outputs with every token kept",
                 "this family needs a tracing hint (tracing.hints in the spec); do not use the compiled model"))
 
 
-def _run(lm, embeds, step, mask, vision):
+def _run(lm, embeds, step, mask, vision, overrides):
     extra = {} if vision is None else {"tokenprune_vision_mask": vision, "_tokenprune_probe": True}
-    first = lm(inputs_embeds=embeds, attention_mask=mask, use_cache=True, **extra)
+    first = lm(inputs_embeds=embeds, attention_mask=mask, use_cache=True, **overrides, **extra)
     full_mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-    positions = (full_mask.cumsum(-1) - 1).clamp_min(0)[:, -1:]
+    positions = (full_mask.cumsum(-1) - 1).clamp_min(0)[:, -1:]  # (B, 1)
+    if "position_ids" in overrides:  # continue the probe's own layout (e.g. mRoPE rows) by one step
+        last = overrides["position_ids"][..., -1:]
+        positions = last + 1
     second = lm(inputs_embeds=step, attention_mask=full_mask, past_key_values=first.past_key_values,
                 position_ids=positions, use_cache=True)
     return first.last_hidden_state, second.last_hidden_state

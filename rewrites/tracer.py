@@ -5,6 +5,7 @@ The decorated ``forward`` of a transformers 5 text model cannot be traced (its w
 the rotary module and every other child module are leaves; the modeling module's functions (mask
 builders) are autowrapped so their rank branches are not specialised away; configs are referenced live
 (``get_attr``) instead of being rebuilt from their fields, which would lose the attention backend.
+One graph is traced per variant of the family's tracing hints (see :mod:`.hints`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ import torch.fx as _fx
 from tokenprune.errors import TraceError as _TraceError
 from tokenprune.errors import describe as _describe
 
-# Names the traced root takes; the runtime wrapper fills them (tracing-facts.md §1, §5).
-ROOT_INPUTS = ("inputs_embeds", "attention_mask", "position_ids", "past_key_values")
+from .hints import CompositeHint as _CompositeHint
 
 _CONTAINERS = (_torch.nn.ModuleList, _torch.nn.ModuleDict, _torch.nn.Sequential)
-_ROOT_CLASSES: dict[type, type] = {}
 
 
 @dataclass
@@ -30,20 +29,30 @@ class TracedLanguageModel:
     """A traced text decoder: the graph module plus what the rewrite needs to find in it."""
 
     graph_module: _fx.GraphModule
-    layer_prefix: str  # e.g. "layers": layer i is the call_module target f"{layer_prefix}.{i}"
+    layer_prefix: str  # layer i is the call_module target f"{layer_prefix}.{i}"
     num_layers: int
+    input_names: tuple[str, ...]  # placeholders, in order
 
 
 class _LiveConfigTracer(_fx.Tracer):
-    """An fx tracer that keeps child modules as leaves and configs as live references."""
+    """An fx tracer that keeps child modules as leaves, configs as live references, and asks the hint
+    for placeholders whose trace-time shape questions must have fixed answers."""
 
-    def __init__(self, autowrap_modules: tuple):
+    def __init__(self, autowrap_modules: tuple, hint: _CompositeHint, variant):
         super().__init__(autowrap_modules=autowrap_modules)
         self._constants: dict[int, str] = {}
+        self._hint, self._variant = hint, variant
 
     def is_leaf_module(self, module: _torch.nn.Module, qualified_name: str) -> bool:
         # Everything below the traced forward is a leaf: only the layer loop itself becomes graph nodes.
         return not isinstance(module, _CONTAINERS)
+
+    def proxy(self, node: _fx.Node) -> _fx.Proxy:
+        if node.op == "placeholder":
+            custom = self._hint.placeholder_proxy(self, node, self._variant)
+            if custom is not None:
+                return custom
+        return super().proxy(node)
 
     def create_arg(self, a):
         # A config passed as an argument must stay the live object (tracing-facts.md §4): emit get_attr.
@@ -58,25 +67,26 @@ class _LiveConfigTracer(_fx.Tracer):
 
 
 def _is_config(obj) -> bool:
-    return any(c.__name__ == "PreTrainedConfig" or c.__name__ == "PretrainedConfig" for c in type(obj).__mro__)
+    return any(c.__name__ in ("PreTrainedConfig", "PretrainedConfig") for c in type(obj).__mro__)
 
 
-def _tracing_root(lm: _torch.nn.Module) -> _torch.nn.Module:
-    """An instance of a subclass of ``type(lm)`` sharing ``lm``'s state, whose forward has a fixed signature."""
+def _tracing_root(lm: _torch.nn.Module, hint: _CompositeHint, variant, names: tuple[str, ...]):
+    """An instance of a subclass of ``type(lm)`` sharing ``lm``'s state, whose forward takes ``names``."""
     cls = type(lm)
-    root_cls = _ROOT_CLASSES.get(cls)
-    if root_cls is None:
-        inner = _inspect.unwrap(cls.forward)
-        # Traced with use_cache=True so `cache if use_cache else None` keeps the cache; the runtime wrapper
-        # drops it from the output when the caller asked for no cache.
-        fixed = {"use_cache": True} if "use_cache" in _inspect.signature(inner).parameters else {}
+    inner = _inspect.unwrap(cls.forward)
+    # Traced with use_cache=True so `cache if use_cache else None` keeps the cache; the runtime wrapper
+    # drops it from the output when the caller asked for no cache.
+    fixed = {"use_cache": True} if "use_cache" in _inspect.signature(inner).parameters else {}
 
-        def forward(self, inputs_embeds, attention_mask, position_ids, past_key_values):
-            return inner(self, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                         position_ids=position_ids, past_key_values=past_key_values, **fixed)
+    def call(self, inputs):
+        return inner(self, **hint.inner_kwargs(inputs, variant), **fixed)
 
-        root_cls = type(f"{cls.__name__}TracingRoot", (cls,), {"forward": forward, "__module__": __name__})
-        _ROOT_CLASSES[cls] = root_cls
+    # fx reads placeholder names from the forward's signature, so build one with exactly these names.
+    params = ", ".join(names)
+    namespace = {"_call": call}
+    exec(f"def forward(self, {params}):\n    return _call(self, dict({', '.join(f'{n}={n}' for n in names)}))",
+         namespace)
+    root_cls = type(f"{cls.__name__}TracingRoot", (cls,), {"forward": namespace["forward"], "__module__": __name__})
     root = root_cls.__new__(root_cls)
     state = dict(lm.__dict__)
     for key in ("_modules", "_parameters", "_buffers"):
@@ -85,22 +95,25 @@ def _tracing_root(lm: _torch.nn.Module) -> _torch.nn.Module:
     return root
 
 
-def trace_language_model(lm: _torch.nn.Module, layers_path: str) -> TracedLanguageModel:
-    """Trace ``lm`` (a transformers text decoder) into a graph whose decoder layers are ``call_module`` nodes."""
-    root = _tracing_root(lm)
+def trace_language_model(lm: _torch.nn.Module, layers_path: str, hint: _CompositeHint) -> dict:
+    """Trace ``lm`` once per hint variant; decoder layers become ``call_module`` nodes."""
     modeling_module = _inspect.getmodule(type(lm))
-    tracer = _LiveConfigTracer(autowrap_modules=(modeling_module,) if modeling_module else ())
-    try:
-        graph = tracer.trace(root)
-    except Exception as err:  # fx raises many types; the user needs the family and what to do
-        raise _TraceError(_describe(
-            f"torch.fx could not trace {type(lm).__name__}.forward: {type(err).__name__}: {err}",
-            type(lm).__module__, "a standard Hugging Face decoder stack",
-            "add a registered tracing hint for this family to the spec (docs: 'Add a new model')")) from err
-    gm = _fx.GraphModule(root, graph, class_name=f"Traced{type(lm).__name__}")
-    layers = _resolve(lm, layers_path)
-    num_layers = len(layers)
-    return TracedLanguageModel(graph_module=gm, layer_prefix=layers_path, num_layers=num_layers)
+    num_layers = len(_resolve(lm, layers_path))
+    traced = {}
+    for variant in hint.variants():
+        names = hint.input_names(variant)
+        root = _tracing_root(lm, hint, variant, names)
+        tracer = _LiveConfigTracer((modeling_module,) if modeling_module else (), hint, variant)
+        try:
+            graph = tracer.trace(root)
+        except Exception as err:  # fx raises many types; the user needs the family and what to do
+            raise _TraceError(_describe(
+                f"torch.fx could not trace {type(lm).__name__}.forward (variant {variant}): "
+                f"{type(err).__name__}: {err}", type(lm).__module__, "a standard Hugging Face decoder stack",
+                "add a registered tracing hint for this family to the spec (docs: 'Add a new model')")) from err
+        gm = _fx.GraphModule(root, graph, class_name=f"Traced{type(lm).__name__}")
+        traced[variant] = TracedLanguageModel(gm, layers_path, num_layers, names)
+    return traced
 
 
 def _resolve(module, path):

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from tokenprune.errors import ScheduleError, SpecError, UnsupportedError, describe
+from tokenprune.rewrites.hints import CompositeHint
 from tokenprune.rewrites.install import clone_path, make_language_model_forward, make_vision_hook
 from tokenprune.rewrites.prune_pass import insert_cuts
 from tokenprune.rewrites.selfcheck import run_probe_check
@@ -48,17 +49,19 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
                                 else [spec.language_model])
     lm = clones[spec.language_model]
     session = PruneSession(schedule=schedule, spec=spec, scorer_name=scorer, seed=seed)
-    traced = trace_language_model(lm, spec.decoder_layers)
-    gm = insert_cuts(traced, schedule, session, spec.layer_kwargs)
-    # Keep the graph module out of the registered children so parameters are not listed twice.
-    object.__setattr__(lm, "forward", make_language_model_forward(lm, gm, session, schedule.cuts))
-    object.__setattr__(lm, "_tokenprune_graph", gm)
+    hint = CompositeHint(spec.tracing.hints)
+    traced = trace_language_model(lm, spec.decoder_layers, hint)
+    graphs = {variant: insert_cuts(t, schedule, session, spec.layer_kwargs) for variant, t in traced.items()}
+    names = {variant: t.input_names for variant, t in traced.items()}
+    # Keep the graph modules out of the registered children so parameters are not listed twice.
+    object.__setattr__(lm, "forward", make_language_model_forward(lm, graphs, names, hint, session, schedule.cuts))
+    object.__setattr__(lm, "_tokenprune_graphs", graphs)
     base = clones.get(spec.multimodal_model, pruned) if spec.multimodal_model else pruned
     base.register_forward_pre_hook(make_vision_hook(session, token_ids), with_kwargs=True)
     object.__setattr__(pruned, "_tokenprune_session", session)
     object.__setattr__(pruned, "_tokenprune_language_model", lm)
     if check:
-        run_probe_check(lm_original, lm, session)
+        run_probe_check(lm_original, lm, session, hint)
     return pruned
 
 
@@ -122,7 +125,12 @@ def schedule_of(model) -> Schedule:
     return _session(model).schedule
 
 
-def graph_of(model):
-    """The rewritten fx GraphModule of a compiled model's language model (print it to see the cuts)."""
+def graph_of(model, variant=None):
+    """The rewritten fx GraphModule of a compiled model's language model (print it to see the cuts).
+
+    Families whose tracing hints trace several graphs (e.g. 3- and 4-row mRoPE position ids) have one
+    per variant; the first is returned unless ``variant`` names another.
+    """
     _session(model)
-    return model._tokenprune_language_model._tokenprune_graph
+    graphs = model._tokenprune_language_model._tokenprune_graphs
+    return graphs[variant] if variant is not None else next(iter(graphs.values()))

@@ -70,5 +70,5 @@ def layers_of(case: Case, model):
 def greedy(model, batch, steps: int = 8, **kw) -> torch.Tensor:
     with torch.no_grad():
         out = model.generate(**batch.kwargs, max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
-                             suppress_tokens=[batch.image_token_id], pad_token_id=0, **kw)
+                             suppress_tokens=batch.suppress_ids, pad_token_id=0, **kw)
     return out[:, batch.input_ids.shape[1]:]

@@ -130,8 +130,9 @@ def _single(batch, b):
 
     real = batch.kwargs["attention_mask"][b].bool()
     kwargs = {"input_ids": batch.input_ids[b:b + 1, real], "attention_mask": batch.kwargs["attention_mask"][b:b + 1, real]}
-    kwargs.update(_single_pixels(batch, b))
-    return TestBatch(kwargs=kwargs, vision_mask=batch.vision_mask[b:b + 1, real], image_token_id=batch.image_token_id)
+    kwargs.update(_single_pixels(batch, b))  # pixels and any other per-sample inputs of the family
+    return TestBatch(kwargs=kwargs, vision_mask=batch.vision_mask[b:b + 1, real], image_token_id=batch.image_token_id,
+                     vision_token_ids=batch.vision_token_ids)
 
 
 def _single_pixels(batch, b):

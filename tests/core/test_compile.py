@@ -139,7 +139,7 @@ def test_beam_search_and_seeded_sampling_match_the_reference(case, mode):
     got = greedy(compiled, batch, **{k: v for k, v in kw.items() if k != "do_sample"}) if mode == "beam" else None
     if mode == "sample":
         with torch.no_grad():
-            got = compiled.generate(**batch.kwargs, max_new_tokens=6, suppress_tokens=[batch.image_token_id],
+            got = compiled.generate(**batch.kwargs, max_new_tokens=6, suppress_tokens=batch.suppress_ids,
                                     pad_token_id=0, **kw)
     with torch.no_grad():
         compiled(**batch.kwargs)
@@ -149,7 +149,7 @@ def test_beam_search_and_seeded_sampling_match_the_reference(case, mode):
         if mode == "beam":
             ref = greedy(eager, batch, num_beams=3)
         else:
-            ref = eager.generate(**batch.kwargs, max_new_tokens=6, suppress_tokens=[batch.image_token_id],
+            ref = eager.generate(**batch.kwargs, max_new_tokens=6, suppress_tokens=batch.suppress_ids,
                                  pad_token_id=0, **kw)
     assert torch.equal(got, ref)
 

@@ -10,6 +10,7 @@ ray = pytest.importorskip("ray", reason="the Ray backend is an optional extra: p
 
 from tokenprune.schedule import Schedule  # noqa: E402
 from tokenprune.search import SearchResult, search  # noqa: E402
+from tokenprune.search.ray_backend import RayEvaluator  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +25,13 @@ def test_ray_g_search_and_p_sigmoid_end_to_end(local_ray, tmp_path, make_llava, 
     calib = make_calibration(model, spec, n_batches=2, batch_size=3, heldout_fraction=0.5)
 
     local = search(model, spec, calib, method="g-search", tolerance=0.01, grid=4, quiet=True)
+    # One set of actors (each loads the model once) serves every search below.
+    workers = RayEvaluator(model, spec, calib, "kl", workers=2)
     trials = tmp_path / "g.jsonl"
-    dist = search(model, spec, calib, method="g-search", tolerance=0.01, grid=4, quiet=True, backend="ray",
-                  workers=2, trials=trials)
+    dist = search(method="g-search", evaluator=workers, tolerance=0.01, grid=4, quiet=True, trials=trials)
     # W-section with 2 workers finds the same schedule as bisection on this (monotone enough) model,
     # and every trial evaluated on the workers is in the driver's trials file.
+    assert not [t.error for t in dist.trials if not t.ok]
     assert dist.schedule.keep_ratio == local.schedule.keep_ratio
     assert dist.objective["search"] == pytest.approx(local.objective["search"], abs=1e-6)
     lines = [json.loads(x) for x in trials.read_text().splitlines()]
@@ -37,8 +40,8 @@ def test_ray_g_search_and_p_sigmoid_end_to_end(local_ray, tmp_path, make_llava, 
     assert dist.stats["workers"] == 2 and dist.stats["layer_passes"] > 0
 
     sig_trials = tmp_path / "p.jsonl"
-    res = search(model, spec, calib, method="p-sigmoid", budget=0.6, n_trials=4, seed=0, quiet=True,
-                 backend="ray", workers=2, trials=sig_trials)
+    res = search(method="p-sigmoid", evaluator=workers, budget=0.6, n_trials=4, seed=0, quiet=True,
+                 startup_trials=4, trials=sig_trials)
     assert res.flops_fraction <= 0.6 + 1e-12
     ok = [t for t in res.trials if t.ok and "k" in t.params]
     assert len([t for t in res.trials if "k" in t.params]) == 4
@@ -47,7 +50,9 @@ def test_ray_g_search_and_p_sigmoid_end_to_end(local_ray, tmp_path, make_llava, 
     assert isinstance(saved.schedule, Schedule) and saved.schedule == res.schedule
     n_lines = len(sig_trials.read_text().splitlines())
     # Resuming with the same file evaluates nothing again.
-    again = search(model, spec, calib, method="p-sigmoid", budget=0.6, n_trials=4, seed=0, quiet=True,
-                   backend="ray", workers=2, trials=sig_trials)
+    again = search(method="p-sigmoid", evaluator=workers, budget=0.6, n_trials=4, seed=0, quiet=True,
+                   startup_trials=4, trials=sig_trials)
     assert len(sig_trials.read_text().splitlines()) == n_lines
     assert again.schedule == res.schedule
+    assert again.stats["evaluated"] == 0 and again.stats["reused"] >= 4
+    workers.close()

@@ -24,6 +24,12 @@ class TestBatch:
     vision_mask: torch.Tensor  # (B, S) bool
     image_token_id: int
     extra: dict = field(default_factory=dict)
+    vision_token_ids: list[int] = field(default_factory=list)  # every id that marks a vision token
+
+    @property
+    def suppress_ids(self) -> list[int]:
+        """Ids a random model must not generate (they would start a new image in the next step)."""
+        return sorted({self.image_token_id, *self.vision_token_ids})
 
     @property
     def input_ids(self) -> torch.Tensor:

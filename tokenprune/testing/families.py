@@ -122,3 +122,77 @@ def internvl_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
     ranges = _image_ranges(images_per_sample)
     return _batch(model, seqs, {"pixel_values": pixels}, cfg.image_token_id,
                   split=lambda b: {"pixel_values": pixels[ranges[b]]})
+
+
+@register("test_inputs", "qwen2_vl")
+def qwen2_vl_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
+    """Qwen2-VL family: flattened patches + (t, h, w) grids; a sample's second visual input is a video.
+
+    ``mm_token_type_ids`` marks image (1) and video (2) tokens, as the processor does, for 3-D mRoPE.
+    """
+    cfg = model.config
+    vis = cfg.vision_config
+    merge, patch, temporal = vis.spatial_merge_size, vis.patch_size, vis.temporal_patch_size
+    dim = vis.in_channels * temporal * patch * patch
+    dtype = next(model.parameters()).dtype
+    image_grid = [1, 8, 8]  # (t, h, w) patches
+    video_grid = [2, 4, 4]
+    seqs, types, images, videos, owners = [], [], [], [], []
+    for b, (n_vis, n_text) in enumerate(zip(images_per_sample, text_lengths)):
+        head = random_text(max(1, n_text // 3), cfg.text_config.vocab_size, _qwen_special(cfg), gen)
+        tail = random_text(max(1, n_text - len(head)), cfg.text_config.vocab_size, _qwen_special(cfg), gen)
+        ids, kinds = list(head), [0] * len(head)
+        for i in range(n_vis):
+            is_video = i % 2 == 1
+            grid = video_grid if is_video else image_grid
+            count = grid[0] * grid[1] * grid[2] // (merge * merge)
+            token, kind = (cfg.video_token_id, 2) if is_video else (cfg.image_token_id, 1)
+            ids += [cfg.vision_start_token_id] + [token] * count + [cfg.vision_end_token_id]
+            kinds += [0] + [kind] * count + [0]
+            (videos if is_video else images).append((b, grid))
+        seqs.append(ids + tail)
+        types.append(kinds + [0] * len(tail))
+        owners.append(b)
+    ids, mask = left_pad(seqs, 0)
+    mm_types, _ = left_pad(types, 0)
+
+    def pack(items):
+        if not items:
+            return {}
+        grids = torch.tensor([g for _, g in items])
+        pixels = torch.randn((int(grids.prod(dim=1).sum()), dim), generator=gen).to(dtype)
+        return {"grids": grids, "pixels": pixels, "owners": [o for o, _ in items]}
+
+    packed = {"image": pack(images), "video": pack(videos)}
+    kwargs = {"input_ids": ids, "attention_mask": mask, "mm_token_type_ids": mm_types}
+    kwargs.update(_qwen_pixel_kwargs(packed, None))
+    vision = (ids == cfg.image_token_id) | (ids == cfg.video_token_id)
+
+    def split(b):
+        real = mask[b].bool()
+        return {"mm_token_type_ids": mm_types[b:b + 1, real], **_qwen_pixel_kwargs(packed, b)}
+
+    return TestBatch(kwargs=kwargs, vision_mask=vision, image_token_id=cfg.image_token_id, extra={"split": split},
+                     vision_token_ids=sorted(_qwen_special(cfg)))
+
+
+def _qwen_special(cfg) -> set[int]:
+    return {cfg.image_token_id, cfg.video_token_id, cfg.vision_start_token_id, cfg.vision_end_token_id}
+
+
+def _qwen_pixel_kwargs(packed, only_sample):
+    out = {}
+    for kind, pixel_key, grid_key in (("image", "pixel_values", "image_grid_thw"),
+                                      ("video", "pixel_values_videos", "video_grid_thw")):
+        item = packed[kind]
+        if not item:
+            continue
+        sizes = item["grids"].prod(dim=1).tolist()
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        keep = [i for i, o in enumerate(item["owners"]) if only_sample is None or o == only_sample]
+        if not keep:
+            continue
+        rows = torch.cat([torch.arange(starts[i], starts[i] + sizes[i]) for i in keep])
+        out[pixel_key] = item["pixels"][rows]
+        out[grid_key] = item["grids"][keep]
+    return out

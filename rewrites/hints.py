@@ -1,0 +1,187 @@
+"""Tracing hints: the family-specific part of tracing and calling a text model, registered by name.
+
+fx specialises Python branches at trace time without guards. A hint names the branches a family takes
+on its inputs (the *variants*), traces one graph per variant, and picks the right graph at run time,
+so no input ever runs through a graph specialised for another. The ``standard`` hint covers the
+Llama-style decoders (one variant); specs list extra hints under ``tracing.hints``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable
+
+import torch
+import torch.fx as fx
+
+from tokenprune.errors import TraceError, describe
+from tokenprune.registry import lookup, register
+
+STANDARD_INPUTS = ("inputs_embeds", "attention_mask", "position_ids", "past_key_values")
+
+
+class TracingHint:
+    """Base class; every method has the standard behaviour, a hint overrides what its family needs."""
+
+    name = "standard"
+
+    def variants(self) -> list[Hashable]:
+        return [None]
+
+    def input_names(self, variant) -> tuple[str, ...]:
+        """Names of the traced root's placeholders (a subset of the graph inputs' order is up to the hint)."""
+        return STANDARD_INPUTS
+
+    def inner_kwargs(self, inputs: dict, variant) -> dict:
+        """Keyword arguments of the text model's undecorated forward, built from the placeholders."""
+        return dict(inputs)
+
+    def placeholder_proxy(self, tracer: fx.Tracer, node: fx.Node, variant) -> fx.Proxy | None:
+        """A proxy that answers trace-time questions (rank, leading size) for one placeholder, or None."""
+        return None
+
+    def prepare(self, lm, params: dict, past_len: int) -> None:
+        """Fill run-time defaults the traced graph does not compute (the branches specialised away)."""
+
+    def choose(self, params: dict, variant_key) -> Hashable:
+        return None
+
+    def graph_inputs(self, params: dict, variant) -> dict:
+        """Values for this hint's placeholders, from the call's parameters."""
+        return {}
+
+    def probe_variants(self, lm, params: dict) -> list[tuple[Hashable, dict]]:
+        """Calls that exercise each variant in the self-check: ``(variant, lm keyword overrides)``."""
+        return [(None, {})]
+
+
+@register("tracing_hint", "standard")
+class StandardHint(TracingHint):
+    def prepare(self, lm, params, past_len):
+        if params.get("position_ids") is None:
+            length = params["inputs_embeds"].shape[1]
+            params["position_ids"] = (torch.arange(length, device=params["inputs_embeds"].device) + past_len)[None]
+
+
+class _StaticShapeProxy(fx.Proxy):
+    """A proxy whose rank and leading size are known at trace time (one graph is traced per value)."""
+
+    def __init__(self, node, tracer, ndim: int, first: int):
+        super().__init__(node, tracer)
+        self._static = (ndim, first)
+
+    @property
+    def ndim(self):
+        return self._static[0]
+
+    def dim(self):
+        return self._static[0]
+
+    @property
+    def shape(self):
+        return _LeadingShape(self, self._static[1])
+
+    def size(self, dim=None):
+        return self._static[1] if dim == 0 else self.shape if dim is None else fx.Proxy.__getattr__(self, "size")(dim)
+
+
+class _LeadingShape:
+    def __init__(self, proxy, first):
+        self._proxy, self._first = proxy, first
+
+    def __getitem__(self, index):
+        if index == 0:
+            return self._first
+        return fx.Proxy.__getattr__(self._proxy, "shape")[index]
+
+
+@register("tracing_hint", "mrope_position_ids")
+class MRopePositionIds(TracingHint):
+    """Qwen2-VL family: position ids are (3, B, S) for mRoPE, or (4, B, S) with a text row prepended."""
+
+    name = "mrope_position_ids"
+
+    def variants(self):
+        return [3, 4]
+
+    def placeholder_proxy(self, tracer, node, variant):
+        if node.target == "position_ids":
+            return _StaticShapeProxy(node, tracer, ndim=3, first=variant)
+        return None
+
+    def prepare(self, lm, params, past_len):
+        pos = params.get("position_ids")
+        embeds = params["inputs_embeds"]
+        bsz, length = embeds.shape[:2]
+        if pos is None:
+            pos = (torch.arange(length, device=embeds.device) + past_len).view(1, 1, -1).expand(3, bsz, -1)
+        elif pos.dim() == 2:
+            pos = pos[None].expand(3, pos.shape[0], -1)
+        params["position_ids"] = pos
+
+    def choose(self, params, variant_key):
+        rows = params["position_ids"].shape[0]
+        if rows not in (3, 4):
+            raise TraceError(describe(f"position ids with {rows} rows", "position_ids",
+                                      "3 (mRoPE) or 4 (text row + mRoPE) rows"))
+        return rows
+
+    def probe_variants(self, lm, params):
+        embeds = params["inputs_embeds"]
+        bsz, length = embeds.shape[:2]
+        text = (params["attention_mask"].cumsum(-1) - 1).clamp_min(0)  # (B, S)
+        three = text[None].expand(3, bsz, length)
+        return [(3, {"position_ids": three}), (4, {"position_ids": torch.cat([text[None], three], dim=0)})]
+
+
+class CompositeHint:
+    """The standard behaviour plus every hint a spec lists, applied in order."""
+
+    def __init__(self, names: list[str]):
+        self.hints = [StandardHint()] + [lookup("tracing_hint", n)() for n in names if n != "standard"]
+
+    def variants(self) -> list[tuple]:
+        return list(itertools.product(*(h.variants() for h in self.hints)))
+
+    def input_names(self, variant) -> tuple[str, ...]:
+        names = STANDARD_INPUTS
+        for hint, v in zip(self.hints, variant):
+            if type(hint).input_names is not TracingHint.input_names:
+                names = hint.input_names(v)
+        return names
+
+    def inner_kwargs(self, inputs, variant) -> dict:
+        kwargs = dict(inputs)
+        for hint, v in zip(self.hints, variant):
+            kwargs = hint.inner_kwargs(kwargs, v)
+        return kwargs
+
+    def placeholder_proxy(self, tracer, node, variant):
+        for hint, v in zip(self.hints, variant):
+            proxy = hint.placeholder_proxy(tracer, node, v)
+            if proxy is not None:
+                return proxy
+        return None
+
+    def prepare(self, lm, params, past_len) -> None:
+        for hint in self.hints:
+            hint.prepare(lm, params, past_len)
+
+    def choose(self, params) -> tuple:
+        return tuple(hint.choose(params, None) for hint in self.hints)
+
+    def graph_inputs(self, params, variant) -> dict:
+        values = {name: params.get(name) for name in STANDARD_INPUTS}
+        for hint, v in zip(self.hints, variant):
+            values.update(hint.graph_inputs(params, v))
+        return values
+
+    def probe_variants(self, lm, params) -> list[tuple[tuple, dict]]:
+        per_hint = [h.probe_variants(lm, params) for h in self.hints]
+        out = []
+        for combo in itertools.product(*per_hint):
+            overrides = {}
+            for _, o in combo:
+                overrides.update(o)
+            out.append((tuple(v for v, _ in combo), overrides))
+        return out
