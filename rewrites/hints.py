@@ -185,3 +185,53 @@ class CompositeHint:
                 overrides.update(o)
             out.append((tuple(v for v, _ in combo), overrides))
         return out
+
+
+@register("tracing_hint", "mask_dict")
+class MaskDict(TracingHint):
+    """Gemma3 family: the multimodal model passes a dict of full and sliding-window masks (carrying the
+    bidirectional block over each image). Traced with a tensor placeholder, the ``isinstance(dict)``
+    branch would be specialised away and the block lost (tracing-facts.md §7), so the dict variant
+    takes the two masks as separate placeholders and rebuilds the dict inside the graph."""
+
+    name = "mask_dict"
+    KEYS = ("full_attention", "sliding_attention")
+
+    def variants(self):
+        return ["tensor", "dict"]
+
+    def input_names(self, variant):
+        if variant == "tensor":
+            return STANDARD_INPUTS
+        return ("inputs_embeds", "full_attention_mask", "sliding_attention_mask", "position_ids", "past_key_values")
+
+    def inner_kwargs(self, inputs, variant):
+        if variant == "tensor":
+            return inputs
+        out = {k: v for k, v in inputs.items() if k not in ("full_attention_mask", "sliding_attention_mask")}
+        out["attention_mask"] = {key: inputs[f"{key}_mask"] for key in self.KEYS}
+        return out
+
+    def choose(self, params, variant_key):
+        mask = params.get("attention_mask")
+        if isinstance(mask, dict):
+            if set(mask) != set(self.KEYS):
+                raise TraceError(describe(f"attention-mask dict with keys {sorted(mask)}", "attention_mask",
+                                          f"exactly {list(self.KEYS)}"))
+            return "dict"
+        return "tensor"
+
+    def graph_inputs(self, params, variant):
+        if variant == "tensor":
+            return {}
+        return {f"{key}_mask": params["attention_mask"][key] for key in self.KEYS}
+
+    def probe_variants(self, lm, params):
+        from transformers import masking_utils
+
+        kwargs = {"config": lm.config, "inputs_embeds": params["inputs_embeds"],
+                  "attention_mask": params["attention_mask"], "past_key_values": None,
+                  "position_ids": torch.arange(params["inputs_embeds"].shape[1])[None]}
+        masks = {"full_attention": masking_utils.create_causal_mask(**kwargs),
+                 "sliding_attention": masking_utils.create_sliding_window_causal_mask(**kwargs)}
+        return [("tensor", {}), ("dict", {"attention_mask": masks})]

@@ -113,7 +113,11 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
                 "call generate()/forward with a 2-D attention_mask and a DynamicCache"))
         if vision is None:
             vision, session.pending_vision = session.pending_vision, None
-        mask2d = params.get("attention_mask") if not isinstance(params.get("attention_mask"), dict) else None
+        mask2d = params.get("attention_mask")
+        if isinstance(mask2d, dict):  # prepared 4-D masks: the padding mask comes from the multimodal model
+            mask2d = session.pending_mask2d
+        session.pending_mask2d = None
+        _check_sliding_window(self.config, cut_layers, past_len, inputs_embeds.shape[1])
         session.begin(inputs_embeds, vision, mask2d, past_len, self.config._attn_implementation, probe=probe)
         try:
             _check_cache_lengths(session, cache, past_len, cut_layers)
@@ -126,6 +130,23 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
         return out
 
     return types.MethodType(rewrap(decorated, pruned_forward), lm)
+
+
+def _check_sliding_window(config, cut_layers, past_len: int, new_tokens: int) -> None:
+    """Policy: a pruned sliding-window layer must never truncate its cache (it would drop kept tokens by
+    slot, not by position), so prompt + generated tokens must stay below the window."""
+    window = getattr(config, "sliding_window", None)
+    if not cut_layers or not window or past_len == 0:
+        return
+    types = getattr(config, "layer_types", None)
+    pruned = range(min(cut_layers), config.num_hidden_layers)
+    if types is not None and not any(types[i] == "sliding_attention" for i in pruned):
+        return
+    if past_len + new_tokens > window - 1:
+        raise UnsupportedError(describe(
+            f"{past_len + new_tokens} tokens exceed the sliding window ({window}) of a pruned layer",
+            "KV cache of sliding-window layers", f"prompt + generated tokens <= {window - 1}",
+            "generate fewer tokens, prune only after the last sliding-window layer, or use use_cache=False"))
 
 
 def _refuse_unknown_kwargs(extra: dict) -> None:
@@ -163,6 +184,7 @@ def make_vision_hook(session: PruneSession, token_ids: list[int]) -> Callable:
     def hook(module, args, kwargs):
         explicit = kwargs.pop(VISION_MASK_KWARG, None)
         input_ids = kwargs.get("input_ids", args[0] if args else None)
+        session.pending_mask2d = kwargs.get("attention_mask")
         if explicit is not None:
             session.pending_vision = explicit
         elif input_ids is not None:

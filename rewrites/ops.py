@@ -105,7 +105,8 @@ def _cached_gather(sel: CutSelection, extra: int, prompt_len: int, query_len: in
     """Keys: the kept prompt slots plus every later token; queries: this call's new tokens, untouched."""
     cols = _with_extra(sel.index, sel.prev_length, extra)
     k_pos, pad = _extra_positions(sel.layout, extra, prompt_len)
-    return Gather(rows=None, cols=cols, col_pad=pad, q_pos=k_pos[:, k_pos.shape[1] - query_len:], k_pos=k_pos)
+    return Gather(rows=None, cols=cols, col_pad=pad, q_pos=k_pos[:, k_pos.shape[1] - query_len:], k_pos=k_pos,
+                  in_keys=sel.prev_length + extra)
 
 
 # ------------------------------------------------------------------- gathers
@@ -141,15 +142,22 @@ def gather_rope(rope, g: Gather):
     return tuple(_take(t, g.rows, seq_dim=-2, batch_dim=-3) for t in rope)
 
 
-def gather_mask(mask, g: Gather, session: PruneSession):
-    """A 4-D mask (B|1, 1, q, k), bool (True attends) or additive float, gathered to the kept queries and keys."""
+def gather_mask(mask, g: Gather, session: PruneSession, window: int | None = None):
+    """A 4-D mask (B|1, 1, q, k), bool (True attends) or additive float, gathered to the kept queries and keys.
+
+    On a cached decode step Hugging Face sizes each mask from the cache of the *first* layer of its type;
+    when that layer is pruned, the mask does not describe the layout it claims, so it is rebuilt from
+    the 2-D padding mask, the original positions and the layer type's sliding ``window``.
+    """
     if isinstance(mask, dict):
-        return {key: gather_mask(value, g, session) for key, value in mask.items()}
+        return {key: gather_mask(value, g, session, window) for key, value in mask.items()}
     if g.identity:
         return mask
+    if mask is not None and g.in_keys >= 0 and mask.shape[-1] != g.in_keys:
+        return _build_mask(g, session, window)
     has_pad = bool(g.col_pad.any())
     if mask is None:
-        return _build_mask(g, session) if has_pad else None
+        return _build_mask(g, session, window) if has_pad else None
     if mask.dim() != 4:
         raise TypeError(f"tokenprune can only gather 4-D attention masks, got shape {tuple(mask.shape)}")
     if g.rows is not None:
@@ -164,9 +172,14 @@ def gather_mask(mask, g: Gather, session: PruneSession):
     return mask
 
 
-def _build_mask(g: Gather, session: PruneSession):
-    """A causal mask over original positions with padding slots blocked (only needed when none was given)."""
+def _build_mask(g: Gather, session: PruneSession, window: int | None):
+    """Causal over original positions, padding and batch-padding slots blocked, optional sliding window."""
     allowed = (g.k_pos[:, None, :] <= g.q_pos[:, :, None]) & ~g.col_pad[:, None, :]  # (B, q, k)
+    if window is not None:
+        allowed &= g.q_pos[:, :, None] - g.k_pos[:, None, :] < window
+    padding = session.call.padding
+    if padding is not None:
+        allowed &= ~padding.gather(1, g.k_pos.clamp_max(padding.shape[1] - 1))[:, None, :]
     allowed = allowed[:, None]  # (B, 1, q, k)
     if session.call.attn_implementation == "eager":
         dtype = session.call.dtype

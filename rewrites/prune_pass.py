@@ -58,7 +58,9 @@ def insert_cuts(traced: TracedLanguageModel, schedule: Schedule, session: PruneS
     gathered: dict[int, set[str]] = {}
     previous_cut = None
     for cut in schedule.cuts:
-        gathered[cut] = _insert_cut(graph, gm, traced.layer_prefix, layers, kinds, cut, previous_cut, session_node)
+        windows = _mask_windows(layers, traced.config)
+        gathered[cut] = _insert_cut(graph, gm, traced.layer_prefix, layers, kinds, cut, previous_cut, session_node,
+                                    windows)
         previous_cut = cut
     exempt = {n.name for n in graph.nodes if n.op == "placeholder" and n.target == "past_key_values"}
     token_inputs = tuple(n for n in traced.input_names if n != "past_key_values")
@@ -68,9 +70,22 @@ def insert_cuts(traced: TracedLanguageModel, schedule: Schedule, session: PruneS
     return gm
 
 
+def _mask_windows(layers: list[fx.Node], config) -> dict[fx.Node, int | None]:
+    """The sliding window of each mask node that only sliding-window layers read (None otherwise)."""
+    types = getattr(config, "layer_types", None)
+    window = getattr(config, "sliding_window", None)
+    users: dict[fx.Node, set[str]] = {}
+    for i, layer in enumerate(layers):
+        mask = layer.kwargs.get("attention_mask")
+        if isinstance(mask, fx.Node):
+            kind = types[i] if types is not None else ("sliding_attention" if window else "full_attention")
+            users.setdefault(mask, set()).add(kind)
+    return {node: window if kinds == {"sliding_attention"} else None for node, kinds in users.items()}
+
+
 def _insert_cut(graph: fx.Graph, gm: fx.GraphModule, prefix: str, layers: list[fx.Node],
                 kinds: list[dict[str, GatherKind]], cut: int, previous_cut: int | None,
-                session_node: fx.Node) -> set[str]:
+                session_node: fx.Node, windows: dict) -> set[str]:
     scoring, target = layers[cut - 1], layers[cut]
     inserted: set[str] = set()
     with graph.inserting_before(target):
@@ -97,7 +112,7 @@ def _insert_cut(graph: fx.Graph, gm: fx.GraphModule, prefix: str, layers: list[f
                     continue
                 value = later.kwargs[name]
                 if value not in replaced:
-                    args = (value, select, session_node) if kind == "mask" else (value, select)
+                    args = (value, select, session_node, windows.get(value)) if kind == "mask" else (value, select)
                     replaced[value] = graph.create_node("call_function", _GATHERS[kind], args, {},
                                                         name=f"cut{cut}_{name}")
                     inserted.add(replaced[value].name)

@@ -65,7 +65,7 @@ def _compare(original, variant, ref, got) -> None:
 
 def _run(lm, embeds, step, mask, vision, overrides):
     extra = {} if vision is None else {"tokenprune_vision_mask": vision, "_tokenprune_probe": True}
-    first = lm(inputs_embeds=embeds, attention_mask=mask, use_cache=True, **overrides, **extra)
+    first = lm(inputs_embeds=embeds, **{"attention_mask": mask, **overrides}, use_cache=True, **extra)
     full_mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
     positions = (full_mask.cumsum(-1) - 1).clamp_min(0)[:, -1:]  # (B, 1)
     if "position_ids" in overrides:  # continue the probe's own layout (e.g. mRoPE rows) by one step

@@ -55,6 +55,7 @@ class Gather:
     q_pos: torch.Tensor  # (B, q_new) long: original position of each kept query
     k_pos: torch.Tensor  # (B, k_new) long: original position of each kept key
     identity: bool = False  # nothing to do (no vision tokens anywhere in the batch)
+    in_keys: int = -1  # key slots an incoming mask must have in the previous layout (-1: not checked)
 
 
 @dataclass
@@ -67,6 +68,7 @@ class CallState:
     extra: int = 0  # tokens beyond the stored prompt (PINNED) or new keys beyond it (CACHED)
     attn_implementation: str = "sdpa"
     dtype: torch.dtype = torch.float32  # dtype of this call's hidden states (for additive masks)
+    padding: torch.Tensor | None = None  # (B, P + extra) bool: True where the 2-D attention mask is 0
 
 
 @dataclass
@@ -84,6 +86,7 @@ class PruneSession:
     prompt_num_vision: torch.Tensor | None = None
     prompt_pad_offset: torch.Tensor | None = None
     pending_vision: torch.Tensor | None = None  # (B, S) from the multimodal model's input_ids
+    pending_mask2d: torch.Tensor | None = None  # (B, S) padding mask the multimodal model received
 
     # ---------------------------------------------------------------- calls
     @property
@@ -95,6 +98,8 @@ class PruneSession:
         bsz, length = inputs_embeds.shape[:2]
         self._begin_mode(inputs_embeds, vision, attention_mask, past_len, attn_implementation, probe)
         self.call.dtype = inputs_embeds.dtype
+        if attention_mask is not None and attention_mask.dim() == 2:
+            self.call.padding = ~attention_mask.to(torch.bool)
 
     def _begin_mode(self, inputs_embeds, vision, attention_mask, past_len, attn_implementation, probe) -> None:
         bsz, length = inputs_embeds.shape[:2]

@@ -32,6 +32,7 @@ class TracedLanguageModel:
     layer_prefix: str  # layer i is the call_module target f"{layer_prefix}.{i}"
     num_layers: int
     input_names: tuple[str, ...]  # placeholders, in order
+    config: object = None  # the text model's live config (layer types, sliding window)
 
 
 class _LiveConfigTracer(_fx.Tracer):
@@ -112,7 +113,7 @@ def trace_language_model(lm: _torch.nn.Module, layers_path: str, hint: _Composit
                 f"{type(err).__name__}: {err}", type(lm).__module__, "a standard Hugging Face decoder stack",
                 "add a registered tracing hint for this family to the spec (docs: 'Add a new model')")) from err
         gm = _fx.GraphModule(root, graph, class_name=f"Traced{type(lm).__name__}")
-        traced[variant] = TracedLanguageModel(gm, layers_path, num_layers, names)
+        traced[variant] = TracedLanguageModel(gm, layers_path, num_layers, names, lm.config)
     return traced
 
 

@@ -54,6 +54,8 @@ class AttentionAttrs(_Strict):
     scaling: str = Field("scaling", description="Attribute holding the softmax scale (e.g. head_dim**-0.5).")
     kv_groups: str = Field("num_key_value_groups", description="Attribute holding query heads per key/value head.")
     rope: str = Field("rotate_half", description="Registered name of the function that applies RoPE to q and k.")
+    softcap: str = Field("attn_logit_softcapping", description="Attribute holding the attention-logit soft cap "
+                         "(Gemma 2); a missing attribute or None means no cap.")
 
 
 class VisionTokens(_Strict):

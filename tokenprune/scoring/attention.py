@@ -50,6 +50,9 @@ def attention_probs(
         k = k.repeat_interleave(groups, dim=1)  # (B, H, n, Dh)
 
     logits = torch.matmul(q, k.transpose(2, 3)) * scaling  # (B, H, Q, n), model dtype like HF eager
+    softcap = getattr(attn, attrs.softcap, None)
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
     allowed = _allowed_keys(mask, positions, valid, query_index)  # (B, 1, Q, n) bool
     logits = logits.float().masked_fill(~allowed, float("-inf"))
     if mask is not None and mask.dtype != torch.bool:

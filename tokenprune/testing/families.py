@@ -196,3 +196,31 @@ def _qwen_pixel_kwargs(packed, only_sample):
         out[pixel_key] = item["pixels"][rows]
         out[grid_key] = item["grids"][keep]
     return out
+
+
+@register("test_inputs", "gemma3")
+def gemma3_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
+    """Gemma3: (images, 3, H, W), ``mm_tokens_per_image`` tokens each, ``token_type_ids`` marking them
+    (the multimodal model turns those into a bidirectional attention block per image)."""
+    cfg = model.config
+    side = cfg.vision_config.image_size
+    dtype = next(model.parameters()).dtype
+    per_image = cfg.mm_tokens_per_image
+    special = {cfg.image_token_id, cfg.boi_token_id, cfg.eoi_token_id}
+    seqs = []
+    for n_img, n_text in zip(images_per_sample, text_lengths):
+        head = random_text(max(1, n_text // 3), cfg.text_config.vocab_size, special, gen)
+        tail = random_text(max(1, n_text - len(head)), cfg.text_config.vocab_size, special, gen)
+        body = []
+        for _ in range(n_img):
+            body += [cfg.boi_token_id] + [cfg.image_token_id] * per_image + [cfg.eoi_token_id]
+        seqs.append(head + body + tail)
+    pixels = _pixels(sum(images_per_sample), 3, side, gen, dtype)
+    ranges = _image_ranges(images_per_sample)
+    batch = _batch(model, seqs, {"pixel_values": pixels}, cfg.image_token_id,
+                   split=lambda b: {"pixel_values": pixels[ranges[b]],
+                                    "token_type_ids": (batch.input_ids[b:b + 1] == cfg.image_token_id).long()[
+                                        :, batch.kwargs["attention_mask"][b].bool()]})
+    batch.kwargs["token_type_ids"] = (batch.input_ids == cfg.image_token_id).long()
+    batch.vision_token_ids = sorted(special)
+    return batch
