@@ -22,7 +22,7 @@ from .state import PruneSession
 
 VISION_MASK_KWARG = "tokenprune_vision_mask"
 # Keywords the language model may receive that the traced graph does not need.
-_BENIGN_KWARGS = {"output_attentions", "output_hidden_states", "return_dict", "use_cache"}
+_BENIGN_KWARGS = {"output_attentions", "output_hidden_states", "return_dict", "use_cache", "logits_to_keep"}
 
 
 def shallow_clone(module: torch.nn.Module) -> torch.nn.Module:

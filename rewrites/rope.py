@@ -17,7 +17,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 @register("rope", "rotate_half")
-def apply_rotate_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def apply_rotate_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn=None) -> torch.Tensor:
     """Llama-style RoPE. ``x``: (B, H, S, Dh); ``cos``/``sin``: (B, S, Dh) or (1, S, Dh)."""
     cos = cos.unsqueeze(1)  # (B, 1, S, Dh)
     sin = sin.unsqueeze(1)
@@ -25,6 +25,22 @@ def apply_rotate_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> 
 
 
 @register("rope", "none")
-def apply_no_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def apply_no_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn=None) -> torch.Tensor:
     """For decoders without rotary embeddings."""
     return x
+
+
+def _rotate_interleaved(x: torch.Tensor) -> torch.Tensor:
+    pairs = torch.stack([-x[..., 1::2], x[..., ::2]], dim=-1)  # (..., Dh/2, 2)
+    return pairs.flatten(-2)
+
+
+@register("rope", "cohere2")
+def apply_cohere2(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn=None) -> torch.Tensor:
+    """Cohere 2: interleaved pairs, computed in fp32, and only in sliding-window layers (full layers use none)."""
+    if attn is not None and getattr(attn, "sliding_window", None) is None:
+        return x
+    dtype = x.dtype
+    xf = x.float()
+    out = (xf * cos.unsqueeze(1)) + (_rotate_interleaved(xf) * sin.unsqueeze(1))
+    return out.to(dtype)

@@ -44,8 +44,8 @@ def attention_probs(
     q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, Q, Dh), (B, Hkv, n, Dh)
     if rope is not None:
         cos, sin = rope
-        q = apply_rope(q, cos[..., query_index, :], sin[..., query_index, :])
-        k = apply_rope(k, cos, sin)
+        q = apply_rope(q, cos[..., query_index, :], sin[..., query_index, :], attn)
+        k = apply_rope(k, cos, sin, attn)
     if groups > 1:
         k = k.repeat_interleave(groups, dim=1)  # (B, H, n, Dh)
 

@@ -39,6 +39,7 @@ class CheckResult:
 class ConformanceReport:
     spec: str
     checks: list[CheckResult] = field(default_factory=list)
+    pruned_model: object = field(default=None, repr=False)  # the 2-cut compiled model, for inspection
 
     @property
     def passed(self) -> bool:
@@ -82,7 +83,7 @@ def run_mini_conformance(model, spec: ModelSpec, inputs: dict, *, schedule: Sche
                                                                            len(layers))))
     note(f"pruned compile ({schedule.name})")
     report.checks.append(_timed(f"pruned matches masking reference ({schedule.name}, cuts {list(schedule.cuts)})",
-                                lambda: _pruned(tp, model, spec, inputs, schedule, layers, atol)))
+                                lambda: _pruned(tp, model, spec, inputs, schedule, layers, atol, report)))
     return report
 
 
@@ -104,8 +105,9 @@ def _keep_all(tp, model, spec, inputs, reference, num_layers) -> tuple[bool, str
         f"logits differ by up to {(logits - reference).abs().max().item():.3g}"
 
 
-def _pruned(tp, model, spec, inputs, schedule, layers, atol) -> tuple[bool, str]:
+def _pruned(tp, model, spec, inputs, schedule, layers, atol, report) -> tuple[bool, str]:
     compiled = tp.compile(model, spec, schedule)
+    report.pruned_model = compiled
     with torch.no_grad():
         pruned = compiled(**inputs).logits
     selection = tp.last_selection(compiled)
@@ -187,7 +189,9 @@ def masked(layers, dropped: list[torch.Tensor]):
 
 
 def check_spec(spec: ModelSpec, variant: str | None = None, progress=None) -> ConformanceReport:
-    """Build the spec's tiny test model (eager) and run :func:`run_mini_conformance` on a left-padded batch."""
+    """Build the spec's tiny test model (eager) and run :func:`run_mini_conformance` on a left-padded batch.
+
+    The report's ``pruned_model`` is the test model compiled with the 2-cut schedule."""
     from .builders import build_test_model, make_test_inputs
 
     if spec.test_model is None:

@@ -9,12 +9,13 @@ from tokenprune.registry import register
 from .builders import TestBatch, left_pad, random_text
 
 
-def _prompts(images_per_sample, text_lengths, tokens_per_image, image_id, vocab, gen, per_sample_counts=None):
+def _prompts(images_per_sample, text_lengths, tokens_per_image, image_id, vocab, gen, per_sample_counts=None,
+             avoid=()):
     """Token lists: some text, then each image's tokens (one text token between images), then more text.
 
     ``tokens_per_image(i)`` gives the count of image ``i`` of a sample, or ``per_sample_counts[b][i]``.
     """
-    avoid = {image_id}
+    avoid = {image_id, *avoid}
     seqs = []
     for b, (n_img, n_text) in enumerate(zip(images_per_sample, text_lengths)):
         count = (lambda i: per_sample_counts[b][i]) if per_sample_counts is not None else tokens_per_image
@@ -224,3 +225,75 @@ def gemma3_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
     batch.kwargs["token_type_ids"] = (batch.input_ids == cfg.image_token_id).long()
     batch.vision_token_ids = sorted(special)
     return batch
+
+
+def _features_per_image(model, pixel_kwargs) -> list[int]:
+    """Count each image's features with the model's own vision path (any-res and merge rules included)."""
+    with torch.no_grad():
+        out = model.model.get_image_features(**pixel_kwargs)
+    feats = getattr(out, "pooler_output", out)
+    if isinstance(feats, torch.Tensor):
+        return [feats.shape[-2]] * feats.shape[0] if feats.dim() == 3 else [feats.shape[0]]
+    return [f.shape[0] for f in feats]
+
+
+def _simple_images(model, images_per_sample, text_lengths, gen, pixel_kwargs_for, extra=None, special=()):
+    """Shared builder: pixel kwargs for all images, counts from the model, then prompts and splits."""
+    cfg = model.config
+    total = sum(images_per_sample)
+    kwargs = pixel_kwargs_for(list(range(total)))
+    counts = []
+    for i in range(total):
+        counts += _features_per_image(model, pixel_kwargs_for([i]))
+    ranges = _image_ranges(images_per_sample)
+    seqs = _prompts(images_per_sample, text_lengths, None, cfg.image_token_id, cfg.text_config.vocab_size, gen,
+                    per_sample_counts=[counts[r] for r in ranges], avoid=special)
+    batch = _batch(model, seqs, {**kwargs, **(extra or {})}, cfg.image_token_id,
+                   split=lambda b: pixel_kwargs_for(list(range(ranges[b].start, ranges[b].stop))))
+    batch.vision_token_ids = sorted({cfg.image_token_id, *special})
+    return batch
+
+
+@register("test_inputs", "siglip_anyres")
+def onevision_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
+    """LLaVA-OneVision: any-res tiles like LLaVA-NeXT (SigLIP tower); counts come from the model."""
+    cfg = model.config
+    side = cfg.vision_config.image_size
+    dtype = next(model.parameters()).dtype
+    from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
+
+    sizes = [_llava_next_sizes(cfg)[i % 3] for i in range(sum(images_per_sample))]
+    patches = [image_size_to_num_patches(s, cfg.image_grid_pinpoints, side) for s in sizes]
+    pixels = torch.zeros((len(sizes), max(patches), 3, side, side), dtype=dtype)
+    for i, n in enumerate(patches):
+        pixels[i, :n] = _pixels(n, 3, side, gen, dtype)
+    image_sizes = torch.tensor(sizes)
+    return _simple_images(model, images_per_sample, text_lengths, gen,
+                          lambda idx: {"pixel_values": pixels[idx], "image_sizes": image_sizes[idx]},
+                          special=[cfg.video_token_id])
+
+
+@register("test_inputs", "pixtral")
+def mistral3_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
+    """Mistral 3 (Pixtral tower): images of different sizes, spatial merge; counts come from the model."""
+    cfg = model.config
+    side = cfg.vision_config.image_size
+    dtype = next(model.parameters()).dtype
+    shapes = [[side, side], [side, side // 2], [side // 2, side]]
+    sizes = [shapes[i % 3] for i in range(sum(images_per_sample))]
+    pixels = torch.zeros((len(sizes), 3, side, side), dtype=dtype)
+    for i, (h, w) in enumerate(sizes):
+        pixels[i, :, :h, :w] = torch.randn((3, h, w), generator=gen).to(dtype)
+    image_sizes = torch.tensor(sizes)
+    return _simple_images(model, images_per_sample, text_lengths, gen,
+                          lambda idx: {"pixel_values": pixels[idx], "image_sizes": image_sizes[idx]})
+
+
+@register("test_inputs", "square_images")
+def square_image_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
+    """Families with fixed-size (images, 3, H, W) pixels (AyaVision, PaliGemma, ...); counts from the model."""
+    cfg = model.config
+    side = cfg.vision_config.image_size
+    dtype = next(model.parameters()).dtype
+    pixels = _pixels(sum(images_per_sample), 3, side, gen, dtype)
+    return _simple_images(model, images_per_sample, text_lengths, gen, lambda idx: {"pixel_values": pixels[idx]})
