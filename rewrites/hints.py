@@ -25,6 +25,9 @@ class TracingHint:
 
     name = "standard"
 
+    def __init__(self, lm=None):
+        self.lm = lm
+
     def variants(self) -> list[Hashable]:
         return [None]
 
@@ -137,8 +140,8 @@ class MRopePositionIds(TracingHint):
 class CompositeHint:
     """The standard behaviour plus every hint a spec lists, applied in order."""
 
-    def __init__(self, names: list[str]):
-        self.hints = [StandardHint()] + [lookup("tracing_hint", n)() for n in names if n != "standard"]
+    def __init__(self, names: list[str], lm=None):
+        self.hints = [StandardHint(lm)] + [lookup("tracing_hint", n)(lm) for n in names if n != "standard"]
 
     def variants(self) -> list[tuple]:
         return list(itertools.product(*(h.variants() for h in self.hints)))
@@ -198,7 +201,11 @@ class MaskDict(TracingHint):
     KEYS = ("full_attention", "sliding_attention")
 
     def variants(self):
-        return ["tensor", "dict"]
+        # Only families with sliding-window layers receive a dict (e.g. PaliGemma 2, not PaliGemma 1).
+        config = getattr(self.lm, "config", None)
+        types = getattr(config, "layer_types", None) or []
+        sliding = "sliding_attention" in types or getattr(config, "sliding_window", None) is not None
+        return ["tensor", "dict"] if sliding else ["tensor"]
 
     def input_names(self, variant):
         if variant == "tensor":
@@ -229,6 +236,8 @@ class MaskDict(TracingHint):
     def probe_variants(self, lm, params):
         from transformers import masking_utils
 
+        if self.variants() == ["tensor"]:
+            return [("tensor", {})]
         kwargs = {"config": lm.config, "inputs_embeds": params["inputs_embeds"],
                   "attention_mask": params["attention_mask"], "past_key_values": None,
                   "position_ids": torch.arange(params["inputs_embeds"].shape[1])[None]}

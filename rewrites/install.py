@@ -114,7 +114,8 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
         if vision is None:
             vision, session.pending_vision = session.pending_vision, None
         mask2d = params.get("attention_mask")
-        if isinstance(mask2d, dict):  # prepared 4-D masks: the padding mask comes from the multimodal model
+        if not (isinstance(mask2d, torch.Tensor) and mask2d.dim() == 2):
+            # Prepared 4-D masks (or a dict of them): the padding mask comes from the multimodal model.
             mask2d = session.pending_mask2d
         session.pending_mask2d = None
         _check_sliding_window(self.config, cut_layers, past_len, inputs_embeds.shape[1])

@@ -91,6 +91,8 @@ class TestModel(_Strict):
         default_factory=dict, description="Named overrides of `config` (deep-merged), each tested as well."
     )
     max_images_per_sample: int = Field(4, ge=1, description="Most images one prompt of this family may carry.")
+    eager_only: list[str] = Field(default_factory=list, description="Variants ('default' for the base config) "
+                                  "whose text model has no sdpa implementation in transformers.")
 
 
 class ModelSpec(_Strict):

@@ -24,9 +24,24 @@ def spec_cases() -> list[tuple[str, str | None]]:
     return cases
 
 
+def backends(name: str, variant: str | None) -> tuple[str, ...]:
+    """Attention backends the family's text model has in transformers (Gemma 2 has no sdpa)."""
+    eager_only = tp.load_spec(name).test_model.eager_only
+    return ("eager",) if (variant or "default") in eager_only else ATTENTION
+
+
+def case_backend_pairs() -> list[tuple[tuple[str, str | None], str]]:
+    return [(case, attn) for case in spec_cases() for attn in backends(*case)]
+
+
 def case_id(case) -> str:
     name, variant = case
     return name if variant is None else f"{name}-{variant}"
+
+
+def pair_id(pair) -> str:
+    case, attn = pair
+    return f"{case_id(case)}-{attn}"
 
 
 @dataclass
@@ -34,6 +49,10 @@ class Case:
     spec: tp.ModelSpec
     variant: str | None
     models: dict  # attention implementation -> model (same weights)
+
+    @property
+    def default_model(self):
+        return self.models.get("sdpa", self.models["eager"])
 
     @property
     def num_layers(self) -> int:
@@ -55,10 +74,11 @@ class Case:
 @functools.lru_cache(maxsize=None)
 def load_case(name: str, variant: str | None) -> Case:
     spec = tp.load_spec(name)
-    models = {attn: build_test_model(spec, variant, attn_implementation=attn, seed=0) for attn in ATTENTION}
+    models = {attn: build_test_model(spec, variant, attn_implementation=attn, seed=0) for attn in backends(name, variant)}
     ref = models["eager"].state_dict()
-    for key, value in models["sdpa"].state_dict().items():
-        assert torch.equal(value, ref[key]), f"seeded builds differ at {key}"
+    for model in models.values():
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, ref[key]), f"seeded builds differ at {key}"
     return Case(spec, variant, models)
 
 

@@ -8,10 +8,11 @@ import torch
 import tokenprune as tp
 from tests.reference import dropped_per_layer, kept_positions, masked_reference
 
-from .cases import ATTENTION, BATCHES, case_id, greedy, layers_of, load_case, spec_cases
+from .cases import BATCHES, case_backend_pairs, case_id, greedy, layers_of, load_case, pair_id, spec_cases
 
-pytestmark = pytest.mark.parametrize("case_key", spec_cases(), ids=case_id)
 ATOL = 1e-4
+per_backend = pytest.mark.parametrize("pair", case_backend_pairs(), ids=pair_id)
+per_case = pytest.mark.parametrize("case_key", spec_cases(), ids=case_id)
 
 
 def _case(case_key):
@@ -23,9 +24,10 @@ def _logits(model, batch, **kw):
         return model(**batch.kwargs, **kw).logits
 
 
-@pytest.mark.parametrize("attn", ATTENTION)
+@per_backend
 @pytest.mark.parametrize("batch_key", BATCHES)
-def test_keep_all_is_bit_identical(case_key, attn, batch_key):
+def test_keep_all_is_bit_identical(pair, batch_key):
+    case_key, attn = pair
     case = _case(case_key)
     model = case.models[attn]
     batch = case.batch(model, batch_key)
@@ -34,10 +36,11 @@ def test_keep_all_is_bit_identical(case_key, attn, batch_key):
     assert torch.equal(greedy(compiled, batch), greedy(model, batch))
 
 
-@pytest.mark.parametrize("attn", ATTENTION)
+@per_backend
 @pytest.mark.parametrize("batch_key", BATCHES)
 @pytest.mark.parametrize("schedule_key", ["fastv", "multi", "withdraw"])
-def test_pruned_matches_masking_reference(case_key, attn, batch_key, schedule_key):
+def test_pruned_matches_masking_reference(pair, batch_key, schedule_key):
+    case_key, attn = pair
     case = _case(case_key)
     schedule = case.schedules()[schedule_key]
     model, eager = case.models[attn], case.models["eager"]
@@ -65,9 +68,10 @@ def test_pruned_matches_masking_reference(case_key, attn, batch_key, schedule_ke
     assert torch.equal(greedy(compiled, batch), ref_tokens)
 
 
-@pytest.mark.parametrize("attn", ATTENTION)
+@per_backend
 @pytest.mark.parametrize("schedule_key", ["fastv", "multi"])
-def test_kept_set_is_topk_of_hf_eager_attention(case_key, attn, schedule_key):
+def test_kept_set_is_topk_of_hf_eager_attention(pair, schedule_key):
+    case_key, attn = pair
     case = _case(case_key)
     schedule = case.schedules()[schedule_key]
     model, eager = case.models[attn], case.models["eager"]
@@ -91,8 +95,9 @@ def test_kept_set_is_topk_of_hf_eager_attention(case_key, attn, schedule_key):
                 assert torch.isclose(boundary[k - 1], boundary[k], atol=1e-6), (layer, b, expected, kept)
 
 
-@pytest.mark.parametrize("attn", ATTENTION)
-def test_cached_generation_equals_uncached(case_key, attn):
+@per_backend
+def test_cached_generation_equals_uncached(pair):
+    case_key, attn = pair
     case = _case(case_key)
     model = case.models[attn]
     batch = case.batch(model, "batch3")
@@ -105,8 +110,9 @@ def test_cached_generation_equals_uncached(case_key, attn):
     assert all(torch.equal(a, b) for layer in selection for a, b in zip(selection[layer], after[layer]))
 
 
-@pytest.mark.parametrize("attn", ATTENTION)
-def test_batch_invariance(case_key, attn):
+@per_backend
+def test_batch_invariance(pair):
+    case_key, attn = pair
     case = _case(case_key)
     model = case.models[attn]
     batch = case.batch(model, "batch3")
@@ -139,9 +145,10 @@ def _single_pixels(batch, b):
     return batch.extra["split"](b) if "split" in batch.extra else {}
 
 
+@per_case
 def test_original_model_unaffected(case_key):
     case = _case(case_key)
-    model = case.models["sdpa"]
+    model = case.default_model
     batch = case.batch(model, "batch3")
     before = _logits(model, batch)
     keys = list(model.state_dict())

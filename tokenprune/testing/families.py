@@ -297,3 +297,27 @@ def square_image_inputs(model, images_per_sample, text_lengths, gen) -> TestBatc
     dtype = next(model.parameters()).dtype
     pixels = _pixels(sum(images_per_sample), 3, side, gen, dtype)
     return _simple_images(model, images_per_sample, text_lengths, gen, lambda idx: {"pixel_values": pixels[idx]})
+
+
+@register("test_inputs", "paligemma")
+def paligemma_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
+    """PaliGemma: the image tokens come first, then the prompt; ``token_type_ids`` 0 marks the prefix
+    (image + prompt), which the multimodal model turns into a bidirectional block."""
+    cfg = model.config
+    side = cfg.vision_config.image_size
+    dtype = next(model.parameters()).dtype
+    per_image = (side // cfg.vision_config.patch_size) ** 2
+    avoid = {cfg.image_token_id}
+    seqs = [[cfg.image_token_id] * per_image * n + random_text(t, cfg.text_config.vocab_size, avoid, gen)
+            for n, t in zip(images_per_sample, text_lengths)]
+    pixels = _pixels(sum(images_per_sample), 3, side, gen, dtype)
+    ranges = _image_ranges(images_per_sample)
+    batch = _batch(model, seqs, {"pixel_values": pixels}, cfg.image_token_id, split=None)
+    batch.kwargs["token_type_ids"] = torch.zeros_like(batch.input_ids)
+
+    def split(b):
+        real = batch.kwargs["attention_mask"][b].bool()
+        return {"pixel_values": pixels[ranges[b]], "token_type_ids": torch.zeros((1, int(real.sum())), dtype=torch.long)}
+
+    batch.extra["split"] = split
+    return batch
