@@ -20,13 +20,29 @@ from tokenprune.registry import lookup, register
 STANDARD_INPUTS = ("inputs_embeds", "attention_mask", "position_ids", "past_key_values")
 
 
+def call_method_leaf(path: str, *args):
+    """Run ``module:Class.method`` with ``self=None``: an opaque graph node for a method that uses no state.
+
+    fx cannot trace some methods (item assignment on a proxy); a hint lists them as leaf methods.
+    """
+    import importlib
+
+    module_name, _, qualname = path.partition(":")
+    owner = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        owner = getattr(owner, part)
+    return owner(None, *args)
+
+
 class TracingHint:
     """Base class; every method has the standard behaviour, a hint overrides what its family needs."""
 
     name = "standard"
+    leaf_methods: tuple[str, ...] = ()  # methods of the text model traced as opaque call_method_leaf nodes
 
-    def __init__(self, lm=None):
+    def __init__(self, lm=None, model_config=None):
         self.lm = lm
+        self.model_config = model_config  # the multimodal model's config (vision settings live there)
 
     def variants(self) -> list[Hashable]:
         return [None]
@@ -45,6 +61,9 @@ class TracingHint:
 
     def prepare(self, lm, params: dict, past_len: int) -> None:
         """Fill run-time defaults the traced graph does not compute (the branches specialised away)."""
+
+    def consume(self, extra: dict, params: dict) -> None:
+        """Move the call keywords this hint handles from ``extra`` (otherwise refused) into ``params``."""
 
     def choose(self, params: dict, variant_key) -> Hashable:
         return None
@@ -140,11 +159,16 @@ class MRopePositionIds(TracingHint):
 class CompositeHint:
     """The standard behaviour plus every hint a spec lists, applied in order."""
 
-    def __init__(self, names: list[str], lm=None):
-        self.hints = [StandardHint(lm)] + [lookup("tracing_hint", n)(lm) for n in names if n != "standard"]
+    def __init__(self, names: list[str], lm=None, model_config=None):
+        self.hints = [StandardHint(lm, model_config)]
+        self.hints += [lookup("tracing_hint", n)(lm, model_config) for n in names if n != "standard"]
 
     def variants(self) -> list[tuple]:
         return list(itertools.product(*(h.variants() for h in self.hints)))
+
+    @property
+    def leaf_methods(self) -> tuple[str, ...]:
+        return tuple(m for h in self.hints for m in h.leaf_methods)
 
     def input_names(self, variant) -> tuple[str, ...]:
         names = STANDARD_INPUTS
@@ -169,6 +193,10 @@ class CompositeHint:
     def prepare(self, lm, params, past_len) -> None:
         for hint in self.hints:
             hint.prepare(lm, params, past_len)
+
+    def consume(self, extra, params) -> None:
+        for hint in self.hints:
+            hint.consume(extra, params)
 
     def choose(self, params) -> tuple:
         return tuple(hint.choose(params, None) for hint in self.hints)
@@ -244,3 +272,64 @@ class MaskDict(TracingHint):
         masks = {"full_attention": masking_utils.create_causal_mask(**kwargs),
                  "sliding_attention": masking_utils.create_sliding_window_causal_mask(**kwargs)}
         return [("tensor", {}), ("dict", {"attention_mask": masks})]
+
+
+@register("tracing_hint", "deepstack")
+class DeepStack(TracingHint):
+    """Qwen3-VL: visual features are added to the hidden states at vision positions after the first
+    ``K`` layers (``visual_pos_masks``, ``deepstack_visual_embeds``). They become placeholders of their own
+    graph variant; a cut before one of those layers is refused by the completeness analysis, because the
+    added features are laid out by the unpruned vision positions."""
+
+    name = "deepstack"
+    leaf_methods = ("_deepstack_process",)
+
+    def __init__(self, lm=None, model_config=None):
+        super().__init__(lm, model_config)
+        # The graph needs the number of feature levels at trace time; the vision config holds it.
+        vision = getattr(model_config, "vision_config", None)
+        self.depth = len(getattr(vision, "deepstack_visual_indexes", None) or [])
+
+    def variants(self):
+        return ["plain", "deepstack"]
+
+    def input_names(self, variant):
+        if variant == "plain":
+            return STANDARD_INPUTS
+        return STANDARD_INPUTS + ("visual_pos_masks",) + tuple(f"deepstack_{i}" for i in range(self.depth))
+
+    def inner_kwargs(self, inputs, variant):
+        if variant == "plain":
+            return inputs
+        out = {k: v for k, v in inputs.items() if not k.startswith("deepstack_")}
+        out["deepstack_visual_embeds"] = [inputs[f"deepstack_{i}"] for i in range(self.depth)]
+        return out
+
+    def consume(self, extra: dict, params: dict) -> None:
+        for key in ("visual_pos_masks", "deepstack_visual_embeds"):
+            if key in extra:  # named parameters of the forward arrive in params already
+                params[key] = extra.pop(key)
+
+    def choose(self, params, variant_key):
+        embeds = params.get("deepstack_visual_embeds")
+        if embeds is None:
+            return "plain"
+        if len(embeds) != self.depth:
+            raise TraceError(describe(f"{len(embeds)} deepstack feature levels", "deepstack_visual_embeds",
+                                      f"{self.depth}, as configured"))
+        return "deepstack"
+
+    def graph_inputs(self, params, variant):
+        if variant == "plain":
+            return {}
+        out = {"visual_pos_masks": params["visual_pos_masks"]}
+        out.update({f"deepstack_{i}": e for i, e in enumerate(params["deepstack_visual_embeds"])})
+        return out
+
+    def probe_variants(self, lm, params):
+        embeds = params["inputs_embeds"]
+        mask = torch.zeros(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
+        mask[:, 1:4] = True  # the probe's vision slots
+        gen = torch.Generator(device="cpu").manual_seed(7)
+        feats = [torch.randn(int(mask.sum()), embeds.shape[-1], generator=gen).to(embeds) for _ in range(self.depth)]
+        return [("plain", {}), ("deepstack", {"visual_pos_masks": mask, "deepstack_visual_embeds": feats})]

@@ -92,7 +92,8 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
         probe = kwargs.pop("_tokenprune_probe", False)
         params = dict(signature.bind(self, *args, **kwargs).arguments)
         params.pop("self")
-        extra = params.pop(var_kw, {}) if var_kw else {}
+        extra = dict(params.pop(var_kw, {})) if var_kw else {}
+        hint.consume(extra, params)
         _refuse_unknown_kwargs(extra)
         if params.get("inputs_embeds") is None:
             params["inputs_embeds"] = self.get_input_embeddings()(params["input_ids"])

@@ -20,6 +20,7 @@ from tokenprune.errors import TraceError as _TraceError
 from tokenprune.errors import describe as _describe
 
 from .hints import CompositeHint as _CompositeHint
+from .hints import call_method_leaf as _call_method_leaf
 
 _CONTAINERS = (_torch.nn.ModuleList, _torch.nn.ModuleDict, _torch.nn.Sequential)
 
@@ -87,13 +88,30 @@ def _tracing_root(lm: _torch.nn.Module, hint: _CompositeHint, variant, names: tu
     namespace = {"_call": call}
     exec(f"def forward(self, {params}):\n    return _call(self, dict({', '.join(f'{n}={n}' for n in names)}))",
          namespace)
-    root_cls = type(f"{cls.__name__}TracingRoot", (cls,), {"forward": namespace["forward"], "__module__": __name__})
+    attrs = {"forward": namespace["forward"], "__module__": __name__}
+    for method in hint.leaf_methods:
+        attrs[method] = _leaf_method(cls, method)
+    root_cls = type(f"{cls.__name__}TracingRoot", (cls,), attrs)
     root = root_cls.__new__(root_cls)
     state = dict(lm.__dict__)
     for key in ("_modules", "_parameters", "_buffers"):
         state[key] = dict(state[key])
     root.__dict__.update(state)
     return root
+
+
+def _leaf_method(cls, name: str):
+    """A method that records one opaque ``call_method_leaf`` node instead of being traced into."""
+    owner = next(c for c in cls.__mro__ if name in c.__dict__)
+    path = f"{owner.__module__}:{owner.__qualname__}.{name}"
+
+    def method(self, *args):
+        proxy = next((a for a in args if isinstance(a, _fx.Proxy)), None)
+        if proxy is None:
+            return getattr(owner, name)(self, *args)
+        return proxy.tracer.create_proxy("call_function", _call_method_leaf, (path, *args), {})
+
+    return method
 
 
 def trace_language_model(lm: _torch.nn.Module, layers_path: str, hint: _CompositeHint) -> dict:

@@ -49,7 +49,7 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
                                 else [spec.language_model])
     lm = clones[spec.language_model]
     session = PruneSession(schedule=schedule, spec=spec, scorer_name=scorer, seed=seed)
-    hint = CompositeHint(spec.tracing.hints, lm)
+    hint = CompositeHint(spec.tracing.hints, lm, model.config)
     traced = trace_language_model(lm, spec.decoder_layers, hint)
     graphs = {variant: insert_cuts(t, schedule, session, spec.layer_kwargs) for variant, t in traced.items()}
     names = {variant: t.input_names for variant, t in traced.items()}

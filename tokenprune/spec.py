@@ -91,6 +91,8 @@ class TestModel(_Strict):
         default_factory=dict, description="Named overrides of `config` (deep-merged), each tested as well."
     )
     max_images_per_sample: int = Field(4, ge=1, description="Most images one prompt of this family may carry.")
+    first_cut: int = Field(1, ge=1, description="Shallowest layer the conformance schedules cut before "
+                           "(families that add per-token features in early layers refuse shallower cuts).")
     eager_only: list[str] = Field(default_factory=list, description="Variants ('default' for the base config) "
                                   "whose text model has no sdpa implementation in transformers.")
 

@@ -65,10 +65,10 @@ class Case:
         return make_test_inputs(self.spec, model, images, texts, seed=len(images))
 
     def schedules(self) -> dict[str, tp.Schedule]:
-        n = self.num_layers
-        multi = [1.0, 0.75, 0.5, 0.25] + [0.25] * (n - 4)
-        return {"fastv": tp.Schedule.fastv(n, layer=2, keep=0.5), "multi": tp.Schedule(multi[:n]),
-                "withdraw": tp.Schedule.vtw(n, layer=2)}
+        n, first = self.num_layers, self.spec.test_model.first_cut
+        multi = [1.0] * first + [0.75, 0.5, 0.25] + [0.25] * n
+        return {"fastv": tp.Schedule.fastv(n, layer=max(2, first), keep=0.5), "multi": tp.Schedule(multi[:n]),
+                "withdraw": tp.Schedule.vtw(n, layer=max(2, first))}
 
 
 @functools.lru_cache(maxsize=None)

@@ -126,7 +126,7 @@ def internvl_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
 
 
 @register("test_inputs", "qwen2_vl")
-def qwen2_vl_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
+def qwen2_vl_inputs(model, images_per_sample, text_lengths, gen, with_videos: bool = True) -> TestBatch:
     """Qwen2-VL family: flattened patches + (t, h, w) grids; a sample's second visual input is a video.
 
     ``mm_token_type_ids`` marks image (1) and video (2) tokens, as the processor does, for 3-D mRoPE.
@@ -144,7 +144,7 @@ def qwen2_vl_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
         tail = random_text(max(1, n_text - len(head)), cfg.text_config.vocab_size, _qwen_special(cfg), gen)
         ids, kinds = list(head), [0] * len(head)
         for i in range(n_vis):
-            is_video = i % 2 == 1
+            is_video = with_videos and i % 2 == 1
             grid = video_grid if is_video else image_grid
             count = grid[0] * grid[1] * grid[2] // (merge * merge)
             token, kind = (cfg.video_token_id, 2) if is_video else (cfg.image_token_id, 1)
@@ -175,6 +175,12 @@ def qwen2_vl_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
 
     return TestBatch(kwargs=kwargs, vision_mask=vision, image_token_id=cfg.image_token_id, extra={"split": split},
                      vision_token_ids=sorted(_qwen_special(cfg)))
+
+
+@register("test_inputs", "qwen3_vl")
+def qwen3_vl_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
+    """Qwen3-VL: as Qwen2-VL, images only (its processor lays video frames out with timestamps)."""
+    return qwen2_vl_inputs(model, images_per_sample, text_lengths, gen, with_videos=False)
 
 
 def _qwen_special(cfg) -> set[int]:
