@@ -88,18 +88,23 @@ def llava_next_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
         feats = model.model.get_image_features(pixel_values=pixels, image_sizes=image_sizes).pooler_output
     counts = [f.shape[0] for f in feats]
     ranges = _image_ranges(images_per_sample)
+    special = [i for i in (getattr(cfg, "video_token_id", None),) if i is not None]
     seqs = _prompts(images_per_sample, text_lengths, None, cfg.image_token_id, cfg.text_config.vocab_size, gen,
-                    per_sample_counts=[counts[r] for r in ranges])
-    return _batch(model, seqs, {"pixel_values": pixels, "image_sizes": image_sizes}, cfg.image_token_id,
-                  split=lambda b: {"pixel_values": pixels[ranges[b]], "image_sizes": image_sizes[ranges[b]]})
+                    per_sample_counts=[counts[r] for r in ranges], avoid=special)
+    batch = _batch(model, seqs, {"pixel_values": pixels, "image_sizes": image_sizes}, cfg.image_token_id,
+                   split=lambda b: {"pixel_values": pixels[ranges[b]], "image_sizes": image_sizes[ranges[b]]})
+    batch.vision_token_ids = sorted({cfg.image_token_id, *special})
+    return batch
 
 
 @register("test_inputs", "idefics3")
 def idefics3_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
-    """Idefics3 / SmolVLM: (B, images, 3, H, W) padded with all-zero images; pixel shuffle by scale_factor."""
+    """Idefics2/3, SmolVLM: (B, images, 3, H, W) padded with all-zero images; pixel shuffle by scale_factor
+    (Idefics3) or a perceiver resampler to a fixed number of latents (Idefics2)."""
     cfg = model.config
     side, patch = cfg.vision_config.image_size, cfg.vision_config.patch_size
-    per_image = (side // patch) ** 2 // (cfg.scale_factor ** 2)
+    perceiver = getattr(cfg, "perceiver_config", None)  # Idefics2 resamples each image to a fixed count
+    per_image = perceiver.resampler_n_latents if perceiver is not None else (side // patch) ** 2 // (cfg.scale_factor ** 2)
     dtype = next(model.parameters()).dtype
     pixels = torch.zeros((len(images_per_sample), max(images_per_sample), 3, side, side), dtype=dtype)
     for b, n in enumerate(images_per_sample):
