@@ -35,14 +35,15 @@ def select_tokens(session: PruneSession, layer: int, prev_layer: int | None, hid
                            pad_offset=call.pad_offset, seed=session.seed)
         scores = lookup("scorer", session.scorer_name)(ctx).float()  # (B, n)
         index, layout = _select(scores, prev, counts)
-        session.selections[layer] = CutSelection(index, layout, prev.length)
-        return _prefill_gather(index, layout, extra=0, prompt_len=call.query_len)
+        has_pad = not bool(layout.valid.all())  # one host sync per cut, at prefill only
+        session.selections[layer] = CutSelection(index, layout, prev.length, has_pad)
+        return _prefill_gather(index, layout, extra=0, prompt_len=call.query_len, has_pad=has_pad)
     sel = session.selections.get(layer)
     if sel is None:  # the prefill had no vision tokens: nothing was pruned
         return _identity(prev)
     if call.mode is Mode.PINNED:
         return _prefill_gather(_with_extra(sel.index, sel.prev_length, call.extra), sel.layout, call.extra,
-                               session.prompt_length)
+                               session.prompt_length, sel.has_pad)
     return _cached_gather(sel, call.extra, session.prompt_length, call.query_len)
 
 
@@ -77,7 +78,7 @@ def _select(scores: torch.Tensor, prev: Layout, counts: torch.Tensor) -> tuple[t
 
 def _identity(prev: Layout) -> Gather:
     return Gather(rows=None, cols=prev.positions, col_pad=~prev.valid, q_pos=prev.positions, k_pos=prev.positions,
-                  identity=True)
+                  identity=True, has_pad=False)
 
 
 def _with_extra(index: torch.Tensor, prev_length: int, extra: int) -> torch.Tensor:
@@ -96,9 +97,9 @@ def _extra_positions(layout: Layout, extra: int, prompt_len: int) -> tuple[torch
     return pos, pad
 
 
-def _prefill_gather(index: torch.Tensor, layout: Layout, extra: int, prompt_len: int) -> Gather:
+def _prefill_gather(index: torch.Tensor, layout: Layout, extra: int, prompt_len: int, has_pad: bool) -> Gather:
     pos, pad = _extra_positions(layout, extra, prompt_len)
-    return Gather(rows=index, cols=index, col_pad=pad, q_pos=pos, k_pos=pos)
+    return Gather(rows=index, cols=index, col_pad=pad, q_pos=pos, k_pos=pos, has_pad=has_pad)
 
 
 def _cached_gather(sel: CutSelection, extra: int, prompt_len: int, query_len: int) -> Gather:
@@ -106,7 +107,7 @@ def _cached_gather(sel: CutSelection, extra: int, prompt_len: int, query_len: in
     cols = _with_extra(sel.index, sel.prev_length, extra)
     k_pos, pad = _extra_positions(sel.layout, extra, prompt_len)
     return Gather(rows=None, cols=cols, col_pad=pad, q_pos=k_pos[:, k_pos.shape[1] - query_len:], k_pos=k_pos,
-                  in_keys=sel.prev_length + extra)
+                  in_keys=sel.prev_length + extra, has_pad=sel.has_pad)
 
 
 # ------------------------------------------------------------------- gathers
@@ -155,7 +156,7 @@ def gather_mask(mask, g: Gather, session: PruneSession, window: int | None = Non
         return mask
     if mask is not None and g.in_keys >= 0 and mask.shape[-1] != g.in_keys:
         return _build_mask(g, session, window)
-    has_pad = bool(g.col_pad.any())
+    has_pad = g.has_pad
     if mask is None:
         return _build_mask(g, session, window) if has_pad else None
     if mask.dim() != 4:

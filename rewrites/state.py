@@ -43,6 +43,7 @@ class CutSelection:
     index: torch.Tensor  # (B, n_new) long: slot in the previous layout
     layout: Layout  # layout after the cut
     prev_length: int  # slots in the previous layout
+    has_pad: bool = False  # some sample keeps fewer tokens than the longest (batch-padding slots exist)
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Gather:
     k_pos: torch.Tensor  # (B, k_new) long: original position of each kept key
     identity: bool = False  # nothing to do (no vision tokens anywhere in the batch)
     in_keys: int = -1  # key slots an incoming mask must have in the previous layout (-1: not checked)
+    has_pad: bool = False  # any batch-padding slot (computed once per cut, not once per gathered tensor)
 
 
 @dataclass

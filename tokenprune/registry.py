@@ -53,4 +53,5 @@ def _ensure_builtin_entries() -> None:
     _LOADED = True
     from . import scoring  # noqa: F401
     from . import testing  # noqa: F401
-    from .rewrites import rope  # noqa: F401
+    from .rewrites import hints, rope  # noqa: F401
+    from .search import objectives  # noqa: F401
