@@ -29,6 +29,9 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
     FLOPs, searched with P-Sigmoid on ``calibration=``) or ``"lossless"`` (G-Search) run a search first.
     """
     spec = match_spec(model) if isinstance(spec, str) and spec == "auto" else load_spec(spec)
+    if not isinstance(budget, Schedule):  # the search evaluates candidates with the scorer being compiled
+        search_options.setdefault("compile_kwargs", {}).setdefault("scorer", scorer)
+        search_options["compile_kwargs"].setdefault("seed", seed)
     schedule = _resolve_budget(model, spec, budget, search_options)
     if scorer not in registry_for("scorer"):
         raise ScheduleError(describe(f"unknown scorer {scorer!r}", "compile(scorer=)",
