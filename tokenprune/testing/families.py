@@ -71,8 +71,9 @@ def _llava_next_sizes(cfg) -> list[list[int]]:
 
 
 @register("test_inputs", "llava_next")
-def llava_next_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
-    """LLaVA-NeXT any-res: (patches, 3, H, W) per image; the token count depends on the image size."""
+def anyres_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
+    """LLaVA-NeXT / -NeXT-Video / -OneVision any-res: (patches, 3, H, W) per image; the token count depends on
+    the image size, so it is counted with the model's own vision path."""
     from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
 
     cfg = model.config
@@ -84,17 +85,10 @@ def llava_next_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
     for i, n in enumerate(patches):
         pixels[i, :n] = _pixels(n, 3, side, gen, dtype)
     image_sizes = torch.tensor(sizes)
-    with torch.no_grad():
-        feats = model.model.get_image_features(pixel_values=pixels, image_sizes=image_sizes).pooler_output
-    counts = [f.shape[0] for f in feats]
-    ranges = _image_ranges(images_per_sample)
     special = [i for i in (getattr(cfg, "video_token_id", None),) if i is not None]
-    seqs = _prompts(images_per_sample, text_lengths, None, cfg.image_token_id, cfg.text_config.vocab_size, gen,
-                    per_sample_counts=[counts[r] for r in ranges], avoid=special)
-    batch = _batch(model, seqs, {"pixel_values": pixels, "image_sizes": image_sizes}, cfg.image_token_id,
-                   split=lambda b: {"pixel_values": pixels[ranges[b]], "image_sizes": image_sizes[ranges[b]]})
-    batch.vision_token_ids = sorted({cfg.image_token_id, *special})
-    return batch
+    return _simple_images(model, images_per_sample, text_lengths, gen,
+                          lambda idx: {"pixel_values": pixels[idx], "image_sizes": image_sizes[idx]},
+                          special=special)
 
 
 @register("test_inputs", "idefics3")
@@ -263,25 +257,6 @@ def _simple_images(model, images_per_sample, text_lengths, gen, pixel_kwargs_for
                    split=lambda b: pixel_kwargs_for(list(range(ranges[b].start, ranges[b].stop))))
     batch.vision_token_ids = sorted({cfg.image_token_id, *special})
     return batch
-
-
-@register("test_inputs", "siglip_anyres")
-def onevision_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
-    """LLaVA-OneVision: any-res tiles like LLaVA-NeXT (SigLIP tower); counts come from the model."""
-    cfg = model.config
-    side = cfg.vision_config.image_size
-    dtype = next(model.parameters()).dtype
-    from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
-
-    sizes = [_llava_next_sizes(cfg)[i % 3] for i in range(sum(images_per_sample))]
-    patches = [image_size_to_num_patches(s, cfg.image_grid_pinpoints, side) for s in sizes]
-    pixels = torch.zeros((len(sizes), max(patches), 3, side, side), dtype=dtype)
-    for i, n in enumerate(patches):
-        pixels[i, :n] = _pixels(n, 3, side, gen, dtype)
-    image_sizes = torch.tensor(sizes)
-    return _simple_images(model, images_per_sample, text_lengths, gen,
-                          lambda idx: {"pixel_values": pixels[idx], "image_sizes": image_sizes[idx]},
-                          special=[cfg.video_token_id])
 
 
 @register("test_inputs", "pixtral")
