@@ -10,6 +10,8 @@ from .errors import (ScheduleError, SpecError, SpecMatchError, TokenPruneError, 
 from .flops import FlopsReport, prefill_flops
 from .schedule import Schedule, keep_count
 from .spec import ModelSpec, bundled_spec_names, load_spec, match_spec
+from .saving import load_pruned, save_pruned  # noqa: F401  (tokenprune.yaml next to a checkpoint)
+from . import search  # noqa: E402,F401  the package is callable: tp.search(model, spec, calibration, ...)
 
 __version__ = "0.1.0"
 

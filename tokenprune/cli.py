@@ -1,12 +1,178 @@
-"""The ``tokenprune`` command line (Typer)."""
+"""The ``tokenprune`` command line (Typer): demo, inspect, validate, search, bench, visualize, docs.
+
+MODEL arguments accept a bundled spec name (its tiny random test model: no download) or a local
+directory that ``from_pretrained`` can load. SCHEDULE options accept ``keep-all``, ``fastv:K:KEEP``,
+``vtw:K``, ``pdrop:RATIO``, ``pdrop:L1,L2:RATIO``, ``sigmoid:K:ALPHA:FLOOR``, comma-separated ratios, or
+a YAML file (a schedule, a saved search result or a ``tokenprune.yaml``).
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
 import typer
 
-app = typer.Typer(help="Layer-wise vision-token pruning for Hugging Face multimodal LLMs.", no_args_is_help=True)
+app = typer.Typer(help="Layer-wise vision-token pruning for Hugging Face multimodal LLMs.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+
+MODEL_HELP = "A bundled spec name (its tiny random test model) or a local model directory (from_pretrained)."
+SCHEDULE_HELP = ("keep-all | fastv:K:KEEP | vtw:K | pdrop:RATIO | pdrop:L1,L2:RATIO | sigmoid:K:ALPHA:FLOOR | "
+                 "r0,r1,... | a schedule / search-result / tokenprune.yaml file. Default: a 2-cut schedule.")
 
 
+def _friendly(fn):
+    """Print tokenprune errors as one readable line and exit with status 2 instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from tokenprune.errors import TokenPruneError
+
+        try:
+            return fn(*args, **kwargs)
+        except TokenPruneError as err:
+            while _OPEN_BARS:
+                _OPEN_BARS.pop().close()
+            typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+# ---------------------------------------------------------------- model loading
+class Loaded:
+    """A model, its spec, and how to make inputs for it."""
+
+    def __init__(self, model, spec, processor=None, test_model: bool = False):
+        self.model, self.spec, self.processor, self.test_model = model, spec, processor, test_model
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.config.get_text_config().num_hidden_layers
+
+
+def load_model(name: str, spec: str | None = None, attn: str = "sdpa", family_config: Path | None = None) -> Loaded:
+    """Resolve a MODEL argument (bundled spec name or directory) to a model, a spec and maybe a processor."""
+    import tokenprune as tp
+    from tokenprune.errors import SpecError, describe
+
+    if family_config is not None:
+        spec_obj = tp.load_spec(spec or name)
+        return Loaded(_model_from_config(spec_obj, family_config, attn), spec_obj, test_model=True)
+    path = Path(name)
+    if path.is_dir():
+        from tokenprune.saving import model_class_for
+
+        model = model_class_for(path).from_pretrained(path, attn_implementation=attn).eval()
+        spec_obj = tp.load_spec(spec) if spec else tp.match_spec(model)
+        return Loaded(model, spec_obj, _processor_or_none(path))
+    if name in tp.bundled_spec_names() or name.endswith((".yaml", ".yml")):
+        from tokenprune.testing import build_test_model
+
+        spec_obj = tp.load_spec(spec or name)
+        if spec_obj.test_model is None:
+            raise SpecError(describe(f"spec {spec_obj.name!r} has no test_model section", "MODEL",
+                                     "a spec with test_model, or a model directory",
+                                     "pass --model DIR or --family-config CONFIG.json"))
+        return Loaded(build_test_model(spec_obj, attn_implementation=attn), spec_obj, test_model=True)
+    raise SpecError(describe(f"MODEL {name!r} is neither a bundled spec nor a directory", "MODEL",
+                             f"one of {tp.bundled_spec_names()} or a from_pretrained directory"))
+
+
+def _model_from_config(spec, config_path: Path, attn: str):
+    """A random-weight model of the spec's first architecture from a config file (JSON or YAML)."""
+    import torch
+    import transformers
+    import yaml
+
+    from tokenprune.errors import SpecError, describe
+
+    path = Path(config_path)
+    if not path.is_file():
+        raise SpecError(describe(f"config file {str(path)!r} not found", "--family-config", "a JSON or YAML file"))
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict) or ("model_type" not in data and spec.test_model is None):
+        raise SpecError(describe(f"{str(path)!r} has no 'model_type'", "--family-config",
+                                 "a config mapping with model_type (as in a checkpoint's config.json)"))
+    config = transformers.AutoConfig.for_model(**data) if "model_type" in data else \
+        getattr(transformers, spec.test_model.config_class)(**data)
+    torch.manual_seed(0)
+    cls = getattr(transformers, spec.architectures[0])
+    return cls._from_config(config, attn_implementation=attn).eval()
+
+
+def _processor_or_none(path: Path):
+    try:
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(path)
+    except Exception:  # a checkpoint without a processor: test inputs are used instead
+        return None
+
+
+def sample_inputs(loaded: Loaded, batch: int = 1, builder: str | None = None) -> dict:
+    """Inputs with vision tokens: a registered test-input builder (``builder`` or the spec's), else the
+    processor on a synthetic image."""
+    import torch
+
+    from tokenprune.errors import UnsupportedError, describe
+    from tokenprune.registry import lookup
+
+    spec = loaded.spec
+    if builder is not None:
+        gen = torch.Generator().manual_seed(0)
+        return lookup("test_inputs", builder)(loaded.model, [1] * batch, [5 + 3 * i for i in range(batch)], gen).kwargs
+    if spec.test_model is not None:
+        from tokenprune.testing import make_test_inputs
+
+        images = [1] * batch
+        return make_test_inputs(spec, loaded.model, images, [5 + 3 * i for i in range(batch)], seed=0).kwargs
+    if loaded.processor is not None:
+        from tokenprune.visualize import prompt_inputs
+
+        return prompt_inputs(loaded.processor, synthetic_image(), "what is in the picture ?",
+                             next(loaded.model.parameters()).dtype)
+    raise UnsupportedError(describe("no way to build inputs for this model", "inputs",
+                                    "a spec with test_model, a model directory with a processor, or --inputs NAME",
+                                    "name a registered test-input builder with --inputs (e.g. llava)"))
+
+
+def synthetic_image(size: int = 336):
+    """A deterministic test picture (colour gradients and a square) as a PIL image."""
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:size, 0:size] / size
+    rgb = np.stack([x, y, 0.5 + 0.5 * np.sin(6 * x * y)], axis=-1)
+    rgb[size // 3: size // 2, size // 3: 2 * size // 3] = (1.0, 0.2, 0.1)
+    return Image.fromarray((rgb * 255).astype("uint8"))
+
+
+def schedule_for(loaded: Loaded, text: str | None):
+    from tokenprune.saving import read_schedule
+    from tokenprune.testing.conformance import two_cut_schedule
+
+    first = loaded.spec.test_model.first_cut if loaded.spec.test_model is not None else 1
+    return two_cut_schedule(loaded.num_layers, first) if text is None else read_schedule(text, loaded.num_layers)
+
+
+_OPEN_BARS: list = []
+
+
+def _progress(total: int, desc: str):
+    """A tqdm bar on stderr; :func:`_friendly` closes it if the command fails."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, leave=False, file=sys.stderr)
+    _OPEN_BARS.append(bar)
+    return bar
+
+
+# ---------------------------------------------------------------- commands
 @app.command()
 def demo(repeats: int = typer.Option(3, help="Timed rounds per variant.")) -> None:
     """Compile a LLaVA-shaped model, show the inserted nodes, FLOPs fraction, prefill time and exactness."""
@@ -21,6 +187,259 @@ def version() -> None:
     import tokenprune
 
     typer.echo(tokenprune.__version__)
+
+
+@app.command()
+@_friendly
+def inspect(model: str = typer.Argument(..., help=MODEL_HELP),
+            spec: Optional[str] = typer.Option(None, help="Spec name or YAML path (default: match by architecture)."),
+            schedule: Optional[str] = typer.Option(None, help=SCHEDULE_HELP),
+            graph: bool = typer.Option(True, help="Print the rewritten graph with the inserted nodes marked.")) -> None:
+    """Show the matched spec, the layers, the vision token ids and the rewritten graph with its cuts."""
+    import tokenprune as tp
+
+    bar = _progress(2, "loading model")
+    loaded = load_model(model, spec)
+    bar.update(1)
+    bar.set_description("compiling")
+    sched = schedule_for(loaded, schedule)
+    compiled = tp.compile(loaded.model, loaded.spec, sched)
+    bar.update(1)
+    bar.close()
+    for line in summary_lines(loaded, sched):
+        typer.echo(line)
+    if graph:
+        typer.echo("\ngraph (inserted nodes marked with <<):")
+        for line in graph_lines(tp.graph_of(compiled).graph):
+            typer.echo(line)
+
+
+def summary_lines(loaded: Loaded, sched) -> list[str]:
+    """What ``inspect`` reports about a model and its spec, one line per item."""
+    from tokenprune.spec import _resolve_config_ref, resolve_module
+
+    s = loaded.spec
+    lm = resolve_module(loaded.model, s.language_model, "language_model")
+    layers = resolve_module(lm, s.decoder_layers, "decoder_layers")
+    attn = resolve_module(layers[0], s.layer.attention, "attention")
+    refs = ", ".join(f"{ref}={_resolve_config_ref(loaded.model.config, ref)}" for ref in s.vision_tokens.token_ids)
+    locator = f"; locator {s.vision_tokens.locator}" if s.vision_tokens.locator else ""
+    test = " (tiny random test model)" if loaded.test_model else ""
+    return [f"model:           {type(loaded.model).__name__}{test}",
+            f"spec:            {s.name} (architectures {s.architectures})",
+            f"language model:  {s.language_model} -> {type(lm).__name__}",
+            f"decoder layers:  {s.language_model}.{s.decoder_layers} -> {len(layers)} x {type(layers[0]).__name__}",
+            f"attention:       layer.{s.layer.attention} -> {type(attn).__name__}",
+            f"vision tokens:   {refs or '(none)'}{locator}",
+            f"schedule:        {sched!r}",
+            f"cuts:            before layers {list(sched.cuts)} (scored in layers {[c - 1 for c in sched.cuts]})"]
+
+
+def graph_lines(graph) -> list[str]:
+    """One line per fx node: ``name = op target(args)``; nodes tokenprune inserted end with ``<<``."""
+    lines = []
+    for node in graph.nodes:
+        target = getattr(node.target, "__name__", str(node.target))
+        args = ", ".join(a.name for a in node.all_input_nodes)
+        mark = "  <<" if is_inserted(node) else ""
+        lines.append(f"  {node.name} = {node.op} {target}({args}){mark}")
+    return lines
+
+
+def is_inserted(node) -> bool:
+    return node.name.startswith("cut") or node.name == "tokenprune_session"
+
+
+@app.command()
+@_friendly
+def validate(spec_file: Path = typer.Argument(..., help="The spec YAML file to validate (or a bundled spec name).",
+                                              exists=False),
+             model: Optional[Path] = typer.Option(None, "--model", help="A local model directory to check against."),
+             family_config: Optional[Path] = typer.Option(
+                 None, "--family-config", help="A config JSON/YAML to build a random model of the spec's family from "
+                 "(when the spec has no test_model and no --model is given)."),
+             inputs: Optional[str] = typer.Option(
+                 None, "--inputs", help="Registered test-input builder (llava, llava_next, idefics3, internvl, ...) "
+                 "for models without test_model or processor."),
+             schedule: Optional[str] = typer.Option(None, help=SCHEDULE_HELP)) -> None:
+    """Validate a spec YAML, then compile keep-all and a 2-cut schedule and run a mini conformance check."""
+    import tokenprune as tp
+    from tokenprune.testing.conformance import run_mini_conformance
+
+    steps = ["spec", "model", "inputs", "conformance"]
+    bar = _progress(len(steps), "reading spec")
+    spec_obj = tp.load_spec(str(spec_file))
+    typer.echo(f"spec {spec_obj.name!r}: schema OK ({len(spec_obj.architectures)} architecture(s): "
+               f"{', '.join(spec_obj.architectures)})")
+    bar.update(1)
+    bar.set_description("building model")
+    if model is not None:
+        loaded = load_model(str(model), spec=str(spec_file), attn="eager")
+    elif family_config is not None:
+        loaded = load_model(str(spec_file), spec=str(spec_file), attn="eager", family_config=family_config)
+    else:
+        loaded = load_model(str(spec_file), spec=str(spec_file), attn="eager")
+    bar.update(1)
+    bar.set_description("building inputs")
+    batch = sample_inputs(loaded, batch=2 if (loaded.spec.test_model or inputs) else 1, builder=inputs)
+    bar.update(1)
+    bar.set_description("conformance")
+    sched = schedule_for(loaded, schedule)
+    report = run_mini_conformance(loaded.model, loaded.spec, batch, schedule=sched,
+                                  progress=lambda msg: bar.set_description(msg))
+    bar.update(1)
+    bar.close()
+    for line in report.lines():
+        typer.secho(line, fg=typer.colors.GREEN if line.startswith("PASS") else typer.colors.RED)
+    if not report.passed:
+        raise typer.Exit(1)
+    typer.echo(f"spec {spec_obj.name!r} is valid for {type(loaded.model).__name__}")
+
+
+@app.command()
+@_friendly
+def visualize(model: str = typer.Argument(..., help=MODEL_HELP),
+              image: Optional[Path] = typer.Argument(None, help="Input image (default: a synthetic picture)."),
+              spec: Optional[str] = typer.Option(None, help="Spec name or YAML path (default: match by architecture)."),
+              question: str = typer.Option("what is in the picture ?", "--question", "-q", help="The question."),
+              schedule: Optional[str] = typer.Option(None, help=SCHEDULE_HELP),
+              scorer: str = typer.Option("last-token-attention", help="Registered scorer name."),
+              grid: Optional[str] = typer.Option(None, help="Patch grid ROWSxCOLS when the tokens are not a square."),
+              out: Path = typer.Option(Path("kept_patches.png"), "--out", "-o", help="PNG to write.")) -> None:
+    """Draw the kept patches at every cut over the input image (a PNG)."""
+    import tokenprune as tp
+    from tokenprune.visualize import plot_for_question, plot_kept_patches
+
+    bar = _progress(3, "loading model")
+    loaded = load_model(model, spec)
+    bar.update(1)
+    bar.set_description("compiling")
+    compiled = tp.compile(loaded.model, loaded.spec, schedule_for(loaded, schedule), scorer=scorer)
+    bar.update(1)
+    bar.set_description("running and drawing")
+    grid_rc = tuple(int(x) for x in grid.lower().split("x")) if grid else None
+    picture = _open_image(image)
+    if loaded.processor is not None:
+        plot_for_question(compiled, loaded.processor, picture, question, grid=grid_rc, path=out)
+    else:  # tiny test model: its own random inputs, drawn over the given picture
+        inputs = sample_inputs(loaded)
+        plot_kept_patches(compiled, inputs, image=picture, grid=grid_rc, path=out,
+                          title=f"{loaded.spec.name} (random weights)")
+    bar.update(1)
+    bar.close()
+    typer.echo(f"wrote {out}")
+
+
+def _open_image(path: Path | None):
+    if path is None:
+        return synthetic_image()
+    from PIL import Image
+
+    if not path.is_file():
+        raise typer.BadParameter(f"image {str(path)!r} not found", param_hint="IMAGE")
+    return Image.open(path).convert("RGB")
+
+
+@app.command()
+@_friendly
+def search(model: str = typer.Argument(..., help=MODEL_HELP),
+           spec: Optional[str] = typer.Option(None, help="Spec name or YAML path (default: match by architecture)."),
+           method: str = typer.Option("g-search", help="g-search | p-sigmoid | vtw | fastv | pdrop | random."),
+           budget: Optional[float] = typer.Option(None, help="FLOPs fraction in (0, 1] (p-sigmoid and baselines)."),
+           tolerance: float = typer.Option(0.01, help="G-Search: allowed objective change."),
+           n_trials: int = typer.Option(30, help="P-Sigmoid: Bayesian-optimisation trials."),
+           objective: Optional[str] = typer.Option(None, help="kl | answer_logprob | accuracy (default per method)."),
+           calibration: str = typer.Option("synthvqa:48", help="synthvqa:N (synthetic VQA, needs a processor) or "
+                                           "random:N (the spec's random test inputs)."),
+           seed: int = typer.Option(0, help="Seed of the search and the calibration split."),
+           trials: Optional[Path] = typer.Option(None, help="JSON-lines trials file (makes the search resumable)."),
+           out: Path = typer.Option(Path("search_result.yaml"), "--out", "-o",
+                                    help="Where to save the result.")) -> None:
+    """Search a schedule on calibration data and save the result (apply it with --schedule FILE)."""
+    if importlib.util.find_spec("tokenprune.search") is None:
+        typer.secho("error: tokenprune.search is not available in this installation", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    from tokenprune.search import search as run
+
+    loaded = load_model(model, spec)
+    calib = calibration_set(loaded, calibration, seed)
+    result = run(loaded.model, loaded.spec, calib, method=method, budget=budget, tolerance=tolerance,
+                 n_trials=n_trials, objective=objective, seed=seed, trials=trials)
+    result.save(out)
+    typer.echo(result.summary())
+    typer.echo(f"saved {out}")
+
+
+def calibration_set(loaded: Loaded, text: str, seed: int = 0):
+    """``synthvqa:N`` or ``random:N`` as a :class:`~tokenprune.search.CalibrationSet`."""
+    from tokenprune.errors import TokenPruneError, describe
+    from tokenprune.search.calibration import CalibrationSet
+
+    kind, _, count = text.partition(":")
+    n = int(count) if count else 24
+    if kind == "synthvqa":
+        if loaded.processor is None:
+            raise TokenPruneError(describe("synthvqa calibration needs a model with a processor", "--calibration",
+                                           "a model directory", "use --calibration random:N for test models"))
+        from tokenprune.synthvqa import make_sample
+
+        samples = [make_sample("calibration", i, seed=seed) for i in range(n)]
+        return CalibrationSet.from_triples(loaded.processor, [(s.image, s.prompt, " " + s.answer) for s in samples],
+                                           seed=seed)
+    if kind == "random":
+        from tokenprune.testing import make_test_inputs
+
+        batches = [make_test_inputs(loaded.spec, loaded.model, [1, 1], [5, 8], seed=seed + i).kwargs for i in range(n)]
+        return CalibrationSet.from_batches(batches, heldout_fraction=0.25)
+    raise TokenPruneError(describe(f"unknown calibration source {text!r}", "--calibration", "synthvqa:N or random:N"))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def bench(ctx: typer.Context) -> None:
+    """Run the speed and memory benchmarks: the arguments of ``python -m tokenprune.bench``
+    (``speed``, ``prefill``, ``page``; ``tokenprune bench --help`` lists them)."""
+    if importlib.util.find_spec("tokenprune.bench") is None:
+        typer.secho("error: the benchmark module tokenprune.bench is not available in this installation; "
+                    "run the scripts under benchmarks/ from a checkout", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    import tokenprune.bench as bench_module
+
+    entry = getattr(bench_module, "main", None)
+    if entry is None and importlib.util.find_spec("tokenprune.bench.cli") is not None:
+        from tokenprune.bench.cli import main as entry
+    if entry is None:
+        typer.secho("error: tokenprune.bench has no main(argv) entry point", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    args = list(ctx.args) or ["--help"]
+    try:
+        result = entry(args)
+    except SystemExit as done:  # argparse exits on --help and on bad arguments
+        raise typer.Exit(done.code if isinstance(done.code, int) else 0) from None
+    raise typer.Exit(result if isinstance(result, int) else 0)
+
+
+@app.command()
+def docs(source: Optional[Path] = typer.Option(None, help="Sphinx source folder (default: the checkout's docs/)."),
+         out: Optional[Path] = typer.Option(None, help="Output folder (default: SOURCE/_build/html)."),
+         strict: bool = typer.Option(True, help="Treat warnings as errors (-W), as CI does.")) -> None:
+    """Build the HTML documentation with Sphinx (the same command CI runs)."""
+    source = source or Path(__file__).resolve().parents[1] / "docs"
+    if not (source / "conf.py").is_file():
+        typer.secho(f"error: no Sphinx sources at {source} (the docs ship with the repository, not the wheel)",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    if importlib.util.find_spec("sphinx") is None:
+        typer.secho("error: Sphinx is not installed; pip install 'tokenprune-mllm[docs]'", fg=typer.colors.RED,
+                    err=True)
+        raise typer.Exit(2)
+    out = out or source / "_build" / "html"
+    cmd = [sys.executable, "-m", "sphinx", *(["-W", "--keep-going"] if strict else []), "-b", "html",
+           str(source), str(out)]
+    typer.echo(" ".join(cmd))
+    code = subprocess.call(cmd)
+    if code == 0:
+        typer.echo(f"docs written to {out / 'index.html'}")
+    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ Written from the bundled specs and an automatic analysis, never by hand: a bundl
 its default config and analysed (decoder stack found? standard attention layout? fx trace and a cut
 pass the completeness analysis?), and the first obstacle found is its reason.
 
-    python -m tokenprune.support --out docs/reference/support.md --json docs/reference/support.json
+    python -m tokenprune.support --out support.md --json support.json   (the docs build runs it itself)
 """
 
 from __future__ import annotations

@@ -49,12 +49,14 @@ class ConformanceReport:
         return [f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.detail}" for c in self.checks]
 
 
-def two_cut_schedule(num_layers: int) -> Schedule:
-    """Cuts before layers 1 and 2 (keep 1/2, then 1/4) on stacks of 3 or more layers, else one cut."""
-    if num_layers >= 3:
-        return Schedule([1.0, 0.5] + [0.25] * (num_layers - 2), name="two-cut")
-    if num_layers == 2:
-        return Schedule([1.0, 0.5], name="one-cut")
+def two_cut_schedule(num_layers: int, first_cut: int = 1) -> Schedule:
+    """Cuts before layers ``first_cut`` and ``first_cut + 1`` (keep 1/2, then 1/4) when the stack is deep
+    enough, else one cut. ``first_cut`` is the spec's ``test_model.first_cut`` (families that add per-token
+    features in early layers refuse shallower cuts)."""
+    if num_layers >= first_cut + 2:
+        return Schedule([1.0] * first_cut + [0.5] + [0.25] * (num_layers - first_cut - 1), name="two-cut")
+    if num_layers >= first_cut + 1:
+        return Schedule([1.0] * first_cut + [0.5], name="one-cut")
     raise UnsupportedError(describe("a 1-layer language model has nowhere to cut", "two_cut_schedule",
                                     "at least 2 decoder layers"))
 
@@ -71,7 +73,8 @@ def run_mini_conformance(model, spec: ModelSpec, inputs: dict, *, schedule: Sche
 
     report = ConformanceReport(spec.name)
     layers = decoder_layers(model, spec)
-    schedule = schedule or two_cut_schedule(len(layers))
+    first = spec.test_model.first_cut if spec.test_model is not None else 1
+    schedule = schedule or two_cut_schedule(len(layers), first)
     note = progress or (lambda _msg: None)
 
     note("original forward")
