@@ -1,0 +1,33 @@
+"""Synthetic visual question answering: seeded scenes of shapes and characters on a 3x3 grid.
+
+Self-contained (PIL only); it imports nothing else from tokenprune.
+
+>>> from tokenprune.synthvqa import make_sample
+>>> s = make_sample("test", 0)
+>>> s.prompt, s.answer   # doctest: +SKIP
+('<image> what color is the object in row 2 column 1 ?', 'red')
+"""
+
+from .dataset import (
+    BALANCED_BLOCK,
+    DESCRIBE_QUESTION,
+    describe,
+    IMAGE_TOKEN,
+    SPLITS,
+    Question,
+    Sample,
+    extra_questions,
+    make_sample,
+    make_split,
+    target_for,
+)
+from .questions import ANSWERS, QUESTION_TYPES
+from .scene import COLORS, IMAGE_SIZE, SHAPES, Item, Scene, random_scene, render
+from .glyphs import CHARACTERS
+from .vocab import SPECIAL_TOKENS, words
+
+__all__ = [
+    "ANSWERS", "BALANCED_BLOCK", "DESCRIBE_QUESTION", "describe", "CHARACTERS", "COLORS", "IMAGE_SIZE", "IMAGE_TOKEN", "QUESTION_TYPES",
+    "SHAPES", "SPECIAL_TOKENS", "SPLITS", "Item", "Question", "Sample", "Scene", "extra_questions",
+    "make_sample", "make_split", "random_scene", "render", "target_for", "words",
+]
