@@ -21,6 +21,7 @@ from tokenprune.errors import TraceError, UnsupportedError, describe
 from .state import PruneSession
 
 VISION_MASK_KWARG = "tokenprune_vision_mask"
+PROMPT_END_KWARG = "tokenprune_prompt_end"  # (B,) or int: teacher-forced answers follow the prompt
 # Keywords the language model may receive that the traced graph does not need.
 _BENIGN_KWARGS = {"output_attentions", "output_hidden_states", "return_dict", "use_cache", "logits_to_keep"}
 
@@ -89,6 +90,7 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
 
     def pruned_forward(self, *args, **kwargs):
         vision = kwargs.pop(VISION_MASK_KWARG, None)
+        prompt_end = kwargs.pop(PROMPT_END_KWARG, None)
         probe = kwargs.pop("_tokenprune_probe", False)
         params = dict(signature.bind(self, *args, **kwargs).arguments)
         params.pop("self")
@@ -119,8 +121,11 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
             # Prepared 4-D masks (or a dict of them): the padding mask comes from the multimodal model.
             mask2d = session.pending_mask2d
         session.pending_mask2d = None
+        if prompt_end is None:
+            prompt_end, session.pending_prompt_end = session.pending_prompt_end, None
         _check_sliding_window(self.config, cut_layers, past_len, inputs_embeds.shape[1])
-        session.begin(inputs_embeds, vision, mask2d, past_len, self.config._attn_implementation, probe=probe)
+        session.begin(inputs_embeds, vision, mask2d, past_len, self.config._attn_implementation, probe=probe,
+                      prompt_end=prompt_end)
         try:
             _check_cache_lengths(session, cache, past_len, cut_layers)
             values = hint.graph_inputs(params, variant)
@@ -185,6 +190,7 @@ def make_vision_hook(session: PruneSession, token_ids: list[int]) -> Callable:
 
     def hook(module, args, kwargs):
         explicit = kwargs.pop(VISION_MASK_KWARG, None)
+        session.pending_prompt_end = kwargs.pop(PROMPT_END_KWARG, None)
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         session.pending_mask2d = kwargs.get("attention_mask")
         if explicit is not None:

@@ -32,7 +32,7 @@ def select_tokens(session: PruneSession, layer: int, prev_layer: int | None, hid
         ctx = ScoreContext(layer=layer, spec=session.spec, scoring_layer=scoring_layer, next_layer=next_layer,
                            hidden_in=hidden_in, hidden_out=hidden_out, mask=mask, rope=rope, next_mask=next_mask,
                            next_rope=next_rope, positions=prev.positions, vision=prev.vision, valid=prev.valid,
-                           pad_offset=call.pad_offset, seed=session.seed)
+                           pad_offset=call.pad_offset, query_position=call.query_position, seed=session.seed)
         scores = lookup("scorer", session.scorer_name)(ctx).float()  # (B, n)
         index, layout = _select(scores, prev, counts)
         has_pad = not bool(layout.valid.all())  # one host sync per cut, at prefill only

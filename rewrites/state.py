@@ -71,6 +71,7 @@ class CallState:
     attn_implementation: str = "sdpa"
     dtype: torch.dtype = torch.float32  # dtype of this call's hidden states (for additive masks)
     padding: torch.Tensor | None = None  # (B, P + extra) bool: True where the 2-D attention mask is 0
+    query_position: torch.Tensor | None = None  # (B,) long: the scoring query, each prompt's last token
 
 
 @dataclass
@@ -89,6 +90,7 @@ class PruneSession:
     prompt_pad_offset: torch.Tensor | None = None
     pending_vision: torch.Tensor | None = None  # (B, S) from the multimodal model's input_ids
     pending_mask2d: torch.Tensor | None = None  # (B, S) padding mask the multimodal model received
+    pending_prompt_end: torch.Tensor | None = None  # (B,) where each prompt ends (teacher-forced answers follow)
 
     # ---------------------------------------------------------------- calls
     @property
@@ -96,10 +98,11 @@ class PruneSession:
         return 0 if self.prompt_layout is None else self.prompt_layout.length
 
     def begin(self, inputs_embeds: torch.Tensor, vision: torch.Tensor | None, attention_mask, past_len: int,
-              attn_implementation: str, probe: bool = False) -> None:
+              attn_implementation: str, probe: bool = False, prompt_end=None) -> None:
         bsz, length = inputs_embeds.shape[:2]
         self._begin_mode(inputs_embeds, vision, attention_mask, past_len, attn_implementation, probe)
         self.call.dtype = inputs_embeds.dtype
+        self.call.query_position = self._query_position(prompt_end, bsz, length, inputs_embeds.device)
         if attention_mask is not None and attention_mask.dim() == 2:
             self.call.padding = ~attention_mask.to(torch.bool)
 
@@ -170,6 +173,20 @@ class PruneSession:
             raise UnsupportedError(describe(
                 "vision tokens arrive in a continuation chunk (after the pruned prefill)", "input_ids",
                 "every vision token in the prompt's prefill", "put all images in the first forward call"))
+
+    def _query_position(self, prompt_end, bsz: int, length: int, device) -> torch.Tensor:
+        """Each sample's last prompt token: the last position, or ``prompt_end - 1`` when answers follow the
+        prompt in the same call (teacher forcing), so the selection is the one generation would make."""
+        if prompt_end is None or self.call.mode is not Mode.SELECT:
+            return torch.full((bsz,), length - 1, dtype=torch.long, device=device)
+        end = torch.as_tensor(prompt_end, device=device).long().expand(bsz)
+        if bool((end < 1).any()) or bool((end > length).any()):
+            raise UnsupportedError(describe(f"prompt end {end.tolist()}", "tokenprune_prompt_end",
+                                            f"values in [1, {length}] (exclusive end of each prompt in the input)"))
+        if bool(self.call.layout.vision[torch.arange(length, device=device)[None, :] >= end[:, None]].any()):
+            raise UnsupportedError(describe("vision tokens after the prompt end", "tokenprune_prompt_end",
+                                            "every vision token inside the prompt", "put the images in the prompt"))
+        return end - 1
 
     def end(self) -> None:
         self.call = None

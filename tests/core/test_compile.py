@@ -177,3 +177,26 @@ def test_printed_graph_names_the_inserted_nodes(case):
     for name in ("cut1_select", "cut1_hidden", "cut1_attention_mask", "cut1_position_embeddings", "cut3_select"):
         assert name in code
     assert "cut2_select" not in code
+
+
+def test_teacher_forcing_with_a_prompt_end_selects_like_generation(case):
+    """With answers appended in the same call, tokenprune_prompt_end keeps the prompt's selection, so the
+    answer logits equal a cached continuation after a prompt-only prefill."""
+    model = case.models["sdpa"]
+    batch = _batch(model, images=(1, 2), texts=(5, 9))
+    compiled = tp.compile(model, SPEC, FASTV)
+    ids, mask, pixels = batch.input_ids, batch.kwargs["attention_mask"], batch.kwargs["pixel_values"]
+    answers = torch.randint(3, 200, (2, 3))
+    full_mask = torch.cat([mask, torch.ones_like(answers)], dim=1)
+    with torch.no_grad():
+        prefill = compiled(input_ids=ids, attention_mask=mask, pixel_values=pixels, use_cache=True)
+        by_prompt = tp.last_selection(compiled)
+        continued = compiled(input_ids=answers, attention_mask=full_mask, past_key_values=prefill.past_key_values,
+                             use_cache=True).logits
+        forced = compiled(input_ids=torch.cat([ids, answers], dim=1), attention_mask=full_mask, pixel_values=pixels,
+                          tokenprune_prompt_end=ids.shape[1]).logits
+        assert all(torch.equal(a, b) for a, b in zip(by_prompt[2], tp.last_selection(compiled)[2]))
+        torch.testing.assert_close(forced[:, -4], prefill.logits[:, -1], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(forced[:, -3:], continued, atol=1e-4, rtol=1e-4)
+        with pytest.raises(UnsupportedError, match=r"prompt end \[0, 0\]"):
+            compiled(input_ids=ids, attention_mask=mask, pixel_values=pixels, tokenprune_prompt_end=0)

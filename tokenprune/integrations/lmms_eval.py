@@ -126,7 +126,8 @@ class PrunedVLM:
         if target.numel() == 0:
             return 0.0, True
         # Pruned logits are shorter than the input, but the continuation's text tokens are all at the end.
-        logits = self.pruned(**full).logits[0, -(target.numel() + 1):-1].float()  # (n, V)
+        # The prompt end pins the selection to the prompt's last token, as generate_until selects.
+        logits = self.pruned(**full, tokenprune_prompt_end=n_prompt).logits[0, -(target.numel() + 1):-1].float()
         logprobs = torch.log_softmax(logits, dim=-1)
         total = float(logprobs.gather(1, target[:, None]).sum())
         return total, bool(torch.equal(logits.argmax(-1), target))

@@ -21,9 +21,10 @@ def attention_probs(
     mask,
     positions: torch.Tensor,
     valid: torch.Tensor,
-    query_index: torch.Tensor,
+    query_slots: torch.Tensor,
 ) -> torch.Tensor:
-    """Head-averaged attention of the queries ``query_index`` (Q,) over all ``n`` keys: (B, Q, n) fp32."""
+    """Head-averaged attention of each sample's query slots ``query_slots`` (B, Q) over all ``n`` keys:
+    (B, Q, n) fp32."""
     paths, attrs = spec.layer, spec.attention
     attn = resolve_module(layer, paths.attention, "layer.attention")
     head_dim = int(getattr(attn, attrs.head_dim))
@@ -33,9 +34,10 @@ def attention_probs(
 
     x = resolve_module(layer, paths.input_norm, "layer.input_norm")(hidden)  # (B, n, D)
     bsz, n, _ = x.shape
-    q = resolve_module(layer, paths.q_proj, "layer.q_proj")(x[:, query_index])  # (B, Q, H*Dh)
+    num_q = query_slots.shape[1]
+    q = resolve_module(layer, paths.q_proj, "layer.q_proj")(_rows(x, query_slots, -2))  # (B, Q, H*Dh)
     k = resolve_module(layer, paths.k_proj, "layer.k_proj")(x)  # (B, n, Hkv*Dh)
-    q = q.view(bsz, len(query_index), -1, head_dim)  # (B, Q, H, Dh)
+    q = q.view(bsz, num_q, -1, head_dim)  # (B, Q, H, Dh)
     k = k.view(bsz, n, -1, head_dim)  # (B, n, Hkv, Dh)
     if paths.q_norm:
         q = resolve_module(layer, paths.q_norm, "layer.q_norm")(q)
@@ -44,7 +46,7 @@ def attention_probs(
     q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, Q, Dh), (B, Hkv, n, Dh)
     if rope is not None:
         cos, sin = rope
-        q = apply_rope(q, cos[..., query_index, :], sin[..., query_index, :], attn)
+        q = apply_rope(q, _rows(cos, query_slots, -2), _rows(sin, query_slots, -2), attn)
         k = apply_rope(k, cos, sin, attn)
     if groups > 1:
         k = k.repeat_interleave(groups, dim=1)  # (B, H, n, Dh)
@@ -53,23 +55,35 @@ def attention_probs(
     softcap = getattr(attn, attrs.softcap, None)
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
-    allowed = _allowed_keys(mask, positions, valid, query_index)  # (B, 1, Q, n) bool
+    rows = _rows(mask, query_slots, -2) if mask is not None else None  # (B, 1, Q, n)
+    allowed = _allowed_keys(rows, positions, valid, query_slots)  # (B, 1, Q, n) bool
     logits = logits.float().masked_fill(~allowed, float("-inf"))
-    if mask is not None and mask.dtype != torch.bool:
+    if rows is not None and rows.dtype != torch.bool:
         # Additive float masks may carry more than -inf/0 (e.g. soft biases): add them as HF does.
-        rows = mask[:, :, query_index, :].float()
-        logits = logits + torch.where(allowed, rows, torch.zeros_like(rows))
+        logits = logits + torch.where(allowed, rows.float(), torch.zeros((), device=logits.device))
     probs = torch.softmax(logits, dim=-1)  # (B, H, Q, n) fp32
     return probs.mean(dim=1)  # (B, Q, n)
 
 
-def _allowed_keys(mask, positions: torch.Tensor, valid: torch.Tensor, query_index: torch.Tensor) -> torch.Tensor:
-    """Keys each query may attend to: causal by original position, real slots, and the model's own mask."""
-    q_pos = positions[:, query_index]  # (B, Q)
+def _rows(x: torch.Tensor, slots: torch.Tensor, dim: int) -> torch.Tensor:
+    """Per-sample rows ``slots`` (B, Q) of ``x`` along ``dim``; ``x``'s batch axis (the first) may be 1."""
+    dim = dim % x.dim()
+    bsz, num_q = slots.shape
+    if x.shape[0] == 1 and bsz > 1:
+        x = x.expand(bsz, *x.shape[1:])
+    view = [bsz] + [1] * (x.dim() - 1)
+    view[dim] = num_q
+    target = list(x.shape)
+    target[dim] = num_q
+    return torch.gather(x, dim, slots.view(view).expand(target))
+
+
+def _allowed_keys(rows, positions: torch.Tensor, valid: torch.Tensor, query_slots: torch.Tensor) -> torch.Tensor:
+    """Keys each query may attend to: causal by original position, real slots, and the model's own mask rows."""
+    q_pos = positions.gather(1, query_slots)  # (B, Q)
     allowed = (positions[:, None, :] <= q_pos[:, :, None]) & valid[:, None, :]  # (B, Q, n)
     allowed = allowed[:, None]  # (B, 1, Q, n)
-    if mask is not None:
-        rows = mask[:, :, query_index, :]  # (B|1, 1, Q, n)
+    if rows is not None:
         if rows.dtype == torch.bool:
             allowed = allowed & rows
         else:

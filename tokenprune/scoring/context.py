@@ -31,4 +31,5 @@ class ScoreContext:
     vision: torch.Tensor  # (B, n) bool: slot holds a vision token
     valid: torch.Tensor  # (B, n) bool: False for batch-padding slots tokenprune inserted
     pad_offset: torch.Tensor  # (B,) long: left-padding tokens of each prompt
+    query_position: torch.Tensor  # (B,) long: original position of each sample's last prompt token
     seed: int = 0

@@ -16,8 +16,9 @@ DEFAULT_SCORER = "last-token-attention"
 
 
 def _last_query(ctx: ScoreContext) -> torch.Tensor:
-    # Prompts are left-padded, so the last prompt token is the last slot of every sample.
-    return torch.tensor([ctx.hidden_in.shape[1] - 1], device=ctx.hidden_in.device)
+    """(B, 1) slot of each sample's last prompt token (the last slot unless a prompt end was given)."""
+    hits = ctx.positions == ctx.query_position[:, None]  # (B, n): exactly one slot per sample
+    return hits.float().argmax(dim=1, keepdim=True)
 
 
 @register("scorer", "last-token-attention")
@@ -39,14 +40,17 @@ def next_layer_attention(ctx: ScoreContext) -> torch.Tensor:
 @register("scorer", "text-mean-attention")
 def text_mean_attention(ctx: ScoreContext) -> torch.Tensor:
     """Attention in the layer before the cut, averaged over heads and over every real text query."""
-    n = ctx.hidden_in.shape[1]
-    text_slots = ~ctx.vision & ctx.valid  # (B, n)
-    query_index = torch.nonzero(text_slots.any(dim=0)).flatten()  # (Q,) slots that are text in some sample
+    bsz, n = ctx.vision.shape
+    # Real text slots of the prompt (not past its end), queried in every sample at the same slots.
+    text_slots = ~ctx.vision & ctx.valid & (ctx.positions <= ctx.query_position[:, None])  # (B, n)
+    shared = torch.nonzero(text_slots.any(dim=0)).flatten()  # (Q,) slots that are prompt text in some sample
+    query_slots = shared.expand(bsz, -1)  # (B, Q)
     probs = attention_probs(ctx.spec, ctx.scoring_layer, ctx.hidden_in, ctx.rope, ctx.mask,
-                            ctx.positions, ctx.valid, query_index)  # (B, Q, n)
-    weight = text_slots[:, query_index].float()  # (B, Q): only a sample's own text queries count
+                            ctx.positions, ctx.valid, query_slots)  # (B, Q, n)
+    weight = text_slots[:, shared].float()  # (B, Q): only a sample's own text queries count
     # A query sees no token after it, so the mean is taken over the queries that can see each key.
-    sees = (ctx.positions[:, query_index, None] >= ctx.positions[:, None, :]).float() * weight[:, :, None]
+    q_pos = ctx.positions[:, shared]  # (B, Q)
+    sees = (q_pos[:, :, None] >= ctx.positions[:, None, :]).float() * weight[:, :, None]
     total = (probs * sees).sum(dim=1)  # (B, n)
     return total / sees.sum(dim=1).clamp_min(1.0) if n else total
 

@@ -24,7 +24,7 @@ from ..schedule import Schedule
 from .calibration import CalibrationSet
 from .evaluator import Evaluator
 from .memo import PrefixMemo, memo_layers
-from .objectives import Objective, Targets, get_objective, select_logits, targets_of
+from .objectives import IGNORE_INDEX, Objective, Targets, get_objective, select_logits, targets_of
 
 _NOT_MODEL_INPUTS = ("labels",)
 
@@ -161,6 +161,11 @@ class ModelEvaluator(Evaluator):
     def _forward(self, model, batch: dict[str, Any], batch_key, schedule: Schedule | None) -> torch.Tensor:
         """(B, T', V) logits of ``model`` on ``batch`` (T' = pruned length), counting layer passes."""
         inputs = self._inputs(batch)
+        if model is not self.model and batch.get("labels") is not None:
+            # Teacher-forced answers follow the prompt: select with the last *prompt* token as the query,
+            # exactly as generation would, not with the last answer token.
+            answer = batch["labels"] != IGNORE_INDEX  # (B, T)
+            inputs["tokenprune_prompt_end"] = answer.float().argmax(dim=1).to(inputs["input_ids"].device)
         start = time.perf_counter()
         self._counting = True
         try:
