@@ -1,0 +1,18 @@
+"""Speed and memory benchmark (issue 6): prefill, decode, peak memory, KV cache, compile time, node costs, scaling.
+
+    python benchmarks/speed.py                       # CPU: 12-layer preset + 7B-shape compile; writes docs page
+    python benchmarks/speed.py --preset llava-7b --device cuda --dtype bfloat16
+    python benchmarks/speed.py --help
+
+Writes benchmarks/results/speed-*.json and *.png, and docs/benchmarks/speed.md.
+"""
+
+import sys
+
+import torch
+
+from tokenprune.bench.cli import main
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main(["speed", *sys.argv[1:]])

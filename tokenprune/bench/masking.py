@@ -1,0 +1,137 @@
+"""The masking baseline: a schedule implemented by *masking* dropped vision tokens instead of dropping them.
+
+This is what several public implementations do (FastV's reference code among them): every token stays
+in the sequence, the KV cache keeps its full length, and tokens are only hidden from later layers by
+the attention mask. It runs on an eager-attention twin of the model (sharing its weights), because the
+scores come from Hugging Face's own eager attention weights: the head-averaged attention of the last
+prompt token in the layer before each cut. The kept set is the top ``ceil(r * N)`` of the still-visible
+vision tokens (ties by position), so its logits at kept positions equal the pruned model's.
+
+Written independently of ``tokenprune.rewrites``: plain forward hooks, no graph rewrite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from tokenprune.schedule import Schedule, keep_count
+
+from .presets import IMAGE_TOKEN_ID
+
+
+@dataclass
+class _MaskState:
+    vision: torch.Tensor | None = None  # (B, S) bool: prompt positions holding vision tokens
+    dropped: torch.Tensor | None = None  # (B, S) bool: positions masked out so far
+    scores: dict[int, torch.Tensor] = field(default_factory=dict)  # cut layer -> (B, S) fp32
+    prefill: bool = False
+
+
+class MaskingBaseline:
+    """Hooks that turn an eager LLaVA model into the masking implementation of ``schedule``.
+
+    Use as a context manager, or ``attach()`` / ``detach()``; while attached, ``model(...)`` and decode
+    steps over its cache apply the schedule by masking.
+    """
+
+    def __init__(self, eager_model, schedule: Schedule, image_token_id: int = IMAGE_TOKEN_ID):
+        if eager_model.config._attn_implementation != "eager":
+            raise ValueError("the masking baseline needs an eager-attention model (see presets.build_eager_twin)")
+        self.model = eager_model
+        self.schedule = schedule
+        self.image_token_id = image_token_id
+        self.layers = eager_model.model.language_model.layers
+        schedule.check_layers(len(self.layers))
+        self.state = _MaskState()
+        self._handles: list = []
+
+    # ----------------------------------------------------------------- hooks
+    def attach(self) -> MaskingBaseline:
+        if self._handles:
+            return self
+        self._handles.append(self.model.register_forward_pre_hook(self._on_model, with_kwargs=True))
+        for cut in self.schedule.cuts:
+            attn = self.layers[cut - 1].self_attn
+            self._handles.append(attn.register_forward_hook(self._score_hook(cut)))
+        for j, layer in enumerate(self.layers):
+            self._handles.append(layer.register_forward_pre_hook(self._mask_hook(j), with_kwargs=True))
+        return self
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def __enter__(self) -> MaskingBaseline:
+        return self.attach()
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    def __call__(self, *args, **kwargs):
+        with self:
+            return self.model(*args, **kwargs)
+
+    def _on_model(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        past = kwargs.get("past_key_values")
+        if past is None or past.get_seq_length() == 0:  # a prefill: start a new selection
+            vision = ids == self.image_token_id  # (B, S)
+            self.state = _MaskState(vision=vision, dropped=torch.zeros_like(vision), prefill=True)
+        else:
+            self.state.prefill = False
+        return args, kwargs
+
+    def _score_hook(self, cut: int):
+        def hook(module, args, output):
+            if self.state.prefill:
+                weights = output[1]  # (B, H, q, k) eager attention probabilities
+                self.state.scores[cut] = weights[:, :, -1, :].float().mean(dim=1)  # (B, k)
+            return output
+
+        return hook
+
+    def _mask_hook(self, j: int):
+        def hook(module, args, kwargs):
+            st = self.state
+            if st.prefill and j in self.schedule.cuts:
+                self._select(j)
+            mask = kwargs.get("attention_mask")
+            if st.dropped is None or not bool(st.dropped.any()):
+                return args, kwargs
+            kwargs["attention_mask"] = _mask_columns(mask, st.dropped, args[0] if args else kwargs["hidden_states"])
+            return args, kwargs
+
+        return hook
+
+    def _select(self, cut: int) -> None:
+        """Mask all but the top ``ceil(r N)`` still-visible vision tokens of each sample."""
+        st = self.state
+        ratio = self.schedule.keep_ratio[cut]
+        candidates = st.vision & ~st.dropped  # (B, S)
+        scores = st.scores[cut].masked_fill(~candidates, float("-inf"))  # (B, S)
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices  # (B, S)
+        rank = torch.empty_like(order)
+        rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+        counts = torch.tensor([keep_count(ratio, int(n)) for n in st.vision.sum(dim=1).tolist()],
+                              device=rank.device)  # (B,)
+        st.dropped = st.dropped | (candidates & (rank >= counts[:, None]))
+
+    def kept_positions(self) -> list[torch.Tensor]:
+        """Per sample, prompt positions still visible after the last cut (text and kept vision), sorted."""
+        return [torch.nonzero(~d).flatten() for d in self.state.dropped]
+
+
+def _mask_columns(mask, dropped: torch.Tensor, hidden: torch.Tensor):
+    """Block the key columns of ``dropped`` (B, P) prompt positions in a 4-D mask (B|1, 1, q, k)."""
+    if mask is None:
+        raise ValueError("the masking baseline expects the eager attention mask HF builds")
+    cols = torch.zeros(mask.shape[0] if mask.shape[0] > 1 else dropped.shape[0], mask.shape[-1],
+                       dtype=torch.bool, device=mask.device)  # (B, k)
+    cols[:, : dropped.shape[1]] = dropped.to(mask.device)
+    blocked = cols[:, None, None, :]  # (B, 1, 1, k)
+    if mask.dtype == torch.bool:
+        return mask & ~blocked
+    return mask.masked_fill(blocked, torch.finfo(mask.dtype).min)
