@@ -53,8 +53,7 @@ def test_entry_point_is_declared_and_resolves():
 
 def test_installed_metadata_lists_the_entry_point():
     eps = importlib.metadata.entry_points(group="lmms_eval.models")
-    if not any(ep.name == LMMS_EVAL_MODEL_ID for ep in eps):
-        pytest.skip("installed metadata predates the entry point (reinstall with pip install -e .)")
+    assert any(ep.name == LMMS_EVAL_MODEL_ID for ep in eps), "entry point missing: reinstall with pip install -e ."
     (ep,) = [ep for ep in eps if ep.name == LMMS_EVAL_MODEL_ID]
     assert ep.value == "tokenprune.integrations:lmms_eval_manifest"
 
@@ -150,8 +149,7 @@ def test_registered_with_lmms_eval_registry(reference):
 
 def test_lmms_eval_discovers_the_plugin_through_entry_points():
     models = pytest.importorskip("lmms_eval.models")
-    if not any(ep.name == LMMS_EVAL_MODEL_ID for ep in importlib.metadata.entry_points(group="lmms_eval.models")):
-        pytest.skip("installed metadata predates the entry point (reinstall with pip install -e .)")
+    assert any(ep.name == LMMS_EVAL_MODEL_ID for ep in importlib.metadata.entry_points(group="lmms_eval.models"))
     resolved = models.MODEL_REGISTRY_V2.resolve("tokenprune")
     assert resolved.model_type == "simple" and resolved.class_path == LMMS_EVAL_CLASS_PATH
     assert models.MODEL_REGISTRY_V2.get_model_class("tokenprune") is TokenPruneLMMS

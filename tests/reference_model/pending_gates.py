@@ -6,49 +6,11 @@ checkpoint meets them, rename this file to ``test_gates.py`` so CI enforces them
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
-from pathlib import Path
 
 import pytest
-import torch
-from safetensors import safe_open
-from transformers import AutoProcessor, LlavaForConditionalGeneration, LlavaProcessor
 
-from tokenprune import synthvqa
-
-ROOT = Path(__file__).resolve().parents[2]
-CHECKPOINT = ROOT / "reference_model" / "checkpoint"
-NUM_IMAGE_TOKENS = 144
-HELD_OUT = 2 * synthvqa.BALANCED_BLOCK  # 288 test-split samples, balanced per type and answer
-
-
-def _load_evaluate():
-    spec = importlib.util.spec_from_file_location("reference_model_evaluate", ROOT / "reference_model" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-evaluate = _load_evaluate()
-
-
-@pytest.fixture(scope="module")
-def model():
-    m = LlavaForConditionalGeneration.from_pretrained(CHECKPOINT, dtype=torch.float32, attn_implementation="eager")
-    return m.eval()
-
-
-@pytest.fixture(scope="module")
-def processor():
-    return AutoProcessor.from_pretrained(CHECKPOINT)
-
-
-@pytest.fixture(scope="module")
-def held_out():
-    return synthvqa.make_split("test", HELD_OUT)
+from ._shared import HELD_OUT, evaluate
 
 
 @pytest.fixture(scope="module")
