@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -21,6 +21,8 @@ sys.path.insert(0, str(HERE))
 sys.path.append(str(HERE.parent))
 
 from build import synthvqa  # noqa: E402
+
+answers = importlib.import_module(synthvqa.__name__ + ".answers")  # works for the fallback import too
 
 
 @contextlib.contextmanager
@@ -55,48 +57,24 @@ def vision_withdrawn(model, from_layer: int, image_token_mask: torch.Tensor):
             h.remove()
 
 
-@torch.no_grad()
-def predict(model, processor, samples, batch_size: int = 48, withdraw_from_layer: int | None = None) -> list[str]:
-    """The first greedy token for each sample's prompt, as a string."""
-    tok = processor.tokenizer
+def _withdrawal(model, withdraw_from_layer: int | None):
+    if withdraw_from_layer is None:
+        return None
     image_id = model.config.image_token_id
-    preds = []
-    for i in range(0, len(samples), batch_size):
-        chunk = samples[i : i + batch_size]
-        enc = processor(text=[s.prompt for s in chunk], images=[s.image for s in chunk], return_tensors="pt", padding=True)
-        enc["pixel_values"] = enc["pixel_values"].to(model.dtype)
-        position_ids = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # left padding
-        ctx = (
-            vision_withdrawn(model, withdraw_from_layer, enc["input_ids"] == image_id)
-            if withdraw_from_layer is not None
-            else contextlib.nullcontext()
-        )
-        with ctx:
-            logits = model(**enc, position_ids=position_ids, logits_to_keep=1).logits[:, -1]
-        preds += tok.convert_ids_to_tokens(logits.argmax(-1).tolist())
-    return preds
+    return lambda input_ids: vision_withdrawn(model, withdraw_from_layer, input_ids == image_id)
 
 
-def accuracy(model, processor, samples, **kwargs) -> dict:
-    preds = predict(model, processor, samples, **kwargs)
-    hits, totals = defaultdict(int), defaultdict(int)
-    for s, p in zip(samples, preds):
-        totals[s.qtype] += 1
-        hits[s.qtype] += int(p == s.answer)
-    per_type = {t: round(hits[t] / totals[t], 4) for t in synthvqa.QUESTION_TYPES if totals[t]}
-    return {"overall": round(sum(hits.values()) / len(samples), 4), "per_type": per_type, "n": len(samples)}
+def predict(model, processor, samples, withdraw_from_layer: int | None = None, **kwargs) -> list[str]:
+    """First greedy token per prompt; with ``withdraw_from_layer``, vision tokens are masked out from that layer on."""
+    return answers.predict(model, processor, samples, context=_withdrawal(model, withdraw_from_layer), **kwargs)
 
 
-def majority_baselines(samples) -> dict:
-    """Always answering the commonest answer overall; and per question type (a vision-free prior)."""
-    from collections import Counter
+def accuracy(model, processor, samples, withdraw_from_layer: int | None = None, **kwargs) -> dict:
+    """Accuracy per question type (see :func:`predict`)."""
+    return answers.score(samples, predict(model, processor, samples, withdraw_from_layer, **kwargs))
 
-    overall = Counter(s.answer for s in samples).most_common(1)[0][1] / len(samples)
-    by_type = defaultdict(Counter)
-    for s in samples:
-        by_type[s.qtype][s.answer] += 1
-    per_type = sum(c.most_common(1)[0][1] for c in by_type.values()) / len(samples)
-    return {"single_answer": round(overall, 4), "per_type_answer": round(per_type, 4)}
+
+majority_baselines = answers.majority_baselines
 
 
 def main(argv=None):

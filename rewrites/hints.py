@@ -171,11 +171,19 @@ class CompositeHint:
         return tuple(m for h in self.hints for m in h.leaf_methods)
 
     def input_names(self, variant) -> tuple[str, ...]:
-        names = STANDARD_INPUTS
+        """Each hint names its placeholders from the standard ones; several hints compose: a standard input
+        one of them drops (mask_dict drops attention_mask) is dropped, an input one of them adds is added."""
+        names: list[str] | None = None
         for hint, v in zip(self.hints, variant):
-            if type(hint).input_names is not TracingHint.input_names:
-                names = hint.input_names(v)
-        return names
+            if type(hint).input_names is TracingHint.input_names:
+                continue
+            own = hint.input_names(v)
+            if names is None:
+                names = list(own)  # a single overriding hint keeps its own order
+                continue
+            dropped = set(STANDARD_INPUTS) - set(own)
+            names = [n for n in names if n not in dropped] + [n for n in own if n not in names]
+        return tuple(names) if names is not None else STANDARD_INPUTS
 
     def inner_kwargs(self, inputs, variant) -> dict:
         kwargs = dict(inputs)
@@ -333,3 +341,7 @@ class DeepStack(TracingHint):
         gen = torch.Generator(device="cpu").manual_seed(7)
         feats = [torch.randn(int(mask.sum()), embeds.shape[-1], generator=gen).to(embeds) for _ in range(self.depth)]
         return [("plain", {}), ("deepstack", {"visual_pos_masks": mask, "deepstack_visual_embeds": feats})]
+
+
+# Hints of more families live in their own modules; importing them registers them.
+from . import hints_inputs  # noqa: E402,F401

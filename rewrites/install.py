@@ -23,7 +23,9 @@ from .state import PruneSession
 VISION_MASK_KWARG = "tokenprune_vision_mask"
 PROMPT_END_KWARG = "tokenprune_prompt_end"  # (B,) or int: teacher-forced answers follow the prompt
 # Keywords the language model may receive that the traced graph does not need.
-_BENIGN_KWARGS = {"output_attentions", "output_hidden_states", "return_dict", "use_cache", "logits_to_keep"}
+# output_router_logits (MoE text models) is collected by the output-capture decorator's hooks, like attentions.
+_BENIGN_KWARGS = {"output_attentions", "output_hidden_states", "output_router_logits", "return_dict", "use_cache",
+                  "logits_to_keep"}
 
 
 def shallow_clone(module: torch.nn.Module) -> torch.nn.Module:

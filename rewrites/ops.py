@@ -19,8 +19,11 @@ from .state import CutSelection, Gather, Layout, Mode, PruneSession
 
 # ----------------------------------------------------------------- selection
 def select_tokens(session: PruneSession, layer: int, prev_layer: int | None, hidden_in, hidden_out, mask, rope,
-                  next_mask, next_rope, scoring_layer, next_layer) -> Gather:
-    """Decide the kept slots at the cut before ``layer`` and describe the gathers of this call."""
+                  next_mask, next_rope, scoring_layer, next_layer, cache=None) -> Gather:
+    """Decide the kept slots at the cut before ``layer`` and describe the gathers of this call.
+
+    ``cache``: the KV cache the scoring layer received (None without one); it has just written its keys there.
+    """
     call = session.call
     prev_sel = session.selections.get(prev_layer) if prev_layer is not None else None
     prev = prev_sel.layout if prev_sel is not None else call.layout
@@ -32,8 +35,10 @@ def select_tokens(session: PruneSession, layer: int, prev_layer: int | None, hid
         ctx = ScoreContext(layer=layer, spec=session.spec, scoring_layer=scoring_layer, next_layer=next_layer,
                            hidden_in=hidden_in, hidden_out=hidden_out, mask=mask, rope=rope, next_mask=next_mask,
                            next_rope=next_rope, positions=prev.positions, vision=prev.vision, valid=prev.valid,
-                           pad_offset=call.pad_offset, query_position=call.query_position, seed=session.seed)
+                           pad_offset=call.pad_offset, query_position=call.query_position, seed=session.seed,
+                           cache=cache, key_policy=session.scoring_keys)
         scores = lookup("scorer", session.scorer_name)(ctx).float()  # (B, n)
+        session.key_sources[layer] = ctx.key_source
         index, layout = _select(scores, prev, counts)
         has_pad = not bool(layout.valid.all())  # one host sync per cut, at prefill only
         session.selections[layer] = CutSelection(index, layout, prev.length, has_pad)

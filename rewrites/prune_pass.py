@@ -83,6 +83,11 @@ def _mask_windows(layers: list[fx.Node], config) -> dict[fx.Node, int | None]:
     return {node: window if kinds == {"sliding_attention"} else None for node, kinds in users.items()}
 
 
+def _cache_arg(layer: fx.Node, kinds: dict[str, GatherKind]):
+    """The KV cache a layer call receives (the node of its ``cache`` keyword), or None."""
+    return next((layer.kwargs[name] for name, kind in kinds.items() if kind == "cache"), None)
+
+
 def _insert_cut(graph: fx.Graph, gm: fx.GraphModule, prefix: str, layers: list[fx.Node],
                 kinds: list[dict[str, GatherKind]], cut: int, previous_cut: int | None,
                 session_node: fx.Node, windows: dict) -> set[str]:
@@ -98,6 +103,10 @@ def _insert_cut(graph: fx.Graph, gm: fx.GraphModule, prefix: str, layers: list[f
                 "next_rope": target.kwargs.get("position_embeddings"),
                 "scoring_layer": graph.create_node("get_attr", f"{prefix}.{cut - 1}", name=f"cut{cut}_scoring_layer"),
                 "next_layer": graph.create_node("get_attr", f"{prefix}.{cut}", name=f"cut{cut}_next_layer"),
+                # The scoring layer has written its keys there; the scorer reads them back instead of
+                # recomputing k_proj over every token. The node runs after the scoring layer (it reads
+                # ``hidden_out``), so the cache is filled by then.
+                "cache": _cache_arg(scoring, kinds[cut - 1]),
             }, name=f"cut{cut}_select")
         inserted |= {select.name, *(n.name for n in select.all_input_nodes if n.op == "get_attr")}
         hidden = graph.create_node("call_function", ops.gather_hidden, (target.args[0], select), {},

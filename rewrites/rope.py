@@ -44,3 +44,36 @@ def apply_cohere2(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn=No
     xf = x.float()
     out = (xf * cos.unsqueeze(1)) + (_rotate_interleaved(xf) * sin.unsqueeze(1))
     return out.to(dtype)
+
+
+def _partial(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotate) -> torch.Tensor:
+    """Rotate the first ``cos.shape[-1]`` channels of each head and pass the rest through (model dtype)."""
+    rot = cos.shape[-1]
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, S, rot)
+    x_rot, x_pass = x[..., :rot], x[..., rot:]
+    return torch.cat([(x_rot * cos) + (rotate(x_rot) * sin), x_pass], dim=-1)
+
+
+@register("rope", "partial_rotate_half")
+def apply_partial_rotate_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn=None) -> torch.Tensor:
+    """GLM-4.5V (Glm4vMoe): rotate-half RoPE on the first ``partial_rotary_factor`` of each head."""
+    return _partial(x, cos, sin, _rotate_half)
+
+
+@register("rope", "partial_interleaved")
+def apply_partial_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn=None) -> torch.Tensor:
+    """GLM-4.1V / GLM-OCR: interleaved-pair RoPE on the first ``partial_rotary_factor`` of each head."""
+    return _partial(x, cos, sin, _rotate_interleaved)
+
+
+@register("rope", "module_apply_rotary")
+def apply_module_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn=None) -> torch.Tensor:
+    """The ``apply_rotary_pos_emb(q, k, cos, sin)`` of the attention module's own modeling module, for specs
+    whose text model varies by checkpoint (GLM-4.6V: GLM-4.1V-style or MoE text, each with its own RoPE)."""
+    import sys
+
+    apply = getattr(sys.modules.get(type(attn).__module__), "apply_rotary_pos_emb", None) if attn is not None else None
+    if apply is None:
+        raise TypeError(f"rope 'module_apply_rotary': the modeling module of {type(attn).__name__} has no "
+                        "apply_rotary_pos_emb(q, k, cos, sin); name the spec's attention.rope explicitly")
+    return apply(x, x, cos, sin)[0]

@@ -1,24 +1,109 @@
 """The probe self-check: the rewritten graph, with every cut keeping everything, must equal the original.
 
 fx specialises Python control flow at trace time without guards, so a family whose forward branches on
-something the probe covers (padding, cache, decode) would otherwise run wrongly without a word. The
-probe runs a left-padded prefill and a cached decode step through both models and demands bit-equality.
+something the probe covers (padding, cache, decode, a hint variant) would otherwise run wrongly without a
+word. The probe runs a left-padded prefill and a cached decode step through both models, once per hint
+variant, and demands bit-equality. Modes (``compile(self_check=...)``):
+
+* ``"layers"`` (default): the first decoder layer of each attention type runs for real, every other layer is
+  a recording stand-in in both models (:mod:`.probe_stack`); the outputs must be bit-identical and every
+  stand-in must have received bit-identical inputs. Costs about one real layer per attention type.
+* ``"full"``: every decoder layer runs for real; the outputs must be bit-identical. Costs four passes over
+  the whole decoder stack per variant (a minute for a 7B model on a CPU).
+* ``"off"``: no check (the traced graph is trusted).
+
+A model whose weights are on the meta device cannot run; its check is skipped with a warning. Only the
+modules the chosen mode runs (:func:`probe_modules`) need weights: under ``"layers"`` the stand-in layers may
+stay on the meta device.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 
 from tokenprune.errors import TraceError, describe
 
+from .probe_stack import RecordingLayer, real_layer_indices, standin_compiled, standin_original
 from .state import PruneSession
 
+SELF_CHECKS = ("layers", "full", "off")
 _PROBE_LENGTH = 7  # tokens: one padding, three "vision", three text
 
 
-def run_probe_check(original: torch.nn.Module, compiled: torch.nn.Module, session: PruneSession, hint) -> None:
-    """Raise :class:`TraceError` unless ``compiled`` reproduces ``original`` exactly on a probe input."""
-    param = next(original.parameters())
+def run_self_check(mode: str, original: torch.nn.Module, compiled: torch.nn.Module, session: PruneSession, hint,
+                   *, graphs: dict, input_names: dict, cut_layers) -> str:
+    """Run the self-check ``mode`` on the compiled language model; return what was checked.
+
+    Raises :class:`TraceError` when the rewritten graph does not reproduce ``original`` exactly.
+    """
+    if mode not in SELF_CHECKS:
+        raise TraceError(describe(f"self_check={mode!r}", "compile(self_check=)", f"one of {SELF_CHECKS}"))
+    if mode == "off":
+        return "off"
+    missing = [name for name, module, recursive in probe_modules(original, session.spec, cut_layers, mode)
+               if _on_meta(module, recursive)]
+    if missing:
+        warnings.warn(f"tokenprune.compile: {missing[:3]} of the language model are on the meta device, so the "
+                      f"probe self-check ({mode!r}) cannot run and was skipped; compile the materialised model to "
+                      "check it", stacklevel=3)
+        return f"skipped (meta device: {mode})"
+    if mode == "full":
+        run_probe_check(original, compiled, session, hint)
+        return "full"
+    layers_path = session.spec.decoder_layers
+    layer_list = _resolve(original, layers_path)
+    real = real_layer_indices(original.config, len(layer_list))
+    logs: tuple[list, list] = ([], [])  # what the stand-ins of the original and of the rewritten model received
+    stacks = [{i: RecordingLayer(layer, i, session.spec, log) for i, layer in enumerate(layer_list) if i not in real}
+              for log in logs]
+    probe_original = standin_original(original, layers_path, stacks[0])
+    probe_compiled = standin_compiled(compiled, graphs, input_names, hint, session, cut_layers, layers_path,
+                                      stacks[1])
+    run_probe_check(probe_original, probe_compiled, session, hint, logs=logs)
+    return f"layers (real: {real})"
+
+
+def probe_modules(lm: torch.nn.Module, spec, cut_layers, mode: str) -> list[tuple[str, torch.nn.Module, bool]]:
+    """``(name, module, recursive)`` for every module of ``lm`` whose weights the self-check ``mode`` runs:
+    everything for ``"full"``; for ``"layers"`` the real layers, the scorer's modules in each cut's scoring
+    layer, and every module outside the decoder layers (input embeddings excepted: the probe passes
+    embeddings), the latter by its own tensors only (``recursive`` False)."""
+    if mode == "full":
+        return [("", lm, True)]
+    layers_path = spec.decoder_layers
+    layers = _resolve(lm, layers_path)
+    out = [(f"{layers_path}.{i}", layers[i], True) for i in real_layer_indices(lm.config, len(layers))]
+    paths = spec.layer
+    for cut in cut_layers:
+        for path in (paths.input_norm, paths.q_proj, paths.q_norm, paths.k_proj, paths.k_norm):
+            if path:
+                out.append((f"{layers_path}.{cut - 1}.{path}", _resolve(layers[cut - 1], path), True))
+    embeddings = lm.get_input_embeddings()
+    inside = {id(m) for m in layers.modules()} | {id(m) for m in (embeddings.modules() if embeddings else [])}
+    out += [(name or "<language model>", module, False) for name, module in lm.named_modules()
+            if id(module) not in inside]
+    return out
+
+
+def _on_meta(module: torch.nn.Module, recursive: bool) -> bool:
+    """Some tensor of the module is on the meta device without an accelerate offload hook to bring it back."""
+    for sub in module.modules() if recursive else [module]:
+        tensors = [*sub.parameters(recurse=False), *sub.buffers(recurse=False)]
+        if any(t.is_meta for t in tensors) and not hasattr(sub, "_hf_hook"):
+            return True
+    return False
+
+
+def run_probe_check(original: torch.nn.Module, compiled: torch.nn.Module, session: PruneSession, hint,
+                    logs: tuple[list, list] | None = None) -> None:
+    """Raise :class:`TraceError` unless ``compiled`` reproduces ``original`` exactly on a probe input.
+
+    ``logs``: the recordings of stand-in layers of the two models, compared before the outputs.
+    """
+    # The probe's device and dtype: those of the weights it runs (stand-in layers may be on the meta device).
+    param = next((p for p in original.parameters() if not p.is_meta), next(original.parameters()))
     device, dtype = param.device, param.dtype
     hidden = original.config.hidden_size
     gen = torch.Generator(device="cpu").manual_seed(1234)
@@ -29,8 +114,8 @@ def run_probe_check(original: torch.nn.Module, compiled: torch.nn.Module, sessio
     vision = torch.zeros(2, _PROBE_LENGTH, dtype=torch.bool, device=device)
     vision[:, 1:4] = True
 
-    saved = (session.selections, session.prompt_embeds, session.prompt_layout, session.prompt_num_vision,
-             session.prompt_pad_offset)
+    saved = (session.selections, session.key_sources, session.prompt_embeds, session.prompt_layout,
+             session.prompt_num_vision, session.prompt_pad_offset)
     try:
         with torch.no_grad():
             results = []
@@ -46,8 +131,10 @@ def run_probe_check(original: torch.nn.Module, compiled: torch.nn.Module, sessio
             type(original).__name__, "the rewritten graph to run like the original",
             "check the spec's paths and tracing hints (docs: 'Add a new model')")) from err
     finally:
-        (session.selections, session.prompt_embeds, session.prompt_layout, session.prompt_num_vision,
-         session.prompt_pad_offset) = saved
+        (session.selections, session.key_sources, session.prompt_embeds, session.prompt_layout,
+         session.prompt_num_vision, session.prompt_pad_offset) = saved
+    if logs is not None:
+        _compare_recordings(original, *logs)
     for variant, ref, got in results:
         _compare(original, variant, ref, got)
 
@@ -61,6 +148,53 @@ def _compare(original, variant, ref, got) -> None:
                 f"(max |diff| {diff:.3g})",
                 type(original).__name__, "bit-identical outputs with every token kept",
                 "this family needs a tracing hint (tracing.hints in the spec); do not use the compiled model"))
+
+
+def _compare_recordings(original, ref_log: list, got_log: list) -> None:
+    """Every stand-in layer must have been called in the same order with bit-identical inputs."""
+    if [i for i, _ in ref_log] != [i for i, _ in got_log]:
+        raise TraceError(describe(
+            f"the traced language model calls decoder layers {[i for i, _ in got_log]} on the probe, the original "
+            f"{[i for i, _ in ref_log]}", type(original).__name__, "the same layer calls",
+            "this family needs a tracing hint (tracing.hints in the spec); do not use the compiled model"))
+    for call, ((layer, ref), (_, got)) in enumerate(zip(ref_log, got_log)):
+        where = _first_difference(ref, got, "")
+        if where is not None:
+            raise TraceError(describe(
+                f"decoder layer {layer} receives a different {where.lstrip('.')!r} from the traced language model "
+                f"than from the original (probe call {call})", type(original).__name__,
+                "bit-identical layer inputs with every token kept",
+                "this family needs a tracing hint (tracing.hints in the spec); do not use the compiled model"))
+
+
+def _first_difference(a, b, path: str) -> str | None:
+    """The path of the first value that differs between two recordings, or None. Tensors compare by dtype and
+    value after broadcasting (a gathered tensor may carry an expanded batch axis the original left at 1)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.dtype != b.dtype:
+            return path
+        try:
+            shape = torch.broadcast_shapes(a.shape, b.shape)
+        except RuntimeError:
+            return path
+        same_rank = a.dim() == b.dim()
+        return None if same_rank and torch.equal(a.expand(shape), b.expand(shape)) else path
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            return path
+        return next((d for k in a if (d := _first_difference(a[k], b[k], f"{path}.{k}")) is not None), None)
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        if len(a) != len(b):
+            return path
+        return next((d for i, (x, y) in enumerate(zip(a, b))
+                     if (d := _first_difference(x, y, f"{path}[{i}]")) is not None), None)
+    return None if type(a) is type(b) and a == b else path
+
+
+def _resolve(module, path: str):
+    for part in path.split("."):
+        module = getattr(module, part)
+    return module
 
 
 def _run(lm, embeds, step, mask, vision, overrides):

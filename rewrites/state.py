@@ -82,8 +82,11 @@ class PruneSession:
     spec: ModelSpec
     scorer_name: str
     seed: int = 0
+    scoring_keys: str = "auto"  # where attention scorers get keys: "auto" (KV cache if it has them) or "recompute"
+    self_check: str = "off"  # what compile's self-check verified (see rewrites/selfcheck.py)
     call: CallState | None = None
     selections: dict[int, CutSelection] = field(default_factory=dict)
+    key_sources: dict[int, str | None] = field(default_factory=dict)  # per cut: where the scorer's keys came from
     prompt_embeds: torch.Tensor | None = None  # (B, P, D) the prompt the selections belong to
     prompt_layout: Layout | None = None
     prompt_num_vision: torch.Tensor | None = None
@@ -149,7 +152,7 @@ class PruneSession:
         layout = Layout(positions, vision, torch.ones_like(vision))
         self.call = CallState(Mode.PROBE if probe else Mode.SELECT, layout, vision.sum(dim=1), pad_offset,
                               length, attn_implementation=attn_implementation)
-        self.selections = {}
+        self.selections, self.key_sources = {}, {}
         self.prompt_embeds = inputs_embeds.detach()
         self.prompt_layout, self.prompt_num_vision, self.prompt_pad_offset = layout, vision.sum(dim=1), pad_offset
 

@@ -10,23 +10,43 @@ from tokenprune.errors import ScheduleError, SpecError, UnsupportedError, descri
 from tokenprune.rewrites.hints import CompositeHint
 from tokenprune.rewrites.install import clone_path, make_language_model_forward, make_vision_hook
 from tokenprune.rewrites.prune_pass import insert_cuts
-from tokenprune.rewrites.selfcheck import run_probe_check
+from tokenprune.rewrites.selfcheck import SELF_CHECKS, run_self_check
 from tokenprune.rewrites.state import PruneSession
 from tokenprune.rewrites.tracer import trace_language_model
 from tokenprune.registry import registry_for
 from tokenprune.schedule import Schedule
 from tokenprune.scoring import DEFAULT_SCORER
+from tokenprune.scoring.keys import KEY_POLICIES
 from tokenprune.spec import ModelSpec, load_spec, match_spec, resolve_module
 
 _SUPPORTED_ATTENTION = ("eager", "sdpa")
 
 
 def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budget=None, *,
-            scorer: str = DEFAULT_SCORER, seed: int = 0, check: bool = True, **search_options) -> torch.nn.Module:
+            scorer: str = DEFAULT_SCORER, seed: int = 0, self_check: str = "layers", scoring_keys: str = "auto",
+            check: bool | None = None, **search_options) -> torch.nn.Module:
     """A copy of ``model`` (sharing its weights) whose language model prunes vision tokens per ``budget``.
 
     ``budget`` is a :class:`Schedule` applied as is; a float in (0, 1] (fraction of the unpruned prefill
     FLOPs, searched with P-Sigmoid on ``calibration=``) or ``"lossless"`` (G-Search) run a search first.
+
+    ``self_check`` proves on a small probe input, before returning, that the rewritten graph with every
+    token kept reproduces the original language model bit for bit (fx specialises Python branches without
+    guards, so a wrong trace would otherwise run silently):
+
+    * ``"layers"`` (default): the first decoder layer of each attention type runs for real and every other
+      layer is a recording stand-in in both models; outputs and every layer's inputs must be identical.
+      Cost: about one real layer per attention type (seconds for a 7B model on a CPU).
+    * ``"full"``: the whole decoder stack runs; outputs must be identical (a minute for 7B on a CPU).
+    * ``"off"``: no check. ``check=False`` is an alias kept for older code.
+
+    A model on the meta device cannot run: its check is skipped with a warning.
+
+    ``scoring_keys``: where the attention scorers get the keys of the layer before a cut. ``"auto"`` reads
+    the keys that layer has just written to the KV cache when the call has one that provably holds them,
+    and recomputes them otherwise (no cache, sliding window shorter than the prompt, other cache kinds);
+    ``"recompute"`` always recomputes. Both select the same tokens; :func:`scoring_key_sources` tells
+    which path each cut took.
     """
     spec = match_spec(model) if isinstance(spec, str) and spec == "auto" else load_spec(spec)
     if not isinstance(budget, Schedule):  # the search evaluates candidates with the scorer being compiled
@@ -36,6 +56,11 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
     if scorer not in registry_for("scorer"):
         raise ScheduleError(describe(f"unknown scorer {scorer!r}", "compile(scorer=)",
                                      f"one of {sorted(registry_for('scorer'))}"))
+    if check is False:
+        self_check = "off"
+    if self_check not in SELF_CHECKS or scoring_keys not in KEY_POLICIES:
+        raise ScheduleError(describe(f"self_check={self_check!r}, scoring_keys={scoring_keys!r}", "compile",
+                                     f"self_check in {SELF_CHECKS} and scoring_keys in {KEY_POLICIES}"))
     _check_architecture(model, spec)
     lm_original = resolve_module(model, spec.language_model, f"spec {spec.name!r}: language_model")
     layers = resolve_module(lm_original, spec.decoder_layers, f"spec {spec.name!r}: decoder_layers")
@@ -51,7 +76,7 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
     pruned, clones = clone_path(model, [spec.language_model, spec.multimodal_model] if spec.multimodal_model
                                 else [spec.language_model])
     lm = clones[spec.language_model]
-    session = PruneSession(schedule=schedule, spec=spec, scorer_name=scorer, seed=seed)
+    session = PruneSession(schedule=schedule, spec=spec, scorer_name=scorer, seed=seed, scoring_keys=scoring_keys)
     hint = CompositeHint(spec.tracing.hints, lm, model.config)
     traced = trace_language_model(lm, spec.decoder_layers, hint)
     graphs = {variant: insert_cuts(t, schedule, session, spec.layer_kwargs) for variant, t in traced.items()}
@@ -63,8 +88,8 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
     base.register_forward_pre_hook(make_vision_hook(session, token_ids), with_kwargs=True)
     object.__setattr__(pruned, "_tokenprune_session", session)
     object.__setattr__(pruned, "_tokenprune_language_model", lm)
-    if check:
-        run_probe_check(lm_original, lm, session, hint)
+    session.self_check = run_self_check(self_check, lm_original, lm, session, hint, graphs=graphs,
+                                        input_names=names, cut_layers=schedule.cuts)
     return pruned
 
 
@@ -122,6 +147,18 @@ def last_selection(model) -> dict[int, list[torch.Tensor]]:
     Positions index the prompt as passed (columns of ``input_ids``, left padding included).
     """
     return _session(model).kept_vision_positions()
+
+
+def scoring_key_sources(model) -> dict[int, str | None]:
+    """Per cut layer, where the scorer of the last prefill got its keys: ``"cache: ..."`` (read back from the
+    KV cache the scoring layer had just filled) or ``"recompute: <reason>"``. ``None`` for scorers without
+    keys (``random``)."""
+    return dict(_session(model).key_sources)
+
+
+def self_check_of(model) -> str:
+    """What ``compile``'s self-check verified: ``"layers (real: [...])"``, ``"full"``, ``"off"`` or why skipped."""
+    return _session(model).self_check
 
 
 def schedule_of(model) -> Schedule:

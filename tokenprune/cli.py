@@ -174,11 +174,23 @@ def _progress(total: int, desc: str):
 
 # ---------------------------------------------------------------- commands
 @app.command()
-def demo(repeats: int = typer.Option(3, help="Timed rounds per variant.")) -> None:
-    """Compile a LLaVA-shaped model, show the inserted nodes, FLOPs fraction, prefill time and exactness."""
-    from tokenprune.demo import run_demo
+def demo(repeats: int = typer.Option(5, help="Timed rounds per variant."),
+         random_model: bool = typer.Option(False, "--random", help="Run the random-weight LLaVA-shaped demo instead."),
+         checkpoint: Optional[Path] = typer.Option(None, help="Reference model directory (default: the checkout's "
+                                                               "reference_model/checkpoint)."),
+         schedule: Optional[Path] = typer.Option(None, help="Schedule YAML (default: the shipped searched schedule)."),
+         questions: int = typer.Option(144, help="Test questions for the accuracy line."),
+         picture: Path = typer.Option(Path("tokenprune-demo-kept.png"), help="Where to save the kept-patches picture.")) -> None:
+    """The trained reference model answering with and without pruning: answers, accuracy, FLOPs, time, kept patches."""
+    if random_model:
+        from tokenprune.demo import run_demo
 
-    run_demo(echo=typer.echo, repeats=repeats)
+        run_demo(echo=typer.echo, repeats=repeats)
+        return
+    from tokenprune.reference_demo import DEFAULT_CHECKPOINT, run_reference_demo
+
+    run_reference_demo(echo=typer.echo, checkpoint=checkpoint or DEFAULT_CHECKPOINT, schedule_path=schedule,
+                       questions=questions, repeats=repeats, picture=picture)
 
 
 @app.command()

@@ -137,3 +137,11 @@ def prefill_flops(
 def flops_fraction(config, schedule: Schedule, num_text_tokens: int, num_vision_tokens: int,
                    convention: Convention = "exact") -> float:
     return prefill_flops(config, schedule, num_text_tokens, num_vision_tokens, convention).fraction
+
+
+def mean_flops_fraction(config, schedule: Schedule, counts, convention: Convention = "exact") -> float:
+    """:func:`flops_fraction` averaged over samples, each with its own ``(num_text_tokens, num_vision_tokens)``."""
+    counts = list(counts)
+    if not counts:
+        raise ScheduleError(describe("no samples", "mean_flops_fraction(counts)", "at least one (text, vision) pair"))
+    return sum(flops_fraction(config, schedule, t, v, convention) for t, v in counts) / len(counts)

@@ -20,6 +20,88 @@ import torch
 
 from tokenprune.spec import bundled_specs
 
+# Obstacles the automatic analysis cannot see from a default config, each found by reading the family's
+# transformers modeling code (the class names below); they replace the analysis' reason for that architecture.
+KNOWN_OBSTACLES: dict[str, str] = {
+    "Llama4ForConditionalGeneration": (
+        "Llama4TextAttention needs scorer and gather support that tokenprune lacks: its rotary embedding is one "
+        "complex freqs_cis tensor (apply_rotary_emb), not a (cos, sin) pair, so cuts cannot gather it and the "
+        "scorer cannot rotate with it; q/k L2 norms come after RoPE and only on RoPE layers; and NoPE layers' "
+        "attn_temperature_tuning scales queries by positions taken from arange over the layer's own sequence "
+        "length and cache length, which a cut shortens (exact only while prompt + output < floor_scale)"),
+    "Lfm2VlForConditionalGeneration": (
+        "hybrid decoder (Lfm2Model): LFM2 checkpoints set layer_types with 'conv' layers (Lfm2ShortConv, a causal "
+        "depthwise Conv1d over the sequence with a conv_L_cache state), which mix each token with its "
+        "neighbours, so dropping tokens is not the same as masking them (the default config has only "
+        "attention layers, so the automatic analysis cannot see this)"),
+    "MiniMaxM3SparseForConditionalGeneration": (
+        "block-sparse attention (MiniMaxM3VLIndexer on 'minimax_m3_sparse' layers): keys are max-pooled into "
+        "blocks of index_block_size consecutive cache slots and each query keeps its top blocks, so removing "
+        "tokens re-blocks the keys and changes the selection: dropping tokens is not the same as masking them"),
+    "PI0ForConditionalGeneration": (
+        "vision-language-action policy, not a text generator: no LM head or generate(); the PaliGemma prefix "
+        "(model.vlm) only fills a KV cache that the flow-matching action expert (model.dit) reads at every layer "
+        "with a mask built from the unpruned 2-D attention mask, so the logit and generation contract does not "
+        "apply and a pruned prefix cache would not match the expert's mask"),
+    "Exaone4_5_ForConditionalGeneration": (
+        "the Exaone4 text layers are post-norm (no input norm before attention: the scorer's layer.input_norm "
+        "has nothing to name) and apply RoPE only on sliding-window layers when sliding_window is set "
+        "(Exaone4Attention.is_sliding; full layers are NoPE), a rule no registered rope function follows; "
+        "both need scorer support (an identity input norm and an 'exaone4' rope)"),
+    "UnlimitedOcrForConditionalGeneration": (
+        "reference sliding-window attention (UnlimitedOcrDynamicReferenceSlidingWindowLayer on every "
+        "'reference_sliding_attention' layer): each layer's cache keeps its first update (the prefill) and evicts "
+        "decoded tokens past sliding_window, and create_reference_sliding_window_causal_mask builds the decode mask "
+        "from the first such cache layer (layer 0, never pruned); once more than sliding_window tokens are "
+        "decoded, a pruned layer's cache no longer lines up with its gathered mask. Verified: with a tiny config, "
+        "sliding_window=128 passes the whole conformance suite, sliding_window=4 (eviction within 8 decode steps) "
+        "generates tokens that differ from the masking reference with no error. Needs rewrites support for this "
+        "cache layer (gather its mask after eviction, or refuse past the window); the test-input builder "
+        "'sam_clip_images' is ready"),
+    "Kosmos2_5ForConditionalGeneration": (
+        "Kosmos2_5TextTransformer is called with input_ids, image_embeds and image_embeds_position_mask, not "
+        "inputs_embeds: it embeds the ids itself, scatters the image features where image_embeds_position_mask "
+        "is 1, and adds sinusoidal positions computed from input_ids (create_position_ids_from_input_ids skips "
+        "padding; from inputs_embeds alone they are sequential and wrong under left padding) plus a segment "
+        "embedding from the mask; the image slots hold '<s>' (the BOS id), so no config token id marks them. "
+        "Needs a tracing hint whose root takes those three inputs and a locator reading "
+        "image_embeds_position_mask"),
+    "MuseGlimmerForConditionalGeneration": (
+        "MuseGlimmerTextAttention multiplies the queries by qk_scale_factor (3.87) after its weight-less qk_norm, "
+        "on top of scaling = head_dim**-0.5; the scorer has no query multiplier (no attribute holds the product), "
+        "so its softmax temperature differs per head and the head-averaged ranking can differ from HF's. Needs a "
+        "scorer option such as attention.q_scale (an attribute name multiplied into scaling); q_norm/k_norm can "
+        "both name self_attn.qk_norm and NoPE layers get position_embeddings=None"),
+    "MuseSparkForConditionalGeneration": (
+        "same attention as Muse Glimmer (MuseSparkTextAttention subclasses MuseGlimmerTextAttention): queries "
+        "are multiplied by qk_scale_factor after the weight-less qk_norm, which the scorer cannot express "
+        "(needs an attention.q_scale option); its o_norm and residual gates do not affect scoring"),
+    "Gemma4ForConditionalGeneration": (
+        "Gemma4 decoder layers take per_layer_input as a second positional argument (passed even when None) and "
+        "share K/V between layers through a mutable KVSharingDict, a per-token side channel the completeness "
+        "analysis cannot follow: a cut between the writing and the reading layer would be silently wrong; needs "
+        "prune-pass support for extra positional per-token arguments and for the shared K/V"),
+    "Gemma4UnifiedForConditionalGeneration": (
+        "decoder layers take shared_kv_states as a second positional argument and share K/V between layers "
+        "through a mutable KVSharingDict (a side channel a cut would silently desynchronise); masks and rotary "
+        "values are dicts keyed by layer type; needs prune-pass support for both"),
+    "Inkling2ForConditionalGeneration": (
+        "every decoder layer has causal short 1-D convolutions over the sequence (post_attention_convolution, "
+        "post_mlp_convolution) with a cached conv state: each token mixes with its predecessors in sequence "
+        "order, so dropping tokens is not the same as masking them"),
+    "InklingForConditionalGeneration": (
+        "keys and values pass through causal short 1-D convolutions over the sequence (k_sconv, v_sconv) with a "
+        "cached conv state: each token mixes with its predecessors, so dropping tokens is not masking them"),
+    "Kosmos2ForConditionalGeneration": (
+        "the text transformer merges image_embeds itself (from input_ids and image_embeds_position_mask) and calls "
+        "its layers with attention_mask and encoder_hidden_states positionally; needs prune-pass support for "
+        "positional per-token arguments, a tracing hint doing the merge, and a locator built from "
+        "image_embeds_position_mask"),
+    "EvollaForProteinText2Text": (
+        "protein-text model: protein features reach the text model only through cross-attention adapters "
+        "(EvollaSequenceAlignerCrossAttention fed by protein_kv_states); the sequence holds no vision tokens to prune"),
+}
+
 _NON_TEXT = ("vision", "visual", "audio", "image_tower", "video_tower", "protein", "perceiver", "resampler")
 _HYBRID_LAYER_TYPES = ("linear_attention", "mamba", "conv", "ssm", "recurrent", "moe_linear")
 
@@ -54,6 +136,7 @@ def support_rows(architectures: list[tuple[str, str]] | None = None) -> list[Sup
                                    f"conformance suite: tests/conformance (cases '{spec.name}*')"))
         else:
             lm_path, reason = analyse(arch, model_type)
+            reason = KNOWN_OBSTACLES.get(arch, reason)
             rows.append(SupportRow(arch, model_type, "unsupported", None, lm_path, reason))
     return rows
 

@@ -21,3 +21,14 @@ def test_every_bundled_architecture_is_in_the_image_text_mapping():
     known = {arch for arch, _ in image_text_architectures()}
     for spec in bundled_specs():
         assert set(spec.architectures) <= known, spec.name
+
+
+def test_known_obstacles_replace_the_automatic_reason():
+    # Default configs hide these (LFM2's default has no conv layers, PI0's expert traces fine).
+    rows = {r.architecture: r for r in support_rows([
+        ("Lfm2VlForConditionalGeneration", "lfm2_vl"),
+        ("PI0ForConditionalGeneration", "pi0"),
+    ])}
+    assert "Lfm2ShortConv" in rows["Lfm2VlForConditionalGeneration"].reason
+    assert "action expert" in rows["PI0ForConditionalGeneration"].reason
+    assert all(r.status == "unsupported" for r in rows.values())

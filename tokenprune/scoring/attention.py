@@ -1,8 +1,10 @@
-"""Attention probabilities of a few queries over all keys, recomputed from a layer's own projections.
+"""Attention probabilities of a few queries over all keys, from a layer's own projections.
 
 Never materialises the L x L matrix and never needs eager attention: only the chosen query rows are
-projected. The matmul runs in the model dtype and the softmax in fp32, as Hugging Face's eager
-attention does, so the kept set equals the top-k of HF's own attention weights.
+projected. The keys are the ones the layer wrote to the KV cache when they are there (see :mod:`.keys`),
+otherwise they are recomputed exactly as the layer computes them. The matmul runs in the model dtype and
+the softmax in fp32, as Hugging Face's eager attention does, so the kept set equals the top-k of HF's
+own attention weights.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import torch
 
 from tokenprune.registry import lookup
 from tokenprune.spec import ModelSpec, resolve_module
+
+from .keys import KeyLookup, find_cached_keys
 
 
 def attention_probs(
@@ -22,9 +26,14 @@ def attention_probs(
     positions: torch.Tensor,
     valid: torch.Tensor,
     query_slots: torch.Tensor,
-) -> torch.Tensor:
+    cache=None,
+    key_policy: str = "recompute",
+) -> tuple[torch.Tensor, KeyLookup]:
     """Head-averaged attention of each sample's query slots ``query_slots`` (B, Q) over all ``n`` keys:
-    (B, Q, n) fp32."""
+    (B, Q, n) fp32, and where the keys came from.
+
+    ``cache``: the KV cache of this call, read only if ``layer`` already ran in it (``key_policy="auto"``).
+    """
     paths, attrs = spec.layer, spec.attention
     attn = resolve_module(layer, paths.attention, "layer.attention")
     head_dim = int(getattr(attn, attrs.head_dim))
@@ -32,22 +41,11 @@ def attention_probs(
     scaling = float(getattr(attn, attrs.scaling))
     apply_rope = lookup("rope", attrs.rope)
 
+    # Normalised over every row, then the query rows taken: the same numbers the layer's q_proj sees.
     x = resolve_module(layer, paths.input_norm, "layer.input_norm")(hidden)  # (B, n, D)
-    bsz, n, _ = x.shape
-    num_q = query_slots.shape[1]
-    q = resolve_module(layer, paths.q_proj, "layer.q_proj")(_rows(x, query_slots, -2))  # (B, Q, H*Dh)
-    k = resolve_module(layer, paths.k_proj, "layer.k_proj")(x)  # (B, n, Hkv*Dh)
-    q = q.view(bsz, num_q, -1, head_dim)  # (B, Q, H, Dh)
-    k = k.view(bsz, n, -1, head_dim)  # (B, n, Hkv, Dh)
-    if paths.q_norm:
-        q = resolve_module(layer, paths.q_norm, "layer.q_norm")(q)
-    if paths.k_norm:
-        k = resolve_module(layer, paths.k_norm, "layer.k_norm")(k)
-    q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, Q, Dh), (B, Hkv, n, Dh)
-    if rope is not None:
-        cos, sin = rope
-        q = apply_rope(q, _rows(cos, query_slots, -2), _rows(sin, query_slots, -2), attn)
-        k = apply_rope(k, cos, sin, attn)
+    q = _queries(spec, layer, attn, x, rope, query_slots, head_dim, apply_rope)  # (B, H, Q, Dh)
+    found = find_cached_keys(cache, attn, hidden, (q.shape[1] // groups, head_dim), key_policy)
+    k = found.keys if found.keys is not None else _keys(spec, layer, attn, x, rope, head_dim, apply_rope)
     if groups > 1:
         k = k.repeat_interleave(groups, dim=1)  # (B, H, n, Dh)
 
@@ -62,7 +60,37 @@ def attention_probs(
         # Additive float masks may carry more than -inf/0 (e.g. soft biases): add them as HF does.
         logits = logits + torch.where(allowed, rows.float(), torch.zeros((), device=logits.device))
     probs = torch.softmax(logits, dim=-1)  # (B, H, Q, n) fp32
-    return probs.mean(dim=1)  # (B, Q, n)
+    return probs.mean(dim=1), found  # (B, Q, n)
+
+
+def _queries(spec, layer, attn, x, rope, query_slots, head_dim, apply_rope) -> torch.Tensor:
+    """(B, H, Q, Dh): the query rows only, projected, normed and rotated at their own positions."""
+    paths = spec.layer
+    bsz, num_q = query_slots.shape
+    q = resolve_module(layer, paths.q_proj, "layer.q_proj")(_rows(x, query_slots, -2))  # (B, Q, H*Dh)
+    q = q.view(bsz, num_q, -1, head_dim)  # (B, Q, H, Dh)
+    if paths.q_norm:
+        q = resolve_module(layer, paths.q_norm, "layer.q_norm")(q)
+    q = q.transpose(1, 2)  # (B, H, Q, Dh)
+    if rope is not None:
+        cos, sin = rope
+        q = apply_rope(q, _rows(cos, query_slots, -2), _rows(sin, query_slots, -2), attn)
+    return q
+
+
+def _keys(spec, layer, attn, x, rope, head_dim, apply_rope) -> torch.Tensor:
+    """(B, Hkv, n, Dh): every key recomputed as the layer computes it (the fallback when no cache has them)."""
+    paths = spec.layer
+    bsz, n, _ = x.shape
+    k = resolve_module(layer, paths.k_proj, "layer.k_proj")(x)  # (B, n, Hkv*Dh)
+    k = k.view(bsz, n, -1, head_dim)  # (B, n, Hkv, Dh)
+    if paths.k_norm:
+        k = resolve_module(layer, paths.k_norm, "layer.k_norm")(k)
+    k = k.transpose(1, 2)  # (B, Hkv, n, Dh)
+    if rope is not None:
+        cos, sin = rope
+        k = apply_rope(k, cos, sin, attn)
+    return k
 
 
 def _rows(x: torch.Tensor, slots: torch.Tensor, dim: int) -> torch.Tensor:

@@ -33,3 +33,6 @@ class ScoreContext:
     pad_offset: torch.Tensor  # (B,) long: left-padding tokens of each prompt
     query_position: torch.Tensor  # (B,) long: original position of each sample's last prompt token
     seed: int = 0
+    cache: Any = None  # the call's KV cache (None under use_cache=False); the scoring layer already wrote to it
+    key_policy: str = "auto"  # "auto": read the scoring layer's keys from ``cache`` when it holds them
+    key_source: str | None = None  # set by the scorer: where its keys came from ("cache: ..."/"recompute: ...")

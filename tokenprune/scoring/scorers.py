@@ -21,19 +21,28 @@ def _last_query(ctx: ScoreContext) -> torch.Tensor:
     return hits.float().argmax(dim=1, keepdim=True)
 
 
+def _scoring_layer_probs(ctx: ScoreContext, query_slots: torch.Tensor) -> torch.Tensor:
+    """(B, Q, n) attention in the layer before the cut; that layer has run, so its keys may be in the cache."""
+    probs, found = attention_probs(ctx.spec, ctx.scoring_layer, ctx.hidden_in, ctx.rope, ctx.mask, ctx.positions,
+                                   ctx.valid, query_slots, cache=ctx.cache, key_policy=ctx.key_policy)
+    ctx.key_source = f"{found.source}: {found.reason}"
+    return probs
+
+
 @register("scorer", "last-token-attention")
 def last_token_attention(ctx: ScoreContext) -> torch.Tensor:
     """FastV: attention of the last prompt token in the layer before the cut, averaged over heads."""
-    probs = attention_probs(ctx.spec, ctx.scoring_layer, ctx.hidden_in, ctx.rope, ctx.mask,
-                            ctx.positions, ctx.valid, _last_query(ctx))  # (B, 1, n)
-    return probs[:, 0]
+    return _scoring_layer_probs(ctx, _last_query(ctx))[:, 0]  # (B, n)
 
 
 @register("scorer", "next-layer-attention")
 def next_layer_attention(ctx: ScoreContext) -> torch.Tensor:
-    """PyramidDrop: the *next* layer's projections on the current hidden state, last prompt token as query."""
-    probs = attention_probs(ctx.spec, ctx.next_layer, ctx.hidden_out, ctx.next_rope, ctx.next_mask,
-                            ctx.positions, ctx.valid, _last_query(ctx))  # (B, 1, n)
+    """PyramidDrop: the *next* layer's projections on the current hidden state, last prompt token as query.
+
+    The next layer has not run yet, so its keys are always recomputed."""
+    probs, found = attention_probs(ctx.spec, ctx.next_layer, ctx.hidden_out, ctx.next_rope, ctx.next_mask,
+                                   ctx.positions, ctx.valid, _last_query(ctx))  # (B, 1, n)
+    ctx.key_source = f"{found.source}: the next layer has not run"
     return probs[:, 0]
 
 
@@ -45,8 +54,7 @@ def text_mean_attention(ctx: ScoreContext) -> torch.Tensor:
     text_slots = ~ctx.vision & ctx.valid & (ctx.positions <= ctx.query_position[:, None])  # (B, n)
     shared = torch.nonzero(text_slots.any(dim=0)).flatten()  # (Q,) slots that are prompt text in some sample
     query_slots = shared.expand(bsz, -1)  # (B, Q)
-    probs = attention_probs(ctx.spec, ctx.scoring_layer, ctx.hidden_in, ctx.rope, ctx.mask,
-                            ctx.positions, ctx.valid, query_slots)  # (B, Q, n)
+    probs = _scoring_layer_probs(ctx, query_slots)  # (B, Q, n)
     weight = text_slots[:, shared].float()  # (B, Q): only a sample's own text queries count
     # A query sees no token after it, so the mean is taken over the queries that can see each key.
     q_pos = ctx.positions[:, shared]  # (B, Q)

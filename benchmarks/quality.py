@@ -1,0 +1,92 @@
+"""Quality benchmark (issue 5): test accuracy against the exact FLOPs fraction for every method.
+
+Runs on the shipped reference model (reference_model/checkpoint): unpruned; FastV K x R; PyramidDrop at several
+lambda; VTW (KL layer search) at several eta; G-Search at several tolerances; P-Sigmoid, matched FastV and
+PyramidDrop and the random scorer at each budget. Searches see the calibration split only.
+
+    python benchmarks/quality.py                 # full grid; writes docs/benchmarks/quality.{md,json,png}
+    python benchmarks/quality.py --quick         # a small grid for a smoke run (writes to --docs-dir)
+
+Interrupted runs resume from --work-dir (finished rows and search trials are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+INTRO = (
+    "Measured by `python benchmarks/quality.py` on the shipped reference model "
+    "(`reference_model/checkpoint`: a {layers}-layer LLaVA trained on `tokenprune.synthvqa`, {vision} vision "
+    "tokens per image; see `reference_model/README.md`). Searches ran on the calibration split only; every "
+    "row is scored on the same {n} test-split questions (exact match of the first greedy token). "
+    "Single run, seed {seed}: with {n} questions one question is {unit:.2f} points, so differences of a "
+    "point or two are within noise."
+)
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, default=ROOT / "reference_model" / "checkpoint")
+    p.add_argument("--work-dir", type=Path, default=ROOT / "benchmarks" / "results" / "quality-work")
+    p.add_argument("--docs-dir", type=Path, default=ROOT / "docs" / "benchmarks")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--n-test", type=int, default=None)
+    p.add_argument("--n-calibration", type=int, default=None)
+    p.add_argument("--trials", type=int, default=None, help="P-Sigmoid trials per budget")
+    p.add_argument("--quick", action="store_true", help="a small grid (smoke run, not for the docs)")
+    p.add_argument("--only", nargs="*", default=None, help="run only these entry ids")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    from tokenprune import load_spec
+    from tokenprune.bench.machine import machine_info
+    from tokenprune.bench.quality import QualitySettings, check_targets, run_quality
+    from tokenprune.bench.quality.page import write_outputs
+
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+    settings = QualitySettings()
+    if args.quick:
+        settings = replace(settings, n_test=48, n_calibration=16, budgets=(0.3,), fastv_layers=(2,),
+                           fastv_drop=(0.5,), pdrop_lambdas=(0.5,), vtw_etas=(0.01,), gsearch_tolerances=(0.03,),
+                           psigmoid_trials=4)
+    overrides = {"n_test": args.n_test, "n_calibration": args.n_calibration, "psigmoid_trials": args.trials}
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    model = LlavaForConditionalGeneration.from_pretrained(args.checkpoint, dtype=torch.float32,
+                                                          attn_implementation="sdpa").eval()
+    processor = AutoProcessor.from_pretrained(args.checkpoint)
+    spec = load_spec("llava")
+    machine = machine_info("cpu", torch.float32)
+    start = time.perf_counter()
+    rows = run_quality(model, spec, processor, settings, args.work_dir, only=set(args.only) if args.only else None)
+    text, vision = model.config.text_config, model.config.vision_config
+    report = {
+        "model": {"name": "reference LLaVA", "checkpoint": str(args.checkpoint.relative_to(ROOT)
+                                                              if args.checkpoint.is_relative_to(ROOT) else args.checkpoint),
+                  "layers": text.num_hidden_layers, "hidden": text.hidden_size},
+        "settings": settings.to_dict(), "machine": machine, "seconds": time.perf_counter() - start,
+        "targets": check_targets(rows), "rows": rows,
+    }
+    intro = INTRO.format(layers=text.num_hidden_layers, vision=(vision.image_size // vision.patch_size) ** 2, n=settings.n_test,
+                         seed=settings.seed, unit=100 / settings.n_test)
+    paths = write_outputs(report, args.docs_dir, intro)
+    for t in report["targets"]:
+        print(f"[{ {True: 'met', False: 'MISSED', None: 'n/a'}[t['met']] }] {t['target']}: {t['detail']}")
+    print("wrote", ", ".join(str(p) for p in paths.values()))
+    return report
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,117 @@
+"""A cheap stand-in decoder stack for the ``"layers"`` self-check.
+
+The traps the self-check exists for live in the *traced* code: the language model's own forward (mask
+building, rotary embeddings, position ids, cache bookkeeping, the hint variants) and the inserted cut nodes.
+Decoder layers are fx leaves, called as the same module with whatever inputs the graph hands them, so two
+stacks agree exactly when every layer receives the same inputs. The ``"layers"`` check therefore runs the
+first decoder layer of each attention type for real, replaces every other layer (in the original and in the
+rewritten model alike) by a :class:`RecordingLayer` that records its inputs, writes correctly shaped keys and
+values to the cache and passes the hidden states through, and compares the recordings exactly. Cost: one
+real layer per attention type instead of the whole stack.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import torch
+import torch.fx as fx
+
+from tokenprune.spec import ModelSpec, resolve_module
+
+from .install import clone_path, make_language_model_forward, shallow_clone
+
+
+def real_layer_indices(config, num_layers: int) -> list[int]:
+    """The first layer of each attention type (``config.layer_types``); layer 0 when there are none."""
+    types = getattr(config, "layer_types", None) or ["full_attention"] * num_layers
+    first: dict[str, int] = {}
+    for i, kind in enumerate(types[:num_layers]):
+        first.setdefault(kind, i)
+    return sorted(set(first.values()) | {0})
+
+
+class RecordingLayer(torch.nn.Module):
+    """Stands in for a decoder layer: records what it receives, fills its cache slot, returns its input.
+
+    Attributes it does not have (``self_attn``, ``attention_type``, ...) are read from the real layer, so
+    scorers and the model's forward see the layer they expect. The real layer is not registered as a child.
+    """
+
+    def __init__(self, real: torch.nn.Module, index: int, spec: ModelSpec, log: list):
+        object.__setattr__(self, "_real", real)  # first: __getattr__ falls back to it
+        super().__init__()
+        self.index = index
+        self._log = log
+        attn = resolve_module(real, spec.layer.attention, "layer.attention")
+        self._head_dim = int(getattr(attn, spec.attention.head_dim))
+        k_proj = resolve_module(real, spec.layer.k_proj, "layer.k_proj")
+        self._kv_heads = k_proj.weight.shape[0] // self._head_dim
+        self._layer_idx = getattr(attn, "layer_idx", index)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["_real"], name)
+
+    def forward(self, hidden: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        caches = [v for v in (*args, *kwargs.values()) if _is_cache(v)]
+        snap = functools.partial(_snapshot, layer_idx=self._layer_idx)
+        record = {"hidden": hidden, "args": tuple(map(snap, args)), "kwargs": {k: snap(v) for k, v in kwargs.items()}}
+        self._log.append((self.index, record))
+        for cache in caches:  # keys/values of the right shape, so cache lengths and mask sizes stay right
+            bsz, n = hidden.shape[:2]
+            kv = torch.zeros(bsz, self._kv_heads, n, self._head_dim, dtype=hidden.dtype, device=hidden.device)
+            cache.update(kv, kv, self._layer_idx)
+        return hidden
+
+
+def _is_cache(value) -> bool:
+    return hasattr(value, "update") and hasattr(value, "get_seq_length") and not isinstance(value, dict)
+
+
+def _snapshot(value, layer_idx: int):
+    """A recordable view of one layer input: a cache becomes what the layer can observe of it before it
+    writes (its kind and its slot's length); everything else is kept as is."""
+    if not _is_cache(value):
+        return value
+    layers = getattr(value, "layers", [])
+    length = value.get_seq_length(layer_idx) if layer_idx < len(layers) else 0
+    return ("cache", type(value).__name__, length)
+
+
+# ------------------------------------------------------------------ the two probe models
+def standin_original(lm: torch.nn.Module, layers_path: str, standins: dict[int, RecordingLayer]) -> torch.nn.Module:
+    """A shallow clone of the original language model whose layer list holds the stand-ins."""
+    root, clones = clone_path(lm, [layers_path])
+    layer_list = clones[layers_path]
+    for i, standin in standins.items():
+        layer_list._modules[str(i)] = standin
+    return root
+
+
+def standin_compiled(lm: torch.nn.Module, graphs: dict, input_names: dict, hint, session, cut_layers,
+                     layers_path: str, standins: dict[int, RecordingLayer]) -> torch.nn.Module:
+    """A shallow clone of the compiled language model running copies of its rewritten graphs whose decoder
+    layers (calls and the scorers' references alike) are the stand-ins."""
+    probe_graphs = {variant: _with_standins(gm, layers_path, standins) for variant, gm in graphs.items()}
+    clone = shallow_clone(lm)
+    object.__setattr__(clone, "forward", make_language_model_forward(clone, probe_graphs, input_names, hint, session,
+                                                                      cut_layers))
+    return clone
+
+
+def _with_standins(gm: fx.GraphModule, prefix: str, standins: dict[int, RecordingLayer]) -> fx.GraphModule:
+    graph = copy.deepcopy(gm.graph)
+    root = {}
+    for node in graph.nodes:
+        if node.op in ("call_module", "get_attr"):
+            target = str(node.target)
+            head, _, tail = target.rpartition(".")
+            if head == prefix and tail.isdigit() and int(tail) in standins:
+                root[target] = standins[int(tail)]
+            else:
+                root[target] = functools.reduce(getattr, target.split("."), gm)
+    return fx.GraphModule(root, graph, class_name=f"{type(gm).__name__}Probe")

@@ -1,0 +1,111 @@
+"""Quality benchmark (issue 5): the method grid, a tiny end-to-end run on the shipped model, resume, targets."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+from tokenprune import load_spec
+from tokenprune.bench.quality import QualitySettings, RowStore, check_targets, plan, run_quality
+from tokenprune.bench.quality.page import pareto_front, write_outputs
+from tokenprune.errors import TokenPruneError
+from tokenprune.flops import flops_fraction, mean_flops_fraction
+from tokenprune.schedule import Schedule
+
+CHECKPOINT = Path(__file__).resolve().parents[2] / "reference_model" / "checkpoint"
+TINY = replace(QualitySettings(), n_test=12, n_calibration=8, budgets=(0.4,), fastv_layers=(2,), fastv_drop=(0.75,),
+               pdrop_lambdas=(0.5,), vtw_etas=(0.05,), gsearch_tolerances=(0.05,), psigmoid_trials=2,
+               batch_size=12)
+
+
+def test_plan_covers_the_issue_grid():
+    entries = plan(12, QualitySettings())
+    ids = [e.id for e in entries]
+    assert len(ids) == len(set(ids))
+    methods = [e.method for e in entries]
+    assert methods.count("FastV") == 9 and methods.count("P-Sigmoid") == 5 and methods.count("random scorer") == 10
+    assert methods.count("PyramidDrop") >= 3 and methods.count("VTW") >= 3 and methods.count("G-Search") >= 3
+    assert ids[0] == "unpruned"
+    fastv = next(e for e in entries if e.id == "fastv-K3-R0.9")
+    assert fastv.schedule.keep_ratio == pytest.approx([1.0] * 3 + [0.1] * 9)
+    for e in entries:  # reused schedules come from earlier entries; searches never see the test split
+        if e.schedule_from:
+            assert ids.index(e.schedule_from) < ids.index(e.id) and e.scorer == "random"
+        assert (e.schedule is None) != (e.search is None and e.schedule_from is None)
+
+
+def test_mean_flops_fraction_averages_per_sample():
+    config = LlavaForConditionalGeneration.config_class.from_pretrained(CHECKPOINT)
+    schedule = Schedule.fastv(12, 2, 0.25)
+    counts = [(10, 144), (14, 144)]
+    expected = (flops_fraction(config, schedule, 10, 144) + flops_fraction(config, schedule, 14, 144)) / 2
+    assert mean_flops_fraction(config, schedule, counts) == pytest.approx(expected)
+
+
+def _row(id, method, acc, flops, budget=None, scorer="last-token-attention"):
+    return {"id": id, "method": method, "label": id, "scorer": scorer, "budget": budget, "flops_fraction": flops,
+            "accuracy": {"overall": acc, "per_type": {}, "n": 100}, "schedule": {"keep_ratio": [1.0]}}
+
+
+def test_targets_are_computed_from_the_rows():
+    rows = [_row("unpruned", "unpruned", 0.95, 1.0), _row("gsearch-tol0.01", "G-Search", 0.945, 0.45),
+            _row("psigmoid-b0.3", "P-Sigmoid", 0.90, 0.3, 0.3), _row("fastv-b0.3", "FastV (matched)", 0.85, 0.3, 0.3),
+            _row("pdrop-b0.3", "PyramidDrop (matched)", 0.88, 0.3, 0.3),
+            _row("random-psigmoid-b0.3", "random scorer", 0.86, 0.3, 0.3, scorer="random")]
+    gsearch, psig, rand = check_targets(rows)
+    assert gsearch["met"] is True and psig["met"] is False and "-0.0" not in psig["detail"]
+    assert "+2.0 points" in psig["detail"]
+    assert rand["met"] is False  # FastV (0.85) loses to random (0.86)
+    rows[3]["accuracy"]["overall"] = 0.80
+    rows[4]["accuracy"]["overall"] = 0.87
+    assert check_targets(rows)[1]["met"] is True
+    rows[1]["flops_fraction"] = 0.55
+    assert check_targets(rows)[0]["met"] is False
+    assert check_targets(rows[:1])[0]["met"] is None  # no G-Search row: not measured, not "met"
+
+
+def test_pareto_front_keeps_only_undominated_rows():
+    rows = [_row("a", "x", 0.5, 0.2), _row("b", "x", 0.4, 0.3), _row("c", "x", 0.7, 0.5), _row("d", "x", 0.7, 0.6)]
+    assert [r["id"] for r in pareto_front(rows)] == ["a", "c"]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    model = LlavaForConditionalGeneration.from_pretrained(CHECKPOINT, dtype=torch.float32, attn_implementation="sdpa")
+    return model.eval(), AutoProcessor.from_pretrained(CHECKPOINT), load_spec("llava")
+
+
+@pytest.mark.timeout(600)
+def test_tiny_run_resumes_and_writes_the_docs_outputs(reference, tmp_path):
+    model, processor, spec = reference
+    rows = run_quality(model, spec, processor, TINY, tmp_path / "work", progress=False)
+    assert [r["id"] for r in rows] == [e.id for e in plan(12, TINY)]
+    by_id = {r["id"]: r for r in rows}
+    assert by_id["unpruned"]["flops_fraction"] == pytest.approx(1.0)
+    for r in rows:
+        assert r["accuracy"]["n"] == 12 and 0.0 <= r["accuracy"]["overall"] <= 1.0
+    psig = by_id["psigmoid-b0.4"]
+    assert psig["search"]["calibration_flops_fraction"] <= 0.4 + 1e-6
+    assert by_id["random-psigmoid-b0.4"]["schedule"] == psig["schedule"]  # same schedule, random scorer
+    assert abs(psig["flops_fraction"] - 0.4) < 0.02  # test prompts have about the calibration prompts' length
+
+    # Resume: a second run recomputes nothing (the rows file does not grow) and returns the same rows.
+    size = (tmp_path / "work" / "rows.jsonl").stat().st_size
+    again = run_quality(model, spec, processor, TINY, tmp_path / "work", progress=False)
+    assert again == rows and (tmp_path / "work" / "rows.jsonl").stat().st_size == size
+    with pytest.raises(TokenPruneError, match="different settings"):
+        RowStore(tmp_path / "work" / "rows.jsonl", replace(TINY, n_test=13))
+
+    report = {"model": {"name": "tiny"}, "settings": TINY.to_dict(), "seconds": 1.0, "rows": rows,
+              "targets": check_targets(rows), "machine": {"cpu_model": "cpu", "cpu_count": 2, "torch": "t",
+                                                          "transformers": "t", "timestamp_utc": "now"}}
+    paths = write_outputs(report, tmp_path / "docs", "intro")
+    page = paths["page"].read_text()
+    assert "| P-Sigmoid |" in page and "quality-pareto.png" in page and "## Targets" in page
+    assert json.loads(paths["json"].read_text())["rows"] == rows
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,48 @@
+"""``tokenprune demo``: the README's demo on the shipped reference model, and the random-weight variant."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+import tokenprune as tp
+from tokenprune.cli import app
+from tokenprune.errors import TokenPruneError
+from tokenprune.reference_demo import DEFAULT_SCHEDULE, demo_schedule, load_reference, run_reference_demo
+
+runner = CliRunner()
+
+
+def test_reference_demo_reports_answers_accuracy_flops_time_and_picture(tmp_path):
+    lines = []
+    picture = tmp_path / "kept.png"
+    out = run_reference_demo(echo=lines.append, questions=12, repeats=1, picture=picture)
+    text = "\n".join(lines)
+    assert out["exact"] is True
+    assert "Questions (truth | original | pruned):" in text and text.count(" ?  ") + text.count(" ? ") >= 6
+    assert 0.0 <= out["accuracy"]["pruned"]["overall"] <= 1.0 and out["accuracy"]["original"]["n"] == 12
+    assert 0.0 < out["flops_fraction"] < 1.0  # the demo's schedule prunes
+    assert set(out["times"]) == {"original", "pruned"}
+    assert picture.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_demo_schedule_is_the_shipped_search_result_when_present(tmp_path):
+    schedule, origin = demo_schedule(12, None)
+    if DEFAULT_SCHEDULE.exists():
+        assert schedule == tp.Schedule.from_yaml(DEFAULT_SCHEDULE.read_text()) and "p-sigmoid" in origin
+    else:
+        assert schedule == tp.Schedule.fastv(12, 2, 0.25) and "no searched schedule" in origin
+    custom = tmp_path / "s.yaml"
+    custom.write_text(tp.Schedule.pdrop(12, None, 0.5).to_yaml())
+    assert demo_schedule(12, custom)[0] == tp.Schedule.pdrop(12, None, 0.5)
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(TokenPruneError, match="no reference model at .*tokenprune demo --random"):
+        load_reference(tmp_path)
+
+
+def test_random_demo_from_the_cli():
+    result = runner.invoke(app, ["demo", "--random", "--repeats", "1"])
+    assert result.exit_code == 0, result.output
+    assert "Keep-all compiled model bit-identical to the original: True" in result.output

@@ -1,0 +1,124 @@
+"""The quality benchmark's outputs: JSON, a markdown page with the tables and a Pareto plot (PNG)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tokenprune.synthvqa import QUESTION_TYPES
+
+from ..page import _table
+
+JSON_NAME = "quality.json"
+PAGE_NAME = "quality.md"
+PLOT_NAME = "quality-pareto.png"
+# (marker, colour) per method family; matched baselines share their family's colour with hollow markers.
+STYLE = {"unpruned": ("*", "#000000"), "FastV": ("o", "#4C72B0"), "PyramidDrop": ("s", "#55A868"),
+         "VTW": ("v", "#8172B2"), "G-Search": ("D", "#CCB974"), "P-Sigmoid": ("P", "#C44E52"),
+         "FastV (matched)": ("o", "#4C72B0"), "PyramidDrop (matched)": ("s", "#55A868"),
+         "random scorer": ("x", "#8C8C8C")}
+
+
+def pareto_front(rows: list[dict]) -> list[dict]:
+    """Rows not dominated by another (lower-or-equal FLOPs and strictly higher accuracy, or vice versa)."""
+    front, best = [], -1.0
+    for r in sorted(rows, key=lambda r: (r["flops_fraction"], -r["accuracy"]["overall"])):
+        if r["accuracy"]["overall"] > best:
+            front.append(r)
+            best = r["accuracy"]["overall"]
+    return front
+
+
+def pareto_plot(rows: list[dict], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        pts = [r for r in rows if r["method"] == method]
+        marker, colour = STYLE.get(method, ("o", "#DD8452"))
+        hollow = "matched" in method
+        ax.scatter([r["flops_fraction"] for r in pts], [r["accuracy"]["overall"] for r in pts], label=method,
+                   marker=marker, s=90 if method == "unpruned" else 40, linewidths=1.2,
+                   **({"facecolors": "none", "edgecolors": colour} if hollow else {"c": colour}))
+    front = pareto_front([r for r in rows if r["scorer"] != "random"])
+    ax.plot([r["flops_fraction"] for r in front], [r["accuracy"]["overall"] for r in front], "k--", lw=0.8,
+            label="Pareto front (attention-scored)")
+    ax.set_xlabel("prefill FLOPs fraction (exact, language model)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.1f}"
+
+
+def results_table(rows: list[dict]) -> str:
+    base = next((r for r in rows if r["id"] == "unpruned"), None)
+    header = ["method", "setting", "FLOPs", "accuracy", "vs unpruned", *QUESTION_TYPES, "schedule (keep ratio per layer)"]
+    body = []
+    for r in rows:
+        acc = r["accuracy"]
+        delta = f"{(acc['overall'] - base['accuracy']['overall']) * 100:+.1f}" if base else ""
+        keep = " ".join(f"{k:.2f}" for k in r["schedule"]["keep_ratio"])
+        body.append([r["method"], r["label"], f"{r['flops_fraction']:.3f}", _pct(acc["overall"]), delta,
+                     *(_pct(acc["per_type"].get(t, float("nan"))) for t in QUESTION_TYPES), keep])
+    return _table(header, body)
+
+
+def budget_table(rows: list[dict]) -> str:
+    """At each budget: P-Sigmoid, matched FastV and PyramidDrop, and the random scorer side by side."""
+    budgets = sorted({r["budget"] for r in rows if r["budget"] is not None})
+    ids = [("P-Sigmoid", "psigmoid"), ("FastV", "fastv"), ("PyramidDrop", "pdrop"),
+           ("random (P-Sigmoid schedule)", "random-psigmoid"), ("random (FastV schedule)", "random-fastv")]
+    by_id = {r["id"]: r for r in rows}
+    body = []
+    for b in budgets:
+        cells = []
+        for _, prefix in ids:
+            r = by_id.get(f"{prefix}-b{b:g}")
+            cells.append(f"{_pct(r['accuracy']['overall'])} ({r['flops_fraction']:.3f})" if r else "")
+        body.append([f"{b:g}", *cells])
+    return _table(["budget", *(name for name, _ in ids)], body)
+
+
+def targets_table(targets: list[dict]) -> str:
+    status = {True: "**met**", False: "**missed**", None: "not measured"}
+    return _table(["target", "status", "measured"], [[t["target"], status[t["met"]], t["detail"]] for t in targets])
+
+
+def write_outputs(report: dict, docs_dir: Path, intro: str) -> dict[str, Path]:
+    """``quality.json``, ``quality-pareto.png`` and ``quality.md`` in ``docs_dir``."""
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    json_path = docs_dir / JSON_NAME
+    json_path.write_text(json.dumps(report, indent=1) + "\n")
+    rows = report["rows"]
+    plot = pareto_plot(rows, docs_dir / PLOT_NAME, f"{report['model']['name']}: accuracy vs FLOPs "
+                                                    f"({report['settings']['n_test']} test questions)")
+    m = report["machine"]
+    machine = _table(["", ""], [["CPU", f"{m['cpu_model']} ({m['cpu_count']} cores visible)"],
+                                ["torch / transformers", f"{m['torch']} / {m['transformers']}"],
+                                ["run at (UTC)", m["timestamp_utc"]], ["wall time", f"{report['seconds']:.0f} s"]])
+    settings = _table(["setting", "value"], [[k, f"`{v}`"] for k, v in report["settings"].items()])
+    text = "\n".join([
+        "<!-- Generated by benchmarks/quality.py; do not edit. -->", "", "# Quality benchmark: accuracy vs FLOPs", "",
+        intro, "", "## Targets", "", targets_table(report["targets"]), "",
+        f"![accuracy against FLOPs fraction]({PLOT_NAME})", "", "## At matched budgets", "",
+        "Test accuracy in percent (exact FLOPs fraction on the test prompts in brackets).", "",
+        budget_table(rows), "", "## Every entry", "",
+        "Accuracy in percent, overall and per question type; FLOPs: exact prefill FLOPs fraction of the language "
+        "model's decoder layers, averaged over the test prompts.", "", results_table(rows), "",
+        "## Settings and machine", "", settings, "", machine, "",
+        f"Raw results: {{download}}`{JSON_NAME}`.", ""])
+    page = docs_dir / PAGE_NAME
+    page.write_text(text)
+    return {"json": json_path, "plot": plot, "page": page}

@@ -1,0 +1,88 @@
+"""What the quality benchmark measures: one :class:`Entry` per (method, setting), in dependency order.
+
+Issue 5's grid: unpruned; FastV K in {1, 2, 3} x R in {0.5, 0.75, 0.9}; PyramidDrop at several lambda; VTW at a
+few eta (layer from the KL search); G-Search at several tolerances; P-Sigmoid, FastV, PyramidDrop (matched) and
+the random scorer at each FLOPs budget. Searches see the calibration split only; every entry is then scored
+on the test split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tokenprune.schedule import Schedule
+from tokenprune.scoring import DEFAULT_SCORER
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    n_test: int = 576  # four balanced blocks of the test split (96 per question type)
+    n_calibration: int = 96  # calibration-split samples the searches see (a quarter held out inside)
+    budgets: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6)
+    fastv_layers: tuple[int, ...] = (1, 2, 3)
+    fastv_drop: tuple[float, ...] = (0.5, 0.75, 0.9)  # R: the fraction of vision tokens FastV drops
+    pdrop_lambdas: tuple[float, ...] = (0.3, 0.5, 0.7)
+    vtw_etas: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1)
+    gsearch_tolerances: tuple[float, ...] = (0.003, 0.01, 0.03)
+    psigmoid_trials: int = 40
+    objective: str = "kl"  # what the searches optimise on the calibration split
+    seed: int = 0
+    batch_size: int = 48
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row of the benchmark.
+
+    ``schedule``: a fixed schedule; or ``search``: keyword arguments of ``tokenprune.search`` (the schedule
+    is what it finds); or ``schedule_from``: reuse the schedule of an earlier entry (the random scorer on
+    the same schedule as an attention-scored method).
+    """
+
+    id: str
+    method: str  # family shown in the table and plot
+    label: str
+    scorer: str = DEFAULT_SCORER
+    budget: float | None = None
+    schedule: Schedule | None = None
+    search: dict[str, Any] | None = None
+    schedule_from: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def plan(num_layers: int, settings: QualitySettings) -> list[Entry]:
+    """Every entry for a ``num_layers``-layer language model, earlier entries first where later ones reuse them."""
+    s = settings
+    entries = [Entry("unpruned", "unpruned", "all tokens", schedule=Schedule.keep_all(num_layers))]
+    for layer in s.fastv_layers:
+        for drop in s.fastv_drop:
+            entries.append(Entry(f"fastv-K{layer}-R{drop:g}", "FastV", f"K={layer}, R={drop:g}",
+                                 schedule=Schedule.fastv(num_layers, layer, round(1.0 - drop, 6)),
+                                 params={"K": layer, "R": drop}))
+    for lam in s.pdrop_lambdas:
+        entries.append(Entry(f"pdrop-l{lam:g}", "PyramidDrop", f"lambda={lam:g}",
+                             schedule=Schedule.pdrop(num_layers, None, lam), params={"lambda": lam}))
+    for eta in s.vtw_etas:
+        entries.append(Entry(f"vtw-eta{eta:g}", "VTW", f"eta={eta:g}",
+                             search={"method": "vtw", "eta": eta}, params={"eta": eta}))
+    for tol in s.gsearch_tolerances:
+        entries.append(Entry(f"gsearch-tol{tol:g}", "G-Search", f"tolerance={tol:g}",
+                             search={"method": "g-search", "tolerance": tol, "objective": s.objective},
+                             params={"tolerance": tol}))
+    for budget in s.budgets:
+        entries.append(Entry(f"psigmoid-b{budget:g}", "P-Sigmoid", f"budget={budget:g}", budget=budget,
+                             search={"method": "p-sigmoid", "budget": budget, "n_trials": s.psigmoid_trials,
+                                     "seed": s.seed, "objective": s.objective}))
+        entries.append(Entry(f"fastv-b{budget:g}", "FastV (matched)", f"budget={budget:g}", budget=budget,
+                             search={"method": "fastv", "budget": budget, "objective": s.objective}))
+        entries.append(Entry(f"pdrop-b{budget:g}", "PyramidDrop (matched)", f"budget={budget:g}", budget=budget,
+                             search={"method": "pdrop", "budget": budget, "objective": s.objective}))
+        entries.append(Entry(f"random-psigmoid-b{budget:g}", "random scorer", f"P-Sigmoid schedule, budget={budget:g}",
+                             scorer="random", budget=budget, schedule_from=f"psigmoid-b{budget:g}"))
+        entries.append(Entry(f"random-fastv-b{budget:g}", "random scorer", f"FastV schedule, budget={budget:g}",
+                             scorer="random", budget=budget, schedule_from=f"fastv-b{budget:g}"))
+    return entries

@@ -1,0 +1,122 @@
+"""Run the quality benchmark: search on the calibration split, score every entry on the test split.
+
+Rows are appended to a JSON-lines file as they finish and searches keep their own trials files, so an
+interrupted run resumes where it stopped (finished rows are not recomputed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from tokenprune import synthvqa
+from tokenprune.errors import TokenPruneError, describe
+from tokenprune.flops import mean_flops_fraction
+from tokenprune.schedule import Schedule
+from tokenprune.spec import resolve_module
+from tokenprune.synthvqa import answers
+
+from .plan import Entry, QualitySettings, plan
+
+ROWS_FILE = "rows.jsonl"
+
+
+class RowStore:
+    """The benchmark's JSON-lines file: a header with the settings, then one row per finished entry."""
+
+    def __init__(self, path: Path, settings: QualitySettings):
+        self.path = path
+        self.rows: dict[str, dict] = {}
+        header = json.loads(json.dumps({"settings": settings.to_dict()}))  # tuples compare as JSON lists
+        if path.exists():
+            lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            if lines and lines[0] != header:
+                raise TokenPruneError(describe(
+                    f"{path} was written with different settings", "quality benchmark resume",
+                    f"the same settings as {lines[0].get('settings')}", "pass a new --work-dir or delete the file"))
+            self.rows = {row["id"]: row for row in lines[1:]}
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._append(header)
+
+    def add(self, row: dict) -> None:
+        row = json.loads(json.dumps(row))  # a fresh row looks exactly like a resumed one
+        self.rows[row["id"]] = row
+        self._append(row)
+
+    def _append(self, obj: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(obj) + "\n")
+            f.flush()
+            os.fsync(f.fileno())  # a killed run keeps every finished row
+
+
+def run_quality(model, spec, processor, settings: QualitySettings, work_dir: Path, progress: bool = True,
+                only: set[str] | None = None) -> list[dict]:
+    """Every entry of :func:`plan` (or those in ``only``), as rows in plan order."""
+    import tokenprune as tp
+    from tokenprune.search import CalibrationSet
+
+    language_model = resolve_module(model, spec.language_model, f"spec {spec.name!r}: language_model")
+    num_layers = len(resolve_module(language_model, spec.decoder_layers, f"spec {spec.name!r}: decoder_layers"))
+    entries = [e for e in plan(num_layers, settings) if only is None or e.id in only]
+    store = RowStore(work_dir / ROWS_FILE, settings)
+    test = synthvqa.make_split("test", settings.n_test, settings.seed)
+    counts = answers.prompt_token_counts(processor, test, spec.vision_token_ids(model.config))
+    calibration = None
+    bar = _bar(len(entries), progress)
+    for entry in entries:
+        bar.set_description(entry.id)
+        if entry.id not in store.rows:
+            if entry.search is not None and calibration is None:
+                calib_samples = synthvqa.make_split("calibration", settings.n_calibration, settings.seed)
+                calibration = CalibrationSet.from_triples(
+                    processor, [(s.image, s.prompt, " " + s.answer) for s in calib_samples], seed=settings.seed)
+            store.add(_run_entry(tp, model, spec, processor, entry, settings, test, counts, calibration, store,
+                                 work_dir))
+        bar.update(1)
+    bar.close()
+    return [store.rows[e.id] for e in entries]
+
+
+def _run_entry(tp, model, spec, processor, entry: Entry, settings, test, counts, calibration, store, work_dir):
+    start = time.perf_counter()
+    search_info = None
+    if entry.search is not None:
+        trials = work_dir / "trials" / f"{entry.id}.jsonl"
+        trials.parent.mkdir(parents=True, exist_ok=True)
+        result = tp.search(model, spec, calibration, trials=trials, quiet=True, **entry.search)
+        schedule = result.schedule
+        search_info = {"calibration_flops_fraction": result.flops_fraction, "objective": result.objective,
+                       "baseline": result.baseline, "objective_name": result.objective_name,
+                       "found": result.settings.get("found"), "trials": len(result.trials)}
+    elif entry.schedule_from is not None:
+        source = store.rows.get(entry.schedule_from)
+        if source is None:
+            raise TokenPruneError(describe(f"entry {entry.id!r} reuses {entry.schedule_from!r}, which has not run",
+                                           "quality benchmark plan", "the source entry earlier in the plan"))
+        schedule = Schedule.from_dict(source["schedule"])
+    else:
+        schedule = entry.schedule
+    if schedule.is_keep_all and entry.id == "unpruned":
+        scored = model  # the reference row is the original model itself
+    else:
+        scored = tp.compile(model, spec, schedule, scorer=entry.scorer, seed=settings.seed)
+    predictions = answers.predict(scored, processor, test, batch_size=settings.batch_size)
+    return {
+        "id": entry.id, "method": entry.method, "label": entry.label, "scorer": entry.scorer, "budget": entry.budget,
+        "params": entry.params, "schedule": schedule.to_dict(),
+        "flops_fraction": mean_flops_fraction(model.config, schedule, counts),
+        "accuracy": answers.score(test, predictions), "search": search_info,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def _bar(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit="entry")

@@ -1,0 +1,106 @@
+"""``tokenprune demo``: the reference model (``reference_model/checkpoint``) answering with and without pruning.
+
+Shows a few questions answered by the original and the pruned model, accuracy on held-out test questions,
+the exact FLOPs fraction, prefill time (interleaved medians) and a picture of the patches kept at each cut.
+The schedule is the P-Sigmoid schedule that ``benchmarks/quality.py`` searched on the calibration split
+(shipped as ``reference_model/schedules/p-sigmoid-b0.3.yaml``), or one given with ``--schedule``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+import tokenprune as tp
+from tokenprune import synthvqa
+from tokenprune.errors import TokenPruneError, describe
+from tokenprune.flops import mean_flops_fraction
+from tokenprune.synthvqa import answers
+from tokenprune.timing import interleaved_medians
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+DEFAULT_CHECKPOINT = CHECKOUT / "reference_model" / "checkpoint"
+DEFAULT_SCHEDULE = CHECKOUT / "reference_model" / "schedules" / "p-sigmoid-b0.3.yaml"
+
+
+def load_reference(checkpoint: Path = DEFAULT_CHECKPOINT):
+    """The reference model (float32, sdpa, eval) and its processor."""
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    if not (Path(checkpoint) / "config.json").exists():
+        raise TokenPruneError(describe(
+            f"no reference model at {checkpoint}", "tokenprune demo --checkpoint",
+            "a directory with the trained reference model (config.json, model.safetensors, processor files)",
+            "run the demo from a checkout of the repository (reference_model/checkpoint), pass --checkpoint, "
+            "or use `tokenprune demo --random` for the random-weight demo"))
+    model = LlavaForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32, attn_implementation="sdpa")
+    return model.eval(), AutoProcessor.from_pretrained(checkpoint)
+
+
+def demo_schedule(num_layers: int, path: Path | None) -> tuple[tp.Schedule, str]:
+    """The schedule to demonstrate and where it came from."""
+    path = Path(path) if path is not None else DEFAULT_SCHEDULE
+    if path.exists():
+        return tp.Schedule.from_yaml(path.read_text()), str(path.relative_to(CHECKOUT) if path.is_relative_to(CHECKOUT) else path)
+    return tp.Schedule.fastv(num_layers, layer=2, keep=0.25), "FastV(K=2, keep 25%) (no searched schedule found)"
+
+
+def run_reference_demo(echo=print, checkpoint: Path = DEFAULT_CHECKPOINT, schedule_path: Path | None = None,
+                       questions: int = 144, repeats: int = 5, picture: Path | None = Path("tokenprune-demo-kept.png")) -> dict:
+    torch.set_grad_enabled(False)
+    model, processor = load_reference(checkpoint)
+    spec = tp.load_spec("llava")
+    layers = model.config.text_config.num_hidden_layers
+    schedule, origin = demo_schedule(layers, schedule_path)
+    echo(f"Model: reference LLaVA ({layers} decoder layers, 144 vision tokens per 48x48 image), {checkpoint}")
+    echo(f"Schedule: {schedule.name} from {origin}")
+    echo("  keep ratio per layer: " + " ".join(f"{r:.2f}" for r in schedule.keep_ratio))
+    keep_all = tp.compile(model, spec, tp.Schedule.keep_all(layers))
+    pruned = tp.compile(model, spec, schedule)
+
+    shown = [synthvqa.make_sample("test", i) for i in range(6)]  # one question of each type
+    plain, cut = answers.predict(model, processor, shown), answers.predict(pruned, processor, shown)
+    echo("\nQuestions (truth | original | pruned):")
+    for s, a, b in zip(shown, plain, cut):
+        echo(f"  {s.question.question + ' ?':<52} {s.answer:<9}| {a:<9}| {b}")
+
+    test = synthvqa.make_split("test", questions)
+    acc = {name: answers.accuracy(m, processor, test) for name, m in (("original", model), ("pruned", pruned))}
+    exact = _keep_all_exact(model, keep_all, processor, shown[0])
+    counts = answers.prompt_token_counts(processor, test, spec.vision_token_ids(model.config))
+    fraction = mean_flops_fraction(model.config, schedule, counts)
+    echo(f"\nAccuracy on {questions} test questions: original {acc['original']['overall']:.3f}, "
+         f"pruned {acc['pruned']['overall']:.3f}")
+    echo("  per type (original / pruned): " + ", ".join(
+        f"{t} {acc['original']['per_type'][t]:.2f}/{acc['pruned']['per_type'][t]:.2f}" for t in acc["original"]["per_type"]))
+    echo(f"Keep-all compiled model bit-identical to the original: {exact}")
+    echo(f"Prefill FLOPs fraction (exact, language model): {fraction:.3f}")
+
+    inputs = _inputs(processor, test[:16])
+    times = interleaved_medians({"original": lambda: model(**inputs), "pruned": lambda: pruned(**inputs)},
+                                repeats=repeats, warmup=1)
+    base = times["original"]["median"]
+    echo(f"\nPrefill time, batch of 16 prompts (median of {repeats} interleaved runs):")
+    for name, t in times.items():
+        echo(f"  {name:<9} {t['median'] * 1e3:7.1f} ms   ratio {t['median'] / base:.3f}")
+    if picture is not None:
+        from tokenprune.visualize import plot_for_question
+
+        sample = shown[0]
+        plot_for_question(pruned, processor, sample.image, sample.prompt, path=picture, grid=(12, 12),
+                          title=f"{sample.question.question} ?  (kept patches per cut)")
+        echo(f"\nKept patches at each cut: {picture}")
+    return {"accuracy": acc, "flops_fraction": fraction, "exact": exact, "times": times, "schedule": schedule}
+
+
+def _inputs(processor, samples) -> dict:
+    enc = dict(processor(text=[s.prompt for s in samples], images=[s.image for s in samples], return_tensors="pt",
+                         padding=True))
+    enc["position_ids"] = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # (B, T); left padding
+    return enc
+
+
+def _keep_all_exact(model, keep_all, processor, sample) -> bool:
+    inputs = _inputs(processor, [sample])
+    return torch.equal(model(**inputs).logits, keep_all(**inputs).logits)
