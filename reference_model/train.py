@@ -28,12 +28,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from transformers import LlavaForConditionalGeneration
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.append(str(HERE.parent))
 
-from build import NUM_IMAGE_TOKENS, build_model, build_processor, synthvqa  # noqa: E402
+from build import IMAGE_SIZE, NUM_IMAGE_TOKENS, PATCH_SIZE, build_model, build_processor, synthvqa  # noqa: E402
 from evaluate import accuracy  # noqa: E402
 
 
@@ -91,6 +92,42 @@ def pack_batch(samples, tokenizer, image_processor, questions_per_image, seed, l
     return input_ids, position_ids, label_t, mask[:, None], mask0[:, None], pixel_values
 
 
+CELL_CLASSES = (
+    ["empty"]
+    + [f"{color} {shape}" for color in synthvqa.COLORS for shape in synthvqa.SHAPES]
+    + [f"character {char}" for char in synthvqa.CHARACTERS]
+)
+
+
+def patch_targets(samples) -> torch.Tensor:
+    """(B, 144) class of the grid cell each patch lies in (an index into CELL_CLASSES), patches in raster order."""
+    side = IMAGE_SIZE // PATCH_SIZE  # 12 patches per side
+    per_cell = side // synthvqa.GRID  # 4 patches per cell side
+    targets = torch.zeros((len(samples), side, side), dtype=torch.long)
+    for b, s in enumerate(samples):
+        for row, words in enumerate(_cells(s.scene)):
+            r, c = divmod(row, synthvqa.GRID)
+            cls = CELL_CLASSES.index(" ".join(words)) if words[0] != "empty" else 0
+            targets[b, r * per_cell : (r + 1) * per_cell, c * per_cell : (c + 1) * per_cell] = cls
+    return targets.flatten(1)
+
+
+def _cell_of_patch() -> torch.Tensor:
+    """(144,) grid-cell index (row-major, 0..8) of each patch in raster order."""
+    side = IMAGE_SIZE // PATCH_SIZE
+    per_cell = side // synthvqa.GRID
+    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    return ((rows // per_cell) * synthvqa.GRID + cols // per_cell).flatten()
+
+
+CELL_OF_PATCH = _cell_of_patch()
+
+
+def _cells(scene):
+    words = synthvqa.describe(scene)
+    return [words[i : i + 2] for i in range(0, len(words), 2)]
+
+
 def lr_at(step, total, peak, warmup):
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -118,6 +155,19 @@ def main(argv=None):
     parser.add_argument("--text-hidden", type=int, default=128)
     parser.add_argument("--text-intermediate", type=int, default=384)
     parser.add_argument("--describe", type=int, default=1, help="also train on a dense scene description per image")
+    parser.add_argument(
+        "--patch-aux", type=float, default=0.0,
+        help="weight of an auxiliary loss: a linear probe on each projected image token predicts its grid cell's content",
+    )
+    parser.add_argument(
+        "--position-aux", type=float, default=0.0,
+        help="weight of a second probe that predicts which grid cell each projected image token lies in",
+    )
+    parser.add_argument(
+        "--position-embedding-std", type=float, default=None,
+        help="re-initialise the vision tower's position embeddings with this std (None: keep the config's init)",
+    )
+    parser.add_argument("--init-from", default=None, help="start from this checkpoint's weights (a second stage)")
     parser.add_argument("--stop-at", type=int, default=None, help="end after this many steps (schedule still --steps)")
     args = parser.parse_args(argv)
 
@@ -132,6 +182,14 @@ def main(argv=None):
         if args.embed_std is not None:
             model.model.language_model.embed_tokens.weight.normal_(0.0, args.embed_std)
         model.model.multi_modal_projector.linear_2.weight.mul_(args.projector_gain)
+        # The config's init (std 0.02) leaves patch position ~10x weaker than patch colour in the image
+        # tokens; the row/column questions need "where", so start with a position signal of similar size.
+        if args.position_embedding_std is not None:
+            model.model.vision_tower.embeddings.position_embedding.weight.normal_(
+                0.0, args.position_embedding_std)
+    if args.init_from is not None:
+        trained = LlavaForConditionalGeneration.from_pretrained(args.init_from, dtype=torch.float32)
+        model.load_state_dict(trained.state_dict())
     model.set_attn_implementation("sdpa")
     model.train()
     groups = {}
@@ -139,6 +197,15 @@ def main(argv=None):
         vision = "vision_tower" in n or "multi_modal_projector" in n
         decay = p.ndim >= 2 and "embed" not in n
         groups.setdefault((vision, decay), []).append(p)
+    # Training aids (not saved; off by default, see README "What was tried"): linear probes on each projected
+    # image token, predicting its grid cell's content and which cell it lies in ("what" and "where").
+    hidden = model.config.text_config.hidden_size
+    probe = torch.nn.Linear(hidden, len(CELL_CLASSES)) if args.patch_aux else None
+    position_probe = torch.nn.Linear(hidden, synthvqa.GRID**2) if args.position_aux else None
+    for head in (probe, position_probe):
+        if head is not None:
+            groups[(True, True)].append(head.weight)
+            groups[(True, False)].append(head.bias)
     opt = torch.optim.AdamW(
         [
             {"params": ps, "weight_decay": 0.01 if decay else 0.0, "lr_scale": args.vision_lr_scale if vision else 1.0}
@@ -176,14 +243,23 @@ def main(argv=None):
         out = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, position_ids=pos)
         current_mask0.clear()
         loss = F.cross_entropy(out.logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
-        penalty = features.pop("image").float().pow(2).mean()
+        image_features = features.pop("image").float()  # (B, 144, hidden)
+        penalty = image_features.pow(2).mean()
         loss_total = loss + args.feature_penalty * penalty
+        if args.patch_aux:
+            aux = F.cross_entropy(probe(image_features).flatten(0, 1), patch_targets(samples).flatten())
+            loss_total = loss_total + args.patch_aux * aux
+        if args.position_aux:
+            where = F.cross_entropy(position_probe(image_features).flatten(0, 1), CELL_OF_PATCH.repeat(len(samples)))
+            loss_total = loss_total + args.position_aux * where
         opt.zero_grad(set_to_none=True)
         loss_total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step % 20 == 0 or step == args.steps - 1:
-            print(f"step {step} loss {loss.item():.4f} feat_ms {penalty.item():.4f} lr {opt.param_groups[0]['lr']:.2e} {time.time() - t0:.0f}s", flush=True)
+            aux_text = f" patch_aux {aux.item():.4f}" if args.patch_aux else ""
+            aux_text += f" position_aux {where.item():.4f}" if args.position_aux else ""
+            print(f"step {step} loss {loss.item():.4f} feat_ms {penalty.item():.4f}{aux_text} lr {opt.param_groups[0]['lr']:.2e} {time.time() - t0:.0f}s", flush=True)
         if (step + 1) % args.eval_every == 0 or step == args.steps - 1:
             model.eval()
             acc = accuracy(model, processor, eval_set)

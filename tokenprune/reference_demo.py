@@ -46,9 +46,9 @@ def demo_schedule(num_layers: int, path: Path | None) -> tuple[tp.Schedule, str]
     return tp.Schedule.fastv(num_layers, layer=2, keep=0.25), "FastV(K=2, keep 25%) (no searched schedule found)"
 
 
+@torch.no_grad()
 def run_reference_demo(echo=print, checkpoint: Path = DEFAULT_CHECKPOINT, schedule_path: Path | None = None,
                        questions: int = 144, repeats: int = 5, picture: Path | None = Path("tokenprune-demo-kept.png")) -> dict:
-    torch.set_grad_enabled(False)
     model, processor = load_reference(checkpoint)
     spec = tp.load_spec("llava")
     layers = model.config.text_config.num_hidden_layers

@@ -109,3 +109,34 @@ def test_tiny_run_resumes_and_writes_the_docs_outputs(reference, tmp_path):
     assert "| P-Sigmoid |" in page and "quality-pareto.png" in page and "## Targets" in page
     assert json.loads(paths["json"].read_text())["rows"] == rows
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_benchmark_script_saves_the_searched_schedules_the_demo_loads(tmp_path):
+    import importlib.util
+
+    from tokenprune.reference_demo import demo_schedule
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "quality.py"
+    spec = importlib.util.spec_from_file_location("quality_script", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    sigmoid = Schedule.sigmoid(12, 2.0, 4.0, 0.1)
+    rows = [_row("psigmoid-b0.3", "P-Sigmoid", 0.5, 0.3, 0.3), _row("fastv-b0.3", "FastV (matched)", 0.4, 0.3, 0.3)]
+    rows[0]["schedule"] = sigmoid.to_dict()
+    saved = script.save_searched_schedules(rows, tmp_path)
+    assert list(saved) == ["psigmoid-b0.3"] and saved["psigmoid-b0.3"].name == "p-sigmoid-b0.3.yaml"
+    assert demo_schedule(12, saved["psigmoid-b0.3"])[0] == sigmoid
+
+
+def test_unreachable_budgets_are_rows_not_crashes(tmp_path):
+    rows = [_row("unpruned", "unpruned", 0.9, 1.0), _row("psigmoid-b0.2", "P-Sigmoid", 0.8, 0.2, 0.2),
+            {**_row("fastv-b0.2", "FastV (matched)", 0.0, 0.0, 0.2), "accuracy": None, "flops_fraction": None,
+             "schedule": None, "unreachable": "budget 0.2 is unreachable for FastV with K=2"},
+            _row("random-psigmoid-b0.2", "random scorer", 0.5, 0.2, 0.2, scorer="random")]
+    targets = check_targets(rows)
+    assert targets[-1]["met"] is True and "FastV" not in targets[-1]["detail"]
+    report = {"model": {"name": "tiny"}, "settings": TINY.to_dict(), "seconds": 1.0, "rows": rows,
+              "targets": targets, "machine": {"cpu_model": "cpu", "cpu_count": 2, "torch": "t",
+                                             "transformers": "t", "timestamp_utc": "now"}}
+    page = write_outputs(report, tmp_path, "intro")["page"].read_text()
+    assert "| FastV (matched) | fastv-b0.2 | unreachable |" in page and "| 0.2 | 80.0 (0.200) | unreachable |" in page

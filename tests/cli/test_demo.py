@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import tokenprune as tp
@@ -46,3 +47,8 @@ def test_random_demo_from_the_cli():
     result = runner.invoke(app, ["demo", "--random", "--repeats", "1"])
     assert result.exit_code == 0, result.output
     assert "Keep-all compiled model bit-identical to the original: True" in result.output
+
+
+def test_demo_leaves_autograd_enabled(tmp_path):
+    run_reference_demo(echo=lambda *_: None, questions=6, repeats=1, picture=None)
+    assert torch.is_grad_enabled()  # a library call must not switch global autograd state off

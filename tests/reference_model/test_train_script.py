@@ -68,3 +68,31 @@ def test_seeded_training_reproduces(tmp_path):
     init_key = "model.language_model.layers.0.self_attn.q_proj.weight"
     assert trained[key].shape == init_state[init_key].shape
     assert not torch.equal(trained[key].float(), init_state[init_key].half().float())  # it did train
+
+
+def test_patch_targets_label_every_patch_with_its_cell():
+    synthvqa = build.synthvqa
+    sample = synthvqa.make_sample("train", 5)
+    targets = train.patch_targets([sample]).view(12, 12)  # (rows, cols) of 4x4-pixel patches
+    at = {(it.row, it.col): it for it in sample.scene.items}
+    for r in range(3):
+        for c in range(3):
+            cell = targets[4 * r : 4 * r + 4, 4 * c : 4 * c + 4]
+            item = at.get((r + 1, c + 1))
+            name = "empty" if item is None else (
+                f"{item.color} {item.shape}" if item.kind == "shape" else f"character {item.char}")
+            assert (cell == train.CELL_CLASSES.index(name)).all()
+    assert train.CELL_OF_PATCH.view(12, 12)[5, 9].item() == 1 * 3 + 2  # patch row 5, col 9 -> cell (2, 3)
+
+
+def test_training_aids_and_second_stage_run(tmp_path):
+    args = ["--steps", "2", "--eval-every", "2", "--eval-samples", "6", "--images-per-step", "2",
+            "--questions-per-image", "2", "--text-hidden", "64", "--text-intermediate", "128"]
+    train.main(["--out", str(tmp_path / "a"), *args])
+    train.main(["--out", str(tmp_path / "b"), "--init-from", str(tmp_path / "a"), "--patch-aux", "1",
+                "--position-aux", "1", "--position-embedding-std", "0.3", *args])
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert a.keys() == b.keys()  # the probes are training aids: not saved
+    assert any(not torch.equal(a[k], b[k]) for k in a)

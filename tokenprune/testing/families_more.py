@@ -143,12 +143,7 @@ def anyres_video_inputs(model, images_per_sample, text_lengths, gen) -> TestBatc
     _, videos = _square_media(model, gen, 0, total, side)
     image_kwargs = lambda idx: {"pixel_values": pixels[idx], "image_sizes": image_sizes[idx]}  # noqa: E731
     video_kwargs = lambda idx: {"pixel_values_videos": videos[idx]}  # noqa: E731
-    media = Media(image_kwargs=image_kwargs, image_token=cfg.image_token_id,
-                  video_kwargs=video_kwargs, video_token=cfg.video_token_id)
-    core = model.model
-    return media_batch(model, images_per_sample, text_lengths, gen, media,
-                       lambda i: _count(core.get_image_features, image_kwargs([i])),
-                       lambda i: _count(core.get_video_features, video_kwargs([i])))
+    return _images_and_videos(model, images_per_sample, text_lengths, gen, image_kwargs, video_kwargs)
 
 
 @register("test_inputs", "deepseek_vl_hybrid")
@@ -238,12 +233,7 @@ def video_llama3_inputs(model, images_per_sample, text_lengths, gen) -> TestBatc
                                       images, image_rows, image_grids, 1, idx)
     video_kwargs = lambda idx: packed(("pixel_values_videos", "video_grid_thw", "video_merge_sizes"),  # noqa: E731
                                       videos, video_rows, video_grids, 2, idx)
-    media = Media(image_kwargs=image_kwargs, image_token=cfg.image_token_id,
-                  video_kwargs=video_kwargs, video_token=cfg.video_token_id)
-    core = model.model
-    return media_batch(model, images_per_sample, text_lengths, gen, media,
-                       lambda i: _count(core.get_image_features, image_kwargs([i])),
-                       lambda i: _count(core.get_video_features, video_kwargs([i])))
+    return _images_and_videos(model, images_per_sample, text_lengths, gen, image_kwargs, video_kwargs)
 
 
 @register("test_inputs", "qwen_vision_1d")
@@ -267,6 +257,12 @@ def qwen_vision_1d_inputs(model, images_per_sample, text_lengths, gen) -> TestBa
 
     def video_kwargs(idx):
         return packed(("pixel_values_videos", "video_grid_thw"), videos, video_rows, video_grids, idx)
+    return _images_and_videos(model, images_per_sample, text_lengths, gen, image_kwargs, video_kwargs)
+
+
+def _images_and_videos(model, images_per_sample, text_lengths, gen, image_kwargs, video_kwargs) -> TestBatch:
+    """A batch of images and a video per sample, with token counts asked from the model's own feature methods."""
+    cfg = model.config
     media = Media(image_kwargs=image_kwargs, image_token=cfg.image_token_id,
                   video_kwargs=video_kwargs, video_token=cfg.video_token_id)
     core = model.model

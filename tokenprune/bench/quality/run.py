@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from tokenprune import synthvqa
-from tokenprune.errors import TokenPruneError, describe
+from tokenprune.errors import ScheduleError, TokenPruneError, describe
 from tokenprune.flops import mean_flops_fraction
 from tokenprune.schedule import Schedule
 from tokenprune.spec import resolve_module
@@ -83,13 +83,25 @@ def run_quality(model, spec, processor, settings: QualitySettings, work_dir: Pat
     return [store.rows[e.id] for e in entries]
 
 
+def _unreachable(entry: Entry, reason: str) -> dict:
+    """A row for an entry whose budget its method cannot reach (e.g. FastV K=2 below its all-withdrawn cost)."""
+    return {"id": entry.id, "method": entry.method, "label": entry.label, "scorer": entry.scorer,
+            "budget": entry.budget, "params": entry.params, "schedule": None, "flops_fraction": None,
+            "accuracy": None, "search": None, "unreachable": reason, "seconds": 0.0}
+
+
 def _run_entry(tp, model, spec, processor, entry: Entry, settings, test, counts, calibration, store, work_dir):
     start = time.perf_counter()
     search_info = None
     if entry.search is not None:
         trials = work_dir / "trials" / f"{entry.id}.jsonl"
         trials.parent.mkdir(parents=True, exist_ok=True)
-        result = tp.search(model, spec, calibration, trials=trials, quiet=True, **entry.search)
+        try:
+            result = tp.search(model, spec, calibration, trials=trials, quiet=True, **entry.search)
+        except ScheduleError as err:
+            if "unreachable" not in str(err):
+                raise
+            return _unreachable(entry, str(err))
         schedule = result.schedule
         search_info = {"calibration_flops_fraction": result.flops_fraction, "objective": result.objective,
                        "baseline": result.baseline, "objective_name": result.objective_name,
@@ -99,6 +111,8 @@ def _run_entry(tp, model, spec, processor, entry: Entry, settings, test, counts,
         if source is None:
             raise TokenPruneError(describe(f"entry {entry.id!r} reuses {entry.schedule_from!r}, which has not run",
                                            "quality benchmark plan", "the source entry earlier in the plan"))
+        if source.get("unreachable"):
+            return _unreachable(entry, f"reuses {entry.schedule_from}, which is unreachable")
         schedule = Schedule.from_dict(source["schedule"])
     else:
         schedule = entry.schedule

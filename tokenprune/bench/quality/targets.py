@@ -15,6 +15,7 @@ def _acc(row: dict) -> float:
 
 def check_targets(rows: list[dict]) -> list[dict]:
     """One ``{"target", "met", "detail"}`` per target; a target whose rows are missing is reported as such."""
+    rows = [r for r in rows if not r.get("unreachable")]  # only scored rows can meet or miss a target
     by_id = {r["id"]: r for r in rows}
     base = by_id.get("unpruned")
     return [_gsearch(rows, base), _psigmoid(by_id), *_random(rows)]
