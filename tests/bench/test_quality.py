@@ -13,6 +13,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 from tokenprune import load_spec
 from tokenprune.bench.quality import QualitySettings, RowStore, check_targets, plan, run_quality
 from tokenprune.bench.quality.page import pareto_front, write_outputs
+from tokenprune.bench.quality.run import model_fingerprint
 from tokenprune.errors import TokenPruneError
 from tokenprune.flops import flops_fraction, mean_flops_fraction
 from tokenprune.schedule import Schedule
@@ -98,8 +99,11 @@ def test_tiny_run_resumes_and_writes_the_docs_outputs(reference, tmp_path):
     size = (tmp_path / "work" / "rows.jsonl").stat().st_size
     again = run_quality(model, spec, processor, TINY, tmp_path / "work", progress=False)
     assert again == rows and (tmp_path / "work" / "rows.jsonl").stat().st_size == size
+    fingerprint = model_fingerprint(model)
     with pytest.raises(TokenPruneError, match="different settings"):
-        RowStore(tmp_path / "work" / "rows.jsonl", replace(TINY, n_test=13))
+        RowStore(tmp_path / "work" / "rows.jsonl", replace(TINY, n_test=13), fingerprint)
+    with pytest.raises(TokenPruneError, match="another model"):  # e.g. a retrained checkpoint
+        RowStore(tmp_path / "work" / "rows.jsonl", TINY, "0" * 16)
 
     report = {"model": {"name": "tiny"}, "settings": TINY.to_dict(), "seconds": 1.0, "rows": rows,
               "targets": check_targets(rows), "machine": {"cpu_model": "cpu", "cpu_count": 2, "torch": "t",
@@ -140,3 +144,18 @@ def test_unreachable_budgets_are_rows_not_crashes(tmp_path):
                                              "transformers": "t", "timestamp_utc": "now"}}
     page = write_outputs(report, tmp_path, "intro")["page"].read_text()
     assert "| FastV (matched) | fastv-b0.2 | unreachable |" in page and "| 0.2 | 80.0 (0.200) | unreachable |" in page
+
+
+def test_model_fingerprint_changes_with_any_weight(reference):
+    model = reference[0]
+    before = model_fingerprint(model)
+    assert before == model_fingerprint(model)
+    weight = model.model.language_model.layers[5].mlp.down_proj.weight
+    original = weight[0, 0].item()
+    with torch.no_grad():
+        weight[0, 0] += 1e-3
+        try:
+            assert model_fingerprint(model) != before
+        finally:
+            weight[0, 0] = original  # restore exactly: the fixture is shared
+    assert model_fingerprint(model) == before

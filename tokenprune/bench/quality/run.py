@@ -6,6 +6,7 @@ interrupted run resumes where it stopped (finished rows are not recomputed).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -25,15 +26,30 @@ from .plan import Entry, QualitySettings, plan
 ROWS_FILE = "rows.jsonl"
 
 
-class RowStore:
-    """The benchmark's JSON-lines file: a header with the settings, then one row per finished entry."""
+def model_fingerprint(model) -> str:
+    """SHA-256 over the model's parameter names, shapes and values: rows of another checkpoint are not reused."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
-    def __init__(self, path: Path, settings: QualitySettings):
+
+class RowStore:
+    """The benchmark's JSON-lines file: a header (settings, model fingerprint), then one row per finished entry."""
+
+    def __init__(self, path: Path, settings: QualitySettings, model_id: str | None = None):
         self.path = path
         self.rows: dict[str, dict] = {}
-        header = json.loads(json.dumps({"settings": settings.to_dict()}))  # tuples compare as JSON lists
+        # Through JSON so that tuples compare as the lists they are read back as.
+        header = json.loads(json.dumps({"settings": settings.to_dict(), "model": model_id}))
         if path.exists():
             lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            if lines and lines[0].get("model") != header["model"]:
+                raise TokenPruneError(describe(
+                    f"{path} was written for another model (fingerprint {lines[0].get('model')}, this one "
+                    f"{header['model']})", "quality benchmark resume", "rows of the same model",
+                    "pass a new --work-dir or delete the folder (e.g. after retraining the reference model)"))
             if lines and lines[0] != header:
                 raise TokenPruneError(describe(
                     f"{path} was written with different settings", "quality benchmark resume",
@@ -64,7 +80,7 @@ def run_quality(model, spec, processor, settings: QualitySettings, work_dir: Pat
     language_model = resolve_module(model, spec.language_model, f"spec {spec.name!r}: language_model")
     num_layers = len(resolve_module(language_model, spec.decoder_layers, f"spec {spec.name!r}: decoder_layers"))
     entries = [e for e in plan(num_layers, settings) if only is None or e.id in only]
-    store = RowStore(work_dir / ROWS_FILE, settings)
+    store = RowStore(work_dir / ROWS_FILE, settings, model_fingerprint(model))
     test = synthvqa.make_split("test", settings.n_test, settings.seed)
     counts = answers.prompt_token_counts(processor, test, spec.vision_token_ids(model.config))
     calibration = None
