@@ -53,7 +53,7 @@ def _reference_overlay():
 
 def _random_overlay(note: str):
     import tokenprune as tp
-    from tokenprune.cli import synthetic_image
+    from tokenprune.cli_models import synthetic_image
     from tokenprune.demo import build_demo_model, demo_inputs
     from tokenprune.visualize import plot_kept_patches
 
