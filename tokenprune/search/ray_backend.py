@@ -26,11 +26,10 @@ from typing import Any
 
 from ..errors import ScheduleError, TokenPruneError, describe
 from ..schedule import Schedule
-from .budget import check_budget, check_reachable
 from .evaluator import Evaluator
 from .result import Outcome, schedule_key
 from .runner import TrialRunner
-from .sigmoid import DEFAULT_STARTUP_TRIALS, fit_sigmoid, resolve_space, sigmoid_for_budget
+from .sigmoid import DEFAULT_STARTUP_TRIALS, fit_sigmoid, prepare_search, sigmoid_for_budget
 
 
 # A worker computes in torch threads (torch_threads=1 by default); it reserves half a CPU so that the Tune
@@ -197,11 +196,7 @@ def p_sigmoid_tune(runner: TrialRunner, budget: float, n_trials: int = 30, seed:
         raise TokenPruneError(describe("p_sigmoid_tune needs a RayEvaluator", "search(backend='ray')",
                                        "the Ray backend's evaluator"))
     num_layers = evaluator.num_layers
-    budget = check_budget(budget, "search(method='p-sigmoid', budget=...)")
-    check_reachable(budget, num_layers, evaluator.flops_fraction, "search(method='p-sigmoid', budget=...)")
-    if int(n_trials) < 1:
-        raise ScheduleError(describe(f"n_trials={n_trials!r}", "search(method='p-sigmoid')", "n_trials >= 1"))
-    space, notes = resolve_space(num_layers, budget, evaluator.flops_fraction, space)
+    budget, space, notes = prepare_search(evaluator, budget, n_trials, space)
     (k_lo, k_hi), (a_lo, a_hi) = space["k"], space["alpha"]
     flops = evaluator.local.flops  # a small picklable object: trials solve their floor themselves
     sign = 1.0 if evaluator.mode == "min" else -1.0

@@ -108,11 +108,7 @@ def p_sigmoid(runner: TrialRunner, budget: float, n_trials: int = 30, seed: int 
 
     evaluator = runner.evaluator
     num_layers = evaluator.num_layers
-    budget = check_budget(budget, "search(method='p-sigmoid', budget=...)")
-    check_reachable(budget, num_layers, evaluator.flops_fraction, "search(method='p-sigmoid', budget=...)")
-    if int(n_trials) < 1:
-        raise ScheduleError(describe(f"n_trials={n_trials!r}", "search(method='p-sigmoid')", "n_trials >= 1"))
-    space, notes = resolve_space(num_layers, budget, evaluator.flops_fraction, space)
+    budget, space, notes = prepare_search(evaluator, budget, n_trials, space)
     (k_lo, k_hi), (a_lo, a_hi) = space["k"], space["alpha"]
     hp_space = {"k": hp.loguniform("k", math.log(k_lo), math.log(k_hi)), "alpha": hp.uniform("alpha", a_lo, a_hi)}
     points: list[dict[str, float]] = []
@@ -160,3 +156,12 @@ def p_sigmoid(runner: TrialRunner, budget: float, n_trials: int = 30, seed: int 
                    params={"budget": budget, "n_trials": int(n_trials), "seed": seed, "space": space,
                            "best": best["params"]}, notes=notes)
 
+
+def prepare_search(evaluator, budget: float, n_trials: int, space):
+    """Checked budget, resolved search space and notes: shared by the local and the Ray P-Sigmoid."""
+    budget = check_budget(budget, "search(method='p-sigmoid', budget=...)")
+    check_reachable(budget, evaluator.num_layers, evaluator.flops_fraction, "search(method='p-sigmoid', budget=...)")
+    if int(n_trials) < 1:
+        raise ScheduleError(describe(f"n_trials={n_trials!r}", "search(method='p-sigmoid')", "n_trials >= 1"))
+    space, notes = resolve_space(evaluator.num_layers, budget, evaluator.flops_fraction, space)
+    return budget, space, notes
