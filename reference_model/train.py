@@ -38,7 +38,8 @@ from build import IMAGE_SIZE, NUM_IMAGE_TOKENS, PATCH_SIZE, build_model, build_p
 from evaluate import accuracy  # noqa: E402
 
 
-def pack_batch(samples, tokenizer, image_processor, questions_per_image, seed, layer0_blind_p, rng, describe=True):
+def pack_batch(samples, tokenizer, image_processor, questions_per_image, seed, layer0_blind_p, rng, describe=True,
+               question_types=synthvqa.QUESTION_TYPES):
     """Token ids, position ids, labels, the two 4-D boolean masks (layer 0 / other layers) and pixels."""
     bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
     image_id = tokenizer.convert_tokens_to_ids("<image>")
@@ -46,7 +47,7 @@ def pack_batch(samples, tokenizer, image_processor, questions_per_image, seed, l
     prefix = 1 + NUM_IMAGE_TOKENS
     rows = []
     for s in samples:
-        qs = [s.question] + synthvqa.extra_questions(s, questions_per_image - 1, seed)
+        qs = [s.question] + synthvqa.extra_questions(s, questions_per_image - 1, seed, question_types)
         ids, pos, labels, branch = [bos] + [image_id] * NUM_IMAGE_TOKENS, list(range(prefix)), [-100] * prefix, [0] * prefix
         for b, q in enumerate(qs, start=1):
             words = q.question.split() + ["?"]
@@ -88,7 +89,8 @@ def pack_batch(samples, tokenizer, image_processor, questions_per_image, seed, l
     is_image_key = (input_ids == image_id)[:, None, :]  # (B, 1, T)
     is_text_query = (branch_t > 0)[:, :, None]  # (B, T, 1)
     mask0 = mask & ~(blind[:, None, None] & is_text_query & is_image_key)
-    pixel_values = image_processor([s.image for s in samples], return_tensors="pt")["pixel_values"]
+    # No image processor: the caller feeds its own image-token embeddings (symbolic_lm.py).
+    pixel_values = None if image_processor is None else image_processor([s.image for s in samples], return_tensors="pt")["pixel_values"]
     return input_ids, position_ids, label_t, mask[:, None], mask0[:, None], pixel_values
 
 

@@ -24,10 +24,11 @@ from .dataset import (
 from .questions import ANSWERS, QUESTION_TYPES
 from .scene import COLORS, GRID, IMAGE_SIZE, SHAPES, Item, Scene, random_scene, render
 from .glyphs import CHARACTERS
+from .grounding import relevant_cells
 from .vocab import SPECIAL_TOKENS, words
 
 __all__ = [
     "ANSWERS", "BALANCED_BLOCK", "DESCRIBE_QUESTION", "describe", "CHARACTERS", "COLORS", "IMAGE_SIZE", "IMAGE_TOKEN", "QUESTION_TYPES",
     "GRID", "SHAPES", "SPECIAL_TOKENS", "SPLITS", "Item", "Question", "Sample", "Scene", "extra_questions",
-    "make_sample", "make_split", "random_scene", "render", "target_for", "words",
+    "make_sample", "make_split", "random_scene", "relevant_cells", "render", "target_for", "words",
 ]

@@ -79,15 +79,18 @@ def make_sample(split: str, index: int, seed: int = 0) -> Sample:
     raise RuntimeError(f"could not build a {qtype!r} question with answer {target!r}")  # pragma: no cover
 
 
-def extra_questions(sample: Sample, count: int, seed: int = 0) -> list[Question]:
-    """Up to ``count`` more distinct questions about the same image (for training several at once)."""
+def extra_questions(
+    sample: Sample, count: int, seed: int = 0, types: tuple[str, ...] = QUESTION_TYPES
+) -> list[Question]:
+    """Up to ``count`` more distinct questions about the same image (for training several at once), of the
+    given ``types`` (all by default)."""
     rng = _rng(sample.split, seed, sample.index, salt="/extra")
     seen = {sample.question.question}
     out: list[Question] = []
     for _ in range(count * 8):
         if len(out) == count:
             break
-        qtype = rng.choice(QUESTION_TYPES)
+        qtype = rng.choice(types)
         qa = ASKERS[qtype](sample.scene, rng.choice(ANSWERS[qtype]), rng)
         if qa is not None and qa[0] not in seen:
             seen.add(qa[0])
