@@ -12,6 +12,10 @@ import torch.fx as fx
 
 from tokenprune.errors import TraceError, describe
 
+# Node meta flag a tracing hint sets on values that carry per-token state without depending on a per-token input
+# (a mutable mapping of shared keys/values the layers fill): the analysis treats them like per-token inputs.
+PER_TOKEN_META = "tokenprune_per_token"
+
 
 def to_networkx(graph: fx.Graph) -> nx.DiGraph:
     """A DiGraph with one vertex per fx node (by name) and an edge for every use."""
@@ -45,13 +49,26 @@ def layer_nodes(graph: fx.Graph, prefix: str, num_layers: int) -> list[fx.Node]:
 
 
 def per_token_nodes(graph: fx.Graph, token_inputs: tuple[str, ...]) -> set[str]:
-    """Nodes whose value depends on a per-token placeholder (embeddings, masks, positions)."""
+    """Nodes whose value depends on a per-token placeholder (embeddings, masks, positions) or on a node a hint
+    marked as per-token state (``PER_TOKEN_META``)."""
     g = to_networkx(graph)
-    sources = [n.name for n in graph.nodes if n.op == "placeholder" and n.target in token_inputs]
+    sources = [n.name for n in graph.nodes
+               if (n.op == "placeholder" and n.target in token_inputs) or n.meta.get(PER_TOKEN_META)]
     result: set[str] = set()
     for src in sources:
         result |= nx.descendants(g, src) | {src}
     return result
+
+
+def _reachable(g: nx.DiGraph, sources: list[str]) -> set[str]:
+    """The sources and every node that depends on one of them (one traversal for all sources)."""
+    seen, frontier = set(sources), list(sources)
+    while frontier:
+        for nxt in g.successors(frontier.pop()):
+            if nxt not in seen:
+                seen.add(nxt)
+                frontier.append(nxt)
+    return seen
 
 
 def check_cuts_complete(graph: fx.Graph, layers: list[fx.Node], cut_layers: list[int],
@@ -59,21 +76,25 @@ def check_cuts_complete(graph: fx.Graph, layers: list[fx.Node], cut_layers: list
     """Every node at or after a cut may read per-token values from before the cut only through its gathers.
 
     ``gathered[l]``: names of the nodes inserted at the cut before layer ``l``; ``exempt``: values that are
-    not laid out along the sequence (the KV cache object, constants).
+    not laid out along the sequence (the KV cache object, constants). A node is *after* the cut when it depends
+    on the cut's nodes (later layers, whatever they feed); a per-token value is *from before* the cut when it
+    does not (wherever the graph computes it: a value built inside the layer loop from an input counts too).
     """
     g = to_networkx(graph)
     per_token = per_token_nodes(graph, token_inputs)
-    order = {n.name: i for i, n in enumerate(graph.nodes)}
     for layer in cut_layers:
         start = layers[layer].name
         cut_nodes = gathered[layer]
-        after = {start} | nx.descendants(g, start)
-        before = {n for n in g.nodes if order[n] < order[start]} - cut_nodes
-        for node in after - cut_nodes:
+        # Seeds: the cut's value nodes (get_attr nodes such as the shared session object carry no tokens).
+        downstream = _reachable(g, [n for n in cut_nodes if g.nodes[n]["op"] != "get_attr"]) | cut_nodes
+        after = ({start} | nx.descendants(g, start) | downstream) - cut_nodes
+        before = set(g.nodes) - downstream
+        for node in after:
             for used in g.predecessors(node):
                 if used in before and used in per_token and used not in exempt and g.nodes[node]["op"] != "output":
                     raise TraceError(describe(
                         f"node {node!r} after the cut before layer {layer} reads per-token value {used!r} "
                         "from before the cut, which the cut does not gather", "traced language model",
-                        "every per-token input of later layers to be a decoder-layer keyword the cut gathers",
-                        "declare it under tracing.layer_kwargs in the spec, or register a tracing hint"))
+                        "every per-token input of later layers to be a decoder-layer argument the cut gathers",
+                        "declare it under tracing.layer_kwargs (or layer_args) in the spec, or register a tracing "
+                        "hint"))

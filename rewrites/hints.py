@@ -39,6 +39,12 @@ class TracingHint:
 
     name = "standard"
     leaf_methods: tuple[str, ...] = ()  # methods of the text model traced as opaque call_method_leaf nodes
+    # Methods of the text model replaced, on the tracing root only, by the given functions (``self`` first): for
+    # helpers whose branches the trace cannot take but whose effect on the traced call is known exactly.
+    root_methods: dict = {}
+    # Public names of the modeling module that must stay the real objects while tracing (fx autowraps every
+    # public callable of it, classes included, which breaks ``isinstance`` checks against them).
+    plain_globals: tuple[str, ...] = ()
 
     def __init__(self, lm=None, model_config=None):
         self.lm = lm
@@ -170,6 +176,14 @@ class CompositeHint:
     def leaf_methods(self) -> tuple[str, ...]:
         return tuple(m for h in self.hints for m in h.leaf_methods)
 
+    @property
+    def plain_globals(self) -> tuple[str, ...]:
+        return tuple(n for h in self.hints for n in h.plain_globals)
+
+    @property
+    def root_methods(self) -> dict:
+        return {name: fn for h in self.hints for name, fn in h.root_methods.items()}
+
     def input_names(self, variant) -> tuple[str, ...]:
         """Each hint names its placeholders from the standard ones; several hints compose: a standard input
         one of them drops (mask_dict drops attention_mask) is dropped, an input one of them adds is added."""
@@ -182,7 +196,8 @@ class CompositeHint:
                 names = list(own)  # a single overriding hint keeps its own order
                 continue
             dropped = set(STANDARD_INPUTS) - set(own)
-            names = [n for n in names if n not in dropped] + [n for n in own if n not in names]
+            added = [n for n in own if n not in names and n not in STANDARD_INPUTS]  # not one an earlier hint dropped
+            names = [n for n in names if n not in dropped] + added
         return tuple(names) if names is not None else STANDARD_INPUTS
 
     def inner_kwargs(self, inputs, variant) -> dict:
@@ -345,3 +360,8 @@ class DeepStack(TracingHint):
 
 # Hints of more families live in their own modules; importing them registers them.
 from . import hints_inputs  # noqa: E402,F401
+from . import hints_gemma4  # noqa: E402,F401
+from . import hints_kosmos  # noqa: E402,F401
+from . import hints_chameleon  # noqa: E402,F401
+from . import hints_mrope_axes  # noqa: E402,F401
+from . import hints_granite4v  # noqa: E402,F401

@@ -14,10 +14,10 @@ import types
 from collections.abc import Callable
 
 import torch
-import torch.fx as fx
 
 from tokenprune.errors import TraceError, UnsupportedError, describe
 
+from . import prompt_caches
 from .state import PruneSession
 
 VISION_MASK_KWARG = "tokenprune_vision_mask"
@@ -88,6 +88,8 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
     """The bound ``forward`` of the compiled language model: prepare inputs, pick the variant's graph, run."""
     decorated = type(lm).forward
     signature = inspect.signature(inspect.unwrap(decorated))
+    limits = _length_limits(session.spec, lm.config)
+    keeping = prompt_caches.keeping_layers(session.spec, lm.config, cut_layers)
     var_kw = next((n for n, p in signature.parameters.items() if p.kind is p.VAR_KEYWORD), None)
 
     def pruned_forward(self, *args, **kwargs):
@@ -101,7 +103,6 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
         _refuse_unknown_kwargs(extra)
         if params.get("inputs_embeds") is None:
             params["inputs_embeds"] = self.get_input_embeddings()(params["input_ids"])
-        inputs_embeds = params["inputs_embeds"]
         use_cache = params.get("use_cache", extra.get("use_cache"))
         if use_cache and params.get("past_key_values") is None:
             from transformers import DynamicCache  # local: keep the tracer module's globals free of it
@@ -109,6 +110,7 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
         cache = params.get("past_key_values")
         past_len = cache.get_seq_length() if cache is not None else 0
         hint.prepare(self, params, past_len)
+        inputs_embeds = params["inputs_embeds"]  # after the hints: one may merge image features into it (Kosmos-2)
         variant = hint.choose(params)
         names = input_names[variant]
         if isinstance(params.get("attention_mask"), dict) and "attention_mask" in names:
@@ -125,13 +127,17 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
         session.pending_mask2d = None
         if prompt_end is None:
             prompt_end, session.pending_prompt_end = session.pending_prompt_end, None
-        _check_sliding_window(self.config, cut_layers, past_len, inputs_embeds.shape[1])
+        _check_sliding_window(session.spec, self.config, cut_layers, past_len, inputs_embeds.shape[1])
+        _check_length_limits(limits, cut_layers, past_len + inputs_embeds.shape[1])
+        prompt_caches.check_padded_eviction(keeping, past_len, session.prompt_length, mask2d)
         session.begin(inputs_embeds, vision, mask2d, past_len, self.config._attn_implementation, probe=probe,
                       prompt_end=prompt_end)
         try:
             _check_cache_lengths(session, cache, past_len, cut_layers)
+            declared = prompt_caches.declared_prompt_lengths(session, cache, keeping)
             values = hint.graph_inputs(params, variant)
             out = graphs[variant](*(values[name] for name in names))
+            prompt_caches.settle_prompt_lengths(session, cache, declared)
         finally:
             session.end()
         if not use_cache and hasattr(out, "past_key_values"):
@@ -141,21 +147,49 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
     return types.MethodType(rewrap(decorated, pruned_forward), lm)
 
 
-def _check_sliding_window(config, cut_layers, past_len: int, new_tokens: int) -> None:
-    """Policy: a pruned sliding-window layer must never truncate its cache (it would drop kept tokens by
-    slot, not by position), so prompt + generated tokens must stay below the window."""
-    window = getattr(config, "sliding_window", None)
-    if not cut_layers or not window or past_len == 0:
+def _check_sliding_window(spec, config, cut_layers, past_len: int, new_tokens: int) -> None:
+    """Policy: a pruned layer whose cache slides (sliding-window or chunked attention) must never truncate it
+    (it would drop kept tokens by slot, not by position), so prompt + generated tokens must stay below the
+    window. Caches that keep the prompt (``keeps_prompt``: reference sliding windows) stay exact past it."""
+    if not cut_layers or past_len == 0:
         return
     types = getattr(config, "layer_types", None)
     pruned = range(min(cut_layers), config.num_hidden_layers)
-    if types is not None and not any(types[i] == "sliding_attention" for i in pruned):
-        return
-    if past_len + new_tokens > window - 1:
-        raise UnsupportedError(describe(
-            f"{past_len + new_tokens} tokens exceed the sliding window ({window}) of a pruned layer",
-            "KV cache of sliding-window layers", f"prompt + generated tokens <= {window - 1}",
-            "generate fewer tokens, prune only after the last sliding-window layer, or use use_cache=False"))
+    if types is not None:
+        kinds = {types[i] for i in pruned}
+    else:  # Mistral style: one window on every layer
+        kinds = {"sliding_attention"} if getattr(config, "sliding_window", None) else set()
+    for kind in sorted(kinds):
+        policy = spec.windowed_layers.get(kind)
+        window = getattr(config, policy.size, None) if policy is not None else None
+        if not window or policy.keeps_prompt:
+            continue
+        if past_len + new_tokens > window - 1:
+            raise UnsupportedError(describe(
+                f"{past_len + new_tokens} tokens exceed the sliding window ({window}) of a pruned layer "
+                f"(layer type {kind!r}, config.{policy.size})", "KV cache of windowed layers",
+                f"prompt + generated tokens <= {window - 1}",
+                "generate fewer tokens, prune only after the last layer of that type, or use use_cache=False"))
+
+
+def _length_limits(spec, config) -> dict[str, int]:
+    """The spec's ``tracing.length_limits`` resolved against the text config (checked at compile time)."""
+    from tokenprune.spec import _resolve_config_ref
+
+    values = {ref: _resolve_config_ref(config, ref) for ref in spec.tracing.length_limits}
+    return {ref: int(v) for ref, v in values.items() if v is not None}
+
+
+def _check_length_limits(limits: dict[str, int], cut_layers, total: int) -> None:
+    """Layers that compute something from their own slot index or cache length, which a cut shortens, are
+    exact only below these limits (spec ``tracing.length_limits``)."""
+    for ref, limit in limits.items():
+        if cut_layers and total >= limit:
+            raise UnsupportedError(describe(
+                f"{total} tokens (prompt + generated) reach {ref}={limit}", "pruned call",
+                f"fewer than {limit} tokens: beyond it, pruned layers compute {ref}-dependent values from "
+                "their shortened sequence and would differ from the unpruned model",
+                "use a shorter prompt or fewer new tokens, or a keep-all schedule"))
 
 
 def _refuse_unknown_kwargs(extra: dict) -> None:
@@ -175,8 +209,9 @@ def _check_cache_lengths(session: PruneSession, cache, past_len: int, cut_layers
     generated = past_len - session.prompt_length
     for layer in cut_layers:
         sel = session.selections.get(layer)
-        if sel is None:
-            continue
+        slots = getattr(cache, "layers", None) or []
+        if sel is None or (layer < len(slots) and type(slots[layer]).__name__ == "DummyLayer"):
+            continue  # nothing pruned, or a layer that stores no cache (it reuses another layer's K/V)
         expected = sel.layout.length + generated
         actual = cache.get_seq_length(layer)
         if actual != expected:
@@ -186,9 +221,13 @@ def _check_cache_lengths(session: PruneSession, cache, past_len: int, cut_layers
                 "do not mix caches between models; run the prompt through the compiled model first"))
 
 
-def make_vision_hook(session: PruneSession, token_ids: list[int]) -> Callable:
-    """A forward pre-hook for the multimodal model: record where the vision tokens of ``input_ids`` are."""
+def make_vision_hook(session: PruneSession, token_ids: list[int], locator: str | None = None) -> Callable:
+    """A forward pre-hook for the multimodal model: record where the vision tokens of ``input_ids`` are (their
+    ``token_ids``), or where the registered ``locator`` (spec ``vision_tokens.locator``) finds them."""
+    from tokenprune.registry import lookup
+
     ids = torch.tensor(token_ids, dtype=torch.long)
+    locate = lookup("locator", locator) if locator else None
 
     def hook(module, args, kwargs):
         explicit = kwargs.pop(VISION_MASK_KWARG, None)
@@ -197,6 +236,8 @@ def make_vision_hook(session: PruneSession, token_ids: list[int]) -> Callable:
         session.pending_mask2d = kwargs.get("attention_mask")
         if explicit is not None:
             session.pending_vision = explicit
+        elif locate is not None:
+            session.pending_vision = locate(module, args, kwargs)
         elif input_ids is not None:
             session.pending_vision = torch.isin(input_ids, ids.to(input_ids.device))
         else:

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import torch
 
+from tokenprune.errors import UnsupportedError, describe
 from tokenprune.registry import lookup
 from tokenprune.schedule import keep_count
 from tokenprune.scoring.context import ScoreContext
 
+from .prompt_caches import without_evicted
 from .state import CutSelection, Gather, Layout, Mode, PruneSession
 
 
 # ----------------------------------------------------------------- selection
 def select_tokens(session: PruneSession, layer: int, prev_layer: int | None, hidden_in, hidden_out, mask, rope,
-                  next_mask, next_rope, scoring_layer, next_layer, cache=None) -> Gather:
+                  next_mask, next_rope, scoring_layer, next_layer, cache=None, shared_kv=None) -> Gather:
     """Decide the kept slots at the cut before ``layer`` and describe the gathers of this call.
 
     ``cache``: the KV cache the scoring layer received (None without one); it has just written its keys there.
+    ``shared_kv``: the shared key/value mapping the scoring layer received (Gemma 4), or None.
     """
     call = session.call
     prev_sel = session.selections.get(prev_layer) if prev_layer is not None else None
@@ -36,7 +39,7 @@ def select_tokens(session: PruneSession, layer: int, prev_layer: int | None, hid
                            hidden_in=hidden_in, hidden_out=hidden_out, mask=mask, rope=rope, next_mask=next_mask,
                            next_rope=next_rope, positions=prev.positions, vision=prev.vision, valid=prev.valid,
                            pad_offset=call.pad_offset, query_position=call.query_position, seed=session.seed,
-                           cache=cache, key_policy=session.scoring_keys)
+                           cache=cache, key_policy=session.scoring_keys, shared_kv=shared_kv)
         scores = lookup("scorer", session.scorer_name)(ctx).float()  # (B, n)
         session.key_sources[layer] = ctx.key_source
         index, layout = _select(scores, prev, counts)
@@ -142,28 +145,42 @@ def gather_positions(position_ids, g: Gather):
 
 
 def gather_rope(rope, g: Gather):
-    """(cos, sin), each (B|1, n, Dh) or (R, B, n, Dh) -> kept slots (axis -2)."""
+    """(cos, sin), each (B|1, n, Dh) or (R, B, n, Dh), or one such tensor (Llama 4's complex freqs_cis,
+    (B|1, n, Dh/2)) -> kept slots (axis -2)."""
     if rope is None or g.rows is None or g.identity:
         return rope
+    if isinstance(rope, torch.Tensor):
+        return _take(rope, g.rows, seq_dim=-2, batch_dim=-3)
     return tuple(_take(t, g.rows, seq_dim=-2, batch_dim=-3) for t in rope)
 
 
-def gather_mask(mask, g: Gather, session: PruneSession, window: int | None = None):
+def gather_mask(mask, g: Gather, session: PruneSession, window: int | None = None, keeps_prompt: bool = False):
     """A 4-D mask (B|1, 1, q, k), bool (True attends) or additive float, gathered to the kept queries and keys.
 
     On a cached decode step Hugging Face sizes each mask from the cache of the *first* layer of its type;
     when that layer is pruned, the mask does not describe the layout it claims, so it is rebuilt from
     the 2-D padding mask, the original positions and the layer type's sliding ``window``.
+    ``keeps_prompt``: the layers' caches keep the whole prompt and slide the later tokens through ``window``.
     """
     if isinstance(mask, dict):
-        return {key: gather_mask(value, g, session, window) for key, value in mask.items()}
+        return {key: gather_mask(value, g, session, window, keeps_prompt) for key, value in mask.items()}
     if g.identity:
         return mask
+    if keeps_prompt and window is not None and g.in_keys >= 0:
+        g = without_evicted(g, session.call, window)
+        if mask is not None and mask.shape[-1] != g.in_keys:
+            # HF built this mask from a pruned layer's cache; rebuilding it would not reproduce HF's mask
+            # after eviction (its padding columns shift with the window), so refuse rather than guess.
+            raise UnsupportedError(describe(
+                f"a decode-step mask with {mask.shape[-1]} key columns where the layout has {g.in_keys}",
+                "prompt-keeping sliding-window layers (tracing.windowed_layers keeps_prompt)",
+                "the first layer of that type unpruned (its cache sizes the mask)",
+                "cut only after the first layer of each windowed type"))
     if mask is not None and g.in_keys >= 0 and mask.shape[-1] != g.in_keys:
         return _build_mask(g, session, window)
     has_pad = g.has_pad
     if mask is None:
-        return _build_mask(g, session, window) if has_pad else None
+        return _build_mask(g, session, window, keeps_prompt) if has_pad else None
     if mask.dim() != 4:
         raise TypeError(f"tokenprune can only gather 4-D attention masks, got shape {tuple(mask.shape)}")
     if g.rows is not None:
@@ -178,11 +195,15 @@ def gather_mask(mask, g: Gather, session: PruneSession, window: int | None = Non
     return mask
 
 
-def _build_mask(g: Gather, session: PruneSession, window: int | None):
-    """Causal over original positions, padding and batch-padding slots blocked, optional sliding window."""
+def _build_mask(g: Gather, session: PruneSession, window: int | None, keeps_prompt: bool = False):
+    """Causal over original positions, padding and batch-padding slots blocked, optional sliding window
+    (over the tokens after the prompt only when the layer type's cache ``keeps_prompt``)."""
     allowed = (g.k_pos[:, None, :] <= g.q_pos[:, :, None]) & ~g.col_pad[:, None, :]  # (B, q, k)
     if window is not None:
-        allowed &= g.q_pos[:, :, None] - g.k_pos[:, None, :] < window
+        inside = g.q_pos[:, :, None] - g.k_pos[:, None, :] < window  # (B, q, k)
+        if keeps_prompt:  # the window spares the prompt; without a cache (no decode) HF's mask has no window
+            inside |= (g.k_pos < session.prompt_length)[:, None, :] | (session.call.mode is not Mode.CACHED)
+        allowed &= inside
     padding = session.call.padding
     if padding is not None:
         allowed &= ~padding.gather(1, g.k_pos.clamp_max(padding.shape[1] - 1))[:, None, :]

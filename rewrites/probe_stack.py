@@ -12,12 +12,16 @@ real layer per attention type instead of the whole stack.
 
 from __future__ import annotations
 
+import collections
 import copy
 import functools
+import operator
 
 import torch
 import torch.fx as fx
 
+from tokenprune.registry import lookup
+from tokenprune.scoring.shared_kv import reuses_shared_kv, shared_kv_key, stores_shared_kv
 from tokenprune.spec import ModelSpec, resolve_module
 
 from .install import clone_path, make_language_model_forward, shallow_clone
@@ -39,15 +43,25 @@ class RecordingLayer(torch.nn.Module):
     scorers and the model's forward see the layer they expect. The real layer is not registered as a child.
     """
 
-    def __init__(self, real: torch.nn.Module, index: int, spec: ModelSpec, log: list):
+    def __init__(self, real: torch.nn.Module, index: int, spec: ModelSpec, log: list, tuple_output: bool = False):
         object.__setattr__(self, "_real", real)  # first: __getattr__ falls back to it
         super().__init__()
         self.index = index
         self._log = log
+        self._tuple_output = tuple_output  # the real layer returns (hidden_states, ...): see tuple_output_layers
         attn = resolve_module(real, spec.layer.attention, "layer.attention")
         self._head_dim = int(getattr(attn, spec.attention.head_dim))
-        k_proj = resolve_module(real, spec.layer.k_proj, "layer.k_proj")
-        self._kv_heads = k_proj.weight.shape[0] // self._head_dim
+        # A layer that reuses shared keys/values has no key projection and writes no cache (Gemma 4).
+        self._reuses = reuses_shared_kv(spec, attn)
+        self._stores = stores_shared_kv(spec, attn)
+        self._shared_key = shared_kv_key(spec, attn) if self._stores else None
+        self._shared_slots = {slot for slot, kind in [*enumerate(spec.tracing.layer_args, start=1),
+                                                      *spec.layer_kwargs.items()] if kind == "shared_kv"}
+        if spec.attention.qk:  # a registered layout (MLA, fused QKV) knows its key shape; see scoring.qk
+            self._kv_heads, self._head_dim = lookup("qk", spec.attention.qk)().key_shape(attn)
+        elif not self._reuses:
+            k_proj = resolve_module(real, spec.layer.k_proj, "layer.k_proj")
+            self._kv_heads = k_proj.weight.shape[0] // self._head_dim
         self._layer_idx = getattr(attn, "layer_idx", index)
 
     def __getattr__(self, name: str):
@@ -56,16 +70,36 @@ class RecordingLayer(torch.nn.Module):
         except AttributeError:
             return getattr(self.__dict__["_real"], name)
 
-    def forward(self, hidden: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, *args, **kwargs) -> torch.Tensor | tuple[torch.Tensor]:
         caches = [v for v in (*args, *kwargs.values()) if _is_cache(v)]
+        shared = [v for slot, v in [*enumerate(args, start=1), *kwargs.items()]
+                  if slot in self._shared_slots and v is not None]
         snap = functools.partial(_snapshot, layer_idx=self._layer_idx)
         record = {"hidden": hidden, "args": tuple(map(snap, args)), "kwargs": {k: snap(v) for k, v in kwargs.items()}}
         self._log.append((self.index, record))
+        out = (hidden,) if self._tuple_output else hidden
+        if self._reuses:
+            return out
+        bsz, n = hidden.shape[:2]
+        kv = full = torch.zeros(bsz, self._kv_heads, n, self._head_dim, dtype=hidden.dtype, device=hidden.device)
         for cache in caches:  # keys/values of the right shape, so cache lengths and mask sizes stay right
-            bsz, n = hidden.shape[:2]
-            kv = torch.zeros(bsz, self._kv_heads, n, self._head_dim, dtype=hidden.dtype, device=hidden.device)
-            cache.update(kv, kv, self._layer_idx)
-        return hidden
+            full = cache.update(kv, kv, self._layer_idx)[0]  # (B, H_kv, past + n, D_h)
+        for mapping in shared if self._stores else ():  # what later layers that reuse them attend to
+            mapping[self._shared_key] = (full, full)
+        return out
+
+
+def tuple_output_layers(graphs: dict, layers_path: str) -> set[int]:
+    """Indices of the decoder layers whose output the traced forward only indexes (``layer_outputs[0]``): such
+    layers return a tuple with the hidden states first (Chameleon), so their stand-ins must return one too."""
+    found = set()
+    for gm in graphs.values():
+        for node in gm.graph.nodes:
+            head, _, tail = str(node.target).rpartition(".")
+            if node.op == "call_module" and head == layers_path and tail.isdigit() and node.users and all(
+                    user.op == "call_function" and user.target is operator.getitem for user in node.users):
+                found.add(int(tail))
+    return found
 
 
 def _is_cache(value) -> bool:
@@ -74,10 +108,15 @@ def _is_cache(value) -> bool:
 
 def _snapshot(value, layer_idx: int):
     """A recordable view of one layer input: a cache becomes what the layer can observe of it before it
-    writes (its kind and its slot's length); everything else is kept as is."""
+    writes (its kind and its slot's length); a mutable mapping (shared keys/values) a copy of what it holds
+    now; everything else is kept as is."""
+    if isinstance(value, collections.UserDict):
+        return dict(value)
     if not _is_cache(value):
         return value
     layers = getattr(value, "layers", [])
+    if layer_idx < len(layers) and type(layers[layer_idx]).__name__ == "DummyLayer":
+        return ("cache", type(value).__name__, None)  # a layer that stores nothing (it reuses shared K/V)
     length = value.get_seq_length(layer_idx) if layer_idx < len(layers) else 0
     return ("cache", type(value).__name__, length)
 

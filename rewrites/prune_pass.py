@@ -2,7 +2,8 @@
 
 For a cut before layer ``l`` it adds ``cut{l}_select`` (scores the tokens with layer ``l-1`` and picks the
 survivors) and one ``cut{l}_<name>`` gather node per per-token value the later layers read (hidden
-state, attention mask, rotary cos/sin, position ids). Later layers are rewired to the gathered values;
+state, attention mask, rotary cos/sin, position ids, per-token positional arguments, shared keys/values).
+Later layers are rewired to the gathered values;
 the pass then proves with :mod:`.analysis` that nothing per-token skips the cut, and lints the graph.
 """
 
@@ -14,19 +15,38 @@ from tokenprune.errors import TraceError, describe
 from tokenprune.schedule import Schedule
 from tokenprune.spec import GatherKind
 
-from . import ops
+from . import gathers, ops
 from .analysis import check_cuts_complete, layer_nodes
 from .state import PruneSession
 from .tracer import TracedLanguageModel
 
 SESSION_ATTR = "_tokenprune_session"
 
-_GATHERS = {"mask": ops.gather_mask, "rope": ops.gather_rope, "positions": ops.gather_positions}
+_GATHERS = {"mask": ops.gather_mask, "rope": ops.gather_rope, "positions": ops.gather_positions,
+            "tokens": gathers.gather_tokens, "shared_kv": gathers.gather_shared_kv}
+
+Slot = int | str  # a layer call's argument: position (1, 2, ... after the hidden states) or keyword name
 
 
-def _classify_kwargs(layer: fx.Node, kinds: dict[str, GatherKind]) -> dict[str, GatherKind]:
-    """Gather kind of every node-valued keyword of a layer call; unknown per-token keywords are refused."""
-    out = {}
+def _classify_args(layer: fx.Node, kinds: dict[str, GatherKind], arg_kinds=()) -> dict[Slot, GatherKind]:
+    """Gather kind of every node-valued argument of a layer call (positional ones after the hidden states by
+    ``arg_kinds``, keywords by ``kinds``); undeclared node-valued arguments are refused."""
+    if not layer.args or not isinstance(layer.args[0], fx.Node):
+        raise TraceError(describe(
+            f"decoder layer call {layer.target!r} does not take the hidden states first", "traced language model",
+            "the hidden states as the first positional argument", "register a tracing hint for this family"))
+    out: dict[Slot, GatherKind] = {}
+    for pos, value in enumerate(layer.args[1:], start=1):
+        if not isinstance(value, fx.Node):
+            continue  # None or a constant
+        if pos > len(arg_kinds):
+            raise TraceError(describe(
+                f"decoder layer call {layer.target!r} receives a graph value as positional argument {pos} "
+                f"({value.name!r}), which tokenprune does not know how to gather at a cut", "traced language model",
+                f"declared kinds for {len(arg_kinds)} positional arguments after the hidden states",
+                "declare it in the spec under tracing.layer_args (mask, rope, positions, tokens, shared_kv, cache or "
+                "constant)"))
+        out[pos] = arg_kinds[pos - 1]
     for name, value in layer.kwargs.items():
         if not isinstance(value, fx.Node):
             continue
@@ -36,21 +56,20 @@ def _classify_kwargs(layer: fx.Node, kinds: dict[str, GatherKind]) -> dict[str, 
                 "how to gather at a cut", "traced language model", f"one of {sorted(kinds)}",
                 "declare it in the spec under tracing.layer_kwargs (mask, rope, positions, cache or constant)"))
         out[name] = kinds[name]
-    if len(layer.args) != 1 or not isinstance(layer.args[0], fx.Node):
-        raise TraceError(describe(
-            f"decoder layer call {layer.target!r} takes {len(layer.args)} positional arguments",
-            "traced language model", "exactly one, the hidden states", "register a tracing hint for this family"))
     return out
 
 
 def insert_cuts(traced: TracedLanguageModel, schedule: Schedule, session: PruneSession,
-                kwarg_kinds: dict[str, GatherKind]) -> fx.GraphModule:
-    """Rewrite ``traced.graph_module`` in place so every cut of ``schedule`` prunes tokens; return it."""
+                kwarg_kinds: dict[str, GatherKind], arg_kinds: tuple[GatherKind, ...] | list = ()) -> fx.GraphModule:
+    """Rewrite ``traced.graph_module`` in place so every cut of ``schedule`` prunes tokens; return it.
+
+    ``kwarg_kinds``/``arg_kinds``: how to gather the layers' keyword and positional arguments (spec ``tracing``).
+    """
     gm = traced.graph_module
     graph = gm.graph
     schedule.check_layers(traced.num_layers)
     layers = layer_nodes(graph, traced.layer_prefix, traced.num_layers)
-    kinds = [_classify_kwargs(node, kwarg_kinds) for node in layers]
+    kinds = [_classify_args(node, kwarg_kinds, arg_kinds) for node in layers]
     setattr(gm, SESSION_ATTR, session)
     with graph.inserting_before(layers[0]):
         session_node = graph.create_node("get_attr", SESSION_ATTR, name="tokenprune_session")
@@ -58,7 +77,7 @@ def insert_cuts(traced: TracedLanguageModel, schedule: Schedule, session: PruneS
     gathered: dict[int, set[str]] = {}
     previous_cut = None
     for cut in schedule.cuts:
-        windows = _mask_windows(layers, traced.config)
+        windows = _mask_windows(layers, traced.config, session.spec.windowed_layers)
         gathered[cut] = _insert_cut(graph, gm, traced.layer_prefix, layers, kinds, cut, previous_cut, session_node,
                                     windows)
         previous_cut = cut
@@ -70,8 +89,8 @@ def insert_cuts(traced: TracedLanguageModel, schedule: Schedule, session: PruneS
     return gm
 
 
-def _mask_windows(layers: list[fx.Node], config) -> dict[fx.Node, int | None]:
-    """The sliding window of each mask node that only sliding-window layers read (None otherwise)."""
+def _mask_windows(layers: list[fx.Node], config, windowed: dict) -> dict[fx.Node, tuple[int | None, bool]]:
+    """Per mask node that only layers of one windowed type read: (window, cache keeps the prompt)."""
     types = getattr(config, "layer_types", None)
     window = getattr(config, "sliding_window", None)
     users: dict[fx.Node, set[str]] = {}
@@ -80,16 +99,25 @@ def _mask_windows(layers: list[fx.Node], config) -> dict[fx.Node, int | None]:
         if isinstance(mask, fx.Node):
             kind = types[i] if types is not None else ("sliding_attention" if window else "full_attention")
             users.setdefault(mask, set()).add(kind)
-    return {node: window if kinds == {"sliding_attention"} else None for node, kinds in users.items()}
+    out = {}
+    for node, kinds in users.items():
+        policy = windowed.get(next(iter(kinds))) if len(kinds) == 1 else None
+        size = getattr(config, policy.size, None) if policy is not None else None
+        out[node] = (size, policy.keeps_prompt) if size else (None, False)
+    return out
 
 
-def _cache_arg(layer: fx.Node, kinds: dict[str, GatherKind]):
-    """The KV cache a layer call receives (the node of its ``cache`` keyword), or None."""
-    return next((layer.kwargs[name] for name, kind in kinds.items() if kind == "cache"), None)
+def _arg(layer: fx.Node, slot: Slot):
+    return layer.args[slot] if isinstance(slot, int) else layer.kwargs[slot]
+
+
+def _arg_of_kind(layer: fx.Node, kinds: dict[Slot, GatherKind], kind: GatherKind):
+    """The value of the layer call's first argument of gather ``kind`` (e.g. its KV cache), or None."""
+    return next((_arg(layer, slot) for slot, k in kinds.items() if k == kind), None)
 
 
 def _insert_cut(graph: fx.Graph, gm: fx.GraphModule, prefix: str, layers: list[fx.Node],
-                kinds: list[dict[str, GatherKind]], cut: int, previous_cut: int | None,
+                kinds: list[dict[Slot, GatherKind]], cut: int, previous_cut: int | None,
                 session_node: fx.Node, windows: dict) -> set[str]:
     scoring, target = layers[cut - 1], layers[cut]
     inserted: set[str] = set()
@@ -98,33 +126,43 @@ def _insert_cut(graph: fx.Graph, gm: fx.GraphModule, prefix: str, layers: list[f
             "call_function", ops.select_tokens, (), {
                 "session": session_node, "layer": cut, "prev_layer": previous_cut,
                 "hidden_in": scoring.args[0], "hidden_out": target.args[0],
-                "mask": scoring.kwargs.get("attention_mask"), "rope": scoring.kwargs.get("position_embeddings"),
-                "next_mask": target.kwargs.get("attention_mask"),
-                "next_rope": target.kwargs.get("position_embeddings"),
+                "mask": _arg_of_kind(scoring, kinds[cut - 1], "mask"),
+                "rope": _arg_of_kind(scoring, kinds[cut - 1], "rope"),
+                "next_mask": _arg_of_kind(target, kinds[cut], "mask"),
+                "next_rope": _arg_of_kind(target, kinds[cut], "rope"),
                 "scoring_layer": graph.create_node("get_attr", f"{prefix}.{cut - 1}", name=f"cut{cut}_scoring_layer"),
                 "next_layer": graph.create_node("get_attr", f"{prefix}.{cut}", name=f"cut{cut}_next_layer"),
                 # The scoring layer has written its keys there; the scorer reads them back instead of
                 # recomputing k_proj over every token. The node runs after the scoring layer (it reads
                 # ``hidden_out``), so the cache is filled by then.
-                "cache": _cache_arg(scoring, kinds[cut - 1]),
+                "cache": _arg_of_kind(scoring, kinds[cut - 1], "cache"),
+                # Layers that read shared keys/values instead of projecting them (Gemma 4) are scored from them.
+                "shared_kv": _arg_of_kind(scoring, kinds[cut - 1], "shared_kv"),
             }, name=f"cut{cut}_select")
         inserted |= {select.name, *(n.name for n in select.all_input_nodes if n.op == "get_attr")}
         hidden = graph.create_node("call_function", ops.gather_hidden, (target.args[0], select), {},
                                    name=f"cut{cut}_hidden")
-        target.args = (hidden,)
+        target.args = (hidden, *target.args[1:])
         inserted.add(hidden.name)
-        replaced: dict[fx.Node, fx.Node] = {}
-        for later, later_kinds in zip(layers[cut:], kinds[cut:]):
-            new_kwargs = dict(later.kwargs)
-            for name, kind in later_kinds.items():
-                if kind not in _GATHERS:
-                    continue
-                value = later.kwargs[name]
-                if value not in replaced:
-                    args = (value, select, session_node, windows.get(value)) if kind == "mask" else (value, select)
-                    replaced[value] = graph.create_node("call_function", _GATHERS[kind], args, {},
-                                                        name=f"cut{cut}_{name}")
-                    inserted.add(replaced[value].name)
-                new_kwargs[name] = replaced[value]
-            later.kwargs = new_kwargs
+    replaced: dict[fx.Node, fx.Node] = {}
+    for later, later_kinds in zip(layers[cut:], kinds[cut:]):
+        new_args, new_kwargs = list(later.args), dict(later.kwargs)
+        for slot, kind in later_kinds.items():
+            if kind not in _GATHERS:
+                continue
+            value = _arg(later, slot)
+            if value not in replaced:
+                args = ((value, select, session_node, *windows.get(value, (None, False))) if kind == "mask"
+                        else (value, select))
+                # Before the first later layer that reads it: a value computed inside the layer loop (Gemma 4's
+                # per-layer input) exists only from there on.
+                name = f"cut{cut}_{slot}" if isinstance(slot, str) else f"cut{cut}_arg{slot}"
+                with graph.inserting_before(later):
+                    replaced[value] = graph.create_node("call_function", _GATHERS[kind], args, {}, name=name)
+                inserted.add(replaced[value].name)
+            if isinstance(slot, int):
+                new_args[slot] = replaced[value]
+            else:
+                new_kwargs[slot] = replaced[value]
+        later.args, later.kwargs = tuple(new_args), new_kwargs
     return inserted

@@ -25,8 +25,8 @@ def apply_rotate_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, att
 
 
 @register("rope", "none")
-def apply_no_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn=None) -> torch.Tensor:
-    """For decoders without rotary embeddings."""
+def apply_no_rope(x: torch.Tensor, *position_embeddings: torch.Tensor, attn=None) -> torch.Tensor:
+    """For decoders without rotary embeddings (whatever position embeddings the layers receive)."""
     return x
 
 
@@ -44,6 +44,18 @@ def apply_cohere2(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn=No
     xf = x.float()
     out = (xf * cos.unsqueeze(1)) + (_rotate_interleaved(xf) * sin.unsqueeze(1))
     return out.to(dtype)
+
+
+@register("rope", "exaone4")
+def apply_exaone4(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn=None) -> torch.Tensor:
+    """Exaone 4: rotate-half on sliding-window layers only when the model has a window (its full layers are
+    NoPE), on every layer when ``sliding_window`` is None; read from ``attn.sliding_window``/``attn.is_sliding``."""
+    if attn is None or not hasattr(attn, "is_sliding"):
+        raise TypeError(f"rope 'exaone4' needs an attention module with is_sliding and sliding_window, got "
+                        f"{type(attn).__name__}; name another attention.rope in the spec")
+    if attn.sliding_window is not None and not attn.is_sliding:
+        return x
+    return apply_rotate_half(x, cos, sin)
 
 
 def _partial(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotate) -> torch.Tensor:
@@ -77,3 +89,17 @@ def apply_module_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, a
         raise TypeError(f"rope 'module_apply_rotary': the modeling module of {type(attn).__name__} has no "
                         "apply_rotary_pos_emb(q, k, cos, sin); name the spec's attention.rope explicitly")
     return apply(x, x, cos, sin)[0]
+
+
+@register("rope", "llama4")
+def apply_llama4(x: torch.Tensor, freqs_cis: torch.Tensor, attn=None) -> torch.Tensor:
+    """Llama 4: the layer's position embedding is one complex ``freqs_cis`` (B|1, S, Dh/2); interleaved pairs
+    rotate as complex numbers in fp32, then the weight-less L2 ``qk_norm`` when the layer has one. Only on RoPE
+    layers (``attn.use_rope``); NoPE layers pass q and k through (their temperature tuning is 1 below
+    floor_scale, which the spec's ``tracing.length_limits`` enforces)."""
+    if attn is not None and not getattr(attn, "use_rope", True):
+        return x
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, H, S, Dh/2)
+    out = torch.view_as_real(pairs * freqs_cis[:, None]).flatten(3).type_as(x)  # (B, H, S, Dh)
+    norm = getattr(attn, "qk_norm", None)
+    return norm(out) if norm is not None else out

@@ -24,12 +24,16 @@ import warnings
 import torch
 
 from tokenprune.errors import TraceError, describe
+from tokenprune.scoring.shared_kv import reuses_shared_kv
 
-from .probe_stack import RecordingLayer, real_layer_indices, standin_compiled, standin_original
+from .probe_stack import (RecordingLayer, real_layer_indices, standin_compiled, standin_original,
+                          tuple_output_layers)
 from .state import PruneSession
 
 SELF_CHECKS = ("layers", "full", "off")
 _PROBE_LENGTH = 7  # tokens: one padding, three "vision", three text
+# Key of a hint's probe overrides (``probe_variants``) holding the decode step's own keyword overrides.
+DECODE_OVERRIDES = "tokenprune_decode_overrides"
 
 
 def run_self_check(mode: str, original: torch.nn.Module, compiled: torch.nn.Module, session: PruneSession, hint,
@@ -56,8 +60,9 @@ def run_self_check(mode: str, original: torch.nn.Module, compiled: torch.nn.Modu
     layer_list = _resolve(original, layers_path)
     real = real_layer_indices(original.config, len(layer_list))
     logs: tuple[list, list] = ([], [])  # what the stand-ins of the original and of the rewritten model received
-    stacks = [{i: RecordingLayer(layer, i, session.spec, log) for i, layer in enumerate(layer_list) if i not in real}
-              for log in logs]
+    tuples = tuple_output_layers(graphs, layers_path)
+    stacks = [{i: RecordingLayer(layer, i, session.spec, log, tuple_output=i in tuples)
+               for i, layer in enumerate(layer_list) if i not in real} for log in logs]
     probe_original = standin_original(original, layers_path, stacks[0])
     probe_compiled = standin_compiled(compiled, graphs, input_names, hint, session, cut_layers, layers_path,
                                       stacks[1])
@@ -77,7 +82,12 @@ def probe_modules(lm: torch.nn.Module, spec, cut_layers, mode: str) -> list[tupl
     out = [(f"{layers_path}.{i}", layers[i], True) for i in real_layer_indices(lm.config, len(layers))]
     paths = spec.layer
     for cut in cut_layers:
-        for path in (paths.input_norm, paths.q_proj, paths.q_norm, paths.k_proj, paths.k_norm):
+        # A layer that reuses shared keys/values has no key projection (its keys come from a store layer).
+        own_keys = not reuses_shared_kv(spec, _resolve(layers[cut - 1], paths.attention))
+        keys = (paths.k_proj, paths.k_norm) if own_keys else ()
+        # A registered qk layout (attention.qk) reads submodules of the attention module: all of it.
+        scored = (paths.attention,) if spec.attention.qk else (paths.q_proj, paths.q_norm, *keys)
+        for path in (paths.input_norm, *scored):
             if path:
                 out.append((f"{layers_path}.{cut - 1}.{path}", _resolve(layers[cut - 1], path), True))
     embeddings = lm.get_input_embeddings()
@@ -120,8 +130,8 @@ def run_probe_check(original: torch.nn.Module, compiled: torch.nn.Module, sessio
         with torch.no_grad():
             results = []
             for variant, overrides in hint.probe_variants(original, {"inputs_embeds": embeds, "attention_mask": mask}):
-                ref = _run(original, embeds, step, mask, None, overrides)
-                got = _run(compiled, embeds, step, mask, vision, overrides)
+                ref = _run(original, embeds, step, mask, None, overrides, log=logs[0] if logs else None)
+                got = _run(compiled, embeds, step, mask, vision, overrides, log=logs[1] if logs else None)
                 results.append((variant, ref, got))
     except TraceError:
         raise
@@ -197,14 +207,28 @@ def _resolve(module, path: str):
     return module
 
 
-def _run(lm, embeds, step, mask, vision, overrides):
+def _run(lm, embeds, step, mask, vision, overrides, log=None):
+    overrides = dict(overrides)
+    step_overrides = overrides.pop(DECODE_OVERRIDES, {})  # a hint's per-token inputs of the decode step
     extra = {} if vision is None else {"tokenprune_vision_mask": vision, "_tokenprune_probe": True}
+    recorded = len(log) if log is not None else 0
     first = lm(inputs_embeds=embeds, **{"attention_mask": mask, **overrides}, use_cache=True, **extra)
+    if first.past_key_values is None and "past_key_values" not in overrides:
+        # A text model that creates no cache of its own (Granite 4 Vision's: generate() passes one): run the
+        # prompt again with an empty cache, as generate() would (and the compiled model does), forgetting what
+        # the stand-in layers recorded of the cache-less run.
+        from transformers import DynamicCache
+
+        if log is not None:
+            del log[recorded:]
+
+        first = lm(inputs_embeds=embeds, **{"attention_mask": mask, **overrides}, use_cache=True,
+                   past_key_values=DynamicCache(config=lm.config), **extra)
     full_mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
     positions = (full_mask.cumsum(-1) - 1).clamp_min(0)[:, -1:]  # (B, 1)
     if "position_ids" in overrides:  # continue the probe's own layout (e.g. mRoPE rows) by one step
         last = overrides["position_ids"][..., -1:]
         positions = last + 1
     second = lm(inputs_embeds=step, attention_mask=full_mask, past_key_values=first.past_key_values,
-                position_ids=positions, use_cache=True)
+                position_ids=positions, use_cache=True, **step_overrides)
     return first.last_hidden_state, second.last_hidden_state

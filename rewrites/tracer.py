@@ -42,6 +42,8 @@ class _LiveConfigTracer(_fx.Tracer):
 
     def __init__(self, autowrap_modules: tuple, hint: _CompositeHint, variant):
         super().__init__(autowrap_modules=autowrap_modules)
+        for module in autowrap_modules:  # names a hint needs unwrapped (e.g. classes used in isinstance checks)
+            self._autowrap_function_ids -= {id(getattr(module, n)) for n in hint.plain_globals if hasattr(module, n)}
         self._constants: dict[int, str] = {}
         self._hint, self._variant = hint, variant
 
@@ -91,6 +93,7 @@ def _tracing_root(lm: _torch.nn.Module, hint: _CompositeHint, variant, names: tu
     attrs = {"forward": namespace["forward"], "__module__": __name__}
     for method in hint.leaf_methods:
         attrs[method] = _leaf_method(cls, method)
+    attrs.update(hint.root_methods)
     root_cls = type(f"{cls.__name__}TracingRoot", (cls,), attrs)
     root = root_cls.__new__(root_cls)
     state = dict(lm.__dict__)

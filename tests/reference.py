@@ -8,6 +8,7 @@ no code with tokenprune's rewrite: plain forward pre-hooks on the decoder layers
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import torch
 
@@ -34,14 +35,25 @@ def masked_reference(layers, dropped: list[torch.Tensor]):
 
     def make_hook(j):
         def hook(module, args, kwargs):
-            mask = kwargs.get("attention_mask")
-            assert mask is not None and mask.dtype != torch.bool, "the reference runs eager attention"
+            # The mask is a keyword, or a positional argument (Kosmos-2 layers take it second).
+            position = _positional_index(module, "attention_mask") if "attention_mask" not in kwargs else None
+            if position is not None and position < len(args):
+                mask = args[position]
+            else:
+                mask, position = kwargs.get("attention_mask"), None
+            if mask is None:  # a decode step without padding may get no mask (Kosmos-2): every key is visible
+                mask = _causal_mask(args[0], kwargs.get("past_key_values"), j)
+            assert mask.dtype != torch.bool, "the reference runs eager attention"
             drop = dropped[j].to(mask.device)  # (B, P)
             if mask.shape[0] != drop.shape[0]:  # beam search expands each sample to num_beams rows
                 drop = drop.repeat_interleave(mask.shape[0] // drop.shape[0], dim=0)
             cols = torch.zeros(mask.shape[0], mask.shape[-1], dtype=torch.bool, device=mask.device)
             cols[:, : drop.shape[1]] = drop
-            kwargs["attention_mask"] = mask.masked_fill(cols[:, None, None, :], torch.finfo(mask.dtype).min)
+            masked = mask.masked_fill(cols[:, None, None, :], torch.finfo(mask.dtype).min)
+            if position is None:
+                kwargs["attention_mask"] = masked
+            else:
+                args = (*args[:position], masked, *args[position + 1:])
             return args, kwargs
 
         return hook
@@ -52,6 +64,21 @@ def masked_reference(layers, dropped: list[torch.Tensor]):
     finally:
         for h in handles:
             h.remove()
+
+
+def _causal_mask(hidden: torch.Tensor, cache, layer: int) -> torch.Tensor:
+    """An additive causal (B, 1, q, past + q) mask for a call that got none."""
+    bsz, q = hidden.shape[:2]
+    past = cache.get_seq_length(layer) if cache is not None else 0
+    future = torch.arange(past + q)[None, :] > past + torch.arange(q)[:, None]  # (q, past + q)
+    mask = torch.zeros(q, past + q, dtype=hidden.dtype).masked_fill(future, torch.finfo(hidden.dtype).min)
+    return mask.to(hidden.device).expand(bsz, 1, q, past + q)
+
+
+def _positional_index(module, name: str) -> int | None:
+    """Index of parameter ``name`` among ``module.forward``'s positional arguments (``self`` excluded)."""
+    params = list(inspect.signature(module.forward).parameters)
+    return params.index(name) if name in params else None
 
 
 def kept_positions(vision_mask: torch.Tensor, selection, b: int) -> torch.Tensor:

@@ -13,9 +13,10 @@ from tokenprune.rewrites.prune_pass import insert_cuts
 from tokenprune.rewrites.selfcheck import SELF_CHECKS, run_self_check
 from tokenprune.rewrites.state import PruneSession
 from tokenprune.rewrites.tracer import trace_language_model
-from tokenprune.registry import registry_for
+from tokenprune.registry import lookup, registry_for
 from tokenprune.schedule import Schedule
 from tokenprune.scoring import DEFAULT_SCORER
+from tokenprune.scoring.attention import query_scale
 from tokenprune.scoring.keys import KEY_POLICIES
 from tokenprune.spec import ModelSpec, load_spec, match_spec, resolve_module
 
@@ -79,13 +80,14 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
     session = PruneSession(schedule=schedule, spec=spec, scorer_name=scorer, seed=seed, scoring_keys=scoring_keys)
     hint = CompositeHint(spec.tracing.hints, lm, model.config)
     traced = trace_language_model(lm, spec.decoder_layers, hint)
-    graphs = {variant: insert_cuts(t, schedule, session, spec.layer_kwargs) for variant, t in traced.items()}
+    graphs = {variant: insert_cuts(t, schedule, session, spec.layer_kwargs, spec.tracing.layer_args)
+              for variant, t in traced.items()}
     names = {variant: t.input_names for variant, t in traced.items()}
     # Keep the graph modules out of the registered children so parameters are not listed twice.
     object.__setattr__(lm, "forward", make_language_model_forward(lm, graphs, names, hint, session, schedule.cuts))
     object.__setattr__(lm, "_tokenprune_graphs", graphs)
     base = clones.get(spec.multimodal_model, pruned) if spec.multimodal_model else pruned
-    base.register_forward_pre_hook(make_vision_hook(session, token_ids), with_kwargs=True)
+    base.register_forward_pre_hook(make_vision_hook(session, token_ids, spec.vision_tokens.locator), with_kwargs=True)
     object.__setattr__(pruned, "_tokenprune_session", session)
     object.__setattr__(pruned, "_tokenprune_language_model", lm)
     session.self_check = run_self_check(self_check, lm_original, lm, session, hint, graphs=graphs,
@@ -121,16 +123,22 @@ def _check_architecture(model, spec: ModelSpec) -> None:
 
 def _check_layer_paths(layer, spec: ModelSpec) -> None:
     paths = spec.layer
-    for key in ("attention", "q_proj", "k_proj", "q_norm", "k_norm", "input_norm"):
+    # A registered qk layout (attention.qk) reads its own submodules of the attention module instead.
+    projections = () if spec.attention.qk else ("q_proj", "k_proj", "q_norm", "k_norm")
+    for key in ("attention", *projections, "input_norm"):
         path = getattr(paths, key)
         if path:
             resolve_module(layer, path, f"spec {spec.name!r}: layer.{key}")
     attn = resolve_module(layer, paths.attention, f"spec {spec.name!r}: layer.attention")
+    if spec.attention.qk:
+        lookup("qk", spec.attention.qk)().check(attn, f"spec {spec.name!r}: attention.qk")  # SpecError if bad
     for key in ("head_dim", "scaling", "kv_groups"):
         name = getattr(spec.attention, key)
-        if not hasattr(attn, name):
+        if name is not None and not hasattr(attn, name):  # kv_groups may be null (no grouped-query heads)
             raise SpecError(describe(f"attention module {type(attn).__name__} has no attribute {name!r}",
                                      f"spec {spec.name!r}: attention.{key}", "an attribute of the attention module"))
+    if spec.attention.q_scale:
+        query_scale(attn, spec.attention.q_scale, f"spec {spec.name!r}: attention.q_scale")  # SpecError if bad
 
 
 def _session(model) -> PruneSession:
@@ -151,8 +159,8 @@ def last_selection(model) -> dict[int, list[torch.Tensor]]:
 
 def scoring_key_sources(model) -> dict[int, str | None]:
     """Per cut layer, where the scorer of the last prefill got its keys: ``"cache: ..."`` (read back from the
-    KV cache the scoring layer had just filled) or ``"recompute: <reason>"``. ``None`` for scorers without
-    keys (``random``)."""
+    KV cache the scoring layer had just filled), ``"shared: ..."`` (a layer that reuses keys another layer shared
+    with it, Gemma 4) or ``"recompute: <reason>"``. ``None`` for scorers without keys (``random``)."""
     return dict(_session(model).key_sources)
 
 

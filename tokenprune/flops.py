@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import ScheduleError, describe
+from .errors import ScheduleError, UnsupportedError, describe
 from .schedule import Schedule
 
 Convention = Literal["exact", "paper"]
@@ -34,18 +34,34 @@ class TextShape:
     def from_config(cls, config) -> TextShape:
         text = config.get_text_config() if hasattr(config, "get_text_config") else config
         heads = text.num_attention_heads
+        if getattr(text, "per_layer_config", None) is not None and _per_layer_heterogeneous(text):
+            raise UnsupportedError(describe(
+                f"{type(text).__name__} sets head sizes or key/value heads per layer (e.g. Gemma 4)",
+                "TextShape.from_config", "one head size and key/value head count for every layer",
+                "pass a TextShape describing the layers (an approximation) where a config is accepted"))
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-        # Every decoder family bundled here uses a gated MLP (gate, up, down); a config may say otherwise.
-        gated = getattr(text, "mlp_gated", True)
+        # Llama-style decoders use a gated MLP (gate, up, down); BART-style configs (Kosmos-2: `ffn_dim`) a plain
+        # one (fc1, fc2); a config may say otherwise.
+        plain = getattr(text, "intermediate_size", None) is None and hasattr(text, "ffn_dim")
+        gated = getattr(text, "mlp_gated", not plain)
         return cls(
             num_layers=text.num_hidden_layers,
             hidden=text.hidden_size,
-            intermediate=text.intermediate_size,
+            intermediate=text.ffn_dim if plain else text.intermediate_size,
             heads=heads,
             kv_heads=getattr(text, "num_key_value_heads", None) or heads,
             head_dim=head_dim,
             gated_mlp=gated,
         )
+
+
+def _per_layer_heterogeneous(text) -> bool:
+    """Whether the config's per-layer overrides change a size the uniform FLOPs model reads."""
+    try:
+        layers = [text.per_layer_config[i] for i in range(text.num_hidden_layers)]
+        return len({(getattr(c, "head_dim", None), getattr(c, "num_key_value_heads", None)) for c in layers}) > 1
+    except Exception:  # configs whose per-layer view is not indexable: treat as uniform
+        return False
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,11 @@ from .registry import registry_for
 
 BUNDLED_PACKAGE = "tokenprune.model_specs"
 
-# How a decoder-layer keyword argument carries per-token data, i.e. how a cut must gather it.
-GatherKind = Literal["mask", "rope", "positions", "cache", "constant"]
+# How a decoder-layer argument carries per-token data, i.e. how a cut must gather it. Besides the masks, rotary
+# values and position ids: "tokens" is a (B, S, ...) tensor laid out like the hidden states (Gemma 4's per-layer
+# input), "shared_kv" a mapping of (key, value) tensors (B, H, S_k, D) that layers write and later layers read
+# (Gemma 4's KVSharingDict), gathered along the key axis.
+GatherKind = Literal["mask", "rope", "positions", "tokens", "shared_kv", "cache", "constant"]
 
 DEFAULT_LAYER_KWARGS: dict[str, GatherKind] = {
     "attention_mask": "mask",
@@ -44,7 +47,18 @@ class LayerPaths(_Strict):
     k_proj: str = Field("self_attn.k_proj", description="Key projection (a Linear).")
     q_norm: str | None = Field(None, description="Per-head query norm applied before RoPE, if the family has one.")
     k_norm: str | None = Field(None, description="Per-head key norm applied before RoPE, if the family has one.")
-    input_norm: str = Field("input_layernorm", description="The norm applied to the layer input before attention.")
+    input_norm: str | None = Field("input_layernorm", description="The norm applied to the layer input before "
+                                   "attention; null for post-norm layers that attend to the raw input (Exaone 4).")
+
+
+class SharedKV(_Strict):
+    """Attribute names of an attention module that shares keys/values with other layers through a mapping passed
+    to every layer (Gemma 4's KVSharingDict; declare that argument as ``shared_kv`` in ``tracing``)."""
+
+    reuse: str = Field(description="Attribute, true when the layer reads its keys/values from the mapping instead "
+                       "of projecting them (such a layer has no k_proj; the scorer reads the keys from the mapping).")
+    store: str = Field(description="Attribute, true when the layer writes its keys/values into the mapping.")
+    key: str = Field("layer_type", description="Attribute holding the layer's key in the mapping.")
 
 
 class AttentionAttrs(_Strict):
@@ -52,10 +66,22 @@ class AttentionAttrs(_Strict):
 
     head_dim: str = Field("head_dim", description="Attribute holding the per-head size.")
     scaling: str = Field("scaling", description="Attribute holding the softmax scale (e.g. head_dim**-0.5).")
-    kv_groups: str = Field("num_key_value_groups", description="Attribute holding query heads per key/value head.")
+    kv_groups: str | None = Field("num_key_value_groups", description="Attribute holding query heads per key/value "
+                                  "head; null for attention without grouped-query heads (one key head per query head).")
     rope: str = Field("rotate_half", description="Registered name of the function that applies RoPE to q and k.")
     softcap: str = Field("attn_logit_softcapping", description="Attribute holding the attention-logit soft cap "
                          "(Gemma 2); a missing attribute or None means no cap.")
+    q_scale: str | None = Field(None, description="Attribute holding a multiplier applied to the queries after "
+                                "q_norm and before RoPE, on top of `scaling` (Muse Glimmer's qk_scale_factor); "
+                                "null for none.")
+    qk_norm_after_rope: bool = Field(False, description="True when layer.q_norm/k_norm are applied after RoPE "
+                                     "(HunYuanVL's query_layernorm/key_layernorm), not before it.")
+    shared_kv: SharedKV | None = Field(None, description="For layers that share keys/values through a mapping "
+                                       "passed to every layer (Gemma 4); null for none.")
+    qk: str | None = Field(None, description="Registered query/key layout (kind 'qk') for attention modules without "
+                           "separate q_proj/k_proj (multi-head latent attention: 'mla'; fused query_key_value: "
+                           "'persimmon'). It replaces layer.q_proj/k_proj/q_norm/k_norm and attention.rope, "
+                           "head_dim and q_scale; null for the standard layout.")
 
 
 class VisionTokens(_Strict):
@@ -69,6 +95,22 @@ class VisionTokens(_Strict):
     locator: str | None = Field(None, description="Registered name of a locator for families that need Python.")
 
 
+class WindowedLayer(_Strict):
+    """A decoder-layer type (``config.layer_types``) whose KV cache is bounded by a window."""
+
+    size: str = Field(description="Attribute of the text model's config holding the window, e.g. 'sliding_window'.")
+    keeps_prompt: bool = Field(False, description="The cache keeps every prompt token and slides only the later "
+                               "ones (reference sliding-window attention): a pruned layer stays exact past the "
+                               "window. Otherwise prompt + generated tokens must stay below the window (refused).")
+
+
+# Layer types of transformers whose caches slide (cache_utils sizes chunked layers by attention_chunk_size).
+DEFAULT_WINDOWED_LAYERS: dict[str, WindowedLayer] = {
+    "sliding_attention": WindowedLayer(size="sliding_window"),
+    "chunked_attention": WindowedLayer(size="attention_chunk_size"),
+}
+
+
 class Tracing(_Strict):
     """Tracing specialisations for families that need them."""
 
@@ -78,6 +120,23 @@ class Tracing(_Strict):
         description="Extra decoder-layer keyword arguments and how a cut gathers them "
         "(merged over the defaults: attention_mask=mask, position_embeddings=rope, position_ids=positions, "
         "past_key_values=cache, use_cache=constant).",
+    )
+    layer_args: list[GatherKind] = Field(
+        default_factory=list,
+        description="How a cut gathers each positional argument of a decoder-layer call after the hidden states, "
+        "in order (Gemma 4: [tokens] for its per-layer input; Kosmos-2: [mask] for the attention mask).",
+    )
+    windowed_layers: dict[str, WindowedLayer] = Field(
+        default_factory=dict,
+        description="Layer types whose KV cache is bounded by a window, merged over the defaults "
+        "(sliding_attention: sliding_window, chunked_attention: attention_chunk_size; neither keeps the prompt).",
+    )
+    length_limits: list[str] = Field(
+        default_factory=list,
+        description="Dotted references into the text model's config: a call of a pruned model (prompt + generated "
+        "tokens) must stay below each value and is refused otherwise. For layers that compute something from "
+        "their own slot index or cache length, which a cut shortens (Llama 4's attn_temperature_tuning: "
+        "floor_scale).",
     )
 
 
@@ -95,6 +154,10 @@ class TestModel(_Strict):
                            "(families that add per-token features in early layers refuse shallower cuts).")
     eager_only: list[str] = Field(default_factory=list, description="Variants ('default' for the base config) "
                                   "whose text model has no sdpa implementation in transformers.")
+    padded_decode_differs: bool = Field(False, description="Hugging Face's own model generates differently with "
+                                        "and without a KV cache for a left-padded sample (Kosmos-2 / 2.5: positions "
+                                        "skip padding in a prefill, not in a cached step); the suite then compares "
+                                        "cached and uncached generation on unpadded samples only.")
 
 
 class ModelSpec(_Strict):
@@ -126,6 +189,10 @@ class ModelSpec(_Strict):
     @property
     def layer_kwargs(self) -> dict[str, GatherKind]:
         return {**DEFAULT_LAYER_KWARGS, **self.tracing.layer_kwargs}
+
+    @property
+    def windowed_layers(self) -> dict[str, WindowedLayer]:
+        return {**DEFAULT_WINDOWED_LAYERS, **self.tracing.windowed_layers}
 
     # -------------------------------------------------------------- resolution
     def vision_token_ids(self, config) -> list[int]:
@@ -204,6 +271,7 @@ def spec_from_dict(data: dict, source: str = "<dict>") -> ModelSpec:
 
 def _check_registered(spec: ModelSpec, source: str) -> None:
     checks = [("rope", [spec.attention.rope], "attention.rope"),
+              ("qk", [spec.attention.qk] if spec.attention.qk else [], "attention.qk"),
               ("tracing_hint", spec.tracing.hints, "tracing.hints"),
               ("locator", [spec.vision_tokens.locator] if spec.vision_tokens.locator else [], "vision_tokens.locator")]
     if spec.test_model is not None:

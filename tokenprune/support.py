@@ -23,12 +23,6 @@ from tokenprune.spec import bundled_specs
 # Obstacles the automatic analysis cannot see from a default config, each found by reading the family's
 # transformers modeling code (the class names below); they replace the analysis' reason for that architecture.
 KNOWN_OBSTACLES: dict[str, str] = {
-    "Llama4ForConditionalGeneration": (
-        "Llama4TextAttention needs scorer and gather support that tokenprune lacks: its rotary embedding is one "
-        "complex freqs_cis tensor (apply_rotary_emb), not a (cos, sin) pair, so cuts cannot gather it and the "
-        "scorer cannot rotate with it; q/k L2 norms come after RoPE and only on RoPE layers; and NoPE layers' "
-        "attn_temperature_tuning scales queries by positions taken from arange over the layer's own sequence "
-        "length and cache length, which a cut shortens (exact only while prompt + output < floor_scale)"),
     "Lfm2VlForConditionalGeneration": (
         "hybrid decoder (Lfm2Model): LFM2 checkpoints set layer_types with 'conv' layers (Lfm2ShortConv, a causal "
         "depthwise Conv1d over the sequence with a conv_L_cache state), which mix each token with its "
@@ -43,48 +37,6 @@ KNOWN_OBSTACLES: dict[str, str] = {
         "(model.vlm) only fills a KV cache that the flow-matching action expert (model.dit) reads at every layer "
         "with a mask built from the unpruned 2-D attention mask, so the logit and generation contract does not "
         "apply and a pruned prefix cache would not match the expert's mask"),
-    "Exaone4_5_ForConditionalGeneration": (
-        "the Exaone4 text layers are post-norm (no input norm before attention: the scorer's layer.input_norm "
-        "has nothing to name) and apply RoPE only on sliding-window layers when sliding_window is set "
-        "(Exaone4Attention.is_sliding; full layers are NoPE), a rule no registered rope function follows; "
-        "both need scorer support (an identity input norm and an 'exaone4' rope)"),
-    "UnlimitedOcrForConditionalGeneration": (
-        "reference sliding-window attention (UnlimitedOcrDynamicReferenceSlidingWindowLayer on every "
-        "'reference_sliding_attention' layer): each layer's cache keeps its first update (the prefill) and evicts "
-        "decoded tokens past sliding_window, and create_reference_sliding_window_causal_mask builds the decode mask "
-        "from the first such cache layer (layer 0, never pruned); once more than sliding_window tokens are "
-        "decoded, a pruned layer's cache no longer lines up with its gathered mask. Verified: with a tiny config, "
-        "sliding_window=128 passes the whole conformance suite, sliding_window=4 (eviction within 8 decode steps) "
-        "generates tokens that differ from the masking reference with no error. Needs rewrites support for this "
-        "cache layer (gather its mask after eviction, or refuse past the window); the test-input builder "
-        "'sam_clip_images' is ready"),
-    "Kosmos2_5ForConditionalGeneration": (
-        "Kosmos2_5TextTransformer is called with input_ids, image_embeds and image_embeds_position_mask, not "
-        "inputs_embeds: it embeds the ids itself, scatters the image features where image_embeds_position_mask "
-        "is 1, and adds sinusoidal positions computed from input_ids (create_position_ids_from_input_ids skips "
-        "padding; from inputs_embeds alone they are sequential and wrong under left padding) plus a segment "
-        "embedding from the mask; the image slots hold '<s>' (the BOS id), so no config token id marks them. "
-        "Needs a tracing hint whose root takes those three inputs and a locator reading "
-        "image_embeds_position_mask"),
-    "MuseGlimmerForConditionalGeneration": (
-        "MuseGlimmerTextAttention multiplies the queries by qk_scale_factor (3.87) after its weight-less qk_norm, "
-        "on top of scaling = head_dim**-0.5; the scorer has no query multiplier (no attribute holds the product), "
-        "so its softmax temperature differs per head and the head-averaged ranking can differ from HF's. Needs a "
-        "scorer option such as attention.q_scale (an attribute name multiplied into scaling); q_norm/k_norm can "
-        "both name self_attn.qk_norm and NoPE layers get position_embeddings=None"),
-    "MuseSparkForConditionalGeneration": (
-        "same attention as Muse Glimmer (MuseSparkTextAttention subclasses MuseGlimmerTextAttention): queries "
-        "are multiplied by qk_scale_factor after the weight-less qk_norm, which the scorer cannot express "
-        "(needs an attention.q_scale option); its o_norm and residual gates do not affect scoring"),
-    "Gemma4ForConditionalGeneration": (
-        "Gemma4 decoder layers take per_layer_input as a second positional argument (passed even when None) and "
-        "share K/V between layers through a mutable KVSharingDict, a per-token side channel the completeness "
-        "analysis cannot follow: a cut between the writing and the reading layer would be silently wrong; needs "
-        "prune-pass support for extra positional per-token arguments and for the shared K/V"),
-    "Gemma4UnifiedForConditionalGeneration": (
-        "decoder layers take shared_kv_states as a second positional argument and share K/V between layers "
-        "through a mutable KVSharingDict (a side channel a cut would silently desynchronise); masks and rotary "
-        "values are dicts keyed by layer type; needs prune-pass support for both"),
     "Inkling2ForConditionalGeneration": (
         "every decoder layer has causal short 1-D convolutions over the sequence (post_attention_convolution, "
         "post_mlp_convolution) with a cached conv state: each token mixes with its predecessors in sequence "
@@ -92,14 +44,72 @@ KNOWN_OBSTACLES: dict[str, str] = {
     "InklingForConditionalGeneration": (
         "keys and values pass through causal short 1-D convolutions over the sequence (k_sconv, v_sconv) with a "
         "cached conv state: each token mixes with its predecessors, so dropping tokens is not masking them"),
-    "Kosmos2ForConditionalGeneration": (
-        "the text transformer merges image_embeds itself (from input_ids and image_embeds_position_mask) and calls "
-        "its layers with attention_mask and encoder_hidden_states positionally; needs prune-pass support for "
-        "positional per-token arguments, a tracing hint doing the merge, and a locator built from "
-        "image_embeds_position_mask"),
+    "Mistral4ForCausalLM": (
+        "text-only causal LM (Mistral4Model: no vision tower, no image token id, no embedding merge); the "
+        "image-text auto mapping lists it, but its prompts hold no vision tokens to prune. Its multi-head latent "
+        "attention is the registered 'mla' qk layout except for Llama-4 query scaling by position "
+        "(rope_parameters.llama_4_scaling_beta), which the layout refuses"),
+    "MistralLarge4ForConditionalGeneration": (
+        "DeepSeek sparse attention (MistralLarge4TextIndexer): each query attends only to the index_topk keys "
+        "an indexer picks, the indexer keeps its own per-layer key cache (past_key_values.update_indexer) "
+        "besides the MLA latents, and 'shared' indexer layers reuse the previous layer's top-k *key indices* "
+        "(decoder layers return topk_indices, passed on as prev_topk_indices): a cut would have to gather the "
+        "indexer cache and remap those indices to the kept columns, and the scorer to reproduce the top-k "
+        "mask and the per-head log-position query scaling (softmax_scaling); KV-sharing layers read MLA "
+        "latents from a mapping ('rope'/'nope')"),
+    "Dots3NoteForConditionalGeneration": (
+        "DeepSeek sparse attention on its 'indexed_attention' layers (every config that does not set "
+        "use_dsa=False): Dots3NoteTextIndexer picks each query's index_topk keys and keeps its own per-layer "
+        "key cache (past_key_values.update_indexer), which a cut would have to gather with the K/V cache (a "
+        "pruned layer's indexer keys would otherwise keep the unpruned length at decode), and the scorer "
+        "would have to reproduce the top-k mask; its MLA also differs from DeepSeek-V3's (q/kv latent "
+        "rescaling, k_rope_only_layernorm), which the 'mla' qk layout refuses"),
     "EvollaForProteinText2Text": (
         "protein-text model: protein features reach the text model only through cross-attention adapters "
         "(EvollaSequenceAlignerCrossAttention fed by protein_kv_states); the sequence holds no vision tokens to prune"),
+    "IdeficsForVisionText2Text": (
+        "vision enters only through gated cross-attention: IdeficsModel.forward embeds input_ids alone (each image "
+        "is one <image> text token between <fake_token_around_image> tokens) and feeds the vision encoder's (or "
+        "perceiver resampler's) image_hidden_states as keys/values to an IdeficsGatedCrossAttentionLayer before "
+        "every cross_layer_interval-th decoder layer; the sequence has no vision tokens to prune"),
+    "MllamaForConditionalGeneration": (
+        "vision enters only through cross-attention: the layers in text_config.cross_attention_layers are "
+        "MllamaCrossAttentionDecoderLayer (cross_attn with keys/values from cross_attention_states, the projected "
+        "vision features, tanh-gated), and input_ids are embedded as text (one <|image|> token per image); the "
+        "sequence has no vision tokens to prune"),
+    "Gemma3nForConditionalGeneration": (
+        "AltUp text model (Gemma3nTextModel): decoder layers pass a stack of altup_num_inputs hidden streams "
+        "(altup_num_inputs, B, S, D), token axis 2, and each layer's attention reads "
+        "input_layernorm(altup.predict(stack)[altup_active_idx]), a per-token mix of the streams with "
+        "router-computed coefficients, before q/k; the mixing is per token, so pruning would be exact in "
+        "principle, but tokenprune's cuts gather (B, S, ...) layer inputs and its scorer feeds the input norm the "
+        "layer input directly: both need an AltUp-aware layout (on top of the per-layer inputs and K/V sharing "
+        "handled for Gemma 4). Also not testable in CI: its vision tower is a timm MobileNetV5 (TimmWrapperModel) "
+        "built from the fixed Gemma3nVisionConfig, so no transformers tower can stand in through the config, and "
+        "timm cannot be installed (see the FastVLM spec)"),
+    "DiffusionGemmaForBlockDiffusion": (
+        "block-diffusion model, not an autoregressive decoder: the causal prefix encoder "
+        "(DiffusionGemmaEncoderTextModel) only fills a KV cache, and the logits come from a second stack, "
+        "DiffusionGemmaDecoderModel, that denoises a canvas of canvas_length random tokens with bidirectional "
+        "attention over the whole cache plus the canvas; its own generate() (DiffusionGemmaGenerationMixin, not "
+        "HF's GenerationMixin) re-runs that decoder for every denoising step with a mask built from the unpruned "
+        "2-D mask and the cache length, and has no use_cache=False path (the decoder requires past_key_values), "
+        "so neither prompt logits nor cached-vs-uncached autoregressive generation exist to prune against"),
+    "Qwen4ExpForConditionalGeneration": (
+        "hybrid decoder (Qwen4ExpTextModel): layer_types interleave 'linear_attention' layers "
+        "(Qwen4ExpTextGatedDeltaNet: a causal depthwise conv over the sequence plus a gated delta-rule recurrence, "
+        "both with cached state) 3:1 with 'indexed_attention' layers whose QSA indexer (Qwen4ExpTextQSAIndexer) "
+        "averages indexer_compress_ratio consecutive keys into blocks and keeps each query's top blocks; PLE "
+        "layers add hashed n-gram embeddings of consecutive input ids through a short conv. Each mixes tokens by "
+        "sequence order, so dropping tokens is not the same as masking them (validate_architecture allows no "
+        "other layer types)"),
+}
+
+# Why a package that transformers asks for cannot be installed in this environment (appended to its reason).
+_UNINSTALLABLE = {
+    "timm": ("timm needs torchvision, and the only torchvision wheel on PyPI for this torch (2.13, 0.28.0) is built "
+             "against CUDA torch: with the CPU torch used here `import torchvision` fails with \"operator "
+             "torchvision::nms does not exist\""),
 }
 
 _NON_TEXT = ("vision", "visual", "audio", "image_tower", "video_tower", "protein", "perceiver", "resampler")
@@ -144,15 +154,18 @@ def support_rows(architectures: list[tuple[str, str]] | None = None) -> list[Sup
 def analyse(arch: str, model_type: str) -> tuple[str | None, str]:
     """Build ``arch`` on the meta device from its default config and name the first obstacle."""
     import transformers
-    from transformers import AutoConfig
+
+    from tokenprune.support_configs import analysis_config
 
     try:
-        config = AutoConfig.for_model(model_type)
+        config = analysis_config(arch, model_type)  # hand-written tiny config where the default does not build
         with warnings.catch_warnings(), torch.device("meta"):
             warnings.simplefilter("ignore")
             model = getattr(transformers, arch)._from_config(config)
     except ImportError as err:
-        return None, f"cannot be built here: needs a package that is not installed ({_first_line(err)})"
+        why = "; ".join(note for name, note in _UNINSTALLABLE.items() if f"the {name} library" in str(err))
+        return None, (f"cannot be built here: needs a package that is not installed ({_first_line(err).rstrip(':')})"
+                      + (f": {why}" if why else ""))
     except Exception as err:  # default configs of some families are incomplete without a checkpoint
         return None, f"cannot be built from its default config offline ({type(err).__name__}: {_first_line(err)})"
     candidates = [(name, mod) for name, mod in model.named_modules()
@@ -173,6 +186,11 @@ def analyse(arch: str, model_type: str) -> tuple[str | None, str]:
         return lm_path, (f"hybrid decoder ({cls}) with {hybrid} layers: their recurrent or convolutional state "
                          "mixes every token, so dropping tokens is not the same as masking them")
     without_attention = [i for i, layer in enumerate(lm.layers) if "self_attn" not in dict(layer.named_children())]
+    crossing = [i for i in without_attention if any("cross" in n for n, _ in lm.layers[i].named_children())]
+    if crossing:  # e.g. Mllama's MllamaCrossAttentionDecoderLayer: attends to vision states fed beside the sequence
+        return lm_path, (f"decoder ({cls}) whose layers {crossing[:6]} are cross-attention layers "
+                         f"({type(lm.layers[crossing[0]]).__name__}) instead of self-attention: vision enters as "
+                         "their keys/values, not as tokens of the sequence that a cut could shorten")
     if without_attention and len(without_attention) < len(lm.layers):
         return lm_path, (f"hybrid decoder ({cls}): layers {without_attention[:6]} have no self-attention (convolution "
                          "or recurrence mixes every token), so dropping tokens is not the same as masking them")
@@ -182,7 +200,8 @@ def analyse(arch: str, model_type: str) -> tuple[str | None, str]:
     if attn is None or not all(hasattr(attn, p) for p in ("q_proj", "k_proj")):
         return lm_path, (f"non-standard decoder layer {type(layer).__name__} (children {sorted(children)}): "
                          "the scorer needs self_attn.q_proj and self_attn.k_proj (e.g. multi-head latent attention "
-                         "has none); a registered scorer for this layout is needed")
+                         "has none); its layout needs a registered qk layout (spec attention.qk, "
+                         "tokenprune/scoring/qk.py) and a spec")
     if "cross_attn" in " ".join(children) or any("cross" in n for n in children):
         return lm_path, f"decoder layers with cross-attention ({type(layer).__name__}): vision is not in the sequence"
     return lm_path, _trace_reason(lm)
@@ -224,7 +243,7 @@ def render_markdown(rows: list[SupportRow]) -> str:
     lines = [
         "# Model support",
         "",
-        f"Generated by `python -m tokenprune.support` from the bundled specs and an automatic analysis of every",
+        "Generated by `python -m tokenprune.support` from the bundled specs and an automatic analysis of every",
         f"image-text-to-text architecture in transformers {transformers.__version__}: {supported} of {len(rows)} "
         "are supported.",
         "",

@@ -105,7 +105,16 @@ def test_cached_generation_equals_uncached(pair):
     cached = greedy(compiled, batch, use_cache=True)
     selection = tp.last_selection(compiled)
     uncached = greedy(compiled, batch, use_cache=False)
-    assert torch.equal(cached, uncached)
+    rows = slice(None)
+    if case.spec.test_model.padded_decode_differs:
+        # Hugging Face's own model generates differently without a cache on padded rows: there, the uncached
+        # generation must equal the masking reference's uncached generation instead.
+        rows = batch.kwargs["attention_mask"].bool().all(dim=1)
+        assert bool(rows.any()), "the batch needs an unpadded sample"
+        dropped = dropped_per_layer(batch.vision_mask, tp.last_selection(compiled), case.num_layers)
+        with masked_reference(layers_of(case, case.models["eager"]), dropped):
+            assert torch.equal(uncached, greedy(case.models["eager"], batch, use_cache=False))
+    assert torch.equal(cached[rows], uncached[rows])
     after = tp.last_selection(compiled)
     assert all(torch.equal(a, b) for layer in selection for a, b in zip(selection[layer], after[layer]))
 

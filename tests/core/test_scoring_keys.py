@@ -13,9 +13,11 @@ from tokenprune.testing import make_test_inputs
 from tokenprune.testing.builders import build_test_config
 
 # Plain GQA, q/k norms (Gemma 3, Qwen 3), mRoPE (Qwen2-VL), interleaved RoPE in sliding layers only (Cohere 2),
-# soft-capping (Gemma 2), a sliding window longer than the prompt (Mistral).
+# soft-capping (Gemma 2), a sliding window longer than the prompt (Mistral), scaled queries and NoPE layers
+# (Muse Glimmer), post-norm layers with RoPE on sliding layers only (EXAONE 4.5).
 CASES = [("llava", None), ("gemma3", None), ("qwen2_vl", None), ("qwen3_vl", None), ("cohere2_vision", None),
-         ("paligemma", "gemma2-text"), ("mistral3", "sliding-window"), ("internvl", None)]
+         ("paligemma", "gemma2-text"), ("mistral3", "sliding-window"), ("internvl", None),
+         ("muse_glimmer", None), ("exaone4_5", None)]
 
 
 @pytest.fixture

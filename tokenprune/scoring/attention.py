@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import torch
 
+from tokenprune.errors import SpecError, describe
 from tokenprune.registry import lookup
 from tokenprune.spec import ModelSpec, resolve_module
 
 from .keys import KeyLookup, find_cached_keys
+from .qk import layout_cached_keys
+from .shared_kv import find_shared_keys
 
 
 def attention_probs(
@@ -28,24 +31,36 @@ def attention_probs(
     query_slots: torch.Tensor,
     cache=None,
     key_policy: str = "recompute",
+    shared_kv=None,
 ) -> tuple[torch.Tensor, KeyLookup]:
     """Head-averaged attention of each sample's query slots ``query_slots`` (B, Q) over all ``n`` keys:
     (B, Q, n) fp32, and where the keys came from.
 
     ``cache``: the KV cache of this call, read only if ``layer`` already ran in it (``key_policy="auto"``).
+    ``shared_kv``: keys/values shared between layers; read when ``layer`` reuses them (spec attention.shared_kv).
     """
     paths, attrs = spec.layer, spec.attention
     attn = resolve_module(layer, paths.attention, "layer.attention")
     head_dim = int(getattr(attn, attrs.head_dim))
-    groups = int(getattr(attn, attrs.kv_groups))
+    groups = int(getattr(attn, attrs.kv_groups)) if attrs.kv_groups else 1
     scaling = float(getattr(attn, attrs.scaling))
     apply_rope = lookup("rope", attrs.rope)
 
     # Normalised over every row, then the query rows taken: the same numbers the layer's q_proj sees.
-    x = resolve_module(layer, paths.input_norm, "layer.input_norm")(hidden)  # (B, n, D)
-    q = _queries(spec, layer, attn, x, rope, query_slots, head_dim, apply_rope)  # (B, H, Q, Dh)
-    found = find_cached_keys(cache, attn, hidden, (q.shape[1] // groups, head_dim), key_policy)
-    k = found.keys if found.keys is not None else _keys(spec, layer, attn, x, rope, head_dim, apply_rope)
+    norm = paths.input_norm  # None: a post-norm layer attends to its raw input (Exaone 4)
+    x = resolve_module(layer, norm, "layer.input_norm")(hidden) if norm else hidden  # (B, n, D)
+    if attrs.qk:  # a registered layout (MLA, fused QKV) in place of q_proj/k_proj: see .qk
+        layout = lookup("qk", attrs.qk)()
+        q_rope = None if rope is None else tuple(_rows(t, query_slots, -2) for t in _rope_parts(rope))
+        q = layout.queries(attn, _rows(x, query_slots, -2), q_rope)  # (B, H, Q, Dh)
+        found = layout_cached_keys(layout, cache, attn, hidden, key_policy)
+        k = found.keys if found.keys is not None else layout.keys(attn, x, rope)  # (B, H_kv, n, Dh)
+    else:
+        q = _queries(spec, layer, attn, x, rope, query_slots, head_dim, apply_rope)  # (B, H, Q, Dh)
+        kv_shape = (q.shape[1] // groups, head_dim)
+        found = (find_shared_keys(spec, attn, shared_kv, hidden, kv_shape)
+                 or find_cached_keys(cache, attn, hidden, kv_shape, key_policy))
+        k = found.keys if found.keys is not None else _keys(spec, layer, attn, x, rope, head_dim, apply_rope)
     if groups > 1:
         k = k.repeat_interleave(groups, dim=1)  # (B, H, n, Dh)
 
@@ -69,13 +84,29 @@ def _queries(spec, layer, attn, x, rope, query_slots, head_dim, apply_rope) -> t
     bsz, num_q = query_slots.shape
     q = resolve_module(layer, paths.q_proj, "layer.q_proj")(_rows(x, query_slots, -2))  # (B, Q, H*Dh)
     q = q.view(bsz, num_q, -1, head_dim)  # (B, Q, H, Dh)
-    if paths.q_norm:
+    late_norm = spec.attention.qk_norm_after_rope
+    if paths.q_norm and not late_norm:
         q = resolve_module(layer, paths.q_norm, "layer.q_norm")(q)
+    if spec.attention.q_scale:
+        # In the model dtype, after the norm and before RoPE, as the layer does (not folded into `scaling`).
+        q = q * query_scale(attn, spec.attention.q_scale)
     q = q.transpose(1, 2)  # (B, H, Q, Dh)
     if rope is not None:
-        cos, sin = rope
-        q = apply_rope(q, _rows(cos, query_slots, -2), _rows(sin, query_slots, -2), attn)
+        q = apply_rope(q, *(_rows(t, query_slots, -2) for t in _rope_parts(rope)), attn=attn)
+    if paths.q_norm and late_norm:  # per-head norm over Dh: the same on (B, H, Q, Dh)
+        q = resolve_module(layer, paths.q_norm, "layer.q_norm")(q)
     return q
+
+
+def query_scale(attn, name: str, where: str = "spec attention.q_scale") -> float:
+    """The query multiplier ``attention.q_scale`` names on the attention module."""
+    value = getattr(attn, name, None)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        found = "no attribute" if value is None else f"a non-numeric {type(value).__name__}"
+        raise SpecError(describe(
+            f"attention module {type(attn).__name__} has {found} {name!r}", where,
+            "the name of a numeric attribute of the attention module", "fix the name or remove attention.q_scale"))
+    return float(value)
 
 
 def _keys(spec, layer, attn, x, rope, head_dim, apply_rope) -> torch.Tensor:
@@ -84,13 +115,21 @@ def _keys(spec, layer, attn, x, rope, head_dim, apply_rope) -> torch.Tensor:
     bsz, n, _ = x.shape
     k = resolve_module(layer, paths.k_proj, "layer.k_proj")(x)  # (B, n, Hkv*Dh)
     k = k.view(bsz, n, -1, head_dim)  # (B, n, Hkv, Dh)
-    if paths.k_norm:
+    late_norm = spec.attention.qk_norm_after_rope
+    if paths.k_norm and not late_norm:
         k = resolve_module(layer, paths.k_norm, "layer.k_norm")(k)
     k = k.transpose(1, 2)  # (B, Hkv, n, Dh)
     if rope is not None:
-        cos, sin = rope
-        k = apply_rope(k, cos, sin, attn)
+        k = apply_rope(k, *_rope_parts(rope), attn=attn)
+    if paths.k_norm and late_norm:
+        k = resolve_module(layer, paths.k_norm, "layer.k_norm")(k)
     return k
+
+
+def _rope_parts(rope) -> tuple:
+    """The layer's position embeddings as the rope function's arguments: (cos, sin), or one tensor (Llama 4's
+    complex freqs_cis); each with the token axis at -2."""
+    return (rope,) if isinstance(rope, torch.Tensor) else tuple(rope)
 
 
 def _rows(x: torch.Tensor, slots: torch.Tensor, dim: int) -> torch.Tensor:

@@ -30,7 +30,7 @@ class KeyLookup:
     """The outcome of looking for the scoring layer's keys in the cache."""
 
     keys: torch.Tensor | None  # (B, H_kv, n, D_h) in the model dtype, or None: recompute
-    source: str  # "cache" or "recompute"
+    source: str  # "cache", "shared" (keys another layer shared, see .shared_kv) or "recompute"
     reason: str  # why (shown by tokenprune.scoring_key_sources and in tests)
 
 

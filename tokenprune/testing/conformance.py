@@ -14,6 +14,7 @@ The reference needs eager attention (it edits the 4-D attention mask each decode
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -114,7 +115,7 @@ def _pruned(tp, model, spec, inputs, schedule, layers, atol, report) -> tuple[bo
     with torch.no_grad():
         pruned = compiled(**inputs).logits
     selection = tp.last_selection(compiled)
-    vision = torch.isin(inputs["input_ids"], torch.tensor(spec.vision_token_ids(model.config)))
+    vision = _vision_mask(model, spec, inputs)
     if not bool(vision.any()):
         return False, "the inputs carry no vision tokens"
     dropped = dropped_per_layer(vision, selection, len(layers))
@@ -134,6 +135,16 @@ def _pruned(tp, model, spec, inputs, schedule, layers, atol, report) -> tuple[bo
     kept = {layer: int(sel[0].numel()) for layer, sel in selection.items()}
     ok = worst <= atol
     return ok, f"max |diff| {worst:.2e} (tolerance {atol:g}); kept vision tokens of sample 0 per cut {kept}"
+
+
+def _vision_mask(model, spec: ModelSpec, inputs: dict) -> torch.Tensor:
+    """(B, S) bool: the vision tokens of ``inputs``, by the spec's locator or its token ids."""
+    if spec.vision_tokens.locator:
+        from tokenprune.registry import lookup
+
+        base = resolve_module(model, spec.multimodal_model, "multimodal_model") if spec.multimodal_model else model
+        return lookup("locator", spec.vision_tokens.locator)(base, (), inputs)
+    return torch.isin(inputs["input_ids"], torch.tensor(spec.vision_token_ids(model.config)))
 
 
 def dropped_per_layer(vision: torch.Tensor, selection: dict[int, list[torch.Tensor]], num_layers: int):
@@ -168,7 +179,13 @@ def masked(layers, dropped: list[torch.Tensor]):
 
     def make_hook(j):
         def hook(module, args, kwargs):
-            mask = kwargs.get("attention_mask")
+            # A keyword, or a positional argument (Kosmos-2 layers take the mask second).
+            params = list(inspect.signature(module.forward).parameters)
+            slot = params.index("attention_mask") if "attention_mask" not in kwargs and "attention_mask" in params \
+                else None
+            if slot is not None and slot >= len(args):
+                slot = None
+            mask = args[slot] if slot is not None else kwargs.get("attention_mask")
             if mask is None or mask.dim() != 4:
                 raise UnsupportedError(describe("the masking reference got no 4-D attention mask",
                                                 "decoder layer attention_mask", "eager attention",
@@ -176,9 +193,13 @@ def masked(layers, dropped: list[torch.Tensor]):
             cols = torch.zeros(mask.shape[0], mask.shape[-1], dtype=torch.bool, device=mask.device)
             cols[:, : dropped[j].shape[1]] = dropped[j].to(mask.device)
             if mask.dtype == torch.bool:  # True = may attend
-                kwargs["attention_mask"] = mask & ~cols[:, None, None, :]
+                mask = mask & ~cols[:, None, None, :]
             else:
-                kwargs["attention_mask"] = mask.masked_fill(cols[:, None, None, :], torch.finfo(mask.dtype).min)
+                mask = mask.masked_fill(cols[:, None, None, :], torch.finfo(mask.dtype).min)
+            if slot is None:
+                kwargs["attention_mask"] = mask
+            else:
+                args = (*args[:slot], mask, *args[slot + 1:])
             return args, kwargs
 
         return hook

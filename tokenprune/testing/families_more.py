@@ -212,6 +212,23 @@ def _flat_patches(grids, dim, gen, dtype):
     return _randn((sum(sizes), dim), gen, dtype), [slice(s, s + n) for s, n in zip(starts, sizes)]
 
 
+def _packed_grid_inputs(model, images_per_sample, text_lengths, gen, dim, image_grids, video_grids) -> TestBatch:
+    """Qwen-VL-style inputs: packed patches (pixel_values / pixel_values_videos, (N, dim)) with one (t, h, w)
+    grid per input (image_grid_thw / video_grid_thw)."""
+    images, image_rows = _flat_patches(image_grids, dim, gen, _dtype(model))
+    videos, video_rows = _flat_patches(video_grids, dim, gen, _dtype(model))
+
+    def packed(keys, pixels, rows, grids, idx):
+        return {keys[0]: torch.cat([pixels[rows[i]] for i in idx]), keys[1]: torch.tensor([grids[i] for i in idx])}
+
+    def image_kwargs(idx):
+        return packed(("pixel_values", "image_grid_thw"), images, image_rows, image_grids, idx)
+
+    def video_kwargs(idx):
+        return packed(("pixel_values_videos", "video_grid_thw"), videos, video_rows, video_grids, idx)
+    return _images_and_videos(model, images_per_sample, text_lengths, gen, image_kwargs, video_kwargs)
+
+
 @register("test_inputs", "video_llama_3")
 def video_llama3_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
     """VideoLLaMA3: packed patches (N, C*p*p) with (t, h, w) grids and a merge size per input (1 for images,
@@ -246,18 +263,7 @@ def qwen_vision_1d_inputs(model, images_per_sample, text_lengths, gen) -> TestBa
     total = _max_inputs(images_per_sample)
     image_grids = [[1, 8, 8] if i % 2 == 0 else [1, 4, 8] for i in range(total)]  # two aspect ratios
     video_grids = [[2, 4, 4] for _ in range(total)]
-    images, image_rows = _flat_patches(image_grids, dim, gen, _dtype(model))
-    videos, video_rows = _flat_patches(video_grids, dim, gen, _dtype(model))
-
-    def packed(keys, pixels, rows, grids, idx):
-        return {keys[0]: torch.cat([pixels[rows[i]] for i in idx]), keys[1]: torch.tensor([grids[i] for i in idx])}
-
-    def image_kwargs(idx):
-        return packed(("pixel_values", "image_grid_thw"), images, image_rows, image_grids, idx)
-
-    def video_kwargs(idx):
-        return packed(("pixel_values_videos", "video_grid_thw"), videos, video_rows, video_grids, idx)
-    return _images_and_videos(model, images_per_sample, text_lengths, gen, image_kwargs, video_kwargs)
+    return _packed_grid_inputs(model, images_per_sample, text_lengths, gen, dim, image_grids, video_grids)
 
 
 def _images_and_videos(model, images_per_sample, text_lengths, gen, image_kwargs, video_kwargs) -> TestBatch:

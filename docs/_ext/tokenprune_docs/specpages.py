@@ -223,7 +223,7 @@ def _keys_table(spec, model) -> str:
         value = ""
         if attn is not None and key != "rope" and isinstance(name, str):
             value = f"`{getattr(attn, name)!r}`" if hasattr(attn, name) else "(absent)"
-        rows.append([f"`attention.{key}`", f"`{name}`", info.description or "", value])
+        rows.append([f"`attention.{key}`", f"`{name}`" if name is not None else "—", info.description or "", value])
     ids = ""
     if model is not None:
         try:
@@ -235,8 +235,9 @@ def _keys_table(spec, model) -> str:
                  f"ids {ids} on the test model" if ids else ""])
     if spec.vision_tokens.locator:
         rows.append(["`vision_tokens.locator`", f"`{spec.vision_tokens.locator}`", "registered locator", ""])
-    if spec.tracing.hints or spec.tracing.layer_kwargs:
-        rows.append(["`tracing`", f"hints {spec.tracing.hints}, layer_kwargs {spec.tracing.layer_kwargs}",
+    if spec.tracing.hints or spec.tracing.layer_kwargs or spec.tracing.layer_args:
+        args = f", layer_args {spec.tracing.layer_args}" if spec.tracing.layer_args else ""
+        rows.append(["`tracing`", f"hints {spec.tracing.hints}, layer_kwargs {spec.tracing.layer_kwargs}{args}",
                      "registered tracing specialisations", ""])
     return md_table(["key", "value", "locates", "on the tiny test model"], rows)
 

@@ -1,0 +1,122 @@
+"""Llama 4 beyond the conformance suite: the complex RoPE, the temperature-tuning limit, chunked attention."""
+
+import pytest
+import torch
+
+import tokenprune as tp
+from tests.conformance.cases import greedy
+from tests.reference import dropped_per_layer, kept_positions, masked_reference
+from tokenprune.errors import UnsupportedError
+from tokenprune.registry import lookup
+from tokenprune.rewrites.ops import gather_rope
+from tokenprune.rewrites.state import Gather
+from tokenprune.testing import build_test_model, make_test_inputs
+
+
+def _spec(**text):
+    spec = tp.load_spec("llama4")
+    config = {**spec.test_model.config, "text_config": {**spec.test_model.config["text_config"], **text}}
+    return spec.model_copy(update={"test_model": spec.test_model.model_copy(update={"config": config})})
+
+
+def _layers(model):
+    return model.language_model.model.layers
+
+
+def _pruned_vs_reference(spec, attn="sdpa"):
+    """Max |pruned - masking reference| over the kept positions' logits of a 2-sample padded batch."""
+    model, eager = build_test_model(spec, attn_implementation=attn), build_test_model(spec, attn_implementation="eager")
+    batch = make_test_inputs(spec, model, [2, 1], [9, 4])
+    compiled = tp.compile(model, spec, tp.Schedule([1.0, 0.75, 0.5, 0.25]))
+    with torch.no_grad():
+        logits = compiled(**batch.kwargs).logits
+    selection = tp.last_selection(compiled)
+    with masked_reference(_layers(eager), dropped_per_layer(batch.vision_mask, selection, 4)), torch.no_grad():
+        ref = eager(**batch.kwargs).logits
+    diff = 0.0
+    for b in range(2):
+        pos = kept_positions(batch.vision_mask, selection, b)
+        real = batch.kwargs["attention_mask"][b, pos].bool()
+        diff = max(diff, float((logits[b, -len(pos):][real] - ref[b, pos][real]).abs().max()))
+    return diff, batch
+
+
+def test_rope_matches_hf_apply_rotary_emb_then_qk_norm():
+    from transformers.models.llama4 import modeling_llama4 as hf
+
+    model = build_test_model(_spec())
+    rope_layer, nope_layer = _layers(model)[0].self_attn, _layers(model)[1].self_attn
+    assert rope_layer.use_rope and hasattr(rope_layer, "qk_norm") and not nope_layer.use_rope
+    q, k = torch.randn(2, 5, 4, 16), torch.randn(2, 5, 2, 16)  # (B, S, H, Dh) as the layer holds them
+    freqs = model.language_model.model.rotary_emb(q, torch.arange(5)[None] + 3)  # (1, S, Dh/2) complex
+    hq, hk = hf.apply_rotary_emb(q, k, freqs)
+    hq, hk = rope_layer.qk_norm(hq), rope_layer.qk_norm(hk)
+    apply = lookup("rope", "llama4")
+    torch.testing.assert_close(apply(q.transpose(1, 2), freqs, attn=rope_layer), hq.transpose(1, 2), atol=0, rtol=0)
+    torch.testing.assert_close(apply(k.transpose(1, 2), freqs, attn=rope_layer), hk.transpose(1, 2), atol=0, rtol=0)
+    assert torch.equal(apply(q.transpose(1, 2), freqs, attn=nope_layer), q.transpose(1, 2))  # NoPE: untouched
+
+
+def test_a_single_rope_tensor_is_gathered_along_the_token_axis():
+    freqs = torch.polar(torch.ones(1, 6, 3), torch.randn(1, 6, 3))  # (1, n, Dh/2) complex
+    rows = torch.tensor([[0, 2, 5], [1, 3, 4]])
+    g = Gather(rows=rows, cols=rows, col_pad=torch.zeros_like(rows, dtype=torch.bool), q_pos=rows, k_pos=rows)
+    out = gather_rope(freqs, g)
+    assert out.shape == (2, 3, 3) and out.dtype == torch.complex64
+    assert torch.equal(out[1], freqs[0, [1, 3, 4]])
+
+
+def test_temperature_tuning_is_refused_from_floor_scale_on_and_would_be_wrong_there():
+    # floor_scale 16: NoPE layers scale queries by a factor computed from each layer's own slot index, so a
+    # pruned layer (fewer slots) scales differently once prompts reach 16 tokens.
+    spec = _spec(floor_scale=16, attn_scale=2.0)
+    unchecked = spec.model_copy(update={"tracing": spec.tracing.model_copy(update={"length_limits": []})})
+    diff, batch = _pruned_vs_reference(unchecked)
+    assert batch.input_ids.shape[1] >= 16 and diff > 1e-2  # why the limit exists
+    model = build_test_model(spec)
+    compiled = tp.compile(model, spec, tp.Schedule([1.0, 0.75, 0.5, 0.25]))
+    with pytest.raises(UnsupportedError, match=r"\d+ tokens \(prompt \+ generated\) reach floor_scale=16"):
+        with torch.no_grad():
+            compiled(**batch.kwargs)
+    keep_all = tp.compile(model, spec, tp.Schedule.keep_all(4))  # nothing pruned: nothing to refuse
+    with torch.no_grad():
+        assert torch.equal(keep_all(**batch.kwargs).logits, model(**batch.kwargs).logits)
+
+
+def test_generation_stops_with_a_clear_error_at_floor_scale():
+    spec = _spec(floor_scale=64)
+    model = build_test_model(spec)
+    batch = make_test_inputs(spec, model, [1], [6])
+    prompt = batch.input_ids.shape[1]
+    compiled = tp.compile(model, spec, tp.Schedule.fastv(4, layer=2, keep=0.5))
+    assert prompt + 4 < 64
+    greedy(compiled, batch, steps=4)
+    with pytest.raises(UnsupportedError, match=r"reach floor_scale=64"):
+        greedy(compiled, batch, steps=64 - prompt + 1)
+
+
+def test_chunked_prefill_longer_than_a_chunk_is_exact_and_decoding_past_it_is_refused():
+    spec = _spec(attention_chunk_size=16)
+    diff, batch = _pruned_vs_reference(spec)
+    assert batch.input_ids.shape[1] > 16 and diff < 1e-4
+    model, eager = build_test_model(spec), build_test_model(spec, attn_implementation="eager")
+    compiled = tp.compile(model, spec, tp.Schedule.fastv(4, layer=2, keep=0.5))
+    with pytest.raises(UnsupportedError, match=r"exceed the sliding window \(16\) of a pruned layer "
+                                                r"\(layer type 'chunked_attention', config.attention_chunk_size\)"):
+        greedy(compiled, batch, steps=3)
+    tokens = greedy(compiled, batch, steps=3, use_cache=False)  # every step a prefill: exact
+    dropped = dropped_per_layer(batch.vision_mask, tp.last_selection(compiled), 4)
+    with masked_reference(_layers(eager), dropped):
+        assert torch.equal(tokens, greedy(eager, batch, steps=3, use_cache=False))
+
+
+def test_length_limits_and_windowed_layers_are_validated():
+    from tokenprune.errors import SpecError
+
+    spec = _spec()
+    spec = spec.model_copy(update={"tracing": spec.tracing.model_copy(update={"length_limits": ["floor_scal"]})})
+    with pytest.raises(SpecError, match=r"config has no attribute 'floor_scal'.*nearest names: \['floor_scale'"):
+        tp.compile(build_test_model(spec), spec, tp.Schedule.fastv(4, layer=2, keep=0.5))
+    with pytest.raises(SpecError, match=r"unknown key 'tracing.windowed_layers.chunked_attention.keep'"):
+        tp.spec.spec_from_dict({**tp.load_spec("llama4").model_dump(),
+                                "tracing": {"windowed_layers": {"chunked_attention": {"size": "x", "keep": 1}}}})

@@ -1,0 +1,162 @@
+"""Query/key layouts for attention modules without separate ``q_proj``/``k_proj`` (spec ``attention.qk``).
+
+A layout (kind ``qk``) recomputes a layer's queries and keys exactly as its attention module does, from the
+module's own submodules, and says whether the layer's KV-cache entry holds those keys (so :mod:`.keys` may
+read them back) or something else (so the scorer recomputes and says why). Rotations call the attention
+module's own modeling-module functions, so they are exact by construction.
+
+* ``mla``: multi-head latent attention (DeepSeek-V2/V3, Kimi-K2.x, Mistral 4): ``q_proj`` or
+  ``q_a_proj -> q_a_layernorm -> q_b_proj``, keys from the compressed ``kv_a_proj_with_mqa`` latent through
+  ``kv_a_layernorm`` and the module's own ``expand_kv``; RoPE on the ``qk_rope_head_dim`` part only, shared by
+  every head of the key. The cache holds the latents, not the keys.
+* ``persimmon``: one fused ``query_key_value`` projection, per-head ``q_layernorm``/``k_layernorm`` and RoPE on
+  the first ``rotary_ndims`` channels (Persimmon, Fuyu). The cache holds the keys.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from tokenprune.errors import SpecError, describe
+from tokenprune.registry import register
+
+from .keys import KeyLookup, find_cached_keys
+
+
+class QKLayout:
+    """Base of the registered layouts. ``x`` is the layer's normed input, (B, S, D); ``rope`` the position
+    embeddings as the layer received them, ``(cos, sin)`` each (B|1, S, r) with the same rows as ``x``, or
+    None for a layer called without them (NoPE)."""
+
+    name = "?"
+    required: tuple[str, ...] = ()  # attributes the attention module must have
+    cache_holds_keys = False  # True: the layer's cache entry is exactly its keys (B, H_kv, n, D_h)
+    cache_note = ""  # why the cache entry is not the keys (when cache_holds_keys is False)
+
+    def check(self, attn: torch.nn.Module, where: str = "spec attention.qk") -> None:
+        missing = [a for a in self.required if not hasattr(attn, a)]
+        if missing:
+            raise SpecError(describe(
+                f"attention module {type(attn).__name__} has no {missing}", where,
+                f"an attention module of the {self.name!r} layout (attributes {list(self.required)})",
+                "name the layout of this attention module or none"))
+
+    def queries(self, attn, x: torch.Tensor, rope) -> torch.Tensor:  # (B, H, S, Dh)
+        raise NotImplementedError
+
+    def keys(self, attn, x: torch.Tensor, rope) -> torch.Tensor:  # (B, H_kv, S, Dh)
+        raise NotImplementedError
+
+    def key_shape(self, attn) -> tuple[int, int]:
+        """(H_kv, D_h) of the keys: what a cache entry must have to be read back."""
+        raise NotImplementedError
+
+
+def _modeling(attn) -> object:
+    return sys.modules[type(attn).__module__]
+
+
+def _rotate(fn, t: torch.Tensor, rope) -> torch.Tensor:
+    """``t`` rotated by the modeling module's pairwise ``fn(q, k, cos, sin)``; q and k are rotated
+    independently there, so passing ``t`` twice gives exactly the layer's numbers."""
+    cos, sin = rope
+    return fn(t, t, cos, sin)[0]
+
+
+@register("qk", "mla")
+class MultiHeadLatentAttention(QKLayout):
+    name = "mla"
+    required = ("q_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "qk_head_dim", "kv_lora_rank",
+                "kv_a_proj_with_mqa", "kv_a_layernorm", "kv_b_proj", "expand_kv", "config")
+    cache_note = ("multi-head latent attention caches the compressed latent (kv_a_layernorm output, "
+                  "(B, 1, n, kv_lora_rank)) and the shared rotated key part, not per-head keys")
+
+    def check(self, attn, where: str = "spec attention.qk") -> None:
+        super().check(attn, where)
+        rope_params = getattr(attn.config, "rope_parameters", None) or {}
+        if (any(hasattr(attn, a) for a in ("softmax_scaling", "indexer", "k_rope_only_layernorm"))
+                or rope_params.get("llama_4_scaling_beta")):
+            # Query scaling by position (Mistral 4, Mistral Large 4), sparse top-k indexers and extra key
+            # norms (Dots 3) change the weights: refused rather than scored wrongly.
+            raise SpecError(describe(
+                f"attention module {type(attn).__name__} is an MLA variant with more than the DeepSeek-V3 layout",
+                where, "DeepSeek-V3 style MLA (q projection(s), kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj)",
+                "register a layout for this variant"))
+
+    def queries(self, attn, x, rope):
+        bsz, n, _ = x.shape
+        if attn.q_lora_rank is None:
+            q = attn.q_proj(x)
+        else:
+            q = attn.q_b_proj(attn.q_a_layernorm(attn.q_a_proj(x)))  # (B, S, H*Dqk)
+        q = q.view(bsz, n, -1, attn.qk_head_dim).transpose(1, 2)  # (B, H, S, Dqk)
+        q_pass, q_rot = torch.split(q, [attn.qk_nope_head_dim, attn.qk_rope_head_dim], dim=-1)
+        if rope is not None:
+            q_rot = _rotate(self._rope_fn(attn), q_rot, rope)
+        return torch.cat((q_pass, q_rot), dim=-1)  # (B, H, S, Dqk), nope part first as in the layer
+
+    def keys(self, attn, x, rope):
+        bsz, n, _ = x.shape
+        latent = attn.kv_a_proj_with_mqa(x)  # (B, S, R + Dr)
+        kv_pass, k_rot = torch.split(latent, [attn.kv_lora_rank, attn.qk_rope_head_dim], dim=-1)
+        kv_pass = attn.kv_a_layernorm(kv_pass).view(bsz, 1, n, attn.kv_lora_rank)  # (B, 1, S, R)
+        k_rot = k_rot.view(bsz, 1, n, attn.qk_rope_head_dim)  # (B, 1, S, Dr): one head shared by all
+        if rope is not None:
+            k_rot = _rotate(self._rope_fn(attn), k_rot, rope)
+        keys, _ = attn.expand_kv(kv_pass, k_rot)  # (B, H, S, Dqk): the module's own expansion
+        return keys
+
+    def key_shape(self, attn):
+        return int(attn.num_heads), int(attn.qk_head_dim)
+
+    @staticmethod
+    def _rope_fn(attn):
+        module = _modeling(attn)
+        name = "apply_rotary_pos_emb_interleave" if attn.config.rope_interleave else "apply_rotary_pos_emb"
+        fn = getattr(module, name, None)
+        if fn is None:
+            raise SpecError(describe(f"modeling module {module.__name__} has no {name}", "spec attention.qk 'mla'",
+                                     "the DeepSeek-V3 rotary functions next to the attention class"))
+        return fn
+
+
+@register("qk", "persimmon")
+class FusedQueryKeyValue(QKLayout):
+    name = "persimmon"
+    required = ("query_key_value", "num_heads", "head_dim", "rotary_ndims", "qk_layernorm")
+    cache_holds_keys = True  # the layer caches its rotated, normed keys (B, H, n, Dh)
+
+    def _split(self, attn, x, part: int) -> torch.Tensor:
+        bsz, n, _ = x.shape
+        fused = attn.query_key_value(x)  # (B, S, 3*H*Dh): the whole projection, as the layer computes it
+        t = fused.view(bsz, n, attn.num_heads, 3, attn.head_dim)[..., part, :]  # (B, S, H, Dh)
+        norm = (attn.q_layernorm, attn.k_layernorm)[part] if attn.qk_layernorm else None
+        if norm is not None:
+            t = norm(t)
+        return t.transpose(1, 2)  # (B, H, S, Dh)
+
+    def _rope(self, attn, t, rope):
+        if rope is None:
+            return t
+        r = attn.rotary_ndims
+        rot = _rotate(_modeling(attn).apply_rotary_pos_emb, t[..., :r], rope)
+        return torch.cat((rot, t[..., r:]), dim=-1)
+
+    def queries(self, attn, x, rope):
+        return self._rope(attn, self._split(attn, x, 0), rope)
+
+    def keys(self, attn, x, rope):
+        return self._rope(attn, self._split(attn, x, 1), rope)
+
+    def key_shape(self, attn):
+        return int(attn.num_heads), int(attn.head_dim)
+
+
+def layout_cached_keys(layout: QKLayout, cache, attn, hidden: torch.Tensor, policy: str) -> KeyLookup:
+    """The keys from the layer's cache entry only when the layout caches exactly its keys; otherwise a
+    recompute that says why (an MLA entry holds latents, which may even have a key-like shape)."""
+    if policy != "recompute" and not layout.cache_holds_keys:
+        return KeyLookup(None, "recompute", f"attention.qk {layout.name!r}: {layout.cache_note}")
+    return find_cached_keys(cache, attn, hidden, layout.key_shape(attn), policy)
