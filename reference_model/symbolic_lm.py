@@ -107,6 +107,8 @@ def main(argv=None):
     parser.add_argument("--questions-per-image", type=int, default=10)
     parser.add_argument("--layer0-blind-p", type=float, default=0.5)
     parser.add_argument("--types", default=",".join(synthvqa.QUESTION_TYPES), help="comma-separated question types")
+    parser.add_argument("--warm-types", default="", help="curriculum: comma-separated types trained alone first")
+    parser.add_argument("--warm-steps", type=int, default=0, help="curriculum: steps on --warm-types only")
     parser.add_argument("--embedding-std", type=float, default=0.02)
     parser.add_argument("--attention-aux", type=float, default=0.0)
     parser.add_argument("--attention-layer", type=int, default=3)
@@ -117,9 +119,10 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     types = tuple(args.types.split(","))
-    unknown = sorted(set(types) - set(synthvqa.QUESTION_TYPES))
+    warm_types = tuple(args.warm_types.split(",")) if args.warm_types else types
+    unknown = sorted((set(types) | set(warm_types)) - set(synthvqa.QUESTION_TYPES))
     if unknown:
-        parser.error(f"--types: unknown question types {unknown}; expected some of {list(synthvqa.QUESTION_TYPES)}")
+        parser.error(f"--types/--warm-types: unknown question types {unknown}; expected some of {list(synthvqa.QUESTION_TYPES)}")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -150,13 +153,14 @@ def main(argv=None):
             layer0_mask.clear()
 
     # Sample i of a split has type QUESTION_TYPES[i % 6], so the allowed types pick indices.
-    allowed = [i % len(synthvqa.QUESTION_TYPES) for i, t in enumerate(synthvqa.QUESTION_TYPES) if t in types]
+    def allowed(chosen):
+        return {i for i, t in enumerate(synthvqa.QUESTION_TYPES) if t in chosen}
     calibration = [s for s in synthvqa.make_split("calibration", args.eval_samples) if s.qtype in types]
     rng = random.Random(f"symbolic/{args.seed}")
 
-    def batch(samples, questions_per_image, blind_p):
+    def batch(samples, questions_per_image, blind_p, chosen=types):
         ids, pos, labels, mask, mask0, _ = pack_batch(samples, tok, None, questions_per_image, args.seed, blind_p, rng,
-                                                      describe=False, question_types=types)
+                                                      describe=False, question_types=chosen)
         return ids, pos, labels, mask, mask0
 
     def evaluate():
@@ -173,15 +177,20 @@ def main(argv=None):
         lm.train()
         return {t: round(sum(v) / len(v), 3) for t, v in right.items() if v}
 
-    index_stream = (i for i in range(10**9) if i % len(synthvqa.QUESTION_TYPES) in allowed)
+    def index_stream(chosen):
+        return (i for i in range(10**9) if i % len(synthvqa.QUESTION_TYPES) in allowed(chosen))
+
+    warm_stream, main_stream = index_stream(warm_types), index_stream(types)
     running, t0 = [], time.time()
     for step in range(args.steps):
-        samples = [synthvqa.make_sample("train", next(index_stream), args.seed) for _ in range(args.images_per_step)]
-        ids, pos, labels, mask, mask0 = batch(samples, args.questions_per_image, args.layer0_blind_p)
+        warm = step < args.warm_steps
+        stream, chosen = (warm_stream, warm_types) if warm else (main_stream, types)
+        samples = [synthvqa.make_sample("train", next(stream), args.seed) for _ in range(args.images_per_step)]
+        ids, pos, labels, mask, mask0 = batch(samples, args.questions_per_image, args.layer0_blind_p, chosen)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
         if aux is not None:
-            positions, targets = attention_targets(samples, ids, qmark, args.questions_per_image, args.seed, types)
+            positions, targets = attention_targets(samples, ids, qmark, args.questions_per_image, args.seed, chosen)
             aux.batch, aux.loss = (positions, targets, mask), None
         out = logits(samples, ids, pos, mask, mask0)
         if aux is not None:

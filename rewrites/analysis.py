@@ -16,6 +16,10 @@ from tokenprune.errors import TraceError, describe
 # (a mutable mapping of shared keys/values the layers fill): the analysis treats them like per-token inputs.
 PER_TOKEN_META = "tokenprune_per_token"
 
+# Tensor attributes that carry no tokens: reading a value's dtype or device from before a cut is harmless (Gemma
+# 3n's forward casts its output streams to ``inputs_embeds.dtype``). Its shape does carry the sequence length.
+_METADATA_ATTRIBUTES = ("dtype", "device")
+
 
 def to_networkx(graph: fx.Graph) -> nx.DiGraph:
     """A DiGraph with one vertex per fx node (by name) and an edge for every use."""
@@ -52,12 +56,19 @@ def per_token_nodes(graph: fx.Graph, token_inputs: tuple[str, ...]) -> set[str]:
     """Nodes whose value depends on a per-token placeholder (embeddings, masks, positions) or on a node a hint
     marked as per-token state (``PER_TOKEN_META``)."""
     g = to_networkx(graph)
+    g.remove_nodes_from([n.name for n in graph.nodes if _is_metadata(n)])
     sources = [n.name for n in graph.nodes
                if (n.op == "placeholder" and n.target in token_inputs) or n.meta.get(PER_TOKEN_META)]
     result: set[str] = set()
     for src in sources:
         result |= nx.descendants(g, src) | {src}
     return result
+
+
+def _is_metadata(node: fx.Node) -> bool:
+    """``x.dtype`` or ``x.device`` as fx records it: ``getattr(x, name)``."""
+    return (node.op == "call_function" and node.target is getattr and len(node.args) == 2
+            and node.args[1] in _METADATA_ATTRIBUTES)
 
 
 def _reachable(g: nx.DiGraph, sources: list[str]) -> set[str]:

@@ -65,6 +65,11 @@ class TracingHint:
         """A proxy that answers trace-time questions (rank, leading size) for one placeholder, or None."""
         return None
 
+    def constant_node(self, tracer: fx.Tracer, value, variant) -> fx.Node | None:
+        """A graph node standing for ``value``, an object the traced forward built at trace time and passes to a
+        graph call (e.g. a mutable mapping the layers share), instead of baking it in as a constant; or None."""
+        return None
+
     def prepare(self, lm, params: dict, past_len: int) -> None:
         """Fill run-time defaults the traced graph does not compute (the branches specialised away)."""
 
@@ -211,6 +216,13 @@ class CompositeHint:
             proxy = hint.placeholder_proxy(tracer, node, v)
             if proxy is not None:
                 return proxy
+        return None
+
+    def constant_node(self, tracer, value, variant):
+        for hint, v in zip(self.hints, variant):
+            node = hint.constant_node(tracer, value, v)
+            if node is not None:
+                return node
         return None
 
     def prepare(self, lm, params, past_len) -> None:
@@ -361,6 +373,7 @@ class DeepStack(TracingHint):
 # Hints of more families live in their own modules; importing them registers them.
 from . import hints_inputs  # noqa: E402,F401
 from . import hints_gemma4  # noqa: E402,F401
+from . import hints_gemma3n  # noqa: E402,F401
 from . import hints_kosmos  # noqa: E402,F401
 from . import hints_chameleon  # noqa: E402,F401
 from . import hints_mrope_axes  # noqa: E402,F401

@@ -113,13 +113,17 @@ class PerLayerInputs(TracingHint):
     def probe_variants(self, lm, params):
         if not self._enabled():
             return [("absent", {})]
-        cfg = lm.config
-        embeds = params["inputs_embeds"]
-        gen = torch.Generator(device="cpu").manual_seed(11)
+        return [("present", random_per_layer_inputs(lm, params["inputs_embeds"], self.key, seed=11))]
 
-        def draw(length):  # (B, length, layers, D_ple): random, as the probe's embeddings are
-            shape = (embeds.shape[0], length, cfg.num_hidden_layers, cfg.hidden_size_per_layer_input)
-            return torch.randn(shape, generator=gen).to(embeds)
 
-        # The probe's decode step passes its own slice (random embeddings cannot be mapped back to token ids).
-        return [("present", {self.key: draw(embeds.shape[1]), "tokenprune_decode_overrides": {self.key: draw(1)}})]
+def random_per_layer_inputs(lm, embeds, key: str, seed: int) -> dict:
+    """Probe arguments for a per-layer-input keyword: random (B, S, layers, D_ple) inputs for the prefill and a
+    (B, 1, layers, D_ple) slice for the probe's decode step (random embeddings cannot be mapped back to ids)."""
+    cfg = lm.config
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+
+    def draw(length):
+        shape = (embeds.shape[0], length, cfg.num_hidden_layers, cfg.hidden_size_per_layer_input)
+        return torch.randn(shape, generator=gen).to(embeds)
+
+    return {key: draw(embeds.shape[1]), "tokenprune_decode_overrides": {key: draw(1)}}

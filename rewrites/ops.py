@@ -132,9 +132,11 @@ def _take(x: torch.Tensor, index: torch.Tensor, seq_dim: int, batch_dim: int) ->
     return torch.gather(x, seq_dim, index.view(view).expand(target))
 
 
-def gather_hidden(hidden: torch.Tensor, g: Gather) -> torch.Tensor:
-    """(B, n, D) -> (B, n_new, D)."""
-    return hidden if g.rows is None or g.identity else _take(hidden, g.rows, seq_dim=1, batch_dim=0)
+def gather_hidden(hidden: torch.Tensor, g: Gather, token_axis: int = 1, batch_axis: int = 0) -> torch.Tensor:
+    """(B, n, D) -> (B, n_new, D); other layouts (spec tracing.hidden_states) along their own axes."""
+    if g.rows is None or g.identity:
+        return hidden
+    return _take(hidden, g.rows, seq_dim=token_axis, batch_dim=batch_axis)
 
 
 def gather_positions(position_ids, g: Gather):

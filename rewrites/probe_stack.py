@@ -63,6 +63,7 @@ class RecordingLayer(torch.nn.Module):
             k_proj = resolve_module(real, spec.layer.k_proj, "layer.k_proj")
             self._kv_heads = k_proj.weight.shape[0] // self._head_dim
         self._layer_idx = getattr(attn, "layer_idx", index)
+        self._hidden_layout = lookup("hidden_states", spec.tracing.hidden_states)()
 
     def __getattr__(self, name: str):
         try:
@@ -80,7 +81,7 @@ class RecordingLayer(torch.nn.Module):
         out = (hidden,) if self._tuple_output else hidden
         if self._reuses:
             return out
-        bsz, n = hidden.shape[:2]
+        bsz, n = self._hidden_layout.batch_and_length(hidden)
         kv = full = torch.zeros(bsz, self._kv_heads, n, self._head_dim, dtype=hidden.dtype, device=hidden.device)
         for cache in caches:  # keys/values of the right shape, so cache lengths and mask sizes stay right
             full = cache.update(kv, kv, self._layer_idx)[0]  # (B, H_kv, past + n, D_h)
@@ -90,14 +91,16 @@ class RecordingLayer(torch.nn.Module):
 
 
 def tuple_output_layers(graphs: dict, layers_path: str) -> set[int]:
-    """Indices of the decoder layers whose output the traced forward only indexes (``layer_outputs[0]``): such
-    layers return a tuple with the hidden states first (Chameleon), so their stand-ins must return one too."""
+    """Indices of the decoder layers whose output the traced forward only indexes at 0 (``layer_outputs[0]``):
+    such layers return a tuple with the hidden states first (Chameleon), so their stand-ins must return one too.
+    (Other indices mean a tensor indexed along its first axis, e.g. Gemma 3n's stack of AltUp streams.)"""
     found = set()
     for gm in graphs.values():
         for node in gm.graph.nodes:
             head, _, tail = str(node.target).rpartition(".")
             if node.op == "call_module" and head == layers_path and tail.isdigit() and node.users and all(
-                    user.op == "call_function" and user.target is operator.getitem for user in node.users):
+                    user.op == "call_function" and user.target is operator.getitem and user.args[1] == 0
+                    for user in node.users):
                 found.add(int(tail))
     return found
 

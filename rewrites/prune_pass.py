@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch.fx as fx
 
 from tokenprune.errors import TraceError, describe
+from tokenprune.registry import lookup
 from tokenprune.schedule import Schedule
 from tokenprune.spec import GatherKind
 
@@ -74,12 +75,14 @@ def insert_cuts(traced: TracedLanguageModel, schedule: Schedule, session: PruneS
     with graph.inserting_before(layers[0]):
         session_node = graph.create_node("get_attr", SESSION_ATTR, name="tokenprune_session")
 
+    layout = lookup("hidden_states", session.spec.tracing.hidden_states)()
+    hidden_axes = (layout.token_axis, layout.batch_axis)  # where a cut gathers the hidden states
     gathered: dict[int, set[str]] = {}
     previous_cut = None
     for cut in schedule.cuts:
         windows = _mask_windows(layers, traced.config, session.spec.windowed_layers)
         gathered[cut] = _insert_cut(graph, gm, traced.layer_prefix, layers, kinds, cut, previous_cut, session_node,
-                                    windows)
+                                    windows, hidden_axes)
         previous_cut = cut
     exempt = {n.name for n in graph.nodes if n.op == "placeholder" and n.target == "past_key_values"}
     token_inputs = tuple(n for n in traced.input_names if n != "past_key_values")
@@ -118,7 +121,7 @@ def _arg_of_kind(layer: fx.Node, kinds: dict[Slot, GatherKind], kind: GatherKind
 
 def _insert_cut(graph: fx.Graph, gm: fx.GraphModule, prefix: str, layers: list[fx.Node],
                 kinds: list[dict[Slot, GatherKind]], cut: int, previous_cut: int | None,
-                session_node: fx.Node, windows: dict) -> set[str]:
+                session_node: fx.Node, windows: dict, hidden_axes: tuple[int, int]) -> set[str]:
     scoring, target = layers[cut - 1], layers[cut]
     inserted: set[str] = set()
     with graph.inserting_before(target):
@@ -140,7 +143,7 @@ def _insert_cut(graph: fx.Graph, gm: fx.GraphModule, prefix: str, layers: list[f
                 "shared_kv": _arg_of_kind(scoring, kinds[cut - 1], "shared_kv"),
             }, name=f"cut{cut}_select")
         inserted |= {select.name, *(n.name for n in select.all_input_nodes if n.op == "get_attr")}
-        hidden = graph.create_node("call_function", ops.gather_hidden, (target.args[0], select), {},
+        hidden = graph.create_node("call_function", ops.gather_hidden, (target.args[0], select, *hidden_axes), {},
                                    name=f"cut{cut}_hidden")
         target.args = (hidden, *target.args[1:])
         inserted.add(hidden.name)

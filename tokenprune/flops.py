@@ -33,12 +33,27 @@ class TextShape:
     @classmethod
     def from_config(cls, config) -> TextShape:
         text = config.get_text_config() if hasattr(config, "get_text_config") else config
-        heads = text.num_attention_heads
+        if "indexed_attention" in (getattr(text, "layer_types", None) or ()):
+            raise UnsupportedError(describe(
+                f"{type(text).__name__} has DeepSeek sparse-attention layers ('indexed_attention': an indexer of "
+                "index_n_heads x index_head_dim scores every key for every query, then each query attends to its "
+                "index_topk best keys through a mask)", "TextShape.from_config",
+                "dense attention layers, which the analytic model counts",
+                "pass a TextShape describing the layers (an approximation) where a config is accepted"))
         if getattr(text, "per_layer_config", None) is not None and _per_layer_heterogeneous(text):
             raise UnsupportedError(describe(
                 f"{type(text).__name__} sets head sizes or key/value heads per layer (e.g. Gemma 4)",
                 "TextShape.from_config", "one head size and key/value head count for every layer",
                 "pass a TextShape describing the layers (an approximation) where a config is accepted"))
+        heads = text.num_attention_heads
+        if getattr(text, "altup_num_inputs", None):
+            raise UnsupportedError(describe(
+                f"{type(text).__name__} has AltUp streams (altup_num_inputs={text.altup_num_inputs}, Gemma 3n): its "
+                "layers also run AltUp prediction and correction, a LAuReL block and per-layer-input projections, "
+                "and its K/V-sharing layers project no keys/values, none of which the FLOPs model counts",
+                "TextShape.from_config", "a decoder of attention and MLP only",
+                "pass a TextShape describing the layers (an approximation that counts attention and MLP only) "
+                "where a config is accepted"))
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
         # Llama-style decoders use a gated MLP (gate, up, down); BART-style configs (Kosmos-2: `ffn_dim`) a plain
         # one (fc1, fc2); a config may say otherwise.

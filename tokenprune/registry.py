@@ -1,6 +1,7 @@
 """Named registries: family-specific Python is referenced from YAML by name, never by import string.
 
-Kinds used by the core: ``scorer``, ``rope``, ``qk``, ``tracing_hint``, ``locator``, ``test_inputs``; the search
+Kinds used by the core: ``scorer``, ``rope``, ``qk``, ``hidden_states``, ``tracing_hint``, ``locator``,
+``test_inputs``, ``test_stand_in``; the search
 engine adds ``objective``. Registering is a decorator::
 
     @register("scorer", "random")
@@ -53,5 +54,5 @@ def _ensure_builtin_entries() -> None:
     _LOADED = True
     from . import scoring  # noqa: F401
     from . import testing  # noqa: F401
-    from .rewrites import hints, locators, rope  # noqa: F401
+    from .rewrites import hidden_states, hints, locators, rope  # noqa: F401
     from .search import objectives  # noqa: F401

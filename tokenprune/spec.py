@@ -131,6 +131,12 @@ class Tracing(_Strict):
         description="Layer types whose KV cache is bounded by a window, merged over the defaults "
         "(sliding_attention: sliding_window, chunked_attention: attention_chunk_size; neither keeps the prompt).",
     )
+    hidden_states: str = Field(
+        "plain", description="Registered layout (kind 'hidden_states') of the hidden states the decoder layers pass "
+        "each other: 'plain' for (B, S, D); 'altup' for Gemma 3n's stack of AltUp streams (streams, B, S, D), whose "
+        "attention reads input_norm(altup.predict(stack)[altup_active_idx]). Cuts gather along its token axis and "
+        "the scorers read what the attention reads.",
+    )
     length_limits: list[str] = Field(
         default_factory=list,
         description="Dotted references into the text model's config: a call of a pruned model (prompt + generated "
@@ -154,6 +160,10 @@ class TestModel(_Strict):
                            "(families that add per-token features in early layers refuse shallower cuts).")
     eager_only: list[str] = Field(default_factory=list, description="Variants ('default' for the base config) "
                                   "whose text model has no sdpa implementation in transformers.")
+    stand_ins: dict[str, str] = Field(default_factory=dict, description="Keys of `config` built by a registered "
+                                      "stand-in (kind 'test_stand_in') from their mapping before the config class "
+                                      "gets them: for sub-configs the family's config class pins to a class whose "
+                                      "model cannot be built here (Gemma 3n's timm vision tower).")
     padded_decode_differs: bool = Field(False, description="Hugging Face's own model generates differently with "
                                         "and without a KV cache for a left-padded sample (Kosmos-2 / 2.5: positions "
                                         "skip padding in a prefill, not in a cached step); the suite then compares "
@@ -273,9 +283,11 @@ def _check_registered(spec: ModelSpec, source: str) -> None:
     checks = [("rope", [spec.attention.rope], "attention.rope"),
               ("qk", [spec.attention.qk] if spec.attention.qk else [], "attention.qk"),
               ("tracing_hint", spec.tracing.hints, "tracing.hints"),
+              ("hidden_states", [spec.tracing.hidden_states], "tracing.hidden_states"),
               ("locator", [spec.vision_tokens.locator] if spec.vision_tokens.locator else [], "vision_tokens.locator")]
     if spec.test_model is not None:
         checks.append(("test_inputs", [spec.test_model.inputs], "test_model.inputs"))
+        checks.append(("test_stand_in", list(spec.test_model.stand_ins.values()), "test_model.stand_ins"))
     for kind, names, key in checks:
         reg = registry_for(kind)
         for name in names:

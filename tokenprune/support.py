@@ -50,20 +50,23 @@ KNOWN_OBSTACLES: dict[str, str] = {
         "attention is the registered 'mla' qk layout except for Llama-4 query scaling by position "
         "(rope_parameters.llama_4_scaling_beta), which the layout refuses"),
     "MistralLarge4ForConditionalGeneration": (
-        "DeepSeek sparse attention (MistralLarge4TextIndexer): each query attends only to the index_topk keys "
-        "an indexer picks, the indexer keeps its own per-layer key cache (past_key_values.update_indexer) "
-        "besides the MLA latents, and 'shared' indexer layers reuse the previous layer's top-k *key indices* "
-        "(decoder layers return topk_indices, passed on as prev_topk_indices): a cut would have to gather the "
-        "indexer cache and remap those indices to the kept columns, and the scorer to reproduce the top-k "
-        "mask and the per-head log-position query scaling (softmax_scaling); KV-sharing layers read MLA "
-        "latents from a mapping ('rope'/'nope')"),
-    "Dots3NoteForConditionalGeneration": (
-        "DeepSeek sparse attention on its 'indexed_attention' layers (every config that does not set "
-        "use_dsa=False): Dots3NoteTextIndexer picks each query's index_topk keys and keeps its own per-layer "
-        "key cache (past_key_values.update_indexer), which a cut would have to gather with the K/V cache (a "
-        "pruned layer's indexer keys would otherwise keep the unpruned length at decode), and the scorer "
-        "would have to reproduce the top-k mask; its MLA also differs from DeepSeek-V3's (q/kv latent "
-        "rescaling, k_rope_only_layernorm), which the 'mla' qk layout refuses"),
+        "DeepSeek sparse attention whose top-k key indices cross layers: every decoder layer returns "
+        "(hidden_states, topk_indices) and the next layer receives them as prev_topk_indices, a (B, S, "
+        "index_topk) per-token value whose entries index key slots, so a cut must take its kept query rows and "
+        "remap its values to the kept key columns, also at decode (the completeness analysis refuses the cut "
+        "otherwise; 'shared' indexer layers, from index_topk_freq > 1 or index_topk_pattern, attend through "
+        "them, while with the default index_topk_freq=1 every layer runs its own indexer and ignores them), and "
+        "the stand-in layers of the compile-time probe do not return the (hidden_states, topk_indices) pair the "
+        "forward unpacks ('too many values to unpack'). The forward also builds its KVSharingDict inside (Gemma 4's "
+        "kv_sharing hint passes one in and collides with it: 'got multiple values for keyword argument "
+        "shared_kv_states'; a hint that makes the forward's own dict a per-call graph node traces it, tried "
+        "with tracing.layer_kwargs {shared_kv_states: shared_kv}). The scorer would need the layer's position_ids, which it does not receive: attention "
+        "and indexer queries are multiplied per head by softmax_scaling (scale * log(position_ids + 1) + bias, "
+        "identity in a randomly initialised model); no_rope_layers drop RoPE from attention and indexer, and "
+        "KV-sharing layers (kv_source_layers) read MLA latents from the KVSharingDict ('rope'/'nope'), which "
+        "the qk layouts do not see. Not obstacles: the indexer adds the layer's attention mask before its top-k "
+        "(masked keys are never picked), and after a cut each layer's indexer keys come from the pruned hidden "
+        "states, so its indexer cache needs no gather (as in the supported Dots 3 Note, spec dots3_note)"),
     "EvollaForProteinText2Text": (
         "protein-text model: protein features reach the text model only through cross-attention adapters "
         "(EvollaSequenceAlignerCrossAttention fed by protein_kv_states); the sequence holds no vision tokens to prune"),
@@ -77,16 +80,6 @@ KNOWN_OBSTACLES: dict[str, str] = {
         "MllamaCrossAttentionDecoderLayer (cross_attn with keys/values from cross_attention_states, the projected "
         "vision features, tanh-gated), and input_ids are embedded as text (one <|image|> token per image); the "
         "sequence has no vision tokens to prune"),
-    "Gemma3nForConditionalGeneration": (
-        "AltUp text model (Gemma3nTextModel): decoder layers pass a stack of altup_num_inputs hidden streams "
-        "(altup_num_inputs, B, S, D), token axis 2, and each layer's attention reads "
-        "input_layernorm(altup.predict(stack)[altup_active_idx]), a per-token mix of the streams with "
-        "router-computed coefficients, before q/k; the mixing is per token, so pruning would be exact in "
-        "principle, but tokenprune's cuts gather (B, S, ...) layer inputs and its scorer feeds the input norm the "
-        "layer input directly: both need an AltUp-aware layout (on top of the per-layer inputs and K/V sharing "
-        "handled for Gemma 4). Also not testable in CI: its vision tower is a timm MobileNetV5 (TimmWrapperModel) "
-        "built from the fixed Gemma3nVisionConfig, so no transformers tower can stand in through the config, and "
-        "timm cannot be installed (see the FastVLM spec)"),
     "DiffusionGemmaForBlockDiffusion": (
         "block-diffusion model, not an autoregressive decoder: the causal prefix encoder "
         "(DiffusionGemmaEncoderTextModel) only fills a KV cache, and the logits come from a second stack, "
@@ -109,7 +102,7 @@ KNOWN_OBSTACLES: dict[str, str] = {
 _UNINSTALLABLE = {
     "timm": ("timm needs torchvision, and the only torchvision wheel on PyPI for this torch (2.13, 0.28.0) is built "
              "against CUDA torch: with the CPU torch used here `import torchvision` fails with \"operator "
-             "torchvision::nms does not exist\""),
+             "torchvision::nms does not exist\" (CI therefore uninstalls it)"),
 }
 
 _NON_TEXT = ("vision", "visual", "audio", "image_tower", "video_tower", "protein", "perceiver", "resampler")

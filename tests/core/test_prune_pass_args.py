@@ -70,7 +70,9 @@ def test_cuts_gather_positional_arguments_and_the_shared_kv(gemma4):
 
 @pytest.mark.parametrize("scorer", ["last-token-attention", "next-layer-attention", "text-mean-attention"])
 def test_cuts_around_shared_kv_match_the_masking_reference(gemma4, scorer):
-    model, eager = gemma4.models["sdpa"], gemma4.models["eager"]
+    # Both sides eager: sdpa-vs-eager rounding (up to ~2e-4 here) would hide a wrong gather's small error.
+    # The sdpa path of these cuts is covered by the conformance suite's gemma4 cases.
+    model = eager = gemma4.models["eager"]
     batch = gemma4.batch(model, "batch3")
     compiled = tp.compile(model, gemma4.spec, CUTS_AROUND_SHARING, scorer=scorer)
     logits = _logits(compiled, batch)

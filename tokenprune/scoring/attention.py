@@ -15,6 +15,7 @@ from tokenprune.errors import SpecError, describe
 from tokenprune.registry import lookup
 from tokenprune.spec import ModelSpec, resolve_module
 
+from . import qk_dots3  # noqa: F401  (registers the 'dots3' layout)
 from .keys import KeyLookup, find_cached_keys
 from .qk import layout_cached_keys
 from .shared_kv import find_shared_keys
@@ -46,13 +47,16 @@ def attention_probs(
     scaling = float(getattr(attn, attrs.scaling))
     apply_rope = lookup("rope", attrs.rope)
 
+    # What the layer's input norm receives: its input, or e.g. the active AltUp stream's prediction (Gemma 3n).
+    hidden = lookup("hidden_states", spec.tracing.hidden_states)().attention_input(layer, hidden)  # (B, n, D)
     # Normalised over every row, then the query rows taken: the same numbers the layer's q_proj sees.
     norm = paths.input_norm  # None: a post-norm layer attends to its raw input (Exaone 4)
     x = resolve_module(layer, norm, "layer.input_norm")(hidden) if norm else hidden  # (B, n, D)
-    if attrs.qk:  # a registered layout (MLA, fused QKV) in place of q_proj/k_proj: see .qk
-        layout = lookup("qk", attrs.qk)()
+    layout = lookup("qk", attrs.qk)() if attrs.qk else None
+    if layout is not None:  # a registered layout (MLA, fused QKV) in place of q_proj/k_proj: see .qk
         q_rope = None if rope is None else tuple(_rows(t, query_slots, -2) for t in _rope_parts(rope))
-        q = layout.queries(attn, _rows(x, query_slots, -2), q_rope)  # (B, H, Q, Dh)
+        x_rows = _rows(x, query_slots, -2)  # (B, Q, D)
+        q = layout.queries(attn, x_rows, q_rope)  # (B, H, Q, Dh)
         found = layout_cached_keys(layout, cache, attn, hidden, key_policy)
         k = found.keys if found.keys is not None else layout.keys(attn, x, rope)  # (B, H_kv, n, Dh)
     else:
@@ -70,6 +74,8 @@ def attention_probs(
         logits = torch.tanh(logits / softcap) * softcap
     rows = _rows(mask, query_slots, -2) if mask is not None else None  # (B, 1, Q, n)
     allowed = _allowed_keys(rows, positions, valid, query_slots)  # (B, 1, Q, n) bool
+    if layout is not None:  # sparse attention (DSA indexers) narrows the keys further, as the layer does
+        allowed = layout.restrict_keys(attn, x, rope, x_rows, q_rope, allowed)
     logits = logits.float().masked_fill(~allowed, float("-inf"))
     if rows is not None and rows.dtype != torch.bool:
         # Additive float masks may carry more than -inf/0 (e.g. soft biases): add them as HF does.

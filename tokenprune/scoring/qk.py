@@ -53,6 +53,11 @@ class QKLayout:
         """(H_kv, D_h) of the keys: what a cache entry must have to be read back."""
         raise NotImplementedError
 
+    def restrict_keys(self, attn, x, rope, x_rows, rope_rows, allowed: torch.Tensor) -> torch.Tensor:
+        """``allowed`` (B, 1, Q, n) narrowed to the keys the layer lets each query attend to beyond its mask
+        (sparse attention, see ``qk_dots3``); ``x_rows``/``rope_rows`` are the query rows of ``x``/``rope``."""
+        return allowed
+
 
 def _modeling(attn) -> object:
     return sys.modules[type(attn).__module__]
@@ -79,7 +84,7 @@ class MultiHeadLatentAttention(QKLayout):
         if (any(hasattr(attn, a) for a in ("softmax_scaling", "indexer", "k_rope_only_layernorm"))
                 or rope_params.get("llama_4_scaling_beta")):
             # Query scaling by position (Mistral 4, Mistral Large 4), sparse top-k indexers and extra key
-            # norms (Dots 3) change the weights: refused rather than scored wrongly.
+            # norms change the weights: refused rather than scored wrongly (Dots 3 has its own 'dots3' layout).
             raise SpecError(describe(
                 f"attention module {type(attn).__name__} is an MLA variant with more than the DeepSeek-V3 layout",
                 where, "DeepSeek-V3 style MLA (q projection(s), kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj)",

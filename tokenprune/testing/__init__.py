@@ -17,3 +17,5 @@ from . import families_hunyuan  # noqa: E402,F401  (registers the HunYuanVL buil
 from . import families_mla  # noqa: E402,F401  (registers the Kimi-K2.5 and Fuyu builders: MLA and fused-QKV scoring)
 from . import families_vq  # noqa: E402,F401  (registers the Chameleon and Emu3 builders)
 from . import families_granite4v  # noqa: E402,F401  (registers the Granite 4 Vision builder: any-res tiles, Window Q-Former)
+from . import families_gemma3n  # noqa: E402,F401  (registers the Gemma 3n builder and its stand-in vision tower)
+from . import families_dsa  # noqa: E402,F401  (registers the Dots 3 Note builder: DeepSeek sparse attention)

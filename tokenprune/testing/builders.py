@@ -49,8 +49,10 @@ def build_test_config(spec: ModelSpec, variant: str | None = None):
     test = spec.test_model
     if test is None:
         raise ValueError(f"spec {spec.name!r} has no test_model section")
-    kwargs = test.config if variant is None else _deep_merge(test.config, test.variants[variant])
-    return getattr(transformers, test.config_class)(**copy.deepcopy(kwargs))
+    kwargs = copy.deepcopy(test.config if variant is None else _deep_merge(test.config, test.variants[variant]))
+    for key, stand_in in test.stand_ins.items():  # sub-configs whose pinned class cannot build a model here
+        kwargs[key] = lookup("test_stand_in", stand_in)(**kwargs.get(key, {}))
+    return getattr(transformers, test.config_class)(**kwargs)
 
 
 def build_test_model(spec: ModelSpec, variant: str | None = None, attn_implementation: str = "sdpa",
