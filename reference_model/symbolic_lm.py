@@ -27,13 +27,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.append(str(HERE.parent))
 
-from build import NUM_IMAGE_TOKENS, build_model, build_processor, synthvqa  # noqa: E402
+from build import build_model, build_processor, synthvqa  # noqa: E402
+from aids import AttentionAux, attention_targets, sample_indices  # noqa: E402
 from train import CELL_CLASSES, CELL_OF_PATCH, lr_at, pack_batch, patch_targets  # noqa: E402
 
 
@@ -49,53 +49,6 @@ class SymbolicImages(nn.Module):
 
     def forward(self, samples) -> torch.Tensor:
         return self.content(patch_targets(samples)) + self.cell(CELL_OF_PATCH)[None]
-
-
-def attention_targets(samples, input_ids, qmark_id, questions_per_image, seed, types):
-    """Query positions (N, 2) as (row, column) of the packed batch and their target keys (N, T) bool."""
-    positions, targets = [], []
-    T = input_ids.shape[1]
-    for b, sample in enumerate(samples):
-        questions = [sample.question] + synthvqa.extra_questions(sample, questions_per_image - 1, seed, types)
-        marks = (input_ids[b] == qmark_id).nonzero()[:, 0].tolist()  # one "?" per question, in order
-        for question, t in zip(questions, marks):
-            cells = synthvqa.relevant_cells(sample.scene, question)
-            if not cells:
-                continue
-            keys = torch.zeros(T, dtype=torch.bool)
-            for row, col in cells:
-                keys[1 : 1 + NUM_IMAGE_TOKENS] |= CELL_OF_PATCH == (row - 1) * synthvqa.GRID + (col - 1)
-            positions.append((b, t))
-            targets.append(keys)
-    if not positions:
-        return torch.zeros((0, 2), dtype=torch.long), torch.zeros((0, T), dtype=torch.bool)
-    return torch.tensor(positions), torch.stack(targets)
-
-
-class AttentionAux:
-    """Pre-hook on one attention module: recomputes the first heads' probabilities at the "?" queries."""
-
-    def __init__(self, attention: nn.Module, heads: int):
-        self.heads, self.batch, self.loss = heads, None, None
-        attention.register_forward_pre_hook(self._hook, with_kwargs=True)
-
-    def _hook(self, module, args, kwargs):
-        if self.batch is None:
-            return
-        positions, targets, mask = self.batch
-        if len(positions) == 0:
-            return
-        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]  # (B, T, H), normed
-        B, T, _ = hidden.shape
-        q = module.q_proj(hidden).view(B, T, -1, module.head_dim).transpose(1, 2)  # (B, heads, T, d)
-        k = module.k_proj(hidden).view(B, T, -1, module.head_dim).transpose(1, 2)  # (B, kv_heads, T, d)
-        q, k = apply_rotary_pos_emb(q, k, *kwargs["position_embeddings"])
-        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)[:, : self.heads]
-        b, t = positions[:, 0], positions[:, 1]
-        scores = torch.einsum("nhd,nhkd->nhk", q[b, : self.heads, t], k[b]) * module.scaling  # (N, h, T)
-        scores = scores.masked_fill(~mask[b, 0, t][:, None], float("-inf"))
-        log_probs = scores.log_softmax(-1).masked_fill(~targets[:, None], float("-inf"))
-        self.loss = -torch.logsumexp(log_probs, -1).mean()
 
 
 def main(argv=None):
@@ -152,9 +105,6 @@ def main(argv=None):
         finally:
             layer0_mask.clear()
 
-    # Sample i of a split has type QUESTION_TYPES[i % 6], so the allowed types pick indices.
-    def allowed(chosen):
-        return {i for i, t in enumerate(synthvqa.QUESTION_TYPES) if t in chosen}
     calibration = [s for s in synthvqa.make_split("calibration", args.eval_samples) if s.qtype in types]
     rng = random.Random(f"symbolic/{args.seed}")
 
@@ -177,10 +127,7 @@ def main(argv=None):
         lm.train()
         return {t: round(sum(v) / len(v), 3) for t, v in right.items() if v}
 
-    def index_stream(chosen):
-        return (i for i in range(10**9) if i % len(synthvqa.QUESTION_TYPES) in allowed(chosen))
-
-    warm_stream, main_stream = index_stream(warm_types), index_stream(types)
+    warm_stream, main_stream = sample_indices(warm_types), sample_indices(types)
     running, t0 = [], time.time()
     for step in range(args.steps):
         warm = step < args.warm_steps

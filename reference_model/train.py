@@ -20,7 +20,6 @@ import argparse
 import copy
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -169,9 +168,20 @@ def main(argv=None):
         "--position-embedding-std", type=float, default=None,
         help="re-initialise the vision tower's position embeddings with this std (None: keep the config's init)",
     )
+    parser.add_argument("--attention-aux", type=float, default=0.0,
+                        help="weight of the attention aid (aids.py): heads of one layer look at the asked-about cells")
+    parser.add_argument("--attention-layer", type=int, default=3)
+    parser.add_argument("--attention-heads", type=int, default=1)
+    parser.add_argument("--warm-types", default="", help="curriculum: comma-separated question types trained alone first")
+    parser.add_argument("--warm-steps", type=int, default=0, help="curriculum: steps on --warm-types only")
     parser.add_argument("--init-from", default=None, help="start from this checkpoint's weights (a second stage)")
     parser.add_argument("--stop-at", type=int, default=None, help="end after this many steps (schedule still --steps)")
     args = parser.parse_args(argv)
+    warm_types = tuple(t for t in args.warm_types.split(",") if t)
+    unknown = sorted(set(warm_types) - set(synthvqa.QUESTION_TYPES))
+    if unknown or (args.warm_steps and not warm_types):
+        parser.error(f"--warm-types: got {args.warm_types!r} with --warm-steps {args.warm_steps}; expected a "
+                     f"comma-separated subset of {list(synthvqa.QUESTION_TYPES)}")
 
     torch.set_num_threads(args.threads)
     random.seed(args.seed)
@@ -228,22 +238,42 @@ def main(argv=None):
         return a, kwargs
 
     layer0.register_forward_pre_hook(swap_layer0_mask, with_kwargs=True)
+    attention_aid, warm_stream = None, None
+    if args.attention_aux or args.warm_steps:
+        from aids import AttentionAux, attention_targets, sample_indices  # imported here: aids imports this module
+
+        warm_stream = sample_indices(warm_types)
+        if args.attention_aux:
+            layer = model.model.language_model.layers[args.attention_layer]
+            attention_aid = AttentionAux(layer.self_attn, args.attention_heads)
+    qmark = tok.convert_tokens_to_ids("?")
     eval_set = synthvqa.make_split("calibration", args.eval_samples)
     data_rng = random.Random(f"train-mask/{args.seed}")
     log = []
     t0 = time.time()
     for step in range(args.steps):
         first = step * args.images_per_step
-        samples = [synthvqa.make_sample("train", i, args.seed) for i in range(first, first + args.images_per_step)]
+        indices = range(first, first + args.images_per_step)
+        chosen = synthvqa.QUESTION_TYPES
+        if step < args.warm_steps:
+            indices, chosen = [next(warm_stream) for _ in range(args.images_per_step)], warm_types
+        samples = [synthvqa.make_sample("train", i, args.seed) for i in indices]
         ids, pos, labels, mask, mask0, pixels = pack_batch(
             samples, tok, processor.image_processor, args.questions_per_image, args.seed, args.layer0_blind_p, data_rng,
-            describe=args.describe,
+            describe=args.describe, question_types=chosen,
         )
         current_mask0["mask0"] = mask0
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup) * group["lr_scale"]
+        if attention_aid is not None:
+            targets = attention_targets(samples, ids, qmark, args.questions_per_image, args.seed, chosen)
+            attention_aid.batch, attention_aid.loss = (*targets, mask), None
         out = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, position_ids=pos)
         current_mask0.clear()
+        routing = None
+        if attention_aid is not None:
+            # Evaluation forwards get no target; no tensor stays on the hook (the checkpoint copy deep-copies it).
+            routing, attention_aid.batch, attention_aid.loss = attention_aid.loss, None, None
         loss = F.cross_entropy(out.logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
         image_features = features.pop("image").float()  # (B, 144, hidden)
         penalty = image_features.pow(2).mean()
@@ -254,6 +284,8 @@ def main(argv=None):
         if args.position_aux:
             where = F.cross_entropy(position_probe(image_features).flatten(0, 1), CELL_OF_PATCH.repeat(len(samples)))
             loss_total = loss_total + args.position_aux * where
+        if routing is not None:
+            loss_total = loss_total + args.attention_aux * routing
         opt.zero_grad(set_to_none=True)
         loss_total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -261,6 +293,7 @@ def main(argv=None):
         if step % 20 == 0 or step == args.steps - 1:
             aux_text = f" patch_aux {aux.item():.4f}" if args.patch_aux else ""
             aux_text += f" position_aux {where.item():.4f}" if args.position_aux else ""
+            aux_text += f" attention_aux {routing.item():.4f}" if routing is not None else ""
             print(f"step {step} loss {loss.item():.4f} feat_ms {penalty.item():.4f}{aux_text} lr {opt.param_groups[0]['lr']:.2e} {time.time() - t0:.0f}s", flush=True)
         if (step + 1) % args.eval_every == 0 or step == args.steps - 1:
             model.eval()

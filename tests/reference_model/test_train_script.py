@@ -7,6 +7,7 @@ import random
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,3 +97,22 @@ def test_training_aids_and_second_stage_run(tmp_path):
     a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
     assert a.keys() == b.keys()  # the probes are training aids: not saved
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_attention_aid_and_curriculum_run_and_log(tmp_path, capsys):
+    args = ["--steps", "3", "--eval-every", "3", "--eval-samples", "6", "--images-per-step", "2",
+            "--questions-per-image", "2", "--text-hidden", "64", "--text-intermediate", "128"]
+    train.main(["--out", str(tmp_path / "a"), "--attention-aux", "1", "--warm-types", "color,read",
+                "--warm-steps", "2", *args])
+    printed = capsys.readouterr().out
+    step0 = next(line for line in printed.splitlines() if line.startswith("step 0 "))
+    routing = float(step0.split("attention_aux ")[1].split()[0])
+    assert 0.0 < routing < 10.0  # -log(mass on the asked-about cells): positive while attention is spread
+    assert (tmp_path / "a" / "model.safetensors").exists()
+
+
+def test_curriculum_rejects_unknown_types(tmp_path):
+    with pytest.raises(SystemExit):
+        train.main(["--out", str(tmp_path / "a"), "--warm-types", "colour", "--warm-steps", "2"])
+    with pytest.raises(SystemExit):
+        train.main(["--out", str(tmp_path / "a"), "--warm-steps", "2"])  # steps without types

@@ -1,0 +1,68 @@
+"""Training aids shared by train.py and symbolic_lm.py: the attention aid and a question-type curriculum.
+
+The attention aid pushes the first heads of one decoder layer, at every "?" token, to put their attention mass
+on the patches of the grid cells the question is about (``synthvqa.relevant_cells``); its loss is
+``-log(sum of attention probabilities on those patches)``. Only its gradient shapes the model; nothing is saved.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+from build import NUM_IMAGE_TOKENS, synthvqa
+from train import CELL_OF_PATCH
+
+
+def sample_indices(types, seed_types=synthvqa.QUESTION_TYPES):
+    """Endless split indices whose sample has one of ``types`` (sample i of a split has type QUESTION_TYPES[i % 6])."""
+    allowed = {i for i, t in enumerate(seed_types) if t in types}
+    return (i for i in range(10**9) if i % len(seed_types) in allowed)
+
+
+def attention_targets(samples, input_ids, qmark_id, questions_per_image, seed, types):
+    """Query positions (N, 2) as (row, column) of the packed batch and their target keys (N, T) bool."""
+    positions, targets = [], []
+    T = input_ids.shape[1]
+    for b, sample in enumerate(samples):
+        questions = [sample.question] + synthvqa.extra_questions(sample, questions_per_image - 1, seed, types)
+        marks = (input_ids[b] == qmark_id).nonzero()[:, 0].tolist()  # one "?" per question, in order
+        for question, t in zip(questions, marks):
+            cells = synthvqa.relevant_cells(sample.scene, question)
+            if not cells:
+                continue
+            keys = torch.zeros(T, dtype=torch.bool)
+            for row, col in cells:
+                keys[1 : 1 + NUM_IMAGE_TOKENS] |= CELL_OF_PATCH == (row - 1) * synthvqa.GRID + (col - 1)
+            positions.append((b, t))
+            targets.append(keys)
+    if not positions:
+        return torch.zeros((0, 2), dtype=torch.long), torch.zeros((0, T), dtype=torch.bool)
+    return torch.tensor(positions), torch.stack(targets)
+
+
+class AttentionAux:
+    """Pre-hook on one attention module: recomputes the first heads' probabilities at the "?" queries."""
+
+    def __init__(self, attention: nn.Module, heads: int):
+        self.heads, self.batch, self.loss = heads, None, None
+        attention.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs):
+        if self.batch is None:
+            return
+        positions, targets, mask = self.batch
+        if len(positions) == 0:
+            return
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]  # (B, T, H), normed
+        B, T, _ = hidden.shape
+        q = module.q_proj(hidden).view(B, T, -1, module.head_dim).transpose(1, 2)  # (B, heads, T, d)
+        k = module.k_proj(hidden).view(B, T, -1, module.head_dim).transpose(1, 2)  # (B, kv_heads, T, d)
+        q, k = apply_rotary_pos_emb(q, k, *kwargs["position_embeddings"])
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)[:, : self.heads]
+        b, t = positions[:, 0], positions[:, 1]
+        scores = torch.einsum("nhd,nhkd->nhk", q[b, : self.heads, t], k[b]) * module.scaling  # (N, h, T)
+        scores = scores.masked_fill(~mask[b, 0, t][:, None], float("-inf"))
+        log_probs = scores.log_softmax(-1).masked_fill(~targets[:, None], float("-inf"))
+        self.loss = -torch.logsumexp(log_probs, -1).mean()
