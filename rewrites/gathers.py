@@ -42,6 +42,14 @@ def gather_shared_kv(shared, g: Gather):
     return out
 
 
+def hand_on_unread(value, g: Gather):
+    """A per-token value the later layers receive but never read, handed on unchanged (so the probe self-check
+    sees what the original passes): Mistral Large 4's ``prev_topk_indices``, which a layer with its own indexer
+    ignores. Its entries still index the layout before the cut; the spec's qk layout refuses models where a
+    layer reads it."""
+    return value
+
+
 def new_shared_kv(factory):
     """A fresh mapping for one call (a graph node, so no state survives between calls or models)."""
     return factory()

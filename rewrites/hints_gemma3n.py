@@ -47,12 +47,20 @@ class Gemma3nKVSharing(TracingHint):
             return held[1]  # every layer call of this graph shares one dict, as in the forward
         if len(value):  # it would stand for a dict holding trace-time tensors
             raise TraceError(describe(f"a KVSharingDict holding {sorted(value)} at trace time",
-                                      "hint gemma3n_kv_sharing", "the empty dict the forward creates per call",
+                                      f"hint {self.name}", "the empty dict the forward creates per call",
                                       "check that the decoder layers are traced as leaves"))
         node = tracer.create_node("call_function", new_kv_sharing_dict, (), {}, name="kv_sharing_dict")
         node.meta[PER_TOKEN_META] = True
         self._nodes[id(value)] = (value, node)
         return node
+
+
+@register("tracing_hint", "forward_kv_sharing")
+class ForwardKVSharing(Gemma3nKVSharing):
+    """The same hint under a family-neutral name, for any text model whose forward creates its own
+    ``KVSharingDict`` and passes it to every layer (Mistral Large 4)."""
+
+    name = "forward_kv_sharing"
 
 
 def _project_per_layer_inputs(self, inputs_embeds, per_layer_inputs=None):

@@ -210,7 +210,7 @@ def _check_cache_lengths(session: PruneSession, cache, past_len: int, cut_layers
     for layer in cut_layers:
         sel = session.selections.get(layer)
         slots = getattr(cache, "layers", None) or []
-        if sel is None or (layer < len(slots) and type(slots[layer]).__name__ == "DummyLayer"):
+        if sel is None or (layer < len(slots) and _stores_no_kv(slots[layer])):
             continue  # nothing pruned, or a layer that stores no cache (it reuses another layer's K/V)
         expected = sel.layout.length + generated
         actual = cache.get_seq_length(layer)
@@ -245,3 +245,9 @@ def make_vision_hook(session: PruneSession, token_ids: list[int], locator: str |
         return args, kwargs
 
     return hook
+
+
+def _stores_no_kv(slot) -> bool:
+    """A cache slot of a layer that reuses another layer's K/V: a DummyLayer (Gemma 4), or one whose K/V were never
+    written although the prompt ran (Mistral Large 4's KV-sharing layers keep only their indexer keys there)."""
+    return type(slot).__name__ == "DummyLayer" or getattr(slot, "is_initialized", True) is False

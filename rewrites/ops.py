@@ -21,11 +21,13 @@ from .state import CutSelection, Gather, Layout, Mode, PruneSession
 
 # ----------------------------------------------------------------- selection
 def select_tokens(session: PruneSession, layer: int, prev_layer: int | None, hidden_in, hidden_out, mask, rope,
-                  next_mask, next_rope, scoring_layer, next_layer, cache=None, shared_kv=None) -> Gather:
+                  next_mask, next_rope, scoring_layer, next_layer, cache=None, shared_kv=None,
+                  position_ids=None) -> Gather:
     """Decide the kept slots at the cut before ``layer`` and describe the gathers of this call.
 
     ``cache``: the KV cache the scoring layer received (None without one); it has just written its keys there.
     ``shared_kv``: the shared key/value mapping the scoring layer received (Gemma 4), or None.
+    ``position_ids``: the position ids the scoring layer received, or None.
     """
     call = session.call
     prev_sel = session.selections.get(prev_layer) if prev_layer is not None else None
@@ -39,7 +41,8 @@ def select_tokens(session: PruneSession, layer: int, prev_layer: int | None, hid
                            hidden_in=hidden_in, hidden_out=hidden_out, mask=mask, rope=rope, next_mask=next_mask,
                            next_rope=next_rope, positions=prev.positions, vision=prev.vision, valid=prev.valid,
                            pad_offset=call.pad_offset, query_position=call.query_position, seed=session.seed,
-                           cache=cache, key_policy=session.scoring_keys, shared_kv=shared_kv)
+                           cache=cache, key_policy=session.scoring_keys, shared_kv=shared_kv,
+                           position_ids=position_ids)
         scores = lookup("scorer", session.scorer_name)(ctx).float()  # (B, n)
         session.key_sources[layer] = ctx.key_source
         index, layout = _select(scores, prev, counts)

@@ -25,6 +25,7 @@ from tokenprune.scoring.shared_kv import reuses_shared_kv, shared_kv_key, stores
 from tokenprune.spec import ModelSpec, resolve_module
 
 from .install import clone_path, make_language_model_forward, shallow_clone
+from .ops import gather_hidden
 
 
 def real_layer_indices(config, num_layers: int) -> list[int]:
@@ -43,12 +44,13 @@ class RecordingLayer(torch.nn.Module):
     scorers and the model's forward see the layer they expect. The real layer is not registered as a child.
     """
 
-    def __init__(self, real: torch.nn.Module, index: int, spec: ModelSpec, log: list, tuple_output: bool = False):
+    def __init__(self, real: torch.nn.Module, index: int, spec: ModelSpec, log: list, tuple_output: int = 0):
         object.__setattr__(self, "_real", real)  # first: __getattr__ falls back to it
         super().__init__()
         self.index = index
         self._log = log
-        self._tuple_output = tuple_output  # the real layer returns (hidden_states, ...): see tuple_output_layers
+        # The real layer returns a tuple of this length (0: a tensor), hidden states first: see tuple_output_layers.
+        self._tuple_output = tuple_output
         attn = resolve_module(real, spec.layer.attention, "layer.attention")
         self._head_dim = int(getattr(attn, spec.attention.head_dim))
         # A layer that reuses shared keys/values has no key projection and writes no cache (Gemma 4).
@@ -78,7 +80,8 @@ class RecordingLayer(torch.nn.Module):
         snap = functools.partial(_snapshot, layer_idx=self._layer_idx)
         record = {"hidden": hidden, "args": tuple(map(snap, args)), "kwargs": {k: snap(v) for k, v in kwargs.items()}}
         self._log.append((self.index, record))
-        out = (hidden,) if self._tuple_output else hidden
+        # Items after the hidden states (Mistral Large 4's top-k indices) become None: the same in both stacks.
+        out = (hidden, *[None] * (self._tuple_output - 1)) if self._tuple_output else hidden
         if self._reuses:
             return out
         bsz, n = self._hidden_layout.batch_and_length(hidden)
@@ -90,19 +93,39 @@ class RecordingLayer(torch.nn.Module):
         return out
 
 
-def tuple_output_layers(graphs: dict, layers_path: str) -> set[int]:
-    """Indices of the decoder layers whose output the traced forward only indexes at 0 (``layer_outputs[0]``):
-    such layers return a tuple with the hidden states first (Chameleon), so their stand-ins must return one too.
-    (Other indices mean a tensor indexed along its first axis, e.g. Gemma 3n's stack of AltUp streams.)"""
-    found = set()
+def tuple_output_layers(graphs: dict, layers_path: str) -> dict[int, int]:
+    """Decoder layers that return a tuple with the hidden states first, mapped to its length, so their stand-ins
+    return one too: Chameleon's ``layer_outputs[0]``, Mistral Large 4's ``hidden_states, topk_indices = layer(...)``.
+    A layer's output is such a tuple when the traced forward reads it only by index and hands item 0 to the next
+    layer (the last layer: when its predecessor's is a tuple read up to the same index), or when it reads only
+    item 0. Other indexing means a tensor indexed along its first axis (Gemma 3n's stack of AltUp streams, which
+    the next layer gets whole)."""
+    found: dict[int, int] = {}
     for gm in graphs.values():
+        calls = {}
         for node in gm.graph.nodes:
             head, _, tail = str(node.target).rpartition(".")
-            if node.op == "call_module" and head == layers_path and tail.isdigit() and node.users and all(
-                    user.op == "call_function" and user.target is operator.getitem and user.args[1] == 0
-                    for user in node.users):
-                found.add(int(tail))
+            if node.op == "call_module" and head == layers_path and tail.isdigit():
+                calls[int(tail)] = node
+        for i, node in sorted(calls.items()):
+            items = [user.args[1] for user in node.users if user.op == "call_function"
+                     and user.target is operator.getitem and isinstance(user.args[1], int)]
+            if not node.users or len(items) != len(node.users):
+                continue
+            nxt = calls.get(i + 1)
+            feeds_next = nxt is not None and bool(nxt.args) and _is_item(nxt.args[0], node, 0)
+            length = max(items) + 1
+            if items == [0] * len(items) or feeds_next or (nxt is None and found.get(i - 1) == length):
+                found[i] = max(found.get(i, 1), length)
     return found
+
+
+def _is_item(value, node: fx.Node, index: int) -> bool:
+    """``value`` is ``node[index]``, possibly through a cut's gather of the hidden states."""
+    while isinstance(value, fx.Node) and value.op == "call_function" and value.target is gather_hidden:
+        value = value.args[0]
+    return (isinstance(value, fx.Node) and value.op == "call_function" and value.target is operator.getitem
+            and value.args[0] is node and value.args[1] == index)
 
 
 def _is_cache(value) -> bool:

@@ -24,7 +24,7 @@ from .tracer import TracedLanguageModel
 SESSION_ATTR = "_tokenprune_session"
 
 _GATHERS = {"mask": ops.gather_mask, "rope": ops.gather_rope, "positions": ops.gather_positions,
-            "tokens": gathers.gather_tokens, "shared_kv": gathers.gather_shared_kv}
+            "tokens": gathers.gather_tokens, "shared_kv": gathers.gather_shared_kv, "unread": gathers.hand_on_unread}
 
 Slot = int | str  # a layer call's argument: position (1, 2, ... after the hidden states) or keyword name
 
@@ -45,8 +45,8 @@ def _classify_args(layer: fx.Node, kinds: dict[str, GatherKind], arg_kinds=()) -
                 f"decoder layer call {layer.target!r} receives a graph value as positional argument {pos} "
                 f"({value.name!r}), which tokenprune does not know how to gather at a cut", "traced language model",
                 f"declared kinds for {len(arg_kinds)} positional arguments after the hidden states",
-                "declare it in the spec under tracing.layer_args (mask, rope, positions, tokens, shared_kv, cache or "
-                "constant)"))
+                "declare it in the spec under tracing.layer_args (mask, rope, positions, tokens, shared_kv, unread, "
+                "cache or constant)"))
         out[pos] = arg_kinds[pos - 1]
     for name, value in layer.kwargs.items():
         if not isinstance(value, fx.Node):
@@ -55,7 +55,8 @@ def _classify_args(layer: fx.Node, kinds: dict[str, GatherKind], arg_kinds=()) -
             raise TraceError(describe(
                 f"decoder layer call {layer.target!r} receives keyword {name!r}, which tokenprune does not know "
                 "how to gather at a cut", "traced language model", f"one of {sorted(kinds)}",
-                "declare it in the spec under tracing.layer_kwargs (mask, rope, positions, cache or constant)"))
+                "declare it in the spec under tracing.layer_kwargs (mask, rope, positions, tokens, shared_kv, unread, "
+                "cache or constant)"))
         out[name] = kinds[name]
     return out
 
@@ -110,6 +111,17 @@ def _mask_windows(layers: list[fx.Node], config, windowed: dict) -> dict[fx.Node
     return out
 
 
+def _downstream(node: fx.Node) -> set[fx.Node]:
+    """Every node that depends on ``node``."""
+    seen, frontier = set(), [node]
+    while frontier:
+        for user in frontier.pop().users:
+            if user not in seen:
+                seen.add(user)
+                frontier.append(user)
+    return seen
+
+
 def _arg(layer: fx.Node, slot: Slot):
     return layer.args[slot] if isinstance(slot, int) else layer.kwargs[slot]
 
@@ -141,6 +153,8 @@ def _insert_cut(graph: fx.Graph, gm: fx.GraphModule, prefix: str, layers: list[f
                 "cache": _arg_of_kind(scoring, kinds[cut - 1], "cache"),
                 # Layers that read shared keys/values instead of projecting them (Gemma 4) are scored from them.
                 "shared_kv": _arg_of_kind(scoring, kinds[cut - 1], "shared_kv"),
+                # Layouts that scale queries by position (Mistral Large 4) read the layer's own position ids.
+                "position_ids": scoring.kwargs.get("position_ids"),
             }, name=f"cut{cut}_select")
         inserted |= {select.name, *(n.name for n in select.all_input_nodes if n.op == "get_attr")}
         hidden = graph.create_node("call_function", ops.gather_hidden, (target.args[0], select, *hidden_axes), {},
@@ -148,10 +162,13 @@ def _insert_cut(graph: fx.Graph, gm: fx.GraphModule, prefix: str, layers: list[f
         target.args = (hidden, *target.args[1:])
         inserted.add(hidden.name)
     replaced: dict[fx.Node, fx.Node] = {}
+    # Values a layer after the cut computes (Mistral Large 4's top-k indices, handed from layer to layer) are in
+    # the new layout already: only what comes from before the cut is gathered.
+    after_cut = _downstream(target)
     for later, later_kinds in zip(layers[cut:], kinds[cut:]):
         new_args, new_kwargs = list(later.args), dict(later.kwargs)
         for slot, kind in later_kinds.items():
-            if kind not in _GATHERS:
+            if kind not in _GATHERS or _arg(later, slot) in after_cut:
                 continue
             value = _arg(later, slot)
             if value not in replaced:

@@ -89,3 +89,27 @@ def kept_positions(vision_mask: torch.Tensor, selection, b: int) -> torch.Tensor
     else:
         present |= vision_mask[b]
     return torch.nonzero(present).flatten()
+
+
+LAYER_INPUTS = {"rope": "position_embeddings", "mask": "attention_mask"}
+
+
+def capture_layer_io(model, layer, attention, model_kwargs: dict, inputs: dict[str, str] = LAYER_INPUTS) -> dict:
+    """One forward of ``model``: what ``layer`` received (``hidden`` and each ``inputs`` keyword, renamed) and the
+    weights (B, H, S, S) its ``attention`` module returned, i.e. HF's own eager attention probabilities."""
+    seen = {}
+
+    def pre(_, args, kwargs):
+        seen.update(hidden=args[0], **{key: kwargs[name] for key, name in inputs.items()})
+
+    def post(_, args, output):
+        seen["weights"] = output[1]
+
+    hooks = [layer.register_forward_pre_hook(pre, with_kwargs=True), attention.register_forward_hook(post)]
+    try:
+        with torch.no_grad():
+            model(**model_kwargs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen

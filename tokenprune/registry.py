@@ -1,7 +1,7 @@
 """Named registries: family-specific Python is referenced from YAML by name, never by import string.
 
 Kinds used by the core: ``scorer``, ``rope``, ``qk``, ``hidden_states``, ``tracing_hint``, ``locator``,
-``test_inputs``, ``test_stand_in``; the search
+``test_inputs``, ``test_stand_in``, ``test_weights``; the search
 engine adds ``objective``. Registering is a decorator::
 
     @register("scorer", "random")

@@ -23,8 +23,9 @@ BUNDLED_PACKAGE = "tokenprune.model_specs"
 # How a decoder-layer argument carries per-token data, i.e. how a cut must gather it. Besides the masks, rotary
 # values and position ids: "tokens" is a (B, S, ...) tensor laid out like the hidden states (Gemma 4's per-layer
 # input), "shared_kv" a mapping of (key, value) tensors (B, H, S_k, D) that layers write and later layers read
-# (Gemma 4's KVSharingDict), gathered along the key axis.
-GatherKind = Literal["mask", "rope", "positions", "tokens", "shared_kv", "cache", "constant"]
+# (Gemma 4's KVSharingDict), gathered along the key axis. "unread" is a per-token value the layers receive but
+# never read (Mistral Large 4's prev_topk_indices on layers with their own indexer): handed on unchanged.
+GatherKind = Literal["mask", "rope", "positions", "tokens", "shared_kv", "unread", "cache", "constant"]
 
 DEFAULT_LAYER_KWARGS: dict[str, GatherKind] = {
     "attention_mask": "mask",
@@ -168,6 +169,10 @@ class TestModel(_Strict):
                                         "and without a KV cache for a left-padded sample (Kosmos-2 / 2.5: positions "
                                         "skip padding in a prefill, not in a cached step); the suite then compares "
                                         "cached and uncached generation on unpadded samples only.")
+    weights: str | None = Field(None, description="Registered test-weight initialiser (kind 'test_weights') "
+                                "applied after the family's own initialisation: for parameters a fresh model "
+                                "sets to an identity that a scorer must nevertheless reproduce (Mistral Large 4's "
+                                "position-dependent query scaling).")
 
 
 class ModelSpec(_Strict):

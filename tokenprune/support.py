@@ -49,24 +49,6 @@ KNOWN_OBSTACLES: dict[str, str] = {
         "image-text auto mapping lists it, but its prompts hold no vision tokens to prune. Its multi-head latent "
         "attention is the registered 'mla' qk layout except for Llama-4 query scaling by position "
         "(rope_parameters.llama_4_scaling_beta), which the layout refuses"),
-    "MistralLarge4ForConditionalGeneration": (
-        "DeepSeek sparse attention whose top-k key indices cross layers: every decoder layer returns "
-        "(hidden_states, topk_indices) and the next layer receives them as prev_topk_indices, a (B, S, "
-        "index_topk) per-token value whose entries index key slots, so a cut must take its kept query rows and "
-        "remap its values to the kept key columns, also at decode (the completeness analysis refuses the cut "
-        "otherwise; 'shared' indexer layers, from index_topk_freq > 1 or index_topk_pattern, attend through "
-        "them, while with the default index_topk_freq=1 every layer runs its own indexer and ignores them), and "
-        "the stand-in layers of the compile-time probe do not return the (hidden_states, topk_indices) pair the "
-        "forward unpacks ('too many values to unpack'). The forward also builds its KVSharingDict inside (Gemma 4's "
-        "kv_sharing hint passes one in and collides with it: 'got multiple values for keyword argument "
-        "shared_kv_states'; a hint that makes the forward's own dict a per-call graph node traces it, tried "
-        "with tracing.layer_kwargs {shared_kv_states: shared_kv}). The scorer would need the layer's position_ids, which it does not receive: attention "
-        "and indexer queries are multiplied per head by softmax_scaling (scale * log(position_ids + 1) + bias, "
-        "identity in a randomly initialised model); no_rope_layers drop RoPE from attention and indexer, and "
-        "KV-sharing layers (kv_source_layers) read MLA latents from the KVSharingDict ('rope'/'nope'), which "
-        "the qk layouts do not see. Not obstacles: the indexer adds the layer's attention mask before its top-k "
-        "(masked keys are never picked), and after a cut each layer's indexer keys come from the pruned hidden "
-        "states, so its indexer cache needs no gather (as in the supported Dots 3 Note, spec dots3_note)"),
     "EvollaForProteinText2Text": (
         "protein-text model: protein features reach the text model only through cross-attention adapters "
         "(EvollaSequenceAlignerCrossAttention fed by protein_kv_states); the sequence holds no vision tokens to prune"),

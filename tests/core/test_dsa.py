@@ -7,6 +7,7 @@ import torch
 
 import tokenprune as tp
 from tests.conformance.cases import layers_of, load_case
+from tests.reference import capture_layer_io
 from tokenprune.errors import SpecError, UnsupportedError
 from tokenprune.flops import TextShape, prefill_flops
 from tokenprune.registry import lookup
@@ -20,20 +21,7 @@ def _layer_io(case, batch, index):
     """What decoder layer ``index`` of the eager model received, and its attention weights (B, H, S, S)."""
     model = case.models["eager"]
     layer = layers_of(case, model)[index]
-    seen = {}
-
-    def pre(_, args, kwargs):
-        seen.update(hidden=args[0], rope=kwargs["position_embeddings"], mask=kwargs["attention_mask"])
-
-    def post(_, args, output):
-        seen["weights"] = output[1]
-
-    hooks = [layer.register_forward_pre_hook(pre, with_kwargs=True), layer.self_attn.register_forward_hook(post)]
-    with torch.no_grad():
-        model(**batch.kwargs)
-    for hook in hooks:
-        hook.remove()
-    return layer, seen
+    return layer, capture_layer_io(model, layer, layer.self_attn, batch.kwargs)
 
 
 def _last_query_scores(case, layer, seen, mask_2d):
@@ -78,7 +66,7 @@ def test_topk_variant_binds_and_its_restriction_is_needed(monkeypatch):
     assert bool((attended == torch.clamp(real, max=topk)).all()), (attended, real)
     assert bool((real > topk).all()), "every prompt must be longer than index_topk"
 
-    monkeypatch.setattr(Dots3LatentAttention, "restrict_keys", lambda self, *args: args[-1])
+    monkeypatch.setattr(Dots3LatentAttention, "restrict_keys", lambda self, *args, **kwargs: args[-1])
     dense, _ = _last_query_scores(case, layer, seen, batch.kwargs["attention_mask"])
     assert not torch.allclose(dense, hf, rtol=1e-3, atol=1e-4)
 
@@ -128,39 +116,3 @@ def test_flops_refuse_sparse_attention_configs_clearly():
         prefill_flops(config, tp.Schedule.keep_all(4), 10, 20)
     shape = TextShape(num_layers=4, hidden=64, intermediate=112, heads=4, kv_heads=4, head_dim=24)
     assert prefill_flops(shape, tp.Schedule.fastv(4, layer=2, keep=0.5), 10, 20).fraction < 1.0
-
-
-def _tiny_mistral_large4():
-    import transformers
-
-    text = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 112, "moe_intermediate_size": 32,
-            "num_hidden_layers": 2, "n_routed_experts": 4, "num_experts_per_tok": 2, "num_attention_heads": 4,
-            "num_key_value_heads": 4, "kv_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 16,
-            "v_head_dim": 16, "index_head_dim": 16, "index_n_heads": 4}
-    vision = {"model_type": "pixtral", "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 1,
-              "num_attention_heads": 2, "patch_size": 4, "image_size": 32, "head_dim": 16}
-    config = transformers.MistralLarge4Config(text_config=text, vision_config=vision, image_token_index=250)
-    torch.manual_seed(0)
-    return transformers.MistralLarge4ForConditionalGeneration._from_config(config, attn_implementation="eager")
-
-
-def test_mistral_large4_is_refused_with_its_reason():
-    """Mistral Large 4 stays unsupported: no bundled spec matches it, the MLA layouts refuse its attention (no
-    query latent, position-scaled queries), and the support table names what a cut and the scorer would need."""
-    from tokenprune.errors import SpecMatchError
-    from tokenprune.support import support_rows
-
-    model = _tiny_mistral_large4()
-    with pytest.raises(SpecMatchError, match="MistralLarge4ForConditionalGeneration"):
-        tp.compile(model, "auto", tp.Schedule.keep_all(2))
-    attn = model.model.language_model.layers[0].self_attn
-    for layout in ("mla", "dots3"):
-        with pytest.raises(SpecError, match="has no"):
-            lookup("qk", layout)().check(attn)
-    rows = {r.architecture: r for r in support_rows([("MistralLarge4ForConditionalGeneration", "mistral_large4"),
-                                                     ("Dots3NoteForConditionalGeneration", "dots3_note")])}
-    reason = rows["MistralLarge4ForConditionalGeneration"].reason
-    assert rows["MistralLarge4ForConditionalGeneration"].status == "unsupported"
-    assert all(word in reason for word in ("prev_topk_indices", "softmax_scaling", "position_ids", "KVSharingDict"))
-    assert rows["Dots3NoteForConditionalGeneration"].status == "supported"
-    assert rows["Dots3NoteForConditionalGeneration"].spec == "dots3_note"

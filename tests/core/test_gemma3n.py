@@ -163,7 +163,7 @@ def test_a_stack_indexed_at_several_positions_is_not_a_tuple_output():
             return stack[0] + stack[1]  # a stack of streams, indexed along its first axis
 
     gm = fx.symbolic_trace(Stack())
-    assert tuple_output_layers({None: gm}, "layers") == {0}
+    assert tuple_output_layers({None: gm}, "layers") == {0: 1}  # layer 0 returns a 1-tuple
     assert any(n.target is operator.getitem for n in gm.graph.nodes)
 
 

@@ -8,6 +8,7 @@ import torch
 import tokenprune as tp
 import tokenprune.scoring.scorers as scorers
 from tests.conformance.cases import load_case
+from tests.reference import capture_layer_io
 from tokenprune.errors import SpecError
 from tokenprune.registry import lookup
 from tokenprune.scoring.attention import attention_probs
@@ -20,21 +21,8 @@ def _layer_io(model, spec, batch, index):
     """What decoder layer ``index`` received (hidden, rope, mask) and HF's eager attention weights (B, H, S, S)."""
     lm = resolve_module(model, spec.language_model, "language_model")
     layer = resolve_module(lm, spec.decoder_layers, "decoder_layers")[index]
-    seen = {}
-
-    def pre(_, args, kwargs):
-        seen.update(hidden=args[0], rope=kwargs["position_embeddings"], mask=kwargs["attention_mask"])
-
-    def post(_, args, output):
-        seen["weights"] = output[1]
-
-    hooks = [layer.register_forward_pre_hook(pre, with_kwargs=True),
-             resolve_module(layer, spec.layer.attention, "attention").register_forward_hook(post)]
-    with torch.no_grad():
-        model(**batch.kwargs)
-    for hook in hooks:
-        hook.remove()
-    return layer, seen
+    attention = resolve_module(layer, spec.layer.attention, "attention")
+    return layer, capture_layer_io(model, layer, attention, batch.kwargs)
 
 
 def _scores(spec, layer, seen, mask_2d):

@@ -64,7 +64,7 @@ def test_chameleon_merges_images_before_the_graph():
         assert torch.equal(compiled(**text_only, mm_encoder_outputs=encoded).logits, reference)
         assert not torch.equal(compiled(**text_only).logits, reference)
     graph = tp.graph_of(compiled)
-    assert tuple_output_layers({None: graph}, spec.decoder_layers) == set(range(4))
+    assert tuple_output_layers({None: graph}, spec.decoder_layers) == {i: 1 for i in range(4)}  # 1-tuples
 
 
 def test_each_chameleon_hint_refuses_the_other_layer_layout():
@@ -102,4 +102,4 @@ def test_chameleon_swin_spec_prunes_exactly_and_scores_hf_attention():
 def test_tuple_output_layers_is_empty_for_layers_returning_tensors():
     spec = tp.load_spec("llava")
     compiled = tp.compile(build_test_model(spec), spec, tp.Schedule.keep_all(4))
-    assert tuple_output_layers({None: tp.graph_of(compiled)}, spec.decoder_layers) == set()
+    assert tuple_output_layers({None: tp.graph_of(compiled)}, spec.decoder_layers) == {}

@@ -16,6 +16,7 @@ from tokenprune.registry import lookup
 from tokenprune.spec import ModelSpec, resolve_module
 
 from . import qk_dots3  # noqa: F401  (registers the 'dots3' layout)
+from . import qk_mistral_large4  # noqa: F401  (registers the 'mistral_large4' layout)
 from .keys import KeyLookup, find_cached_keys
 from .qk import layout_cached_keys
 from .shared_kv import find_shared_keys
@@ -33,12 +34,14 @@ def attention_probs(
     cache=None,
     key_policy: str = "recompute",
     shared_kv=None,
+    position_ids=None,
 ) -> tuple[torch.Tensor, KeyLookup]:
     """Head-averaged attention of each sample's query slots ``query_slots`` (B, Q) over all ``n`` keys:
     (B, Q, n) fp32, and where the keys came from.
 
     ``cache``: the KV cache of this call, read only if ``layer`` already ran in it (``key_policy="auto"``).
     ``shared_kv``: keys/values shared between layers; read when ``layer`` reuses them (spec attention.shared_kv).
+    ``position_ids``: the layer's 1-D position ids (B|1, n), for layouts that scale queries by position.
     """
     paths, attrs = spec.layer, spec.attention
     attn = resolve_module(layer, paths.attention, "layer.attention")
@@ -56,8 +59,11 @@ def attention_probs(
     if layout is not None:  # a registered layout (MLA, fused QKV) in place of q_proj/k_proj: see .qk
         q_rope = None if rope is None else tuple(_rows(t, query_slots, -2) for t in _rope_parts(rope))
         x_rows = _rows(x, query_slots, -2)  # (B, Q, D)
-        q = layout.queries(attn, x_rows, q_rope)  # (B, H, Q, Dh)
-        found = layout_cached_keys(layout, cache, attn, hidden, key_policy)
+        q_ids = _rows(position_ids, query_slots, -1) if _is_1d_ids(position_ids) else None  # (B, Q)
+        q = layout.queries(attn, x_rows, q_rope, positions=q_ids)  # (B, H, Q, Dh)
+        shared = layout.shared_keys(attn, shared_kv)  # KV-sharing layers read another layer's latents
+        found = (KeyLookup(shared, "shared", f"attention.qk {layout.name!r}: keys another layer shared")
+                 if shared is not None else layout_cached_keys(layout, cache, attn, hidden, key_policy))
         k = found.keys if found.keys is not None else layout.keys(attn, x, rope)  # (B, H_kv, n, Dh)
     else:
         q = _queries(spec, layer, attn, x, rope, query_slots, head_dim, apply_rope)  # (B, H, Q, Dh)
@@ -75,7 +81,7 @@ def attention_probs(
     rows = _rows(mask, query_slots, -2) if mask is not None else None  # (B, 1, Q, n)
     allowed = _allowed_keys(rows, positions, valid, query_slots)  # (B, 1, Q, n) bool
     if layout is not None:  # sparse attention (DSA indexers) narrows the keys further, as the layer does
-        allowed = layout.restrict_keys(attn, x, rope, x_rows, q_rope, allowed)
+        allowed = layout.restrict_keys(attn, x, rope, x_rows, q_rope, allowed, positions=q_ids)
     logits = logits.float().masked_fill(~allowed, float("-inf"))
     if rows is not None and rows.dtype != torch.bool:
         # Additive float masks may carry more than -inf/0 (e.g. soft biases): add them as HF does.
@@ -130,6 +136,11 @@ def _keys(spec, layer, attn, x, rope, head_dim, apply_rope) -> torch.Tensor:
     if paths.k_norm and late_norm:
         k = resolve_module(layer, paths.k_norm, "layer.k_norm")(k)
     return k
+
+
+def _is_1d_ids(position_ids) -> bool:
+    """(B|1, n) position ids (not mRoPE's (R, B, n) rows, which no layout reads)."""
+    return isinstance(position_ids, torch.Tensor) and position_ids.dim() == 2
 
 
 def _rope_parts(rope) -> tuple:

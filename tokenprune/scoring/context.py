@@ -37,3 +37,4 @@ class ScoreContext:
     key_policy: str = "auto"  # "auto": read the scoring layer's keys from ``cache`` when it holds them
     key_source: str | None = None  # set by the scorer: where its keys came from ("cache: ..."/"recompute: ...")
     shared_kv: Any = None  # keys/values shared between layers, as the scoring layer received them (Gemma 4)
+    position_ids: Any = None  # (B|1, n) position ids as the scoring layer received them (current layout), or None

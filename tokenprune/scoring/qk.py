@@ -43,7 +43,9 @@ class QKLayout:
                 f"an attention module of the {self.name!r} layout (attributes {list(self.required)})",
                 "name the layout of this attention module or none"))
 
-    def queries(self, attn, x: torch.Tensor, rope) -> torch.Tensor:  # (B, H, S, Dh)
+    def queries(self, attn, x: torch.Tensor, rope, positions=None) -> torch.Tensor:  # (B, H, S, Dh)
+        """``positions``: the layer's position ids of these rows, (B|1, S), for layouts that scale queries by
+        position (Mistral Large 4); None when the layer received none."""
         raise NotImplementedError
 
     def keys(self, attn, x: torch.Tensor, rope) -> torch.Tensor:  # (B, H_kv, S, Dh)
@@ -53,7 +55,12 @@ class QKLayout:
         """(H_kv, D_h) of the keys: what a cache entry must have to be read back."""
         raise NotImplementedError
 
-    def restrict_keys(self, attn, x, rope, x_rows, rope_rows, allowed: torch.Tensor) -> torch.Tensor:
+    def shared_keys(self, attn, shared_kv) -> torch.Tensor | None:
+        """(B, H_kv, n, D_h) keys of a layer that reads what another layer shared with it (the mapping passed to
+        every layer, declared ``shared_kv`` in ``tracing``) instead of projecting its own; None when it projects."""
+        return None
+
+    def restrict_keys(self, attn, x, rope, x_rows, rope_rows, allowed: torch.Tensor, positions=None) -> torch.Tensor:
         """``allowed`` (B, 1, Q, n) narrowed to the keys the layer lets each query attend to beyond its mask
         (sparse attention, see ``qk_dots3``); ``x_rows``/``rope_rows`` are the query rows of ``x``/``rope``."""
         return allowed
@@ -61,6 +68,17 @@ class QKLayout:
 
 def _modeling(attn) -> object:
     return sys.modules[type(attn).__module__]
+
+
+def modeling_function(attn, name: str, layout: str, expected: str):
+    """The function ``name`` of the attention module's own modeling module: scorers rotate with it so that they
+    reproduce the layer's numbers exactly; refused clearly when that module has none."""
+    module = _modeling(attn)
+    fn = getattr(module, name, None)
+    if fn is None:
+        raise SpecError(describe(f"modeling module {module.__name__} has no {name}", f"spec attention.qk {layout!r}",
+                                 expected, "use the layout of this attention module"))
+    return fn
 
 
 def _rotate(fn, t: torch.Tensor, rope) -> torch.Tensor:
@@ -84,13 +102,14 @@ class MultiHeadLatentAttention(QKLayout):
         if (any(hasattr(attn, a) for a in ("softmax_scaling", "indexer", "k_rope_only_layernorm"))
                 or rope_params.get("llama_4_scaling_beta")):
             # Query scaling by position (Mistral 4, Mistral Large 4), sparse top-k indexers and extra key
-            # norms change the weights: refused rather than scored wrongly (Dots 3 has its own 'dots3' layout).
+            # norms change the weights: refused rather than scored wrongly (Dots 3 and Mistral Large 4 have their
+            # own 'dots3' and 'mistral_large4' layouts).
             raise SpecError(describe(
                 f"attention module {type(attn).__name__} is an MLA variant with more than the DeepSeek-V3 layout",
                 where, "DeepSeek-V3 style MLA (q projection(s), kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj)",
                 "register a layout for this variant"))
 
-    def queries(self, attn, x, rope):
+    def queries(self, attn, x, rope, positions=None):
         bsz, n, _ = x.shape
         if attn.q_lora_rank is None:
             q = attn.q_proj(x)
@@ -118,13 +137,8 @@ class MultiHeadLatentAttention(QKLayout):
 
     @staticmethod
     def _rope_fn(attn):
-        module = _modeling(attn)
         name = "apply_rotary_pos_emb_interleave" if attn.config.rope_interleave else "apply_rotary_pos_emb"
-        fn = getattr(module, name, None)
-        if fn is None:
-            raise SpecError(describe(f"modeling module {module.__name__} has no {name}", "spec attention.qk 'mla'",
-                                     "the DeepSeek-V3 rotary functions next to the attention class"))
-        return fn
+        return modeling_function(attn, name, "mla", "the DeepSeek-V3 rotary functions next to the attention class")
 
 
 @register("qk", "persimmon")
@@ -149,7 +163,7 @@ class FusedQueryKeyValue(QKLayout):
         rot = _rotate(_modeling(attn).apply_rotary_pos_emb, t[..., :r], rope)
         return torch.cat((rot, t[..., r:]), dim=-1)
 
-    def queries(self, attn, x, rope):
+    def queries(self, attn, x, rope, positions=None):
         return self._rope(attn, self._split(attn, x, 0), rope)
 
     def keys(self, attn, x, rope):

@@ -22,7 +22,7 @@ from tokenprune.errors import SpecError, describe
 from tokenprune.registry import register
 
 from .dsa import indexer_scores, restrict_to_topk
-from .qk import QKLayout, _modeling
+from .qk import QKLayout, modeling_function
 
 
 @register("qk", "dots3")
@@ -46,7 +46,7 @@ class Dots3LatentAttention(QKLayout):
         """(B, S, q_lora_rank): the rescaled query latent, which the indexer's queries start from as well."""
         return attn.q_a_layernorm(attn.q_a_proj(x)) * attn.q_lora_scale
 
-    def queries(self, attn, x, rope):
+    def queries(self, attn, x, rope, positions=None):
         bsz, n, _ = x.shape
         q = attn.q_b_proj(self.query_latent(attn, x)).view(bsz, n, -1, attn.qk_head_dim).transpose(1, 2)
         q_pass, q_rot = torch.split(q, [attn.qk_nope_head_dim, attn.qk_rope_head_dim], dim=-1)  # (B, H, S, .)
@@ -67,7 +67,7 @@ class Dots3LatentAttention(QKLayout):
     def key_shape(self, attn):
         return int(attn.num_heads), int(attn.qk_head_dim)
 
-    def restrict_keys(self, attn, x, rope, x_rows, rope_rows, allowed):
+    def restrict_keys(self, attn, x, rope, x_rows, rope_rows, allowed, positions=None):
         """On an indexed layer, ``allowed`` (B, 1, Q, n) narrowed to the keys the indexer picks for each query.
 
         ``x``: (B, n, D) the normed layer input; ``x_rows``: (B, Q, D) its query rows; ``rope``/``rope_rows``:
@@ -103,10 +103,4 @@ class Dots3LatentAttention(QKLayout):
 
     @staticmethod
     def _rope_fn(attn):
-        module = _modeling(attn)
-        fn = getattr(module, "apply_rotary_pos_emb_interleave", None)
-        if fn is None:
-            raise SpecError(describe(f"modeling module {module.__name__} has no apply_rotary_pos_emb_interleave",
-                                     "spec attention.qk 'dots3'", "the Dots 3 rotary function next to the attention "
-                                     "class", "use the layout of this attention module"))
-        return fn
+        return modeling_function(attn, "apply_rotary_pos_emb_interleave", "dots3", "the Dots 3 rotary function next to the attention class")

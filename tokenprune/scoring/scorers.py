@@ -25,7 +25,7 @@ def _scoring_layer_probs(ctx: ScoreContext, query_slots: torch.Tensor) -> torch.
     """(B, Q, n) attention in the layer before the cut; that layer has run, so its keys may be in the cache."""
     probs, found = attention_probs(ctx.spec, ctx.scoring_layer, ctx.hidden_in, ctx.rope, ctx.mask, ctx.positions,
                                    ctx.valid, query_slots, cache=ctx.cache, key_policy=ctx.key_policy,
-                                   shared_kv=ctx.shared_kv)
+                                   shared_kv=ctx.shared_kv, position_ids=ctx.position_ids)
     ctx.key_source = f"{found.source}: {found.reason}"
     return probs
 
@@ -43,7 +43,8 @@ def next_layer_attention(ctx: ScoreContext) -> torch.Tensor:
     The next layer has not run yet, so its keys are always recomputed."""
     probs, found = attention_probs(ctx.spec, ctx.next_layer, ctx.hidden_out, ctx.next_rope, ctx.next_mask,
                                    ctx.positions, ctx.valid, _last_query(ctx),
-                                   shared_kv=ctx.shared_kv)  # (B, 1, n): the next layer reads the same mapping
+                                   shared_kv=ctx.shared_kv,  # (B, 1, n): the next layer reads the same mapping
+                                   position_ids=ctx.position_ids)  # the same ids: no cut between the two
     ctx.key_source = f"{found.source}: the next layer has not run"
     return probs[:, 0]
 

@@ -19,3 +19,4 @@ from . import families_vq  # noqa: E402,F401  (registers the Chameleon and Emu3 
 from . import families_granite4v  # noqa: E402,F401  (registers the Granite 4 Vision builder: any-res tiles, Window Q-Former)
 from . import families_gemma3n  # noqa: E402,F401  (registers the Gemma 3n builder and its stand-in vision tower)
 from . import families_dsa  # noqa: E402,F401  (registers the Dots 3 Note builder: DeepSeek sparse attention)
+from . import families_mistral_large4  # noqa: E402,F401  (registers the Mistral Large 4 test weights)

@@ -64,6 +64,9 @@ def build_test_model(spec: ModelSpec, variant: str | None = None, attn_implement
     torch.manual_seed(seed)
     cls = getattr(transformers, spec.architectures[0])
     model = cls._from_config(config, attn_implementation=attn_implementation, dtype=dtype)
+    if spec.test_model.weights:  # parameters the family's init leaves at an identity, drawn at random
+        with torch.no_grad():
+            lookup("test_weights", spec.test_model.weights)(model, torch.Generator().manual_seed(seed))
     return model.eval()
 
 
