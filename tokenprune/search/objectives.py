@@ -8,6 +8,8 @@ unpruned one (``logits[:, -1]`` is the last prompt token in both).
 - With ``labels`` in the batch (HF convention: ``-100`` except at answer tokens, answer after the image), the
   target positions are teacher-forced: position ``t - 1`` predicts answer token ``t``.
 - Without labels, the only target is the last prompt token (the first generated token's distribution).
+  With labels, ``last_only`` objectives score the position before each sample's first answer token, which is
+  that same last prompt token.
 
 Built-ins (registered under kind ``"objective"``):
 
@@ -50,7 +52,7 @@ def targets_of(batch: dict[str, Any], last_only: bool = False) -> Targets:
     input_ids = batch["input_ids"]  # (B, T)
     bsz = input_ids.shape[0]
     labels = batch.get("labels")
-    if labels is None or last_only:
+    if labels is None:
         return Targets(1, torch.ones(bsz, 1, dtype=torch.bool), None)
     answer = labels != IGNORE_INDEX  # (B, T)
     if not bool(answer.any(dim=1).all()):
@@ -64,7 +66,14 @@ def targets_of(batch: dict[str, Any], last_only: bool = False) -> Targets:
                                        "a prompt before every answer"))
     width = seq - first
     window = labels[:, first:]  # (B, W): token predicted by logits at position t - 1
-    return Targets(width, window != IGNORE_INDEX, window.clone())
+    mask = window != IGNORE_INDEX  # (B, W)
+    if last_only:
+        # The last *prompt* token predicts the first answer token; the sequence's own last position only
+        # predicts what follows the answer (e.g. </s>), which does not depend on the image.
+        first_answer = mask.float().argmax(dim=1)  # (B,)
+        mask = torch.zeros_like(mask)
+        mask[torch.arange(bsz), first_answer] = True
+    return Targets(width, mask, window.clone())
 
 
 def select_logits(logits: torch.Tensor, targets: Targets) -> torch.Tensor:
