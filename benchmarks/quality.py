@@ -29,11 +29,14 @@ INTRO = (
     "row is scored on the same {n} test-split questions (exact match of the first greedy token). "
     "Single run, seed {seed}: with {n} questions one question is {unit:.2f} points, so differences of a "
     "point or two are within noise.\n\n"
-    "**Read with care:** the unpruned model answers {base:.1%} of these questions, against {majority:.1%} for "
-    "always giving each question type's commonest answer: the reference model has not reached its 90% "
-    "accuracy gate yet (see `reference_model/README.md`), so it uses its vision tokens only weakly and every "
-    "method lands within a few points of the unpruned model and of the random scorer. The page shows the "
-    "benchmark working end to end; it cannot yet rank the methods."
+    "The unpruned model answers {base:.1%} of these questions, against {majority:.1%} for always giving each "
+    "question type's commonest answer.{caveat}"
+)
+# Appended while the shipped model is below its accuracy gate (reference_model/README.md).
+BELOW_GATE = (
+    " **Read with care:** the reference model has not reached its 90% accuracy gate yet (see "
+    "`reference_model/README.md`); on the question types where the unpruned model is itself near the prior (the "
+    "per-type columns), pruning has little to lose, so differences between methods there say little."
 )
 
 
@@ -109,7 +112,7 @@ def main(argv=None) -> dict:
     base = next(r for r in rows if r["id"] == "unpruned")["accuracy"]["overall"] if any(
         r["id"] == "unpruned" for r in rows) else float("nan")
     intro = INTRO.format(base=base, majority=majority["per_type_answer"], layers=text.num_hidden_layers, vision=(vision.image_size // vision.patch_size) ** 2, n=settings.n_test,
-                         seed=settings.seed, unit=100 / settings.n_test)
+                         seed=settings.seed, unit=100 / settings.n_test, caveat=BELOW_GATE if not base >= 0.9 else "")
     paths = write_outputs(report, args.docs_dir, intro)
     if not args.quick:
         paths.update(save_searched_schedules(rows, args.schedules_dir))
