@@ -96,21 +96,22 @@ def test_fp16_reference_checkpoint_passes():
 
 
 def olmo_spec(text_type: str, scope: str | None = "projection") -> dict:
-    # OLMo 2 / 3 layers are post-norm: attention reads the raw layer input.
+    # OLMo 2 / 3 layers are post-norm (attention reads the raw layer input) and rotate in fp32, with their cos/sin.
     return llava_spec(text_type, {"q_norm": "self_attn.q_norm", "k_norm": "self_attn.k_norm", "input_norm": None},
-                      {"qk_norm_scope": scope} if scope else {})
+                      {"rope": "module_apply_rotary", **({"qk_norm_scope": scope} if scope else {})})
 
 
-@pytest.mark.parametrize("text_type", ["olmo2", "olmo3"])
-def test_projection_scope_norms_are_exact(text_type):
+@pytest.mark.parametrize("text_type, dtype", [("olmo2", torch.float32), ("olmo3", torch.float32),
+                                               ("olmo2", torch.bfloat16)], ids=["olmo2", "olmo3", "olmo2-bf16"])
+def test_projection_scope_norms_are_exact(text_type, dtype):
     spec = olmo_spec(text_type)
-    model, inputs = build(spec)
+    model, inputs = build(spec, dtype)
     compiled = tp.compile(model, tp.spec.spec_from_dict(spec), tp.Schedule([1.0, 0.5, 0.25, 0.25]))
     with torch.no_grad():
         compiled(**inputs)
     vision = inputs["input_ids"] == model.config.image_token_id
     agreements = eager_topk_agreement(model, tp.spec.spec_from_dict(spec), inputs, vision,
-                                      tp.last_selection(compiled), score_tolerance(torch.float32))
+                                      tp.last_selection(compiled), score_tolerance(dtype))
     assert agreements and all(a.overlap == a.kept for a in agreements)  # the very same sets, not only up to ties
     assert check(model, spec, inputs)[EAGER_CHECK].passed
 
@@ -126,7 +127,7 @@ def test_head_scope_on_projection_norms_names_the_key():
     ({"qk_norm_scope": "projection", "qk_norm_after_rope": True}, None, "qk_norm_after_rope"),
     ({"qk_norm_scope": "projection"}, {"q_norm": None, "k_norm": None}, "names no norm"),
     ({"qk_norm_scope": "per-head"}, None, "qk_norm_scope"),
-])
+], ids=["after-rope", "no-norms", "unknown-scope"])
 def test_qk_norm_scope_is_validated(attention, layer, message):
     spec = olmo_spec("olmo2")
     spec["attention"] = attention
