@@ -159,7 +159,8 @@ def validate(spec_file: Path = typer.Argument(..., help="The spec YAML file to v
                  None, "--inputs", help="Registered test-input builder (llava, llava_next, idefics3, internvl, ...) "
                  "for models without test_model or processor."),
              schedule: Optional[str] = typer.Option(None, help=SCHEDULE_HELP)) -> None:
-    """Validate a spec YAML, then compile keep-all and a 2-cut schedule and run a mini conformance check."""
+    """Validate a spec YAML, then run a mini conformance check: keep-all is exact, a 2-cut schedule matches the
+    masking reference, and its kept sets are the top-k of the model's own eager attention (one line per check)."""
     import tokenprune as tp
     from tokenprune.testing.conformance import run_mini_conformance
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import SpecError, SpecMatchError, describe
 from .registry import registry_for
@@ -77,12 +77,26 @@ class AttentionAttrs(_Strict):
                                 "null for none.")
     qk_norm_after_rope: bool = Field(False, description="True when layer.q_norm/k_norm are applied after RoPE "
                                      "(HunYuanVL's query_layernorm/key_layernorm), not before it.")
+    qk_norm_scope: Literal["head", "projection"] = Field(
+        "head", description="What layer.q_norm/k_norm normalise: 'head', each head's Dh channels after the head "
+        "split (Qwen3, Gemma 3); 'projection', the whole q_proj/k_proj output before the split (OLMo 2, OLMo 3).")
     shared_kv: SharedKV | None = Field(None, description="For layers that share keys/values through a mapping "
                                        "passed to every layer (Gemma 4); null for none.")
     qk: str | None = Field(None, description="Registered query/key layout (kind 'qk') for attention modules without "
                            "separate q_proj/k_proj (multi-head latent attention: 'mla'; fused query_key_value: "
                            "'persimmon'). It replaces layer.q_proj/k_proj/q_norm/k_norm and attention.rope, "
                            "head_dim and q_scale; null for the standard layout.")
+
+    @model_validator(mode="after")
+    def _projection_norms_before_rope(self) -> AttentionAttrs:
+        # A norm over the whole projection runs before the head split, hence before RoPE.
+        if self.qk_norm_scope == "projection" and self.qk_norm_after_rope:
+            raise ValueError("qk_norm_scope 'projection' norms the projection output before the head split and "
+                             "RoPE: it cannot be combined with qk_norm_after_rope: true")
+        if self.qk_norm_scope == "projection" and self.qk:
+            raise ValueError(f"qk_norm_scope 'projection' applies to layer.q_norm/k_norm, which the qk layout "
+                             f"{self.qk!r} replaces: remove one of the two")
+        return self
 
 
 class VisionTokens(_Strict):
@@ -200,6 +214,13 @@ class ModelSpec(_Strict):
         if not value:
             raise ValueError("list at least one architecture class name")
         return value
+
+    @model_validator(mode="after")
+    def _projection_scope_has_norms(self) -> ModelSpec:
+        if self.attention.qk_norm_scope == "projection" and not (self.layer.q_norm or self.layer.k_norm):
+            raise ValueError("attention.qk_norm_scope 'projection' names no norm to apply: set layer.q_norm and/or "
+                             "layer.k_norm, or drop qk_norm_scope")
+        return self
 
     @property
     def layer_kwargs(self) -> dict[str, GatherKind]:
