@@ -17,6 +17,7 @@ command line and the lmms-eval plug-in (:func:`read_schedule`).
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,9 +169,10 @@ def read_schedule(text: str | Path, num_layers: int | None = None) -> Schedule:
         return Schedule.keep_all(_need_layers(num_layers, raw))
     if ":" not in raw and ("," in raw or _is_number(raw)):
         try:
-            return Schedule([float(x) for x in raw.split(",") if x.strip()])
+            ratios = [float(x) for x in raw.split(",") if x.strip()]
         except ValueError:
             raise ScheduleError(describe(f"cannot read schedule {raw!r}", "schedule", _FORMS)) from None
+        return Schedule(ratios)  # its own ScheduleError says which ratio is wrong and why
     n = _need_layers(num_layers, raw)
     try:
         if method == "fastv":
@@ -224,5 +226,20 @@ def _schedule_from_file(path: Path) -> Schedule:
         return Schedule.from_dict(data["schedule"])
     if isinstance(data, dict) and "keep_ratio" in data and set(data) <= {"name", "keep_ratio"}:
         return Schedule.from_dict(data)
-    raise ScheduleError(describe(f"{str(path)!r} holds no schedule", "schedule file",
-                                 "a schedule YAML, a saved search result or a tokenprune.yaml"))
+    raise ScheduleError(describe(f"{str(path)!r} holds no schedule{_keys_hint(data)}", "schedule file",
+                                 "a schedule YAML (keys 'keep_ratio' and optional 'name'), a saved search result "
+                                 "(a 'schedule' mapping) or a tokenprune.yaml ('spec' and 'schedule')"))
+
+
+_SCHEDULE_FILE_KEYS = ["keep_ratio", "name", "schedule", "spec"]
+
+
+def _keys_hint(data: Any) -> str:
+    """What a schedule file holds instead, and the expected key each unknown one most resembles."""
+    if not isinstance(data, dict):
+        return f": it holds a {type(data).__name__}, not a mapping"
+    keys = [str(k) for k in data]
+    guesses = [f"{k!r} -> {near[0]!r}" for k in keys if k not in _SCHEDULE_FILE_KEYS
+               for near in [difflib.get_close_matches(k, _SCHEDULE_FILE_KEYS, n=1)] if near]
+    hint = f"; did you mean {', '.join(guesses)}?" if guesses else ""
+    return f": its keys are {keys}{hint}"
