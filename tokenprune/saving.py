@@ -122,32 +122,67 @@ def read_setup(path: str | Path) -> PruningSetup:
     return PruningSetup.from_dict(data, str(path))
 
 
-def load_pruned(directory: str | Path, model_cls=None, *, setup: str | Path | None = None, **from_pretrained_kwargs):
+def load_pruned(directory: str | Path, model_cls=None, *, setup: str | Path | None = None,
+                trust_remote_code: bool = False, **from_pretrained_kwargs):
     """Load the checkpoint in ``directory`` and re-apply its saved pruning setup.
 
-    ``model_cls`` defaults to the transformers class named by the checkpoint's ``config.architectures``;
+    ``model_cls`` defaults to the class named by the checkpoint's ``config.architectures`` (a transformers
+    class, or with ``trust_remote_code=True`` the checkpoint's own code listed in ``auto_map``);
     ``setup`` is another ``tokenprune.yaml`` to apply instead of the one in ``directory``.
     Keyword arguments go to ``from_pretrained`` (e.g. ``dtype=torch.bfloat16``, ``attn_implementation``).
     """
     pruning = read_setup(setup if setup is not None else directory)
     if model_cls is None:
-        model_cls = model_class_for(directory)
+        model_cls = model_class_for(directory, trust_remote_code=trust_remote_code)
+    if trust_remote_code:
+        from_pretrained_kwargs["trust_remote_code"] = True
     model = model_cls.from_pretrained(directory, **from_pretrained_kwargs).eval()
     return pruning.apply(model)
 
 
-def model_class_for(directory: str | Path):
-    """The transformers model class named first in a checkpoint's ``config.architectures``."""
+def model_class_for(directory: str | Path, trust_remote_code: bool = False):
+    """The model class named first in a checkpoint's ``config.architectures``.
+
+    A transformers class is imported from transformers. A class that only the checkpoint's own code defines
+    (``auto_map`` in ``config.json``) is imported from the directory, which runs that code: it needs
+    ``trust_remote_code=True``.
+    """
     import transformers
 
-    config = transformers.AutoConfig.from_pretrained(directory)
+    config = _read_config(directory, trust_remote_code)
     names = list(getattr(config, "architectures", None) or [])
     for name in names:
         if hasattr(transformers, name):
             return getattr(transformers, name)
+    auto_map = getattr(config, "auto_map", None) or {}
+    for name in names:
+        for reference in auto_map.values():
+            if isinstance(reference, str) and reference.rsplit(".", 1)[-1] == name:
+                if not trust_remote_code:
+                    raise SpecError(_remote_code_message(directory))
+                from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+                return get_class_from_dynamic_module(reference, str(directory))
     raise SpecError(describe(f"cannot tell the model class of {str(directory)!r} (architectures={names})",
-                             "config.json: architectures", "a transformers class name",
-                             "pass model_cls= explicitly"))
+                             "config.json: architectures", "a transformers class name, or a class of the "
+                             "checkpoint's own code listed in auto_map", "pass model_cls= explicitly"))
+
+
+def _read_config(directory: str | Path, trust_remote_code: bool):
+    import transformers
+
+    try:
+        return transformers.AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
+    except ValueError as err:  # transformers refuses custom code that was not trusted with a ValueError
+        if not trust_remote_code and "trust_remote_code" in str(err):
+            raise SpecError(_remote_code_message(directory)) from None
+        raise
+
+
+def _remote_code_message(directory: str | Path) -> str:
+    return describe(f"the model in {str(directory)!r} uses its own code (auto_map in config.json)",
+                    "config.json: auto_map", "trust to run the Python files shipped with the checkpoint",
+                    "read them, then pass --trust-remote-code (in Python: trust_remote_code=True)")
 
 
 # ----------------------------------------------------------- schedules from text and files
