@@ -246,7 +246,8 @@ def visualize(model: str = typer.Argument(..., help=MODEL_HELP),
         inputs = prompt_inputs(loaded.processor, picture, question, next(compiled.parameters()).dtype)
         answer = answer_question(compiled, inputs, loaded.processor.tokenizer)
         plot_for_question(compiled, loaded.processor, picture, question, answer=answer, grid=grid_rc, path=out)
-        lines = [f"question: {question}", f"answer (pruned model): {answer}"]
+        shown = question.replace(getattr(loaded.processor, "image_token", "<image>"), "").strip()
+        lines = [f"question: {shown}", f"answer (pruned model): {answer}"]
     else:  # tiny test model: its own random inputs, drawn over the given (or a synthetic) picture
         inputs = sample_inputs(loaded)
         plot_kept_patches(compiled, inputs, image=_open_image(image) if image else synthetic_image(), grid=grid_rc,

@@ -116,7 +116,7 @@ def test_visualize_checkpoint_without_image_uses_a_test_picture_and_its_question
 
     result = runner.invoke(app, ["visualize", str(llava_dir), "-o", str(tmp_path / "kept.png")])
     assert result.exit_code == 0, result.output
-    assert f"question: {make_sample('test', 0).prompt}" in result.output
+    assert f"question: {make_sample('test', 0).question.question} ?" in result.output
 
 
 def test_bench_passes_arguments_to_the_benchmark_module():

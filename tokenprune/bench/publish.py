@@ -53,15 +53,15 @@ def modified_tracked_files(root: Path) -> list[str] | None:
     return [line[3:] for line in status.stdout.splitlines() if line.strip()]
 
 
-def require_clean_checkout(root: Path) -> None:
+def require_clean_checkout(root: Path, where: str = "--publish") -> None:
     """Refuse to publish from an installed package or from a checkout with uncommitted changes."""
     modified = modified_tracked_files(root)
     if modified is None:
-        raise UnsupportedError(describe(f"{root} is not a git checkout", "--publish",
+        raise UnsupportedError(describe(f"{root} is not a git checkout", where,
                                         "a clone of the repository (the pages record the commit they measured)",
                                         "run without --publish to write the results to a folder of your choice"))
     if modified:
         shown = ", ".join(modified[:5]) + (f" and {len(modified) - 5} more" if len(modified) > 5 else "")
         raise UnsupportedError(describe(f"the checkout has {len(modified)} modified tracked file(s): {shown}",
-                                        "--publish", "a clean tree, so the published pages name a commit that "
+                                        where, "a clean tree, so the published pages name a commit that "
                                         "holds the measured code", "commit or stash the changes, then rerun"))
