@@ -367,13 +367,34 @@ def match_spec(model) -> ModelSpec:
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
+        config = getattr(model, "config", None)
+        if config is not None and is_text_only(config):
+            raise SpecMatchError(text_only_message(arch, "compile(model, 'auto')"))
         known = sorted({a for s in bundled_specs() for a in s.architectures})
+        near = difflib.get_close_matches(arch, known, n=3, cutoff=0.7)
         raise SpecMatchError(describe(
             f"no bundled spec matches architecture {arch!r}", "compile(model, 'auto')",
-            f"one of {known}", "write a spec for it (docs: 'Add a new model') and pass its path"))
+            f"one of the {len(known)} bundled architectures" + (f", e.g. the similar {near}" if near else ""),
+            "write a spec for it (docs: 'Add a new model') and pass its path"))
     raise SpecMatchError(describe(
         f"several bundled specs match architecture {arch!r}: {[s.name for s in candidates]}",
         "compile(model, 'auto')", "exactly one match", "pass the spec name explicitly"))
+
+
+_VISION_HINTS = ("vision_config", "image_token_id", "image_token_index", "video_token_id", "vision_start_token_id")
+
+
+def is_text_only(config) -> bool:
+    """Whether a model config describes a text-only model: no sub-config besides the text one, no vision hints."""
+    if any(key != "text_config" for key in getattr(config, "sub_configs", None) or {}):
+        return False
+    return not any(getattr(config, hint, None) is not None for hint in _VISION_HINTS)
+
+
+def text_only_message(arch: str, where: str) -> str:
+    return describe(f"{arch} is a text-only model: it has no vision tokens to prune", where,
+                    "a multimodal model whose prompts carry image or video tokens (e.g. LlavaForConditionalGeneration)",
+                    "load the vision-language checkpoint instead of its text-only language model")
 
 
 def json_schema() -> dict:
