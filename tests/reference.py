@@ -31,10 +31,17 @@ def dropped_per_layer(vision_mask: torch.Tensor, selection: dict[int, list[torch
 
 @contextlib.contextmanager
 def masked_reference(layers, dropped: list[torch.Tensor]):
-    """Mask, in every call, the key columns of dropped prompt positions (prefill and decode alike)."""
+    """Mask, in every call, the key columns of dropped prompt positions (prefill and decode alike).
+
+    A sliding-window cache that has evicted its oldest tokens gets a mask whose columns start that many
+    positions late (they end at the query); a cache that keeps the prompt gets one whose columns start at 0."""
+    past = {}
 
     def make_hook(j):
         def hook(module, args, kwargs):
+            cache = kwargs.get("past_key_values")
+            if j == 0:  # the first layer runs before any other writes this call's tokens into the cache
+                past["length"] = cache.get_seq_length(0) if cache is not None else 0
             # The mask is a keyword, or a positional argument (Kosmos-2 layers take it second).
             position = _positional_index(module, "attention_mask") if "attention_mask" not in kwargs else None
             if position is not None and position < len(args):
@@ -47,8 +54,10 @@ def masked_reference(layers, dropped: list[torch.Tensor]):
             drop = dropped[j].to(mask.device)  # (B, P)
             if mask.shape[0] != drop.shape[0]:  # beam search expands each sample to num_beams rows
                 drop = drop.repeat_interleave(mask.shape[0] // drop.shape[0], dim=0)
-            cols = torch.zeros(mask.shape[0], mask.shape[-1], dtype=torch.bool, device=mask.device)
+            offset = _evicted_columns(cache, j, past.get("length", 0) + mask.shape[-2], mask.shape[-1])
+            cols = torch.zeros(mask.shape[0], offset + mask.shape[-1], dtype=torch.bool, device=mask.device)
             cols[:, : drop.shape[1]] = drop
+            cols = cols[:, offset:]
             masked = mask.masked_fill(cols[:, None, None, :], torch.finfo(mask.dtype).min)
             if position is None:
                 kwargs["attention_mask"] = masked
@@ -64,6 +73,14 @@ def masked_reference(layers, dropped: list[torch.Tensor]):
     finally:
         for h in handles:
             h.remove()
+
+
+def _evicted_columns(cache, layer: int, total: int, mask_len: int) -> int:
+    """How many of the ``total`` positions so far lie before the mask's first column."""
+    slots = getattr(cache, "layers", None) or []
+    if layer < len(slots) and hasattr(slots[layer], "prefill_length"):  # keeps the prompt: columns start at 0
+        return 0
+    return max(total - mask_len, 0)
 
 
 def _causal_mask(hidden: torch.Tensor, cache, layer: int) -> torch.Tensor:
