@@ -51,8 +51,9 @@ def windowed_layer_sizes(spec, config, cut_layers) -> dict[int, tuple[str, int]]
 
 
 def keep_windows_whole(cache, layers: dict[int, tuple[str, int]], cut_layers) -> None:
-    """Before a call: swap the (still empty) sliding cache layers of ``layers`` for whole ones; refuse a cache
-    whose pruned windowed layers slide some other way."""
+    """Before a call: swap the (still empty) sliding cache layers of ``layers`` for whole ones; refuse, before
+    the call runs, a cache whose pruned windowed layers would evict by slot some other way (one filled
+    elsewhere, or a static sliding layer with room for a whole window)."""
     if cache is None or not layers:
         return
     slots = getattr(cache, "layers", None)
@@ -65,10 +66,17 @@ def keep_windows_whole(cache, layers: dict[int, tuple[str, int]], cut_layers) ->
         slot = slots[i]
         if type(slot) is DynamicSlidingWindowLayer and not slot.is_initialized:
             slots[i] = WholeWindowLayer(window)
-        elif getattr(slot, "is_sliding", False) and i >= first_cut:
+        elif getattr(slot, "is_sliding", False) and i >= first_cut and not _never_evicts(slot, window):
             raise UnsupportedError(describe(
                 f"layer {i}'s KV cache ({type(slot).__name__}, layer type {kind!r}, window {window}) evicts tokens "
                 "by slot, which after a cut are not the tokens the unpruned model evicts",
                 "past_key_values of a pruned windowed layer",
                 "an empty DynamicCache (the default of generate() and of a call without past_key_values), whose "
                 "windowed layers tokenprune keeps whole", "let generate() create the cache, or pass DynamicCache()"))
+
+
+def _never_evicts(slot, window: int) -> bool:
+    """An empty cache layer too small to ever evict (a static sliding layer sized below the window: past its
+    capacity transformers fails in any model)."""
+    capacity = slot.get_max_length() if hasattr(slot, "get_max_length") else -1
+    return not getattr(slot, "is_initialized", True) and 0 < capacity < window - 1

@@ -63,9 +63,11 @@ def _merge(base: dict, over: dict) -> dict:
 @functools.lru_cache(maxsize=None)
 def _models(name: str, variant: str | None):
     spec = _small_window(name, variant)
-    attns = backends(name, variant)
-    attns = attns if name in BOTH_BACKENDS else ("eager", attns[-1])  # eager runs the masking reference
-    return spec, {attn: build_test_model(spec, attn_implementation=attn, seed=0) for attn in dict.fromkeys(attns)}
+    return spec, {attn: build_test_model(spec, attn_implementation=attn, seed=0) for attn in backends(name, variant)}
+
+
+def _backends_under_test(name: str, models: dict) -> list[str]:
+    return list(models) if name in BOTH_BACKENDS else list(models)[-1:]
 
 
 def _layers(spec, model):
@@ -89,7 +91,8 @@ def test_cached_decoding_past_the_window_is_exact(case):
     spec, models = _models(*case)
     eager = models["eager"]
     num_layers = len(_layers(spec, eager))
-    for attn, model in (models.items() if case[0] in BOTH_BACKENDS else [list(models.items())[-1]]):
+    for attn in _backends_under_test(case[0], models):
+        model = models[attn]
         batch = make_test_inputs(spec, model, [1, 2, 1], [5, 9, 3], seed=3)
         assert batch.input_ids.shape[1] > WINDOW + 1  # every decode step is past the window
         assert not bool(batch.kwargs["attention_mask"].bool().all())  # left padding
@@ -138,3 +141,18 @@ def test_a_cache_that_slides_by_slot_is_refused_before_any_work():
         with pytest.raises(UnsupportedError, match=r"layer 2's KV cache \(DynamicSlidingWindowLayer.*evicts tokens "
                                                    r"by slot"):
             compiled(**batch.kwargs, past_key_values=cache)
+
+
+def test_a_static_sliding_cache_is_refused_at_the_start_of_generate():
+    spec, models = _models("gemma3", None)
+    model = models["sdpa"]
+    batch = make_test_inputs(spec, model, [1], [6])
+    compiled = tp.compile(model, spec, tp.Schedule([1.0, 0.5, 0.5, 0.25]))
+    calls = []
+    hook = _layers(spec, compiled)[0].register_forward_pre_hook(lambda *args: calls.append(1))
+    try:
+        with pytest.raises(UnsupportedError, match=r"layer 2's KV cache \(StaticSlidingWindowLayer"):
+            greedy(compiled, batch, steps=STEPS, cache_implementation="static")
+    finally:
+        hook.remove()
+    assert calls == []  # no decoder layer ran
