@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from tokenprune.errors import ScheduleError, SpecError, UnsupportedError, describe
+from tokenprune.rewrites import prompt_caches
 from tokenprune.rewrites.hints import CompositeHint
 from tokenprune.rewrites.install import clone_path, make_language_model_forward, make_vision_hook
 from tokenprune.rewrites.prune_pass import insert_cuts
@@ -89,6 +90,8 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
     base = clones.get(spec.multimodal_model, pruned) if spec.multimodal_model else pruned
     base.register_forward_pre_hook(make_vision_hook(session, token_ids, spec.vision_tokens.locator), with_kwargs=True)
     object.__setattr__(pruned, "_tokenprune_session", session)
+    if keeping := prompt_caches.keeping_layers(spec, lm.config, schedule.cuts):  # refuse before any work
+        object.__setattr__(pruned, "generate", prompt_caches.guard_generate(pruned.generate, keeping))
     object.__setattr__(pruned, "_tokenprune_language_model", lm)
     session.self_check = run_self_check(self_check, lm_original, lm, session, hint, graphs=graphs,
                                         input_names=names, cut_layers=schedule.cuts)

@@ -115,8 +115,9 @@ class WindowedLayer(_Strict):
 
     size: str = Field(description="Attribute of the text model's config holding the window, e.g. 'sliding_window'.")
     keeps_prompt: bool = Field(False, description="The cache keeps every prompt token and slides only the later "
-                               "ones (reference sliding-window attention): a pruned layer stays exact past the "
-                               "window. Otherwise prompt + generated tokens must stay below the window (refused).")
+                               "ones (reference sliding-window attention): pruned layers drop the evicted decoded "
+                               "columns from their decode masks. Otherwise (transformers' sliding and chunked "
+                               "caches) a pruned model keeps these layers' caches whole and the mask slides.")
 
 
 # Layer types of transformers whose caches slide (cache_utils sizes chunked layers by attention_chunk_size).

@@ -46,8 +46,12 @@ def kept_positions(vision_mask: torch.Tensor, selection, b: int) -> torch.Tensor
 
 @contextlib.contextmanager
 def masked_reference(layers, dropped: list[torch.Tensor]):
-    """Mask, in every call, the key columns of dropped prompt positions (prefill and decode alike)."""
-    handles = [layer.register_forward_pre_hook(_mask_hook(dropped[j], j), with_kwargs=True)
+    """Mask, in every call, the key columns of dropped prompt positions (prefill and decode alike).
+
+    A sliding-window cache that has evicted its oldest tokens gets a mask whose columns start that many
+    positions late (they end at the query); a cache that keeps the prompt gets one whose columns start at 0."""
+    past: dict[str, int] = {}  # cache length before this call, read when the first layer runs
+    handles = [layer.register_forward_pre_hook(_mask_hook(dropped[j], j, past), with_kwargs=True)
                for j, layer in enumerate(layers)]
     try:
         yield
@@ -56,8 +60,11 @@ def masked_reference(layers, dropped: list[torch.Tensor]):
             handle.remove()
 
 
-def _mask_hook(dropped: torch.Tensor, layer: int):
+def _mask_hook(dropped: torch.Tensor, layer: int, past: dict[str, int]):
     def hook(module, args, kwargs):
+        cache = kwargs.get("past_key_values")
+        if layer == 0:  # the first layer runs before any other writes this call's tokens into the cache
+            past["length"] = cache.get_seq_length(0) if cache is not None else 0
         # The mask is a keyword, or a positional argument (Kosmos-2 layers take it second).
         position = _positional_index(module, "attention_mask") if "attention_mask" not in kwargs else None
         if position is not None and position < len(args):
@@ -73,9 +80,10 @@ def _mask_hook(dropped: torch.Tensor, layer: int):
         drop = dropped.to(mask.device)  # (B, P)
         if mask.shape[0] != drop.shape[0]:  # beam search expands each sample to num_beams rows
             drop = drop.repeat_interleave(mask.shape[0] // drop.shape[0], dim=0)
-        cols = torch.zeros(mask.shape[0], mask.shape[-1], dtype=torch.bool, device=mask.device)  # (B, k)
+        offset = _evicted_columns(cache, layer, past.get("length", 0) + mask.shape[-2], mask.shape[-1])
+        cols = torch.zeros(mask.shape[0], offset + mask.shape[-1], dtype=torch.bool, device=mask.device)
         cols[:, : drop.shape[1]] = drop
-        blocked = cols[:, None, None, :]  # (B, 1, 1, k)
+        blocked = cols[:, None, None, offset:]  # (B, 1, 1, k)
         if mask.dtype == torch.bool:  # True = may attend
             masked = mask & ~blocked
         else:
@@ -87,6 +95,14 @@ def _mask_hook(dropped: torch.Tensor, layer: int):
         return args, kwargs
 
     return hook
+
+
+def _evicted_columns(cache, layer: int, total: int, mask_len: int) -> int:
+    """How many of the ``total`` positions so far lie before the mask's first column."""
+    slots = getattr(cache, "layers", None) or []
+    if layer < len(slots) and hasattr(slots[layer], "prefill_length"):  # keeps the prompt: columns start at 0
+        return 0
+    return max(total - mask_len, 0)
 
 
 def _causal_mask(hidden: torch.Tensor, cache, layer: int) -> torch.Tensor:
