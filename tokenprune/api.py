@@ -9,6 +9,7 @@ import torch
 from tokenprune.errors import ScheduleError, SpecError, UnsupportedError, describe
 from tokenprune.rewrites.hints import CompositeHint
 from tokenprune.rewrites.install import clone_path, make_language_model_forward, make_vision_hook
+from tokenprune.rewrites.output_flags import install_output_capture
 from tokenprune.rewrites.prune_pass import insert_cuts
 from tokenprune.rewrites.selfcheck import SELF_CHECKS, run_self_check
 from tokenprune.rewrites.state import PruneSession
@@ -74,6 +75,8 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
             f"one of {_SUPPORTED_ATTENTION}", "load the model with attn_implementation='sdpa' (or 'eager')"))
     token_ids = spec.vision_token_ids(model.config)
 
+    # Before cloning: the clones then inherit the mark that their shared layers already carry the hooks.
+    install_output_capture(model, spec.language_model)
     pruned, clones = clone_path(model, [spec.language_model, spec.multimodal_model] if spec.multimodal_model
                                 else [spec.language_model])
     lm = clones[spec.language_model]
