@@ -114,3 +114,14 @@ def test_search_on_a_mixed_set_runs_and_reports_measured_trials(llava4):
     result = search(model, spec, calibration, method="g-search", tolerance=0.01, grid=4, quiet=True)
     assert result.objective["search"] <= result.baseline["search"] + 0.01
     assert any(t.objective > 0 for t in result.trials)  # pruning was measured, not assumed free
+
+
+def test_samples_missing_a_per_token_input_get_its_neutral_value():
+    with_answer = {"input_ids": torch.tensor([[5, 6, 7]]), "labels": torch.tensor([[-100, -100, 7]]),
+                   "token_type_ids": torch.tensor([[0, 1, 0]])}
+    plain = {"input_ids": torch.tensor([[8, 9]])}
+    batch = collate([plain, with_answer])
+    assert torch.equal(batch["labels"], torch.tensor([[-100, -100, -100], [-100, -100, 7]]))  # no answer tokens
+    assert torch.equal(batch["token_type_ids"], torch.tensor([[0, 0, 0], [0, 1, 0]]))
+    assert torch.equal(batch["attention_mask"], torch.tensor([[0, 1, 1], [1, 1, 1]]))
+    assert batch.keys() == {"input_ids", "labels", "token_type_ids", "attention_mask"}
