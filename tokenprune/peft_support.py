@@ -39,12 +39,12 @@ def peft_base_model(model: torch.nn.Module, where: str) -> torch.nn.Module:
                 "modules), which shifts every position the schedule, the vision-token locator and the scorer use",
                 where, "a PEFT model whose adapters inject layers (LoRA, LoHa, LoKr, IA3, ...)",
                 "compile peft_model.get_base_model() (the model without this adapter), or use a LoRA-style adapter"))
-    return model.get_base_model()
+    return model.base_model.model  # the tuner's model (PeftMixedModel has no get_base_model())
 
 
 def wrap_like(peft_model: torch.nn.Module, compiled_base: torch.nn.Module, clone: Callable) -> torch.nn.Module:
     """A copy of ``peft_model`` (``clone``: a shallow module clone) whose base model is ``compiled_base``."""
-    original_base = peft_model.get_base_model()
+    original_base = peft_model.base_model.model
     wrapper = clone(peft_model)
     tuner = clone(peft_model.base_model)
     wrapper._modules["base_model"] = tuner

@@ -15,11 +15,11 @@ SPEC = tp.load_spec("llava")
 SCHEDULE = tp.Schedule([1.0, 0.5, 0.5, 0.25])
 
 
-def _lora_model(task_type=None):
+def _lora_model(task_type=None, mixed=False):
     model = build_test_model(SPEC)
     torch.manual_seed(1)  # random (non-zero) LoRA weights on the projections the scorer reads
     config = LoraConfig(r=4, target_modules=["q_proj", "k_proj"], init_lora_weights=False, task_type=task_type)
-    return get_peft_model(model, config).eval()
+    return get_peft_model(model, config, mixed=mixed).eval()
 
 
 def _batch(model):
@@ -36,9 +36,10 @@ def _same_selection(a, b) -> bool:
     return a.keys() == b.keys() and all(torch.equal(x, y) for k in a for x, y in zip(a[k], b[k]))
 
 
-@pytest.mark.parametrize("task_type", [None, "CAUSAL_LM"])
-def test_compiled_lora_model_equals_the_compiled_merged_model(task_type):
-    peft_model = _lora_model(task_type)
+@pytest.mark.parametrize("task_type, mixed", [(None, False), ("CAUSAL_LM", False), (None, True)],
+                         ids=["PeftModel", "PeftModelForCausalLM", "PeftMixedModel"])
+def test_compiled_lora_model_equals_the_compiled_merged_model(task_type, mixed):
+    peft_model = _lora_model(task_type, mixed)
     merged = copy.deepcopy(peft_model).merge_and_unload()
     batch = _batch(merged)
     pruned = tp.compile(peft_model, SPEC, SCHEDULE)
@@ -99,3 +100,16 @@ def test_prompt_learning_adapter_is_refused_with_what_to_pass():
                                                       num_layers=4))
     with pytest.raises(UnsupportedError, match=r"virtual tokens.*get_base_model\(\)"):
         tp.compile(prompt, SPEC, SCHEDULE)
+
+
+def test_budget_search_on_a_peft_model_searches_its_adapted_base():
+    from tokenprune.search import CalibrationSet
+
+    peft_model = _lora_model()
+    merged = copy.deepcopy(peft_model).merge_and_unload()
+    samples = [make_test_inputs(SPEC, merged, [1], [5 + i], seed=i).kwargs for i in range(4)]
+    calibration = CalibrationSet.from_samples(samples, batch_size=2, heldout_fraction=0.0)
+    options = dict(calibration=calibration, n_trials=3, quiet=True)
+    pruned = tp.compile(peft_model, SPEC, 0.5, **options)
+    assert type(pruned) is type(peft_model)
+    assert tp.schedule_of(pruned) == tp.schedule_of(tp.compile(merged, SPEC, 0.5, **options))
