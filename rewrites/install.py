@@ -18,6 +18,7 @@ import torch
 from tokenprune.errors import TraceError, UnsupportedError, describe
 
 from . import prompt_caches, sliding
+from .output_flags import CALL_RECORD_KWARG, cut_rows, pruning_hidden_states
 from .state import PruneSession
 
 VISION_MASK_KWARG = "tokenprune_vision_mask"
@@ -97,6 +98,7 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
         vision = kwargs.pop(VISION_MASK_KWARG, None)
         prompt_end = kwargs.pop(PROMPT_END_KWARG, None)
         probe = kwargs.pop("_tokenprune_probe", False)
+        record = kwargs.pop(CALL_RECORD_KWARG, None)
         params = dict(signature.bind(self, *args, **kwargs).arguments)
         params.pop("self")
         extra = dict(params.pop(var_kw, {})) if var_kw else {}
@@ -139,13 +141,16 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
             values = hint.graph_inputs(params, variant)
             out = graphs[variant](*(values[name] for name in names))
             prompt_caches.settle_prompt_lengths(session, cache, declared)
+            if record is not None:
+                record.update(cut_rows(session))
         finally:
             session.end()
         if not use_cache and hasattr(out, "past_key_values"):
             out.past_key_values = None
         return out
 
-    return types.MethodType(rewrap(decorated, pruned_forward), lm)
+    num_layers = len(session.schedule.keep_ratio)
+    return types.MethodType(pruning_hidden_states(rewrap(decorated, pruned_forward), session, num_layers), lm)
 
 
 def _length_limits(spec, config) -> dict[str, int]:
