@@ -26,6 +26,7 @@ import torch
 from tokenprune.errors import TraceError, describe
 from tokenprune.scoring.shared_kv import reuses_shared_kv
 
+from .accelerate_hooks import execution_device
 from .probe_stack import (RecordingLayer, real_layer_indices, standin_compiled, standin_original,
                           tuple_output_layers)
 from .state import PruneSession
@@ -112,9 +113,10 @@ def run_probe_check(original: torch.nn.Module, compiled: torch.nn.Module, sessio
 
     ``logs``: the recordings of stand-in layers of the two models, compared before the outputs.
     """
-    # The probe's device and dtype: those of the weights it runs (stand-in layers may be on the meta device).
+    # The probe's device and dtype: those of the weights it runs (stand-in layers may be on the meta device, and
+    # weights offloaded by accelerate are on it between calls: they run on their hook's execution device).
     param = next((p for p in original.parameters() if not p.is_meta), next(original.parameters()))
-    device, dtype = param.device, param.dtype
+    device, dtype = execution_device(original) or param.device, param.dtype
     hidden = original.config.hidden_size
     gen = torch.Generator(device="cpu").manual_seed(1234)
     embeds = (torch.randn(2, _PROBE_LENGTH, hidden, generator=gen) * 0.5).to(device, dtype)

@@ -7,8 +7,10 @@ from pathlib import Path
 import torch
 
 from tokenprune.errors import ScheduleError, SpecError, UnsupportedError, describe
+from tokenprune.rewrites.accelerate_hooks import install_forward
 from tokenprune.rewrites.hints import CompositeHint
 from tokenprune.rewrites.install import clone_path, make_language_model_forward, make_vision_hook
+from tokenprune.rewrites.prune_guard import check_top_level_prunes
 from tokenprune.rewrites.prune_pass import insert_cuts
 from tokenprune.rewrites.selfcheck import SELF_CHECKS, run_self_check
 from tokenprune.rewrites.state import PruneSession
@@ -84,7 +86,7 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
               for variant, t in traced.items()}
     names = {variant: t.input_names for variant, t in traced.items()}
     # Keep the graph modules out of the registered children so parameters are not listed twice.
-    object.__setattr__(lm, "forward", make_language_model_forward(lm, graphs, names, hint, session, schedule.cuts))
+    install_forward(lm, make_language_model_forward(lm, graphs, names, hint, session, schedule.cuts))
     object.__setattr__(lm, "_tokenprune_graphs", graphs)
     base = clones.get(spec.multimodal_model, pruned) if spec.multimodal_model else pruned
     base.register_forward_pre_hook(make_vision_hook(session, token_ids, spec.vision_tokens.locator), with_kwargs=True)
@@ -92,6 +94,8 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
     object.__setattr__(pruned, "_tokenprune_language_model", lm)
     session.self_check = run_self_check(self_check, lm_original, lm, session, hint, graphs=graphs,
                                         input_names=names, cut_layers=schedule.cuts)
+    if not session.self_check.startswith("skipped"):
+        check_top_level_prunes(pruned, lm, session, graphs, self_check)
     return pruned
 
 
