@@ -81,6 +81,16 @@ def hook_names(module: torch.nn.Module) -> list[str]:
     return [name for name, sub in module.named_modules() if _HOOK in sub.__dict__]
 
 
+def on_meta_without_hook(module: torch.nn.Module, recursive: bool) -> bool:
+    """Some tensor of ``module`` (of its submodules too if ``recursive``) is on the meta device without an
+    accelerate hook on its module to load it on use: the module cannot run."""
+    for sub in module.modules() if recursive else [module]:
+        tensors = [*sub.parameters(recurse=False), *sub.buffers(recurse=False)]
+        if any(t.is_meta for t in tensors) and _HOOK not in sub.__dict__:
+            return True
+    return False
+
+
 def execution_device(module: torch.nn.Module) -> torch.device | None:
     """Where ``module`` runs: the device of its first materialised tensor, else the execution device of the
     first accelerate hook under it (all weights offloaded), else None."""

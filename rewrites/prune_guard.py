@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
 
 import torch
 
@@ -23,13 +24,13 @@ from tokenprune.errors import TraceError, describe
 from tokenprune.schedule import keep_count
 from tokenprune.spec import resolve_module
 
-from .accelerate_hooks import execution_device
+from .accelerate_hooks import execution_device, on_meta_without_hook
 from .install import VISION_MASK_KWARG
 from .probe_stack import RecordingLayer, real_layer_indices, standin_graphs, tuple_output_layers
 from .state import PruneSession
 
 _TEXT_AROUND = 2  # text tokens before and after the probe's vision tokens
-_MAX_VISION = 4096
+_MAX_VISION = 1024
 _FIX = ("a call of the top-level model does not reach the compiled language model (a wrapper or hook still bound "
         "to the input model?); do not use the compiled model, and report the model class and how it was loaded")
 
@@ -40,8 +41,19 @@ def check_top_level_prunes(pruned: torch.nn.Module, lm: torch.nn.Module, session
     length and records a kept set at every cut. ``lm`` is the compiled language model, ``graphs`` its
     rewritten graphs (swapped for stand-in copies during the call under ``mode="layers"``)."""
     schedule, spec = session.schedule, session.spec
-    num_vision = _vision_count(schedule.keep_ratio[schedule.cuts[0]]) if schedule.cuts else None
-    if mode == "off" or num_vision is None:
+    if mode == "off" or schedule.is_keep_all():
+        return
+    num_vision = _vision_count(schedule.keep_ratio[-1])
+    if num_vision is None:
+        warnings.warn(f"tokenprune.compile: the schedule drops no vision token of prompts with up to {_MAX_VISION} "
+                      "of them, so the self-check's pruning probe was skipped", stacklevel=3)
+        return
+    unloaded = [name for name, module in (("input", pruned.get_input_embeddings()),
+                                          ("output", pruned.get_output_embeddings()))
+                if module is not None and on_meta_without_hook(module, recursive=True)]
+    if unloaded:
+        warnings.warn(f"tokenprune.compile: the {' and '.join(unloaded)} embeddings are on the meta device, so the "
+                      "self-check's pruning probe (a call of the whole model) was skipped", stacklevel=3)
         return
     base = resolve_module(pruned, spec.multimodal_model, "multimodal_model") if spec.multimodal_model else pruned
     device = execution_device(pruned.get_input_embeddings()) or execution_device(pruned) or torch.device("cpu")
@@ -82,9 +94,10 @@ def _call(pruned: torch.nn.Module, base: torch.nn.Module, ids: torch.Tensor, vis
         handle.remove()
 
 
-def _vision_count(first_ratio: float) -> int | None:
-    """The fewest vision tokens (at least 2) of which the first cut drops one, or None if none up to a limit."""
-    return next((n for n in range(2, _MAX_VISION + 1) if keep_count(first_ratio, n) < n), None)
+def _vision_count(last_ratio: float) -> int | None:
+    """The fewest vision tokens (at least 2) of which the schedule drops one by the last layer (every cut still
+    records its kept set), or None if there are none up to a limit."""
+    return next((n for n in range(2, _MAX_VISION + 1) if keep_count(last_ratio, n) < n), None)
 
 
 def _probe_prompt(config, spec, num_vision: int, device) -> tuple[torch.Tensor, torch.Tensor]:

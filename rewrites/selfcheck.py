@@ -26,7 +26,7 @@ import torch
 from tokenprune.errors import TraceError, describe
 from tokenprune.scoring.shared_kv import reuses_shared_kv
 
-from .accelerate_hooks import execution_device
+from .accelerate_hooks import execution_device, on_meta_without_hook
 from .probe_stack import (RecordingLayer, real_layer_indices, standin_compiled, standin_original,
                           tuple_output_layers)
 from .state import PruneSession
@@ -48,7 +48,7 @@ def run_self_check(mode: str, original: torch.nn.Module, compiled: torch.nn.Modu
     if mode == "off":
         return "off"
     missing = [name for name, module, recursive in probe_modules(original, session.spec, cut_layers, mode)
-               if _on_meta(module, recursive)]
+               if on_meta_without_hook(module, recursive)]
     if missing:
         warnings.warn(f"tokenprune.compile: {missing[:3]} of the language model are on the meta device, so the "
                       f"probe self-check ({mode!r}) cannot run and was skipped; compile the materialised model to "
@@ -96,15 +96,6 @@ def probe_modules(lm: torch.nn.Module, spec, cut_layers, mode: str) -> list[tupl
     out += [(name or "<language model>", module, False) for name, module in lm.named_modules()
             if id(module) not in inside]
     return out
-
-
-def _on_meta(module: torch.nn.Module, recursive: bool) -> bool:
-    """Some tensor of the module is on the meta device without an accelerate offload hook to bring it back."""
-    for sub in module.modules() if recursive else [module]:
-        tensors = [*sub.parameters(recurse=False), *sub.buffers(recurse=False)]
-        if any(t.is_meta for t in tensors) and not hasattr(sub, "_hf_hook"):
-            return True
-    return False
 
 
 def run_probe_check(original: torch.nn.Module, compiled: torch.nn.Module, session: PruneSession, hint,
