@@ -44,20 +44,15 @@ def check_top_level_prunes(pruned: torch.nn.Module, lm: torch.nn.Module, session
     if mode == "off" or schedule.is_keep_all():
         return
     num_vision = _vision_count(schedule.keep_ratio[-1])
-    if num_vision is None:
-        warnings.warn(f"tokenprune.compile: the schedule drops no vision token of prompts with up to {_MAX_VISION} "
-                      "of them, so the self-check's pruning probe was skipped", stacklevel=3)
-        return
-    unloaded = [name for name, module in (("input", pruned.get_input_embeddings()),
-                                          ("output", pruned.get_output_embeddings()))
-                if module is not None and on_meta_without_hook(module, recursive=True)]
-    if unloaded:
-        warnings.warn(f"tokenprune.compile: the {' and '.join(unloaded)} embeddings are on the meta device, so the "
-                      "self-check's pruning probe (a call of the whole model) was skipped", stacklevel=3)
+    skipped = _why_skipped(pruned, num_vision)
+    if skipped:
+        warnings.warn(f"tokenprune.compile: {skipped}, so the self-check's pruning probe (a call of the whole "
+                      "model) was skipped", stacklevel=3)
         return
     base = resolve_module(pruned, spec.multimodal_model, "multimodal_model") if spec.multimodal_model else pruned
-    device = execution_device(pruned.get_input_embeddings()) or execution_device(pruned) or torch.device("cpu")
-    ids, vision = _probe_prompt(pruned.config, spec, num_vision, device)
+    embeddings = pruned.get_input_embeddings()
+    device = (execution_device(embeddings) if embeddings is not None else None) or execution_device(pruned)
+    ids, vision = _probe_prompt(pruned.config, spec, num_vision, device or torch.device("cpu"))
     length = ids.shape[1]
     with _standins(lm, session, graphs, mode), _preserved(session), torch.no_grad():
         out = _call(pruned, base, ids, vision)
@@ -92,6 +87,16 @@ def _call(pruned: torch.nn.Module, base: torch.nn.Module, ids: torch.Tensor, vis
             _FIX)) from err
     finally:
         handle.remove()
+
+
+def _why_skipped(pruned: torch.nn.Module, num_vision: int | None) -> str | None:
+    """Why the probe cannot run on ``pruned``, or None."""
+    if num_vision is None:
+        return f"the schedule drops no vision token of prompts with up to {_MAX_VISION} of them"
+    unloaded = [name for name, module in (("input", pruned.get_input_embeddings()),
+                                          ("output", pruned.get_output_embeddings()))
+                if module is not None and on_meta_without_hook(module, recursive=True)]
+    return f"the {' and '.join(unloaded)} embeddings are on the meta device" if unloaded else None
 
 
 def _vision_count(last_ratio: float) -> int | None:
