@@ -91,6 +91,27 @@ def on_meta_without_hook(module: torch.nn.Module, recursive: bool) -> bool:
     return False
 
 
+def check_loadable_outside_forward(layers: torch.nn.Module, prefix: str,
+                                   modules: list[tuple[str, torch.nn.Module]]) -> None:
+    """Raise :class:`UnsupportedError` when one of ``modules`` (submodules of the decoder ``layers`` that the
+    scorer calls outside their layer's forward) has offloaded weights that only a hook of an enclosing module in
+    the layer loads (``preload_module_classes``: that hook loads its whole subtree, inside its own forward)."""
+    for name, module in modules:
+        if not on_meta_without_hook(module, recursive=True):
+            continue
+        owners = [(f"{prefix}.{n}", m) for n, m in layers.named_modules() if n and m is not module
+                  and _HOOK in m.__dict__ and any(sub is module for sub in m.modules())]
+        if owners:
+            owner_name, owner = owners[-1]  # the innermost
+            raise UnsupportedError(describe(
+                f"the weights of {name} are offloaded and loaded only by the {type(owner._hf_hook).__name__} of "
+                f"the enclosing {owner_name} ({type(owner).__name__}), inside its forward; the scorer calls "
+                f"{name} outside it", "accelerate hooks of the language model",
+                "a hook on each module with weights (accelerate's default)",
+                f"do not list {type(owner).__name__} in preload_module_classes, or keep that module off the "
+                "cpu/disk offload"))
+
+
 def execution_device(module: torch.nn.Module) -> torch.device | None:
     """Where ``module`` runs: the device of its first materialised tensor, else the execution device of the
     first accelerate hook under it (all weights offloaded), else None."""
@@ -133,6 +154,8 @@ def _rebound(value, original, clone):
         fn = types.FunctionType(value.__code__, value.__globals__, value.__name__, value.__defaults__, cells)
         fn.__kwdefaults__ = value.__kwdefaults__
         fn.__dict__.update(value.__dict__)
+        if "__wrapped__" in fn.__dict__:  # functools.wraps' record of the wrapped callable
+            fn.__wrapped__ = _rebound(fn.__wrapped__, original, clone)
         return fn
     return value
 

@@ -81,20 +81,29 @@ def probe_modules(lm: torch.nn.Module, spec, cut_layers, mode: str) -> list[tupl
     layers_path = spec.decoder_layers
     layers = _resolve(lm, layers_path)
     out = [(f"{layers_path}.{i}", layers[i], True) for i in real_layer_indices(lm.config, len(layers))]
+    out += [(name, module, True) for name, module in scoring_modules(lm, spec, cut_layers)]
+    embeddings = lm.get_input_embeddings()
+    inside = {id(m) for m in layers.modules()} | {id(m) for m in (embeddings.modules() if embeddings else [])}
+    out += [(name or "<language model>", module, False) for name, module in lm.named_modules()
+            if id(module) not in inside]
+    return out
+
+
+def scoring_modules(lm: torch.nn.Module, spec, cut_layers) -> list[tuple[str, torch.nn.Module]]:
+    """``(name, module)`` for the modules of each cut's scoring layer that the scorer calls, outside that layer's
+    own forward: its input norm, query and key projections and norms."""
+    layers_path = spec.decoder_layers
+    layers = _resolve(lm, layers_path)
     paths = spec.layer
+    out = []
     for cut in cut_layers:
         # A layer that reuses shared keys/values has no key projection (its keys come from a store layer).
         own_keys = not reuses_shared_kv(spec, _resolve(layers[cut - 1], paths.attention))
         keys = (paths.k_proj, paths.k_norm) if own_keys else ()
         # A registered qk layout (attention.qk) reads submodules of the attention module: all of it.
         scored = (paths.attention,) if spec.attention.qk else (paths.q_proj, paths.q_norm, *keys)
-        for path in (paths.input_norm, *scored):
-            if path:
-                out.append((f"{layers_path}.{cut - 1}.{path}", _resolve(layers[cut - 1], path), True))
-    embeddings = lm.get_input_embeddings()
-    inside = {id(m) for m in layers.modules()} | {id(m) for m in (embeddings.modules() if embeddings else [])}
-    out += [(name or "<language model>", module, False) for name, module in lm.named_modules()
-            if id(module) not in inside]
+        out += [(f"{layers_path}.{cut - 1}.{path}", _resolve(layers[cut - 1], path))
+                for path in (paths.input_norm, *scored) if path]
     return out
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import torch
 
 from tokenprune.errors import ScheduleError, SpecError, UnsupportedError, describe
-from tokenprune.rewrites.accelerate_hooks import install_forward
+from tokenprune.rewrites.accelerate_hooks import check_loadable_outside_forward, install_forward
 from tokenprune.rewrites.hints import CompositeHint
 from tokenprune.rewrites.install import clone_path, make_language_model_forward, make_vision_hook
 from tokenprune.rewrites.prune_guard import check_top_level_prunes
 from tokenprune.rewrites.prune_pass import insert_cuts
-from tokenprune.rewrites.selfcheck import SELF_CHECKS, run_self_check
+from tokenprune.rewrites.selfcheck import SELF_CHECKS, run_self_check, scoring_modules
 from tokenprune.rewrites.state import PruneSession
 from tokenprune.rewrites.tracer import trace_language_model
 from tokenprune.registry import lookup, registry_for
@@ -76,6 +76,7 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
             f"one of {_SUPPORTED_ATTENTION}", "load the model with attn_implementation='sdpa' (or 'eager')"))
     token_ids = spec.vision_token_ids(model.config)
 
+    check_loadable_outside_forward(layers, spec.decoder_layers, scoring_modules(lm_original, spec, schedule.cuts))
     pruned, clones = clone_path(model, [spec.language_model, spec.multimodal_model] if spec.multimodal_model
                                 else [spec.language_model])
     lm = clones[spec.language_model]

@@ -65,7 +65,8 @@ def _from_pretrained(model, spec, tmp_path):
 
 
 LAYOUTS = {"disk": _disk, "cpu-offload-buffers": _cpu_offload_buffers, "cpu_offload": _accelerate_cpu_offload,
-           "cpu_offload_with_hook": _cpu_offload_with_hook, "force-hooks": _force_hooks, "meta-offload-map": _meta_with_offload_map, "from-pretrained": _from_pretrained}
+           "cpu_offload_with_hook": _cpu_offload_with_hook, "force-hooks": _force_hooks,
+           "meta-offload-map": _meta_with_offload_map, "from-pretrained": _from_pretrained}
 
 
 @functools.lru_cache(maxsize=None)
@@ -136,6 +137,28 @@ def test_self_check_runs_through_offloaded_weights(tmp_path):
         assert tp.self_check_of(tp.compile(hooked, spec, schedule, self_check=mode)).startswith(mode)
 
 
+def test_a_hook_that_loads_the_whole_multimodal_model_serves_the_scorer():
+    """One hook on the multimodal model (preload_module_classes) loads its whole subtree for its forward, the
+    scorer's modules included. (Such a model cannot generate, with or without tokenprune: generate() calls the
+    embeddings outside that forward.)"""
+    spec, schedule, batch, _, want_logits, want_kept, _ = _unhooked("llava")
+    hooked = cpu_offload(build_test_model(spec), execution_device="cpu", preload_module_classes=["LlavaModel"])
+    with pytest.warns(UserWarning, match="meta device"):  # the probe calls the language model outside that forward
+        pruned = tp.compile(hooked, spec, schedule)
+    with torch.no_grad():
+        assert torch.equal(pruned(**batch.kwargs).logits, want_logits)
+    _assert_same_selection(tp.last_selection(pruned), want_kept)
+
+
+def test_scoring_modules_loaded_only_inside_their_layer_are_refused(tmp_path):
+    spec, schedule, *_ = _unhooked("llava")
+    hooked = cpu_offload(build_test_model(spec), execution_device="cpu", preload_module_classes=["LlamaDecoderLayer"])
+    with pytest.raises(UnsupportedError, match=r"weights of layers\.1\.input_layernorm are offloaded and loaded only by "
+                                               r"the AlignDevicesHook of the enclosing layers\.1 \(LlamaDecoderLayer\)"
+                                               r".*preload_module_classes"):
+        tp.compile(hooked, spec, schedule)
+
+
 def test_a_hook_that_cannot_be_rebound_is_refused(tmp_path):
     spec, schedule, *_ = _unhooked("llava")
     hooked = _force_hooks(build_test_model(spec), spec, tmp_path)
@@ -150,4 +173,5 @@ def test_dispatch_guard_on_to_is_rebound(tmp_path):
     pruned = tp.compile(hooked, spec, schedule)
     with pytest.raises(RuntimeError, match="offloaded to cpu or disk"):
         pruned.to(torch.float64)
-    assert accelerate_hooks.is_hooked(pruned) and not accelerate_hooks._refers_to(pruned.to, hooked)
+    assert accelerate_hooks._refers_to(pruned.to, pruned) and accelerate_hooks._refers_to(pruned.to.__wrapped__, pruned)
+    assert not accelerate_hooks._refers_to(pruned.to, hooked)
