@@ -45,6 +45,12 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
 
     A model on the meta device cannot run: its check is skipped with a warning.
 
+    Unless ``"off"``, the check then sends one short prompt the schedule must cut through the *top-level* compiled
+    model and raises :class:`TraceError` if its output has the unpruned length or a cut recorded no kept set (a
+    hook or wrapper still bound to the input model would otherwise make the compiled model a silent no-op).
+    Models loaded with accelerate hooks (``device_map``, disk/cpu offload) are compiled with their hooks re-bound
+    to the compiled copy (docs: 'Loading and running models').
+
     ``scoring_keys``: where the attention scorers get the keys of the layer before a cut. ``"auto"`` reads
     the keys that layer has just written to the KV cache when the call has one that provably holds them,
     and recomputes them otherwise (no cache, sliding window shorter than the prompt, other cache kinds);
