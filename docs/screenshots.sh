@@ -13,7 +13,7 @@ width="${SCREENSHOT_WIDTH:-1280}"
 mkdir -p "$out"
 html="${DOCS_HTML:-$out/html}"
 if [ -z "${DOCS_HTML:-}" ]; then
-  python -m sphinx -W --keep-going -b html docs "$html"
+  "${PYTHON:-python}" -m sphinx -W --keep-going -b html docs "$html"
 fi
 browser="$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)"
 if [ -z "$browser" ]; then
