@@ -41,4 +41,5 @@ napoleon_numpy_docstring = False
 
 html_theme = "furo"
 html_title = f"tokenprune {release}"
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["tokenprune.css"]  # tables wrap their cells to fit the page

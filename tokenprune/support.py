@@ -5,6 +5,7 @@ Written from the bundled specs and an automatic analysis, never by hand: a bundl
 its default config and analysed (decoder stack found? standard attention layout? fx trace and a cut
 pass the completeness analysis?), and the first obstacle found is its reason.
 
+    python -m tokenprune.support                        (prints the table as Markdown)
     python -m tokenprune.support --out support.md --json support.json   (the docs build runs it itself)
 """
 
@@ -233,12 +234,15 @@ def render_markdown(rows: list[SupportRow]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="markdown file to write")
+    parser.add_argument("--out", type=Path, help="markdown file to write (default: print the table)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     args = parser.parse_args(argv)
     rows = support_rows()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render_markdown(rows))
+    if args.out is None:
+        print(render_markdown(rows), end="")
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(render_markdown(rows))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
 

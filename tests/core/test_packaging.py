@@ -1,5 +1,6 @@
 """A built wheel (not only the checkout) installs one import root and finds the bundled specs."""
 
+import site
 import subprocess
 import sys
 import venv
@@ -17,8 +18,7 @@ def test_wheel_installs_and_loads_bundled_specs(tmp_path):
                     str(ROOT)], check=True, capture_output=True)
     wheel = next(dist.glob("tokenprune_mllm-*.whl"))
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=True)
-    python = env_dir / "bin" / "python"
+    python = _venv_seeing_running_packages(env_dir)
     subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True)
     script = (
         "import sys, tokenprune, tokenprune.rewrites, tokenprune.model_specs;"
@@ -31,6 +31,31 @@ def test_wheel_installs_and_loads_bundled_specs(tmp_path):
     # Every tokenprune module must come from the wheel, none from the checkout (an editable install leaks).
     assert str(env_dir) in files and str(ROOT / "tokenprune") not in files and str(ROOT / "rewrites") not in files
     assert names.startswith("llava [") and "'internvl'" in names and "'llava_next'" in names
+
+
+def _venv_seeing_running_packages(env_dir: Path, with_pip: bool = True) -> Path:
+    """A venv whose own site-packages comes first, then the running interpreter's (torch, transformers, ...).
+
+    ``system_site_packages=True`` would add the *base* interpreter's packages, which lack the dependencies when
+    this suite itself runs in a venv. The paths are listed plainly (not as site dirs), so the running
+    interpreter's ``.pth`` files, an editable install of the checkout among them, are not executed.
+    """
+    venv.create(env_dir, system_site_packages=False, with_pip=with_pip)
+    python = env_dir / "bin" / "python"
+    own = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    running = [p for p in site.getsitepackages() if Path(p).is_dir() and not Path(p).is_relative_to(env_dir)]
+    (Path(own) / "running_interpreter_packages.pth").write_text("\n".join(running) + "\n")
+    return python
+
+
+def test_nested_venv_sees_the_running_interpreters_packages(tmp_path):
+    python = _venv_seeing_running_packages(tmp_path / "venv", with_pip=False)
+    import torch
+
+    out = subprocess.run([str(python), "-c", "import torch, sys; print(torch.__file__); print(sys.prefix)"],
+                         check=True, capture_output=True, text=True).stdout.splitlines()
+    assert out == [torch.__file__, str(tmp_path / "venv")]
 
 
 def test_package_list_covers_every_package_folder():

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from .layout import html_problems
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 
@@ -46,6 +48,12 @@ def test_docs_build_with_warnings_as_errors(tmp_path):
     api = (out / "reference" / "api.html").read_text()
     assert "tokenprune.compile" in api and "tokenprune.save_pruned" in api
     assert (DOCS / "generated" / "img" / "kept_patches.png").is_file()
+    # Tables readable at 1280 px: few enough columns, and the wrapping stylesheet on every page.
+    pages = [out / "index.html", out / "generated" / "models.html", out / "benchmarks" / "quality.html",
+             *sorted((out / "generated" / "specs").glob("*.html"))]
+    problems = [p for page in pages for p in html_problems(page)]
+    assert not problems, "\n".join(problems)
+    assert "model families have a bundled spec" in (out / "index.html").read_text()
     print(f"docs built in {seconds:.1f}s")
 
 

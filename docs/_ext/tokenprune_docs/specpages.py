@@ -239,7 +239,9 @@ def _keys_table(spec, model) -> str:
         args = f", layer_args {spec.tracing.layer_args}" if spec.tracing.layer_args else ""
         rows.append(["`tracing`", f"hints {spec.tracing.hints}, layer_kwargs {spec.tracing.layer_kwargs}{args}",
                      "registered tracing specialisations", ""])
-    return md_table(["key", "value", "locates", "on the tiny test model"], rows)
+    # The long description goes last, where it can wrap without pushing a short column off the page.
+    return md_table(["key", "value", "on the tiny test model", "locates"],
+                    [[key, value, found, what] for key, value, what, found in rows])
 
 
 def draw_graph(graph, title: str):
