@@ -90,8 +90,8 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
     base.register_forward_pre_hook(make_vision_hook(session, token_ids, spec.vision_tokens.locator), with_kwargs=True)
     object.__setattr__(pruned, "_tokenprune_session", session)
     object.__setattr__(pruned, "_tokenprune_language_model", lm)
-    session.self_check = run_self_check(self_check, lm_original, lm, session, hint, graphs=graphs,
-                                        input_names=names, cut_layers=schedule.cuts)
+    session.record_self_check(run_self_check(self_check, lm_original, lm, session, hint, graphs=graphs,
+                                             input_names=names, cut_layers=schedule.cuts))
     return pruned
 
 
@@ -152,7 +152,9 @@ def _session(model) -> PruneSession:
 def last_selection(model) -> dict[int, list[torch.Tensor]]:
     """Per cut layer, one 1-D LongTensor per sample: prompt positions of the vision tokens kept there.
 
-    Positions index the prompt as passed (columns of ``input_ids``, left padding included).
+    Positions index the prompt as passed (columns of ``input_ids``, left padding included). The selection is
+    the calling thread's last prefill (the one its decode steps reuse): other threads' calls never change it,
+    and a thread that has not run a prefill of this model gets ``{}``.
     """
     return _session(model).kept_vision_positions()
 
@@ -160,7 +162,8 @@ def last_selection(model) -> dict[int, list[torch.Tensor]]:
 def scoring_key_sources(model) -> dict[int, str | None]:
     """Per cut layer, where the scorer of the last prefill got its keys: ``"cache: ..."`` (read back from the
     KV cache the scoring layer had just filled), ``"shared: ..."`` (a layer that reuses keys another layer shared
-    with it, Gemma 4) or ``"recompute: <reason>"``. ``None`` for scorers without keys (``random``)."""
+    with it, Gemma 4) or ``"recompute: <reason>"``. ``None`` for scorers without keys (``random``). Like
+    :func:`last_selection`, it describes the calling thread's last prefill."""
     return dict(_session(model).key_sources)
 
 

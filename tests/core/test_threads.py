@@ -1,0 +1,112 @@
+"""One compiled model serving several threads at once: each call equals the same call made alone."""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+import tokenprune as tp
+from tests.conformance.cases import greedy, load_case
+from tokenprune.errors import UnsupportedError
+from tokenprune.testing import make_test_inputs
+
+SPEC = tp.load_spec("llava")
+SCHEDULE = tp.Schedule([1.0, 0.6, 0.6, 0.3])  # two cuts: the second reads the first one's selection
+THREADS, CALLS = 4, 10
+STEPS = 4  # generated tokens per generate() call
+# (images per sample, text tokens per sample): different batch sizes and prompt lengths per thread
+PROMPTS = [((1,), (4,)), ((2, 1), (3, 7)), ((1, 2, 1), (5, 2, 6)), ((1,), (9,)), ((2,), (2,)), ((1, 1), (6, 3))]
+KINDS = ("forward", "generate", "generate-no-cache")
+
+
+def _run(compiled, batch, kind: str) -> torch.Tensor:
+    if kind == "forward":
+        with torch.no_grad():
+            return compiled(**batch.kwargs).logits
+    return greedy(compiled, batch, steps=STEPS, use_cache=kind == "generate")
+
+
+@pytest.fixture(scope="module")
+def served():
+    """The compiled model, its jobs and each job's result and selection computed alone, in this thread."""
+    model = load_case("llava", None).models["sdpa"]  # built once per test process
+    compiled = tp.compile(model, SPEC, SCHEDULE)
+    jobs = [(make_test_inputs(SPEC, model, list(images), list(texts), seed=i), kind)
+            for i, (images, texts) in enumerate(PROMPTS) for kind in KINDS]
+    alone = []
+    for batch, kind in jobs:
+        out = _run(compiled, batch, kind)
+        alone.append((out, tp.last_selection(compiled)))
+    return compiled, jobs, alone
+
+
+def _same_selection(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(len(a[l]) == len(b[l]) and all(map(torch.equal, a[l], b[l])) for l in a)
+
+
+def test_concurrent_calls_equal_the_same_calls_made_alone(served):
+    compiled, jobs, alone = served
+    start = threading.Barrier(THREADS)
+
+    def worker(t: int) -> list[str]:
+        start.wait()  # all threads enter the model together
+        errors = []
+        for k in range(CALLS):
+            j = (t * 7 + k * 5) % len(jobs)  # a different job sequence per thread, same-shape calls collide too
+            batch, kind = jobs[j]
+            try:
+                out = _run(compiled, batch, kind)
+                selection = tp.last_selection(compiled)
+            except Exception as err:  # a crash is reported as a failure of that call, with its cause
+                errors.append(f"thread {t} call {k} ({kind}, job {j}): {type(err).__name__}: {err}")
+                continue
+            if out.shape != alone[j][0].shape or not torch.equal(out, alone[j][0]):
+                errors.append(f"thread {t} call {k} ({kind}, job {j}): output differs from the call alone")
+            if not _same_selection(selection, alone[j][1]):
+                errors.append(f"thread {t} call {k} ({kind}, job {j}): last_selection differs from the call alone")
+        return errors
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        errors = [e for found in pool.map(worker, range(THREADS)) for e in found]
+    assert not errors, f"{len(errors)} of {THREADS * CALLS} concurrent calls went wrong:\n" + "\n".join(errors[:10])
+
+
+def test_last_selection_is_the_calling_threads(served):
+    compiled, jobs, alone = served
+    _run(compiled, *jobs[0])
+    seen = {}
+
+    def other_thread():
+        seen["before"] = tp.last_selection(compiled)
+        _run(compiled, *jobs[3])
+        seen["after"] = tp.last_selection(compiled)
+        seen["sources"] = tp.scoring_key_sources(compiled)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    assert seen["before"] == {} and seen["sources"].keys() == {1, 3}  # a fresh thread has run no prefill yet
+    assert _same_selection(seen["after"], alone[3][1])
+    assert _same_selection(tp.last_selection(compiled), alone[0][1])  # this thread's selection is untouched
+
+
+def test_continuation_in_another_thread_than_the_prefill_is_refused(served):
+    compiled, jobs, _ = served
+    batch = jobs[0][0]
+    with torch.no_grad():
+        cache = compiled(**batch.kwargs, use_cache=True).past_key_values
+    mask = torch.ones(1, batch.input_ids.shape[1] + 1, dtype=torch.long)
+    caught = []
+
+    def decode_step():
+        try:
+            with torch.no_grad():
+                compiled(input_ids=torch.tensor([[7]]), attention_mask=mask, past_key_values=cache, use_cache=True)
+        except UnsupportedError as err:
+            caught.append(str(err))
+
+    thread = threading.Thread(target=decode_step)
+    thread.start()
+    thread.join()
+    assert len(caught) == 1 and "prefill in this thread" in caught[0]
