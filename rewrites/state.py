@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import threading
+import uuid
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +17,9 @@ import torch
 from tokenprune.errors import UnsupportedError, describe
 from tokenprune.schedule import Schedule
 from tokenprune.spec import ModelSpec
+
+
+_CACHE_MARKS = "_tokenprune_prefills"  # on a KV cache: per compiled model, the prefill that filled it
 
 
 class Mode(enum.Enum):
@@ -87,6 +91,7 @@ class PinnedPrompt:
     pad_offset: torch.Tensor | None = None  # (B,) long
     selections: dict[int, CutSelection] = field(default_factory=dict)
     key_sources: dict[int, str | None] = field(default_factory=dict)  # per cut: where the scorer's keys came from
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)  # names this prefill on the KV caches it fills
 
     @property
     def length(self) -> int:
@@ -129,6 +134,7 @@ class PruneSession:
     scoring_keys: str = "auto"  # where attention scorers get keys: "auto" (KV cache if it has them) or "recompute"
     self_check: str = "off"  # what compile's self-check verified (see rewrites/selfcheck.py)
     _threads: ThreadState = field(default_factory=ThreadState, init=False, repr=False)
+    _key: str = field(default_factory=lambda: uuid.uuid4().hex, init=False, repr=False)  # names it on KV caches
 
     def record_self_check(self, result: str) -> None:
         """The self-check runs the graphs this session is baked into, so its result comes after the session."""
@@ -169,6 +175,27 @@ class PruneSession:
         """The hook's hand-off to this call, cleared so that no later call of the thread reads it again."""
         handoff, self._threads.handoff = self._threads.handoff, HookHandoff()
         return handoff
+
+    def mark_cache(self, cache) -> None:
+        """After a prefill: name this thread's pinned prompt on the KV cache it filled (copies keep the name)."""
+        if cache is None or self.call is None or self.call.mode is not Mode.SELECT:
+            return
+        marks = getattr(cache, _CACHE_MARKS, None)
+        if marks is None:
+            marks = {}
+            setattr(cache, _CACHE_MARKS, marks)
+        marks[self._key] = self.prompt.token
+
+    def check_cache(self, cache) -> None:
+        """Before a continuation: refuse a cache that another prefill of this model filled (another thread's, or
+        an earlier prompt of this thread); its prompt's selection is not the one pinned here."""
+        mark = (getattr(cache, _CACHE_MARKS, None) or {}).get(self._key)
+        if mark is not None and mark != self.prompt.token:
+            raise UnsupportedError(describe(
+                "continuation over a KV cache filled by another prefill of this compiled model (another thread's, "
+                "or an earlier prompt of this thread)", "past_key_values",
+                "the cache of this thread's last prefill (each thread pins its own prompt and selection)",
+                "continue a conversation in the thread that prefilled it, before that thread prefills another prompt"))
 
     @contextlib.contextmanager
     def isolated(self):

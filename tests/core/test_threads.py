@@ -1,5 +1,6 @@
 """One compiled model serving several threads at once: each call equals the same call made alone."""
 
+import copy
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -110,3 +111,38 @@ def test_continuation_in_another_thread_than_the_prefill_is_refused(served):
     thread.start()
     thread.join()
     assert len(caught) == 1 and "prefill in this thread" in caught[0]
+
+
+def test_continuing_a_cache_that_another_prefill_filled_is_refused(served):
+    compiled, jobs, _ = served
+    first, second = jobs[0][0], make_test_inputs(SPEC, compiled, [1], [4], seed=99)  # same shapes, other prompt
+    step = {"input_ids": torch.tensor([[7]]), "use_cache": True,
+            "attention_mask": torch.ones(1, first.input_ids.shape[1] + 1, dtype=torch.long)}
+    with torch.no_grad():
+        cache = compiled(**first.kwargs, use_cache=True).past_key_values
+        spare = copy.deepcopy(cache)  # a copy of a prompt's cache continues like the original
+        compiled(**step, past_key_values=copy.deepcopy(cache))
+        refused = []
+
+        def other_thread():  # this thread's own prefill has the same shapes: only the cache's owner differs
+            compiled(**second.kwargs, use_cache=True)
+            try:
+                compiled(**step, past_key_values=cache)
+            except UnsupportedError as err:
+                refused.append(str(err))
+
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+        assert len(refused) == 1 and "filled by another prefill" in refused[0]
+        compiled(**step, past_key_values=cache)  # still fine in the thread that prefilled it
+        compiled(**second.kwargs, use_cache=True)  # a new prompt in this thread: the old cache is stale
+        with pytest.raises(UnsupportedError, match="filled by another prefill of this compiled model"):
+            compiled(**step, past_key_values=spare)
+
+
+def test_a_deep_copy_of_a_compiled_model_still_runs(served):
+    compiled, jobs, alone = served
+    batch, kind = jobs[1]
+    copied = copy.deepcopy(compiled)  # the per-thread state is not copied (a threading.local cannot be)
+    assert torch.equal(_run(copied, batch, kind), alone[1][0])
