@@ -92,48 +92,51 @@ def test_last_selection_is_the_calling_threads(served):
     assert _same_selection(tp.last_selection(compiled), alone[0][1])  # this thread's selection is untouched
 
 
+def _refusals_in_another_thread(run) -> list[str]:
+    """Run ``run`` in a new thread (grad mode is per thread too); the messages of the UnsupportedError it raised."""
+    refused = []
+
+    def target():
+        try:
+            with torch.no_grad():
+                run()
+        except UnsupportedError as err:
+            refused.append(str(err))
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    return refused
+
+
+def _decode_step(batch) -> dict:
+    return {"input_ids": torch.tensor([[7]]), "use_cache": True,
+            "attention_mask": torch.ones(1, batch.input_ids.shape[1] + 1, dtype=torch.long)}
+
+
 def test_continuation_in_another_thread_than_the_prefill_is_refused(served):
     compiled, jobs, _ = served
     batch = jobs[0][0]
     with torch.no_grad():
         cache = compiled(**batch.kwargs, use_cache=True).past_key_values
-    mask = torch.ones(1, batch.input_ids.shape[1] + 1, dtype=torch.long)
-    caught = []
-
-    def decode_step():
-        try:
-            with torch.no_grad():
-                compiled(input_ids=torch.tensor([[7]]), attention_mask=mask, past_key_values=cache, use_cache=True)
-        except UnsupportedError as err:
-            caught.append(str(err))
-
-    thread = threading.Thread(target=decode_step)
-    thread.start()
-    thread.join()
-    assert len(caught) == 1 and "prefill in this thread" in caught[0]
+    refused = _refusals_in_another_thread(lambda: compiled(**_decode_step(batch), past_key_values=cache))
+    assert len(refused) == 1 and "prefill in this thread" in refused[0]
 
 
 def test_continuing_a_cache_that_another_prefill_filled_is_refused(served):
     compiled, jobs, _ = served
     first, second = jobs[0][0], make_test_inputs(SPEC, compiled, [1], [4], seed=99)  # same shapes, other prompt
-    step = {"input_ids": torch.tensor([[7]]), "use_cache": True,
-            "attention_mask": torch.ones(1, first.input_ids.shape[1] + 1, dtype=torch.long)}
+    step = _decode_step(first)
+
+    def prefill_then_continue_the_first_cache():  # this prefill has the first's shapes: only the owner differs
+        compiled(**second.kwargs, use_cache=True)
+        compiled(**step, past_key_values=cache)
+
     with torch.no_grad():
         cache = compiled(**first.kwargs, use_cache=True).past_key_values
-        spare = copy.deepcopy(cache)  # a copy of a prompt's cache continues like the original
-        compiled(**step, past_key_values=copy.deepcopy(cache))
-        refused = []
-
-        def other_thread():  # this thread's own prefill has the same shapes: only the cache's owner differs
-            compiled(**second.kwargs, use_cache=True)
-            try:
-                compiled(**step, past_key_values=cache)
-            except UnsupportedError as err:
-                refused.append(str(err))
-
-        thread = threading.Thread(target=other_thread)
-        thread.start()
-        thread.join()
+        spare = copy.deepcopy(cache)
+        compiled(**step, past_key_values=copy.deepcopy(cache))  # a copy of a prompt's cache continues like it
+        refused = _refusals_in_another_thread(prefill_then_continue_the_first_cache)
         assert len(refused) == 1 and "filled by another prefill" in refused[0]
         compiled(**step, past_key_values=cache)  # still fine in the thread that prefilled it
         compiled(**second.kwargs, use_cache=True)  # a new prompt in this thread: the old cache is stale
