@@ -10,6 +10,7 @@ import torch
 import tokenprune as tp
 from tests.conformance.cases import greedy, load_case
 from tokenprune.errors import UnsupportedError
+from tokenprune.rewrites.state import HookHandoff
 from tokenprune.testing import make_test_inputs
 
 SPEC = tp.load_spec("llava")
@@ -149,3 +150,22 @@ def test_a_deep_copy_of_a_compiled_model_still_runs(served):
     batch, kind = jobs[1]
     copied = copy.deepcopy(compiled)  # the per-thread state is not copied (a threading.local cannot be)
     assert torch.equal(_run(copied, batch, kind), alone[1][0])
+
+
+def test_the_hook_hand_off_survives_torch_compile(served):
+    """The multimodal model's hook and its language model may run in frames torch.compile traces: the hand-off
+    written in one must reach the other, in the calling thread only."""
+    session = served[0]._tokenprune_session
+    vision = torch.ones(1, 3, dtype=torch.bool)
+
+    def hook_frame(x):
+        session.hand_off(HookHandoff(vision=vision))
+        return x + 1
+
+    torch.compile(hook_frame, backend="eager")(torch.zeros(1))
+    elsewhere = []
+    thread = threading.Thread(target=lambda: elsewhere.append(session.take_handoff().vision))
+    thread.start()
+    thread.join()
+    assert elsewhere == [None]  # another thread has no hand-off
+    assert session.take_handoff().vision is vision and session.take_handoff().vision is None  # taken once
