@@ -3,7 +3,8 @@
 Medians over interleaved runs of original, compiled keep-all and FastV(K=2, keep 25%), fp32 and bf16, CPU;
 exact FLOPs ratio next to the measured time ratio, plus a micro-benchmark of the inserted nodes.
 
-    python benchmarks/prefill.py            # writes benchmarks/results/prefill-cpu.json and docs/benchmarks/prefill.md
+    python benchmarks/prefill.py            # prints the numbers; report and page in a new temp folder (or --out)
+    python benchmarks/prefill.py --publish  # from a clean checkout: benchmarks/results and docs/benchmarks
 """
 
 import sys
@@ -14,4 +15,4 @@ from tokenprune.bench.cli import main
 
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
-    main(["prefill", *sys.argv[1:]])
+    sys.exit(main(["prefill", *sys.argv[1:]]))

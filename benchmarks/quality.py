@@ -44,7 +44,8 @@ def parse(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, default=ROOT / "reference_model" / "checkpoint")
     p.add_argument("--work-dir", type=Path, default=ROOT / "benchmarks" / "results" / "quality-work")
-    p.add_argument("--docs-dir", type=Path, default=ROOT / "docs" / "benchmarks")
+    p.add_argument("--docs-dir", type=Path, default=ROOT / "docs" / "benchmarks",
+                   help="where the page goes; the default, the published docs/benchmarks, needs a clean git tree")
     p.add_argument("--schedules-dir", type=Path, default=ROOT / "reference_model" / "schedules",
                    help="where the searched P-Sigmoid schedules are saved (the demo loads p-sigmoid-b0.3.yaml)")
     p.add_argument("--threads", type=int, default=2)
@@ -79,6 +80,14 @@ def main(argv=None) -> dict:
     from tokenprune.bench.quality.page import write_outputs
 
     args = parse(argv)
+    if args.docs_dir.resolve() == (ROOT / "docs" / "benchmarks").resolve():
+        from tokenprune.bench.publish import require_clean_checkout
+        from tokenprune.errors import TokenPruneError
+
+        try:  # the published page names its commit: no uncommitted code may be behind it
+            require_clean_checkout(ROOT, "--docs-dir (default: the published docs/benchmarks)")
+        except TokenPruneError as err:
+            sys.exit(f"error: {err}; or pass --docs-dir DIR to write the page elsewhere")
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     settings = QualitySettings()

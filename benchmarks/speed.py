@@ -1,10 +1,12 @@
 """Speed and memory benchmark (issue 6): prefill, decode, peak memory, KV cache, compile time, node costs, scaling.
 
-    python benchmarks/speed.py                       # CPU: 12-layer preset + 7B-shape compile; writes docs page
+    python benchmarks/speed.py                       # CPU: 12-layer preset + 7B-shape compile; prints the numbers
     python benchmarks/speed.py --preset llava-7b --device cuda --dtype bfloat16
+    python benchmarks/speed.py --publish             # from a clean checkout: the published page
     python benchmarks/speed.py --help
 
-Writes benchmarks/results/speed-*.json and *.png, and docs/benchmarks/speed.md.
+Writes its reports, figures and page to --out (default: a new temp folder); with --publish to
+benchmarks/results/speed-*.json and docs/benchmarks/speed.md.
 """
 
 import sys
@@ -15,4 +17,4 @@ from tokenprune.bench.cli import main
 
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
-    main(["speed", *sys.argv[1:]])
+    sys.exit(main(["speed", *sys.argv[1:]]))

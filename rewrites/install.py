@@ -17,7 +17,8 @@ import torch
 
 from tokenprune.errors import TraceError, UnsupportedError, describe
 
-from . import prompt_caches
+from . import prompt_caches, sliding
+from .output_flags import CALL_RECORD_KWARG, cut_rows, pruning_hidden_states
 from .state import HookHandoff, PruneSession
 
 VISION_MASK_KWARG = "tokenprune_vision_mask"
@@ -90,12 +91,14 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
     signature = inspect.signature(inspect.unwrap(decorated))
     limits = _length_limits(session.spec, lm.config)
     keeping = prompt_caches.keeping_layers(session.spec, lm.config, cut_layers)
+    windowed = sliding.windowed_layer_sizes(session.spec, lm.config, cut_layers)
     var_kw = next((n for n, p in signature.parameters.items() if p.kind is p.VAR_KEYWORD), None)
 
     def pruned_forward(self, *args, **kwargs):
         vision = kwargs.pop(VISION_MASK_KWARG, None)
         prompt_end = kwargs.pop(PROMPT_END_KWARG, None)
         probe = kwargs.pop("_tokenprune_probe", False)
+        record = kwargs.pop(CALL_RECORD_KWARG, None)
         params = dict(signature.bind(self, *args, **kwargs).arguments)
         params.pop("self")
         extra = dict(params.pop(var_kw, {})) if var_kw else {}
@@ -127,7 +130,7 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
             mask2d = pending.mask2d
         if prompt_end is None:
             prompt_end = pending.prompt_end
-        _check_sliding_window(session.spec, self.config, cut_layers, past_len, inputs_embeds.shape[1])
+        sliding.keep_windows_whole(cache, windowed, cut_layers)
         _check_length_limits(limits, cut_layers, past_len + inputs_embeds.shape[1])
         prompt_caches.check_padded_eviction(keeping, past_len, session.prompt_length, mask2d)
         session.begin(inputs_embeds, vision, mask2d, past_len, self.config._attn_implementation, probe=probe,
@@ -139,38 +142,16 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
             out = graphs[variant](*(values[name] for name in names))
             session.mark_cache(cache)
             prompt_caches.settle_prompt_lengths(session, cache, declared)
+            if record is not None:
+                record.update(cut_rows(session))
         finally:
             session.end()
         if not use_cache and hasattr(out, "past_key_values"):
             out.past_key_values = None
         return out
 
-    return types.MethodType(rewrap(decorated, pruned_forward), lm)
-
-
-def _check_sliding_window(spec, config, cut_layers, past_len: int, new_tokens: int) -> None:
-    """Policy: a pruned layer whose cache slides (sliding-window or chunked attention) must never truncate it
-    (it would drop kept tokens by slot, not by position), so prompt + generated tokens must stay below the
-    window. Caches that keep the prompt (``keeps_prompt``: reference sliding windows) stay exact past it."""
-    if not cut_layers or past_len == 0:
-        return
-    types = getattr(config, "layer_types", None)
-    pruned = range(min(cut_layers), config.num_hidden_layers)
-    if types is not None:
-        kinds = {types[i] for i in pruned}
-    else:  # Mistral style: one window on every layer
-        kinds = {"sliding_attention"} if getattr(config, "sliding_window", None) else set()
-    for kind in sorted(kinds):
-        policy = spec.windowed_layers.get(kind)
-        window = getattr(config, policy.size, None) if policy is not None else None
-        if not window or policy.keeps_prompt:
-            continue
-        if past_len + new_tokens > window - 1:
-            raise UnsupportedError(describe(
-                f"{past_len + new_tokens} tokens exceed the sliding window ({window}) of a pruned layer "
-                f"(layer type {kind!r}, config.{policy.size})", "KV cache of windowed layers",
-                f"prompt + generated tokens <= {window - 1}",
-                "generate fewer tokens, prune only after the last layer of that type, or use use_cache=False"))
+    num_layers = len(session.schedule.keep_ratio)
+    return types.MethodType(pruning_hidden_states(rewrap(decorated, pruned_forward), session, num_layers), lm)
 
 
 def _length_limits(spec, config) -> dict[str, int]:

@@ -10,11 +10,14 @@ window, provided that
   layer before the prefill (``set_prefill_length``); a pruned layer stores fewer, and would file that many
   decoded tokens as prompt and never evict them (:func:`settle_prompt_lengths`).
 
-A left-padded batch is refused once tokens are evicted (:func:`check_padded_eviction`): Hugging Face's own
-output there depends on padding tokens.
+A left-padded batch is refused when it would decode past the window (:func:`guard_generate` at the start of
+``generate()``, :func:`check_padded_eviction` for any other cached call): Hugging Face's own output there
+depends on padding tokens.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -37,8 +40,30 @@ def keeping_layers(spec, config, cut_layers) -> dict[int, int]:
     return out
 
 
-def check_padded_eviction(layers: dict[int, int], past_len: int, prompt_length: int, mask2d) -> None:
-    """Refuse a cached step of a left-padded batch once a pruned prompt-keeping layer has evicted tokens.
+def guard_generate(generate, layers: dict[int, int]):
+    """``generate`` that refuses, before any work, a left-padded batch that would decode past the window of a
+    pruned prompt-keeping layer (:func:`check_padded_eviction` would otherwise stop it part-way)."""
+
+    @functools.wraps(generate)
+    def guarded(*args, **kwargs):
+        mask2d = kwargs.get("attention_mask")
+        config = kwargs.get("generation_config") or generate.__self__.generation_config
+        use_cache = kwargs.get("use_cache", config.use_cache)
+        if use_cache is not False and isinstance(mask2d, torch.Tensor) and mask2d.dim() == 2:
+            new_tokens = kwargs.get("max_new_tokens", config.max_new_tokens)
+            if new_tokens is None:
+                new_tokens = kwargs.get("max_length", config.max_length) - mask2d.shape[1]
+            # The last cached step (of new_tokens - 1) runs with new_tokens - 2 decoded tokens in the cache.
+            check_padded_eviction(layers, max(new_tokens - 2, 0), 0, mask2d, planned=True)
+        return generate(*args, **kwargs)
+
+    return guarded
+
+
+def check_padded_eviction(layers: dict[int, int], past_len: int, prompt_length: int, mask2d,
+                          planned: bool = False) -> None:
+    """Refuse a cached step of a left-padded batch once a pruned prompt-keeping layer has evicted tokens
+    (``planned``: a generate() call that would get there).
 
     Hugging Face's mask for these layers (``create_reference_sliding_window_causal_mask``) reads the padding
     of the prompt's columns ``kv_offset`` (= evicted tokens) columns too far right, so after an eviction the
@@ -50,9 +75,10 @@ def check_padded_eviction(layers: dict[int, int], past_len: int, prompt_length: 
         return
     decoded, window = past_len - prompt_length, min(layers.values())
     if decoded >= window:
+        count = f"{decoded + 2} new tokens requested" if planned else f"{decoded} tokens decoded"
         raise UnsupportedError(describe(
             f"a left-padded batch decoding past the prompt-keeping sliding window ({window}) of pruned layers "
-            f"{sorted(layers)} ({decoded} tokens decoded)", "generate() on a padded batch",
+            f"{sorted(layers)} ({count})", "generate() on a padded batch",
             f"at most {window + 1} new tokens per padded batch: Hugging Face's own mask exposes padding tokens "
             "once decoded tokens are evicted, so its batched output depends on padding states that pruning "
             "changes", "generate each prompt on its own (no padding), or fewer new tokens"))

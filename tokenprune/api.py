@@ -7,8 +7,11 @@ from pathlib import Path
 import torch
 
 from tokenprune.errors import ScheduleError, SpecError, UnsupportedError, describe
+from tokenprune.rewrites import prompt_caches
 from tokenprune.rewrites.hints import CompositeHint
-from tokenprune.rewrites.install import clone_path, make_language_model_forward, make_vision_hook
+from tokenprune.peft_support import is_peft_model, peft_base_model, wrap_like
+from tokenprune.rewrites.install import clone_path, make_language_model_forward, make_vision_hook, shallow_clone
+from tokenprune.rewrites.output_flags import install_output_capture
 from tokenprune.rewrites.prune_pass import insert_cuts
 from tokenprune.rewrites.selfcheck import SELF_CHECKS, run_self_check
 from tokenprune.rewrites.state import PruneSession
@@ -27,6 +30,9 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
             scorer: str = DEFAULT_SCORER, seed: int = 0, self_check: str = "layers", scoring_keys: str = "auto",
             check: bool | None = None, **search_options) -> torch.nn.Module:
     """A copy of ``model`` (sharing its weights) whose language model prunes vision tokens per ``budget``.
+
+    A ``peft.PeftModel`` is compiled through its base model (adapters stay active) and comes back as a PEFT
+    wrapper of the same class around the compiled copy (see :mod:`tokenprune.peft_support`).
 
     ``budget`` is a :class:`Schedule` applied as is; a float in (0, 1] (fraction of the unpruned prefill
     FLOPs, searched with P-Sigmoid on ``calibration=``) or ``"lossless"`` (G-Search) run a search first.
@@ -49,6 +55,11 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
     ``"recompute"`` always recomputes. Both select the same tokens; :func:`scoring_key_sources` tells
     which path each cut took.
     """
+    if is_peft_model(model):  # compile the base model (adapter layers included), wrap the copy like the input
+        base = peft_base_model(model, "compile(model)")
+        compiled = compile(base, spec, budget, scorer=scorer, seed=seed, self_check=self_check,
+                           scoring_keys=scoring_keys, check=check, **search_options)
+        return wrap_like(model, compiled, shallow_clone)
     spec = match_spec(model) if isinstance(spec, str) and spec == "auto" else load_spec(spec)
     if not isinstance(budget, Schedule):  # the search evaluates candidates with the scorer being compiled
         search_options.setdefault("compile_kwargs", {}).setdefault("scorer", scorer)
@@ -74,6 +85,8 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
             f"one of {_SUPPORTED_ATTENTION}", "load the model with attn_implementation='sdpa' (or 'eager')"))
     token_ids = spec.vision_token_ids(model.config)
 
+    # Before cloning: the clones then inherit the mark that their shared layers already carry the hooks.
+    install_output_capture(model, spec.language_model)
     pruned, clones = clone_path(model, [spec.language_model, spec.multimodal_model] if spec.multimodal_model
                                 else [spec.language_model])
     lm = clones[spec.language_model]
@@ -89,6 +102,8 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
     base = clones.get(spec.multimodal_model, pruned) if spec.multimodal_model else pruned
     base.register_forward_pre_hook(make_vision_hook(session, token_ids, spec.vision_tokens.locator), with_kwargs=True)
     object.__setattr__(pruned, "_tokenprune_session", session)
+    if keeping := prompt_caches.keeping_layers(spec, lm.config, schedule.cuts):  # refuse before any work
+        object.__setattr__(pruned, "generate", prompt_caches.guard_generate(pruned.generate, keeping))
     object.__setattr__(pruned, "_tokenprune_language_model", lm)
     session.record_self_check(run_self_check(self_check, lm_original, lm, session, hint, graphs=graphs,
                                              input_names=names, cut_layers=schedule.cuts))

@@ -12,6 +12,7 @@ import functools
 import importlib.util
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -23,6 +24,10 @@ app = typer.Typer(help="Layer-wise vision-token pruning for Hugging Face multimo
                   pretty_exceptions_enable=False)
 
 MODEL_HELP = "A bundled spec name (its tiny random test model) or a local model directory (from_pretrained)."
+TRUST_HELP = ("Allow a model directory whose config.json maps its classes to Python files shipped with it "
+              "(auto_map) to run that code. Read the files first.")
+OBJECTIVE_HELP = ("kl | kl_last | answer_logprob | accuracy, or a registered objective (default: kl_last for vtw, kl "
+                  "otherwise).")
 SCHEDULE_HELP = ("keep-all | fastv:K:KEEP | vtw:K | pdrop:RATIO | pdrop:L1,L2:RATIO | sigmoid:K:ALPHA:FLOOR | "
                  "r0,r1,... | a schedule / search-result / tokenprune.yaml file. Default: a 2-cut schedule.")
 
@@ -48,13 +53,27 @@ def _friendly(fn):
 _OPEN_BARS: list = []
 
 
+def _interactive() -> bool:
+    """Progress bars only on a terminal: piped or logged output gets plain lines, not interleaved bar redraws."""
+    return sys.stderr.isatty()
+
+
 def _progress(total: int, desc: str):
-    """A tqdm bar on stderr; :func:`_friendly` closes it if the command fails."""
+    """A tqdm bar on stderr (hidden unless stderr is a terminal); :func:`_friendly` closes it on failure."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, desc=desc, leave=False, file=sys.stderr)
+    if not _interactive():
+        _silence_library_bars()
+    bar = tqdm(total=total, desc=desc, leave=False, file=sys.stderr, disable=not _interactive())
     _OPEN_BARS.append(bar)
     return bar
+
+
+def _silence_library_bars() -> None:
+    """transformers draws its own loading bars; off when the output is not a terminal."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 # ---------------------------------------------------------------- commands
@@ -65,7 +84,8 @@ def demo(repeats: int = typer.Option(5, help="Timed rounds per variant."),
                                                                "reference_model/checkpoint)."),
          schedule: Optional[Path] = typer.Option(None, help="Schedule YAML (default: the shipped searched schedule)."),
          questions: int = typer.Option(144, help="Test questions for the accuracy line."),
-         picture: Path = typer.Option(Path("tokenprune-demo-kept.png"), help="Where to save the kept-patches picture.")) -> None:
+         out: Optional[Path] = typer.Option(None, "--out", help="Where to save the kept-patches picture (default: "
+                                            "kept-patches.png in a new temp folder, printed).")) -> None:
     """The trained reference model answering with and without pruning: answers, accuracy, FLOPs, time, kept patches."""
     if random_model:
         from tokenprune.demo import run_demo
@@ -74,6 +94,7 @@ def demo(repeats: int = typer.Option(5, help="Timed rounds per variant."),
         return
     from tokenprune.reference_demo import DEFAULT_CHECKPOINT, run_reference_demo
 
+    picture = out or Path(tempfile.mkdtemp(prefix="tokenprune-demo-")) / "kept-patches.png"
     run_reference_demo(echo=typer.echo, checkpoint=checkpoint or DEFAULT_CHECKPOINT, schedule_path=schedule,
                        questions=questions, repeats=repeats, picture=picture)
 
@@ -91,12 +112,13 @@ def version() -> None:
 def inspect(model: str = typer.Argument(..., help=MODEL_HELP),
             spec: Optional[str] = typer.Option(None, help="Spec name or YAML path (default: match by architecture)."),
             schedule: Optional[str] = typer.Option(None, help=SCHEDULE_HELP),
-            graph: bool = typer.Option(True, help="Print the rewritten graph with the inserted nodes marked.")) -> None:
+            graph: bool = typer.Option(True, help="Print the rewritten graph with the inserted nodes marked."),
+            trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP)) -> None:
     """Show the matched spec, the layers, the vision token ids and the rewritten graph with its cuts."""
     import tokenprune as tp
 
     bar = _progress(2, "loading model")
-    loaded = load_model(model, spec)
+    loaded = load_model(model, spec, trust_remote_code=trust_remote_code)
     bar.update(1)
     bar.set_description("compiling")
     sched = schedule_for(loaded, schedule)
@@ -158,8 +180,10 @@ def validate(spec_file: Path = typer.Argument(..., help="The spec YAML file to v
              inputs: Optional[str] = typer.Option(
                  None, "--inputs", help="Registered test-input builder (llava, llava_next, idefics3, internvl, ...) "
                  "for models without test_model or processor."),
-             schedule: Optional[str] = typer.Option(None, help=SCHEDULE_HELP)) -> None:
-    """Validate a spec YAML, then compile keep-all and a 2-cut schedule and run a mini conformance check."""
+             schedule: Optional[str] = typer.Option(None, help=SCHEDULE_HELP),
+             trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP)) -> None:
+    """Validate a spec YAML, then run a mini conformance check: keep-all is exact, a 2-cut schedule matches the
+    masking reference, and its kept sets are the top-k of the model's own eager attention (one line per check)."""
     import tokenprune as tp
     from tokenprune.testing.conformance import run_mini_conformance
 
@@ -171,7 +195,7 @@ def validate(spec_file: Path = typer.Argument(..., help="The spec YAML file to v
     bar.update(1)
     bar.set_description("building model")
     if model is not None:
-        loaded = load_model(str(model), spec=str(spec_file), attn="eager")
+        loaded = load_model(str(model), spec=str(spec_file), attn="eager", trust_remote_code=trust_remote_code)
     elif family_config is not None:
         loaded = load_model(str(spec_file), spec=str(spec_file), attn="eager", family_config=family_config)
     else:
@@ -196,40 +220,66 @@ def validate(spec_file: Path = typer.Argument(..., help="The spec YAML file to v
 @app.command()
 @_friendly
 def visualize(model: str = typer.Argument(..., help=MODEL_HELP),
-              image: Optional[Path] = typer.Argument(None, help="Input image (default: a synthetic picture)."),
+              image: Optional[Path] = typer.Argument(None, help="Input image (default for a model directory: a "
+                                                     "synthetic VQA test picture with its question)."),
               spec: Optional[str] = typer.Option(None, help="Spec name or YAML path (default: match by architecture)."),
-              question: str = typer.Option("what is in the picture ?", "--question", "-q", help="The question."),
+              question: Optional[str] = typer.Option(None, "--question", "-q", help="The question (default: the test "
+                                                     "picture's own question, or 'what is in the picture ?')."),
               schedule: Optional[str] = typer.Option(None, help=SCHEDULE_HELP),
               scorer: str = typer.Option("last-token-attention", help="Registered scorer name."),
               grid: Optional[str] = typer.Option(None, help="Patch grid ROWSxCOLS when the tokens are not a square."),
-              out: Path = typer.Option(Path("kept_patches.png"), "--out", "-o", help="PNG to write.")) -> None:
-    """Draw the kept patches at every cut over the input image (a PNG)."""
+              out: Path = typer.Option(Path("kept_patches.png"), "--out", "-o", help="PNG to write."),
+              trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP)) -> None:
+    """Draw the kept patches of every distinct cut over the input image and print the model's answer (a PNG)."""
     import tokenprune as tp
-    from tokenprune.visualize import plot_for_question, plot_kept_patches
+    from tokenprune.visualize import answer_question, plot_for_question, plot_kept_patches, prompt_inputs
 
+    grid_rc = _parse_grid(grid)
     bar = _progress(3, "loading model")
-    loaded = load_model(model, spec)
+    loaded = load_model(model, spec, trust_remote_code=trust_remote_code)
     bar.update(1)
     bar.set_description("compiling")
     compiled = tp.compile(loaded.model, loaded.spec, schedule_for(loaded, schedule), scorer=scorer)
     bar.update(1)
     bar.set_description("running and drawing")
-    grid_rc = tuple(int(x) for x in grid.lower().split("x")) if grid else None
-    picture = _open_image(image)
     if loaded.processor is not None:
-        plot_for_question(compiled, loaded.processor, picture, question, grid=grid_rc, path=out)
-    else:  # tiny test model: its own random inputs, drawn over the given picture
+        picture, question = _image_and_question(image, question)
+        inputs = prompt_inputs(loaded.processor, picture, question, next(compiled.parameters()).dtype)
+        answer = answer_question(compiled, inputs, loaded.processor.tokenizer)
+        plot_for_question(compiled, loaded.processor, picture, question, answer=answer, grid=grid_rc, path=out)
+        shown = question.replace(getattr(loaded.processor, "image_token", "<image>"), "").strip()
+        lines = [f"question: {shown}", f"answer (pruned model): {answer}"]
+    else:  # tiny test model: its own random inputs, drawn over the given (or a synthetic) picture
         inputs = sample_inputs(loaded)
-        plot_kept_patches(compiled, inputs, image=picture, grid=grid_rc, path=out,
-                          title=f"{loaded.spec.name} (random weights)")
+        plot_kept_patches(compiled, inputs, image=_open_image(image) if image else synthetic_image(), grid=grid_rc,
+                          path=out, title=f"{loaded.spec.name} (random weights, random prompt)")
+        lines = []
     bar.update(1)
     bar.close()
-    typer.echo(f"wrote {out}")
+    for line in lines + [f"wrote {out}"]:
+        typer.echo(line)
 
 
-def _open_image(path: Path | None):
-    if path is None:
-        return synthetic_image()
+def _image_and_question(image: Path | None, question: str | None):
+    """The given picture and question, or a synthetic VQA test sample (a picture the reference model knows)."""
+    if image is not None:
+        return _open_image(image), question or "what is in the picture ?"
+    from tokenprune.synthvqa import make_sample
+
+    sample = make_sample("test", 0)
+    return sample.image, question or sample.prompt
+
+
+def _parse_grid(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    rows, sep, cols = text.lower().partition("x")
+    if not (sep and rows.strip().isdigit() and cols.strip().isdigit()):
+        raise typer.BadParameter(f"{text!r} is not ROWSxCOLS (e.g. 24x24)", param_hint="--grid")
+    return int(rows), int(cols)
+
+
+def _open_image(path: Path):
     from PIL import Image
 
     if not path.is_file():
@@ -245,23 +295,26 @@ def search(model: str = typer.Argument(..., help=MODEL_HELP),
            budget: Optional[float] = typer.Option(None, help="FLOPs fraction in (0, 1] (p-sigmoid and baselines)."),
            tolerance: float = typer.Option(0.01, help="G-Search: allowed objective change."),
            n_trials: int = typer.Option(30, help="P-Sigmoid: Bayesian-optimisation trials."),
-           objective: Optional[str] = typer.Option(None, help="kl | answer_logprob | accuracy (default per method)."),
+           objective: Optional[str] = typer.Option(None, help=OBJECTIVE_HELP),
            calibration: str = typer.Option("synthvqa:48", help="synthvqa:N (synthetic VQA, needs a processor) or "
                                            "random:N (the spec's random test inputs)."),
            seed: int = typer.Option(0, help="Seed of the search and the calibration split."),
            trials: Optional[Path] = typer.Option(None, help="JSON-lines trials file (makes the search resumable)."),
            out: Path = typer.Option(Path("search_result.yaml"), "--out", "-o",
-                                    help="Where to save the result.")) -> None:
+                                    help="Where to save the result."),
+           trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP)) -> None:
     """Search a schedule on calibration data and save the result (apply it with --schedule FILE)."""
     if importlib.util.find_spec("tokenprune.search") is None:
         typer.secho("error: tokenprune.search is not available in this installation", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
     from tokenprune.search import search as run
 
-    loaded = load_model(model, spec)
+    if not _interactive():
+        _silence_library_bars()
+    loaded = load_model(model, spec, trust_remote_code=trust_remote_code)
     calib = calibration_set(loaded, calibration, seed)
     result = run(loaded.model, loaded.spec, calib, method=method, budget=budget, tolerance=tolerance,
-                 n_trials=n_trials, objective=objective, seed=seed, trials=trials)
+                 n_trials=n_trials, objective=objective, seed=seed, trials=trials, quiet=not _interactive())
     result.save(out)
     typer.echo(result.summary())
     typer.echo(f"saved {out}")
@@ -269,26 +322,22 @@ def search(model: str = typer.Argument(..., help=MODEL_HELP),
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def bench(ctx: typer.Context) -> None:
-    """Run the speed and memory benchmarks: the arguments of ``python -m tokenprune.bench``
-    (``speed``, ``prefill``, ``page``; ``tokenprune bench --help`` lists them)."""
+    """Run the speed and memory benchmarks (speed, prefill, page) and print their numbers.
+
+    Reports, figures and pages go to --out, by default a new temp folder; --publish writes the checkout's
+    docs/benchmarks from a clean git tree. Run 'tokenprune bench --help' for the options.
+    """
     if importlib.util.find_spec("tokenprune.bench") is None:
         typer.secho("error: the benchmark module tokenprune.bench is not available in this installation; "
                     "run the scripts under benchmarks/ from a checkout", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
-    import tokenprune.bench as bench_module
+    from tokenprune.bench.cli import main as run_benchmarks
 
-    entry = getattr(bench_module, "main", None)
-    if entry is None and importlib.util.find_spec("tokenprune.bench.cli") is not None:
-        from tokenprune.bench.cli import main as entry
-    if entry is None:
-        typer.secho("error: tokenprune.bench has no main(argv) entry point", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
-    args = list(ctx.args) or ["--help"]
     try:
-        result = entry(args)
+        code = run_benchmarks(list(ctx.args) or ["--help"], prog="tokenprune bench")
     except SystemExit as done:  # argparse exits on --help and on bad arguments
-        raise typer.Exit(done.code if isinstance(done.code, int) else 0) from None
-    raise typer.Exit(result if isinstance(result, int) else 0)
+        code = done.code if isinstance(done.code, int) else 0
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
+
+from tokenprune.errors import SpecError, UnsupportedError, describe
 
 
 class Loaded:
@@ -16,21 +19,21 @@ class Loaded:
         return self.model.config.get_text_config().num_hidden_layers
 
 
-def load_model(name: str, spec: str | None = None, attn: str = "sdpa", family_config: Path | None = None) -> Loaded:
-    """Resolve a MODEL argument (bundled spec name or directory) to a model, a spec and maybe a processor."""
+def load_model(name: str, spec: str | None = None, attn: str = "sdpa", family_config: Path | None = None,
+               trust_remote_code: bool = False) -> Loaded:
+    """Resolve a MODEL argument (bundled spec name or directory) to a model, a spec and maybe a processor.
+
+    ``trust_remote_code`` lets a directory whose ``config.json`` maps its classes to Python files shipped
+    with the checkpoint (``auto_map``) run that code.
+    """
     import tokenprune as tp
-    from tokenprune.errors import SpecError, describe
 
     if family_config is not None:
         spec_obj = tp.load_spec(spec or name)
         return Loaded(_model_from_config(spec_obj, family_config, attn), spec_obj, test_model=True)
     path = Path(name)
     if path.is_dir():
-        from tokenprune.saving import model_class_for
-
-        model = model_class_for(path).from_pretrained(path, attn_implementation=attn).eval()
-        spec_obj = tp.load_spec(spec) if spec else tp.match_spec(model)
-        return Loaded(model, spec_obj, _processor_or_none(path))
+        return _load_directory(path, spec, attn, trust_remote_code)
     if name in tp.bundled_spec_names() or name.endswith((".yaml", ".yml")):
         from tokenprune.testing import build_test_model
 
@@ -40,8 +43,26 @@ def load_model(name: str, spec: str | None = None, attn: str = "sdpa", family_co
                                      "a spec with test_model, or a model directory",
                                      "pass --model DIR or --family-config CONFIG.json"))
         return Loaded(build_test_model(spec_obj, attn_implementation=attn), spec_obj, test_model=True)
+    near = difflib.get_close_matches(name, tp.bundled_spec_names(), n=3)
     raise SpecError(describe(f"MODEL {name!r} is neither a bundled spec nor a directory", "MODEL",
-                             f"one of {tp.bundled_spec_names()} or a from_pretrained directory"))
+                             "a bundled spec name (tokenprune inspect --help) or a from_pretrained directory",
+                             f"did you mean {' or '.join(map(repr, near))}?" if near else
+                             "list the bundled specs with python -c 'import tokenprune; "
+                             "print(tokenprune.bundled_spec_names())'"))
+
+
+def _load_directory(path: Path, spec: str | None, attn: str, trust_remote_code: bool) -> Loaded:
+    import tokenprune as tp
+    from tokenprune.saving import model_class_for
+    from tokenprune.spec import is_text_only, text_only_message
+
+    cls = model_class_for(path, trust_remote_code=trust_remote_code)
+    extra = {"trust_remote_code": True} if trust_remote_code else {}
+    model = cls.from_pretrained(path, attn_implementation=attn, **extra).eval()
+    if is_text_only(model.config):
+        raise UnsupportedError(text_only_message(type(model).__name__, f"MODEL {str(path)!r}"))
+    spec_obj = tp.load_spec(spec) if spec else tp.match_spec(model)
+    return Loaded(model, spec_obj, _processor_or_none(path, trust_remote_code))
 
 
 def _model_from_config(spec, config_path: Path, attn: str):
@@ -50,7 +71,6 @@ def _model_from_config(spec, config_path: Path, attn: str):
     import transformers
     import yaml
 
-    from tokenprune.errors import SpecError, describe
 
     path = Path(config_path)
     if not path.is_file():
@@ -66,11 +86,11 @@ def _model_from_config(spec, config_path: Path, attn: str):
     return cls._from_config(config, attn_implementation=attn).eval()
 
 
-def _processor_or_none(path: Path):
+def _processor_or_none(path: Path, trust_remote_code: bool = False):
     try:
         from transformers import AutoProcessor
 
-        return AutoProcessor.from_pretrained(path)
+        return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception:  # a checkpoint without a processor: test inputs are used instead
         return None
 
@@ -80,7 +100,6 @@ def sample_inputs(loaded: Loaded, batch: int = 1, builder: str | None = None) ->
     processor on a synthetic image."""
     import torch
 
-    from tokenprune.errors import UnsupportedError, describe
     from tokenprune.registry import lookup
 
     spec = loaded.spec
@@ -123,7 +142,7 @@ def schedule_for(loaded: Loaded, text: str | None):
 
 def calibration_set(loaded: Loaded, text: str, seed: int = 0):
     """``synthvqa:N`` or ``random:N`` as a :class:`~tokenprune.search.CalibrationSet`."""
-    from tokenprune.errors import TokenPruneError, describe
+    from tokenprune.errors import TokenPruneError
     from tokenprune.search.calibration import CalibrationSet
 
     kind, _, count = text.partition(":")

@@ -22,6 +22,21 @@ DEMO_CONFIG = {
 }
 
 
+GLOSSARY = (
+    ("cut", "a point between two decoder layers where the schedule's keep ratio falls and vision tokens are dropped"),
+    ("interleaved runs", "the models are timed in alternation, round after round, so machine load hits all alike"),
+    ("FLOPs fraction", "the pruned language model's prefill arithmetic as a share of the unpruned one's (1 = none "
+                       "saved)"),
+)
+
+
+def explain_terms(echo=print) -> None:
+    """One line per word the demos print, for readers new to token pruning."""
+    echo("\nWhat the words mean:")
+    for word, meaning in GLOSSARY:
+        echo(f"  {word + ':':<18} {meaning}")
+
+
 def build_demo_model(attn_implementation: str = "sdpa"):
     from transformers import LlavaConfig, LlavaForConditionalGeneration
 
@@ -82,4 +97,5 @@ def run_demo(echo=print, repeats: int = 3) -> dict:
         echo(f"  {name:<10} {t['median'] * 1e3:8.1f} ms   ratio {t['median'] / base:.3f}")
     kept = tp.last_selection(pruned)[2][0]
     echo(f"\nKept vision tokens at the cut: {len(kept)} of {n_vis}; first positions {kept[:8].tolist()}")
+    explain_terms(echo)
     return {"exact": exact, "flops_fraction": report.fraction, "times": times}

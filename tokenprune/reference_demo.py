@@ -14,6 +14,7 @@ import torch
 
 import tokenprune as tp
 from tokenprune import synthvqa
+from tokenprune.demo import explain_terms
 from tokenprune.errors import TokenPruneError, describe
 from tokenprune.flops import mean_flops_fraction
 from tokenprune.synthvqa import answers
@@ -48,7 +49,8 @@ def demo_schedule(num_layers: int, path: Path | None) -> tuple[tp.Schedule, str]
 
 @torch.no_grad()
 def run_reference_demo(echo=print, checkpoint: Path = DEFAULT_CHECKPOINT, schedule_path: Path | None = None,
-                       questions: int = 144, repeats: int = 5, picture: Path | None = Path("tokenprune-demo-kept.png")) -> dict:
+                       questions: int = 144, repeats: int = 5, picture: Path | None = None) -> dict:
+    """Print the demo through ``echo``; ``picture`` is where to save the kept-patches PNG (None: no picture)."""
     model, processor = load_reference(checkpoint)
     spec = tp.load_spec("llava")
     layers = model.config.text_config.num_hidden_layers
@@ -88,9 +90,10 @@ def run_reference_demo(echo=print, checkpoint: Path = DEFAULT_CHECKPOINT, schedu
         from tokenprune.visualize import plot_for_question
 
         sample = shown[0]
-        plot_for_question(pruned, processor, sample.image, sample.prompt, path=picture, grid=(12, 12),
-                          title=f"{sample.question.question} ?  (kept patches per cut)")
-        echo(f"\nKept patches at each cut: {picture}")
+        plot_for_question(pruned, processor, sample.image, sample.prompt, answer=cut[0], path=picture,
+                          grid=(12, 12), title="Patches the pruned model kept (dropped ones darkened)")
+        echo(f"\nKept patches at each cut (question 1): {picture}")
+    explain_terms(echo)
     return {"accuracy": acc, "flops_fraction": fraction, "exact": exact, "times": times, "schedule": schedule}
 
 

@@ -17,6 +17,7 @@ command line and the lmms-eval plug-in (:func:`read_schedule`).
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,32 +122,67 @@ def read_setup(path: str | Path) -> PruningSetup:
     return PruningSetup.from_dict(data, str(path))
 
 
-def load_pruned(directory: str | Path, model_cls=None, *, setup: str | Path | None = None, **from_pretrained_kwargs):
+def load_pruned(directory: str | Path, model_cls=None, *, setup: str | Path | None = None,
+                trust_remote_code: bool = False, **from_pretrained_kwargs):
     """Load the checkpoint in ``directory`` and re-apply its saved pruning setup.
 
-    ``model_cls`` defaults to the transformers class named by the checkpoint's ``config.architectures``;
+    ``model_cls`` defaults to the class named by the checkpoint's ``config.architectures`` (a transformers
+    class, or with ``trust_remote_code=True`` the checkpoint's own code listed in ``auto_map``);
     ``setup`` is another ``tokenprune.yaml`` to apply instead of the one in ``directory``.
     Keyword arguments go to ``from_pretrained`` (e.g. ``dtype=torch.bfloat16``, ``attn_implementation``).
     """
     pruning = read_setup(setup if setup is not None else directory)
     if model_cls is None:
-        model_cls = model_class_for(directory)
+        model_cls = model_class_for(directory, trust_remote_code=trust_remote_code)
+    if trust_remote_code:
+        from_pretrained_kwargs["trust_remote_code"] = True
     model = model_cls.from_pretrained(directory, **from_pretrained_kwargs).eval()
     return pruning.apply(model)
 
 
-def model_class_for(directory: str | Path):
-    """The transformers model class named first in a checkpoint's ``config.architectures``."""
+def model_class_for(directory: str | Path, trust_remote_code: bool = False):
+    """The model class named first in a checkpoint's ``config.architectures``.
+
+    A transformers class is imported from transformers. A class that only the checkpoint's own code defines
+    (``auto_map`` in ``config.json``) is imported from the directory, which runs that code: it needs
+    ``trust_remote_code=True``.
+    """
     import transformers
 
-    config = transformers.AutoConfig.from_pretrained(directory)
+    config = _read_config(directory, trust_remote_code)
     names = list(getattr(config, "architectures", None) or [])
     for name in names:
         if hasattr(transformers, name):
             return getattr(transformers, name)
+    auto_map = getattr(config, "auto_map", None) or {}
+    for name in names:
+        for reference in auto_map.values():
+            if isinstance(reference, str) and reference.rsplit(".", 1)[-1] == name:
+                if not trust_remote_code:
+                    raise SpecError(_remote_code_message(directory))
+                from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+                return get_class_from_dynamic_module(reference, str(directory))
     raise SpecError(describe(f"cannot tell the model class of {str(directory)!r} (architectures={names})",
-                             "config.json: architectures", "a transformers class name",
-                             "pass model_cls= explicitly"))
+                             "config.json: architectures", "a transformers class name, or a class of the "
+                             "checkpoint's own code listed in auto_map", "pass model_cls= explicitly"))
+
+
+def _read_config(directory: str | Path, trust_remote_code: bool):
+    import transformers
+
+    try:
+        return transformers.AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
+    except ValueError as err:  # transformers refuses custom code that was not trusted with a ValueError
+        if not trust_remote_code and "trust_remote_code" in str(err):
+            raise SpecError(_remote_code_message(directory)) from None
+        raise
+
+
+def _remote_code_message(directory: str | Path) -> str:
+    return describe(f"the model in {str(directory)!r} uses its own code (auto_map in config.json)",
+                    "config.json: auto_map", "trust to run the Python files shipped with the checkpoint",
+                    "read them, then pass --trust-remote-code (in Python: trust_remote_code=True)")
 
 
 # ----------------------------------------------------------- schedules from text and files
@@ -168,9 +204,10 @@ def read_schedule(text: str | Path, num_layers: int | None = None) -> Schedule:
         return Schedule.keep_all(_need_layers(num_layers, raw))
     if ":" not in raw and ("," in raw or _is_number(raw)):
         try:
-            return Schedule([float(x) for x in raw.split(",") if x.strip()])
+            ratios = [float(x) for x in raw.split(",") if x.strip()]
         except ValueError:
             raise ScheduleError(describe(f"cannot read schedule {raw!r}", "schedule", _FORMS)) from None
+        return Schedule(ratios)  # its own ScheduleError says which ratio is wrong and why
     n = _need_layers(num_layers, raw)
     try:
         if method == "fastv":
@@ -224,5 +261,20 @@ def _schedule_from_file(path: Path) -> Schedule:
         return Schedule.from_dict(data["schedule"])
     if isinstance(data, dict) and "keep_ratio" in data and set(data) <= {"name", "keep_ratio"}:
         return Schedule.from_dict(data)
-    raise ScheduleError(describe(f"{str(path)!r} holds no schedule", "schedule file",
-                                 "a schedule YAML, a saved search result or a tokenprune.yaml"))
+    raise ScheduleError(describe(f"{str(path)!r} holds no schedule{_keys_hint(data)}", "schedule file",
+                                 "a schedule YAML (keys 'keep_ratio' and optional 'name'), a saved search result "
+                                 "(a 'schedule' mapping) or a tokenprune.yaml ('spec' and 'schedule')"))
+
+
+_SCHEDULE_FILE_KEYS = ["keep_ratio", "name", "schedule", "spec"]
+
+
+def _keys_hint(data: Any) -> str:
+    """What a schedule file holds instead, and the expected key each unknown one most resembles."""
+    if not isinstance(data, dict):
+        return f": it holds a {type(data).__name__}, not a mapping"
+    keys = [str(k) for k in data]
+    guesses = [f"{k!r} -> {near[0]!r}" for k in keys if k not in _SCHEDULE_FILE_KEYS
+               for near in [difflib.get_close_matches(k, _SCHEDULE_FILE_KEYS, n=1)] if near]
+    hint = f"; did you mean {', '.join(guesses)}?" if guesses else ""
+    return f": its keys are {keys}{hint}"

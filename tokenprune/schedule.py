@@ -32,7 +32,7 @@ class Schedule:
     name: str = field(default="custom", compare=False)
 
     def __init__(self, keep_ratio: Sequence[float], name: str = "custom") -> None:
-        ratios = tuple(float(r) for r in keep_ratio)
+        ratios = _as_ratios(keep_ratio)
         object.__setattr__(self, "keep_ratio", ratios)
         object.__setattr__(self, "name", name)
         self._validate()
@@ -154,6 +154,21 @@ class Schedule:
     def __repr__(self) -> str:
         body = ", ".join(f"{r:.4g}" for r in self.keep_ratio)
         return f"Schedule(name={self.name!r}, keep_ratio=[{body}])"
+
+
+def _as_ratios(keep_ratio) -> tuple[float, ...]:
+    """The ratios as floats, or a ScheduleError naming the accepted forms (a string is not a list of ratios)."""
+    forms = ("a sequence of keep ratios such as [1.0, 1.0, 0.5, 0.5], or a constructor such as "
+             "Schedule.fastv(num_layers, layer=2, keep=0.5)")
+    if isinstance(keep_ratio, (str, bytes)):
+        raise ScheduleError(describe(f"Schedule({keep_ratio!r}): a string is not a list of keep ratios",
+                                     "Schedule(keep_ratio)", forms,
+                                     "read text such as 'fastv:2:0.5' with "
+                                     "tokenprune.saving.read_schedule(text, num_layers)"))
+    try:
+        return tuple(float(r) for r in keep_ratio)
+    except (TypeError, ValueError) as err:
+        raise ScheduleError(describe(f"Schedule({keep_ratio!r}): {err}", "Schedule(keep_ratio)", forms)) from None
 
 
 def sigmoid_ratio(layer: float, k: float, alpha: float, floor: float) -> float:

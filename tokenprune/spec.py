@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import SpecError, SpecMatchError, describe
 from .registry import registry_for
@@ -77,12 +77,26 @@ class AttentionAttrs(_Strict):
                                 "null for none.")
     qk_norm_after_rope: bool = Field(False, description="True when layer.q_norm/k_norm are applied after RoPE "
                                      "(HunYuanVL's query_layernorm/key_layernorm), not before it.")
+    qk_norm_scope: Literal["head", "projection"] = Field(
+        "head", description="What layer.q_norm/k_norm normalise: 'head', each head's Dh channels after the head "
+        "split (Qwen3, Gemma 3); 'projection', the whole q_proj/k_proj output before the split (OLMo 2, OLMo 3).")
     shared_kv: SharedKV | None = Field(None, description="For layers that share keys/values through a mapping "
                                        "passed to every layer (Gemma 4); null for none.")
     qk: str | None = Field(None, description="Registered query/key layout (kind 'qk') for attention modules without "
                            "separate q_proj/k_proj (multi-head latent attention: 'mla'; fused query_key_value: "
                            "'persimmon'). It replaces layer.q_proj/k_proj/q_norm/k_norm and attention.rope, "
                            "head_dim and q_scale; null for the standard layout.")
+
+    @model_validator(mode="after")
+    def _projection_norms_before_rope(self) -> AttentionAttrs:
+        # A norm over the whole projection runs before the head split, hence before RoPE.
+        if self.qk_norm_scope == "projection" and self.qk_norm_after_rope:
+            raise ValueError("qk_norm_scope 'projection' norms the projection output before the head split and "
+                             "RoPE: it cannot be combined with qk_norm_after_rope: true")
+        if self.qk_norm_scope == "projection" and self.qk:
+            raise ValueError(f"qk_norm_scope 'projection' applies to layer.q_norm/k_norm, which the qk layout "
+                             f"{self.qk!r} replaces: remove one of the two")
+        return self
 
 
 class VisionTokens(_Strict):
@@ -101,8 +115,9 @@ class WindowedLayer(_Strict):
 
     size: str = Field(description="Attribute of the text model's config holding the window, e.g. 'sliding_window'.")
     keeps_prompt: bool = Field(False, description="The cache keeps every prompt token and slides only the later "
-                               "ones (reference sliding-window attention): a pruned layer stays exact past the "
-                               "window. Otherwise prompt + generated tokens must stay below the window (refused).")
+                               "ones (reference sliding-window attention): pruned layers drop the evicted decoded "
+                               "columns from their decode masks. Otherwise (transformers' sliding and chunked "
+                               "caches) a pruned model keeps these layers' caches whole and the mask slides.")
 
 
 # Layer types of transformers whose caches slide (cache_utils sizes chunked layers by attention_chunk_size).
@@ -200,6 +215,13 @@ class ModelSpec(_Strict):
         if not value:
             raise ValueError("list at least one architecture class name")
         return value
+
+    @model_validator(mode="after")
+    def _projection_scope_has_norms(self) -> ModelSpec:
+        if self.attention.qk_norm_scope == "projection" and not (self.layer.q_norm or self.layer.k_norm):
+            raise ValueError("attention.qk_norm_scope 'projection' names no norm to apply: set layer.q_norm and/or "
+                             "layer.k_norm, or drop qk_norm_scope")
+        return self
 
     @property
     def layer_kwargs(self) -> dict[str, GatherKind]:
@@ -346,13 +368,34 @@ def match_spec(model) -> ModelSpec:
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
+        config = getattr(model, "config", None)
+        if config is not None and is_text_only(config):
+            raise SpecMatchError(text_only_message(arch, "compile(model, 'auto')"))
         known = sorted({a for s in bundled_specs() for a in s.architectures})
+        near = difflib.get_close_matches(arch, known, n=3, cutoff=0.7)
         raise SpecMatchError(describe(
             f"no bundled spec matches architecture {arch!r}", "compile(model, 'auto')",
-            f"one of {known}", "write a spec for it (docs: 'Add a new model') and pass its path"))
+            f"one of the {len(known)} bundled architectures" + (f", e.g. the similar {near}" if near else ""),
+            "write a spec for it (docs: 'Add a new model') and pass its path"))
     raise SpecMatchError(describe(
         f"several bundled specs match architecture {arch!r}: {[s.name for s in candidates]}",
         "compile(model, 'auto')", "exactly one match", "pass the spec name explicitly"))
+
+
+_VISION_HINTS = ("vision_config", "image_token_id", "image_token_index", "video_token_id", "vision_start_token_id")
+
+
+def is_text_only(config) -> bool:
+    """Whether a model config describes a text-only model: no sub-config besides the text one, no vision hints."""
+    if any(key != "text_config" for key in getattr(config, "sub_configs", None) or {}):
+        return False
+    return not any(getattr(config, hint, None) is not None for hint in _VISION_HINTS)
+
+
+def text_only_message(arch: str, where: str) -> str:
+    return describe(f"{arch} is a text-only model: it has no vision tokens to prune", where,
+                    "a multimodal model whose prompts carry image or video tokens (e.g. LlavaForConditionalGeneration)",
+                    "load the vision-language checkpoint instead of its text-only language model")
 
 
 def json_schema() -> dict:

@@ -108,6 +108,15 @@ def test_visualize_llava_checkpoint_with_question(tmp_path, llava_dir):
                                  "pdrop:2,5,8:0.5", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert out.stat().st_size > 1000
+    assert "question: is there a blue triangle" in result.output and "answer (pruned model): " in result.output
+
+
+def test_visualize_checkpoint_without_image_uses_a_test_picture_and_its_question(tmp_path, llava_dir):
+    from tokenprune.synthvqa import make_sample
+
+    result = runner.invoke(app, ["visualize", str(llava_dir), "-o", str(tmp_path / "kept.png")])
+    assert result.exit_code == 0, result.output
+    assert f"question: {make_sample('test', 0).question.question} ?" in result.output
 
 
 def test_bench_passes_arguments_to_the_benchmark_module():
@@ -146,3 +155,9 @@ def test_inspect_checkpoint_directory(llava_dir):
     result = runner.invoke(app, ["inspect", str(llava_dir), "--no-graph"])
     assert result.exit_code == 0, result.output
     assert "spec:            llava" in result.output and "12 x LlamaDecoderLayer" in result.output
+
+
+def test_no_progress_bars_when_output_is_not_a_terminal():
+    result = runner.invoke(app, ["inspect", "llava", "--no-graph"])
+    assert result.exit_code == 0, result.output
+    assert "\r" not in result.output and "it/s" not in result.output and "loading model" not in result.output

@@ -25,6 +25,22 @@ def test_reference_demo_reports_answers_accuracy_flops_time_and_picture(tmp_path
     assert 0.0 < out["flops_fraction"] < 1.0  # the demo's schedule prunes
     assert set(out["times"]) == {"original", "pruned"}
     assert picture.read_bytes()[:4] == b"\x89PNG"
+    for word in ("cut:", "interleaved runs:", "FLOPs fraction:"):  # each explained on its own line
+        assert sum(line.strip().startswith(word) for line in lines) == 1, word
+
+
+def test_demo_writes_its_picture_to_a_temp_folder_unless_asked(tmp_path, monkeypatch):
+    import tokenprune.reference_demo as reference_demo
+
+    asked = []
+    monkeypatch.setattr(reference_demo, "run_reference_demo", lambda **kwargs: asked.append(kwargs["picture"]))
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["demo"]).exit_code == 0
+    assert runner.invoke(app, ["demo", "--out", "mine.png"]).exit_code == 0
+    default, chosen = asked
+    assert default.parent.is_dir() and not default.resolve().is_relative_to(tmp_path)  # a new temp folder
+    assert default.parent.name.startswith("tokenprune-demo-") and default.name == "kept-patches.png"
+    assert str(chosen) == "mine.png"
 
 
 def test_demo_schedule_is_the_shipped_search_result_when_present(tmp_path):

@@ -61,12 +61,10 @@ def test_gemma3_prefill_longer_than_the_window_matches_the_masking_reference():
         torch.testing.assert_close(logits[b, -len(pos):][real], ref[b, pos][real], atol=1e-4, rtol=1e-4)
 
 
-def test_gemma3_cached_decoding_past_the_window_is_refused_and_no_cache_works():
+def test_gemma3_cached_decoding_past_the_window_equals_no_cache():
     spec = _gemma3_small_window()
     model = build_test_model(spec)
     batch = make_test_inputs(spec, model, [1], [3])
     compiled = tp.compile(model, spec, tp.Schedule([1.0, 0.5, 0.5, 0.25]))
-    with pytest.raises(UnsupportedError, match=r"exceed the sliding window \(16\) of a pruned layer"):
-        greedy(compiled, batch, steps=4)
-    tokens = greedy(compiled, batch, steps=4, use_cache=False)
-    assert tokens.shape == (1, 4)
+    assert batch.input_ids.shape[1] + 4 > 16  # (every family with windows: tests/core/test_sliding_windows.py)
+    assert torch.equal(greedy(compiled, batch, steps=4), greedy(compiled, batch, steps=4, use_cache=False))

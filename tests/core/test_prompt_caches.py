@@ -70,8 +70,13 @@ def test_padded_batch_is_refused_once_tokens_are_evicted():
     batch = make_test_inputs(spec, model, [1, 2], [5, 9])
     assert not bool(batch.kwargs["attention_mask"].bool().all())
     compiled = tp.compile(model, spec, tp.Schedule.fastv(4, layer=2, keep=0.5))
-    with pytest.raises(UnsupportedError, match=r"left-padded batch decoding past the prompt-keeping sliding window"):
-        greedy(compiled, batch, steps=STEPS)
+    calls = []
+    hook = compiled.register_forward_pre_hook(lambda *args: calls.append(1))
+    with pytest.raises(UnsupportedError, match=r"left-padded batch decoding past the prompt-keeping sliding window "
+                                               r"\(4\) of pruned layers \[2, 3\] \(6 new tokens requested\)"):
+        greedy(compiled, batch, steps=WINDOW + 2)
+    hook.remove()
+    assert calls == []  # refused at the start of generate(), before the prefill
     # Up to WINDOW + 1 new tokens nothing is evicted: exact.
     tokens = greedy(compiled, batch, steps=WINDOW + 1)
     assert torch.equal(tokens, _reference(models["eager"], batch, tp.last_selection(compiled), WINDOW + 1))

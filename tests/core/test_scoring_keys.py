@@ -111,8 +111,9 @@ def test_bf16_uses_the_cache_and_selects_like_a_recompute():
     assert all(torch.equal(a, b) for layer in picks[0] for a, b in zip(picks[0][layer], picks[1][layer]))
 
 
-def test_sliding_window_shorter_than_the_prompt_falls_back_per_layer():
-    """Gemma 3 with a 16-token window: its sliding layers' caches keep 15 keys, the full layers keep all."""
+def test_sliding_window_shorter_than_the_prompt_reads_the_whole_cache():
+    """Gemma 3 with a 16-token window: a pruned model keeps its sliding layers' caches whole, so every scoring
+    layer reads its keys from the cache (Hugging Face's own sliding cache would keep only 15)."""
     import transformers
 
     spec = tp.load_spec("gemma3")
@@ -130,8 +131,7 @@ def test_sliding_window_shorter_than_the_prompt_falls_back_per_layer():
         picks.append(tp.last_selection(compiled))
         if policy == "auto":
             sources = tp.scoring_key_sources(compiled)
-            assert sources[1].startswith("recompute: cache layer 0 keys") and sources[3].startswith("recompute:")
-            assert sources[2].startswith("cache:")
+            assert all(sources[cut].startswith("cache:") for cut in (1, 2, 3)), sources
     assert all(torch.equal(a, b) for layer in picks[0] for a, b in zip(picks[0][layer], picks[1][layer]))
 
 

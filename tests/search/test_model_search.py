@@ -139,9 +139,11 @@ def test_calibration_from_triples_uses_the_processor_and_marks_answers():
             return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": images[None]}
 
     img = torch.zeros(3, 8, 8)
-    triples = [(img, "q" * (i + 1), " a") for i in range(5)] + [(img, "plain")]
+    triples = [(img, "q" * (i + 1), " a") for i in range(6)]
     calib = CalibrationSet.from_triples(Processor(), triples, batch_size=2, heldout_fraction=0.34, seed=1)
     assert calib.num_samples("search") + calib.num_samples("heldout") == 6
+    with pytest.raises(TokenPruneError, match="item 0 has an answer and item 6 has none"):
+        CalibrationSet.from_triples(Processor(), triples + [(img, "plain")])
     assert calib.num_samples("heldout") == 2
     batch = next(b for b in calib.batches() + calib.batches("heldout") if "labels" in b)
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape

@@ -1,32 +1,50 @@
-"""Command line of the benchmarks: ``python -m tokenprune.bench {speed,prefill,page}``.
+"""Command line of the benchmarks: ``tokenprune bench {speed,prefill,page}`` (also ``python -m tokenprune.bench``).
 
 ``benchmarks/speed.py`` and ``benchmarks/prefill.py`` are thin wrappers around ``speed`` and ``prefill``.
-Each run writes its JSON report under ``--results`` and regenerates the docs pages under ``--docs``.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
 
+from tokenprune.errors import TokenPruneError
+
 from .page import write_pages
+from .publish import PUBLISHED_RESULTS, Destination, destination
+from .report import Report
 from .runner import run_prefill, run_speed
+from .terminal import summary
 
 DEFAULT_SPEED_PRESETS = ["llama-12l", "llava-7b"]
 
+DESCRIPTION = """Measure prefill, decode, memory and compile time of pruned models against FLOPs.
+
+Each run prints its numbers and writes JSON reports, figures and the generated pages to --out (default: a new
+folder under the system temp dir, printed at the end). --publish writes them to the checkout's
+benchmarks/results and docs/benchmarks instead, and refuses to run unless every tracked file is committed,
+so that the published pages name the commit that was measured."""
+
+
+def _output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=None, help="folder for reports, figures and pages (default: a new temp dir)")
+    p.add_argument("--publish", action="store_true",
+                   help="write the published pages (docs/benchmarks) of a clean git checkout")
+
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--results", default="benchmarks/results", help="folder of JSON reports and figures")
-    p.add_argument("--docs", default="docs/benchmarks", help="folder of the generated pages")
+    _output(p)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave as is)")
-    p.add_argument("--no-page", action="store_true", help="do not regenerate the docs pages")
+    p.add_argument("--no-page", action="store_true", help="write the reports only, no pages")
 
 
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="python -m tokenprune.bench", description=__doc__)
-    sub = root.add_subparsers(dest="command", required=True)
+def parser(prog: str = "tokenprune bench") -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = root.add_subparsers(dest="command", required=True, metavar="{speed,prefill,page}")
 
     speed = sub.add_parser("speed", help="prefill, decode, memory, KV cache, compile time, node costs, scaling")
     speed.add_argument("--preset", action="append", help="tiny, llama-12l or llava-7b (repeatable; default: "
@@ -43,7 +61,8 @@ def parser() -> argparse.ArgumentParser:
     speed.add_argument("--scaling-decode-tokens", type=int, default=8)
     _common(speed)
 
-    prefill = sub.add_parser("prefill", help="issue 2's prefill benchmark (original, keep-all, FastV; fp32, bf16)")
+    prefill = sub.add_parser("prefill", help="prefill of the original, compiled keep-all and FastV models "
+                             "(float32 and bfloat16)")
     prefill.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     prefill.add_argument("--repeats", type=int, default=7)
     prefill.add_argument("--warmup", type=int, default=1)
@@ -51,41 +70,64 @@ def parser() -> argparse.ArgumentParser:
     prefill.add_argument("--device", default="cpu")
     _common(prefill)
 
-    page = sub.add_parser("page", help="regenerate the docs pages from the reports")
-    page.add_argument("--results", default="benchmarks/results")
-    page.add_argument("--docs", default="docs/benchmarks")
+    page = sub.add_parser("page", help="regenerate the pages from existing reports")
+    page.add_argument("--results", default=str(PUBLISHED_RESULTS),
+                      help="folder of JSON reports (default: the checkout's benchmarks/results)")
+    _output(page)
     return root
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "tokenprune bench") -> int:
+    args = parser(prog).parse_args(argv)
+    try:
+        return _run(args)
+    except TokenPruneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    where = destination(args.out, args.publish)
     if args.command == "page":
-        for path in write_pages(args.results, args.docs):
-            print(f"wrote {path}")
-        return
-    results = Path(args.results)
-    if args.command == "speed":
-        dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
-        presets = args.preset or (DEFAULT_SPEED_PRESETS if not args.device.startswith("cuda") else ["llava-7b"])
-        for preset in presets:
-            report = run_speed(preset, args.device, dtype, repeats=args.repeats, warmup=args.warmup,
-                               decode_tokens=args.decode_tokens, decode_repeats=args.decode_repeats,
-                               node_repeats=args.node_repeats, scaling=args.scaling,
-                               scaling_repeats=args.scaling_repeats, scaling_decode_tokens=args.scaling_decode_tokens,
-                               threads=args.threads)
-            device = "cuda" if args.device.startswith("cuda") else args.device
-            path = report.write(results / f"speed-{preset}-{device}-{dtype}.json")
-            print(f"wrote {path}")
-    else:
-        report = run_prefill(args.dtypes, repeats=args.repeats, warmup=args.warmup, node_repeats=args.node_repeats,
-                             threads=args.threads, device=args.device)
-        path = report.write(results / f"prefill-{args.device}.json")
-        print(f"wrote {path}")
+        for path in sorted(Path(args.results).glob("*.json")):
+            print(summary(Report.read(path)) + "\n")
+        _write_pages(Path(args.results), where)
+        return 0
+    torch.set_grad_enabled(False)
+    for report in _measure(args):
+        print(summary(report) + "\n")
+        report.write(where.results / _report_name(report, args))
     if not args.no_page:
-        for path in write_pages(results, args.docs):
-            print(f"wrote {path}")
+        _write_pages(where.results, where)
+    print(f"reports and figures: {where.results}")
+    return 0
+
+
+def _measure(args: argparse.Namespace):
+    if args.command == "prefill":
+        yield run_prefill(args.dtypes, repeats=args.repeats, warmup=args.warmup, node_repeats=args.node_repeats,
+                          threads=args.threads, device=args.device)
+        return
+    dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    presets = args.preset or (DEFAULT_SPEED_PRESETS if not args.device.startswith("cuda") else ["llava-7b"])
+    for preset in presets:
+        yield run_speed(preset, args.device, dtype, repeats=args.repeats, warmup=args.warmup,
+                        decode_tokens=args.decode_tokens, decode_repeats=args.decode_repeats,
+                        node_repeats=args.node_repeats, scaling=args.scaling, scaling_repeats=args.scaling_repeats,
+                        scaling_decode_tokens=args.scaling_decode_tokens, threads=args.threads)
+
+
+def _report_name(report: Report, args: argparse.Namespace) -> str:
+    if report.kind == "prefill":
+        return f"prefill-{args.device}.json"
+    device = "cuda" if args.device.startswith("cuda") else args.device
+    return f"speed-{report.preset['name']}-{device}-{report.settings['dtype']}.json"
+
+
+def _write_pages(results: Path, where: Destination) -> None:
+    for path in write_pages(results, where.pages):
+        print(f"{'published' if where.published else 'wrote'} {path}")
 
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
-    main()
+    sys.exit(main(prog="python -m tokenprune.bench"))

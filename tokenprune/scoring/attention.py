@@ -93,12 +93,9 @@ def attention_probs(
 def _queries(spec, layer, attn, x, rope, query_slots, head_dim, apply_rope) -> torch.Tensor:
     """(B, H, Q, Dh): the query rows only, projected, normed and rotated at their own positions."""
     paths = spec.layer
-    bsz, num_q = query_slots.shape
     q = resolve_module(layer, paths.q_proj, "layer.q_proj")(_rows(x, query_slots, -2))  # (B, Q, H*Dh)
-    q = q.view(bsz, num_q, -1, head_dim)  # (B, Q, H, Dh)
+    q = _early_qk_norm(spec, layer, "q_norm", q, head_dim)  # (B, Q, H, Dh)
     late_norm = spec.attention.qk_norm_after_rope
-    if paths.q_norm and not late_norm:
-        q = resolve_module(layer, paths.q_norm, "layer.q_norm")(q)
     if spec.attention.q_scale:
         # In the model dtype, after the norm and before RoPE, as the layer does (not folded into `scaling`).
         q = q * query_scale(attn, spec.attention.q_scale)
@@ -108,6 +105,40 @@ def _queries(spec, layer, attn, x, rope, query_slots, head_dim, apply_rope) -> t
     if paths.q_norm and late_norm:  # per-head norm over Dh: the same on (B, H, Q, Dh)
         q = resolve_module(layer, paths.q_norm, "layer.q_norm")(q)
     return q
+
+
+def _early_qk_norm(spec, layer, key: str, proj: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """(B, S, H, Dh): a q_proj/k_proj output (B, S, H*Dh) split into heads, with the spec's ``key`` norm
+    (``q_norm``/``k_norm``) applied where the layer applies it before RoPE: on the whole projection before the
+    split (``qk_norm_scope: projection``, OLMo 2) or per head after it (Qwen3)."""
+    path = getattr(spec.layer, key)
+    norm = resolve_module(layer, path, f"layer.{key}") if path and not spec.attention.qk_norm_after_rope else None
+    scope = spec.attention.qk_norm_scope
+    if norm is not None:
+        _check_norm_size(norm, key, scope, head_dim, proj.shape[-1])
+    if norm is not None and scope == "projection":
+        proj = norm(proj)  # (B, S, H*Dh)
+    heads = proj.view(*proj.shape[:-1], -1, head_dim)  # (B, S, H, Dh)
+    return norm(heads) if norm is not None and scope == "head" else heads
+
+
+def _check_norm_size(norm, key: str, scope: str, head_dim: int, proj_size: int) -> None:
+    """A norm whose weight has the other scope's size would fail with a bare shape error (or, for a projection
+    of one head, silently broadcast): say which spec key to change."""
+    weight = getattr(norm, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 1:
+        return  # weight-less or unusual norms: their own call decides
+    expected = head_dim if scope == "head" else proj_size
+    if weight.numel() == expected:
+        return
+    other = "projection" if weight.numel() == proj_size else "head" if weight.numel() == head_dim else None
+    fix = (f"set attention.qk_norm_scope: {other} (the norm's weight has {weight.numel()} channels, the "
+           f"{'whole projection' if other == 'projection' else 'per-head size'})" if other
+           else "check layer.q_norm/k_norm and attention.head_dim")
+    raise SpecError(describe(
+        f"layer.{key} {type(norm).__name__} normalises {weight.numel()} channels, but attention.qk_norm_scope "
+        f"{scope!r} applies it to {expected} (head_dim {head_dim}, projection {proj_size})",
+        f"spec layer.{key} / attention.qk_norm_scope", f"a norm over {expected} channels", fix))
 
 
 def query_scale(attn, name: str, where: str = "spec attention.q_scale") -> float:
@@ -124,12 +155,9 @@ def query_scale(attn, name: str, where: str = "spec attention.q_scale") -> float
 def _keys(spec, layer, attn, x, rope, head_dim, apply_rope) -> torch.Tensor:
     """(B, Hkv, n, Dh): every key recomputed as the layer computes it (the fallback when no cache has them)."""
     paths = spec.layer
-    bsz, n, _ = x.shape
     k = resolve_module(layer, paths.k_proj, "layer.k_proj")(x)  # (B, n, Hkv*Dh)
-    k = k.view(bsz, n, -1, head_dim)  # (B, n, Hkv, Dh)
+    k = _early_qk_norm(spec, layer, "k_norm", k, head_dim)  # (B, n, Hkv, Dh)
     late_norm = spec.attention.qk_norm_after_rope
-    if paths.k_norm and not late_norm:
-        k = resolve_module(layer, paths.k_norm, "layer.k_norm")(k)
     k = k.transpose(1, 2)  # (B, Hkv, n, Dh)
     if rope is not None:
         k = apply_rope(k, *_rope_parts(rope), attn=attn)

@@ -20,9 +20,10 @@ import torch
 KEY_POLICIES = ("auto", "recompute")
 
 # Cache layers whose ``keys`` are a plain (B, H_kv, S, D_h) tensor of every token written so far (a sliding
-# layer truncates to its window, which the length check below catches). Quantized, static (pre-allocated),
-# offloaded and linear-attention layers store something else and are never read.
-_PLAIN_LAYERS = ("DynamicLayer", "DynamicSlidingWindowLayer")
+# layer truncates to its window, which the length check below catches; a pruned model keeps its sliding layers
+# whole, see rewrites/sliding.py). Quantized, static (pre-allocated), offloaded and linear-attention layers store
+# something else and are never read.
+_PLAIN_LAYERS = ("DynamicLayer", "DynamicSlidingWindowLayer", "WholeWindowLayer")
 
 
 @dataclass(frozen=True)

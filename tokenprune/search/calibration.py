@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..errors import TokenPruneError, describe
+from ..errors import ScheduleError, TokenPruneError, describe
 
 Batch = dict[str, Any]
 _PAD_VALUES = {"input_ids": None, "attention_mask": 0, "labels": -100}
@@ -68,11 +68,10 @@ class CalibrationSet:
         and ``labels`` mark the answer tokens (the tokens past the prompt's own tokenization).
         """
         kwargs = dict(processor_kwargs or {})
+        triples = list(triples)
+        _check_triples(triples)
         samples = []
         for i, triple in enumerate(triples):
-            if len(triple) not in (2, 3):
-                raise TokenPruneError(describe(f"calibration item {i} has {len(triple)} fields",
-                                               "CalibrationSet.from_triples", "(image, prompt) or (image, prompt, answer)"))
             image, prompt, answer = (*triple, None) if len(triple) == 2 else triple
             prompt_inputs = dict(processor(images=image, text=prompt, return_tensors="pt", **kwargs))
             if answer is None:
@@ -124,32 +123,88 @@ def collate(samples: Sequence[Batch], pad_token_id: int = 0) -> Batch:
     """Left-pad per-sample inputs into one batch.
 
     Tensors whose dim 1 is the sample's sequence length (``input_ids``, ``attention_mask``, ``labels``, token
-    type ids) are left-padded; other tensors (pixel values, image sizes) are concatenated along dim 0.
+    type ids) are left-padded; a sample without one gets its padding value everywhere (``labels`` -100: no answer
+    tokens; per-token image marks 0), or ones for ``attention_mask``. Other tensors (pixel values, image sizes,
+    grids) are concatenated along dim 0 over the samples that have them, as processors batch images: a sample
+    without an image (a text-only prompt) contributes none.
     """
-    width = max(int(s["input_ids"].shape[1]) for s in samples)
+    lengths = [int(s["input_ids"].shape[1]) for s in samples]
     out: Batch = {}
-    for key in samples[0]:
-        values = [s[key] for s in samples]
+    for key in dict.fromkeys(k for s in samples for k in s):  # every key, in order of first appearance
+        present = [(s[key], n) for s, n in zip(samples, lengths) if key in s]
+        values = [v for v, _ in present]
         if not all(isinstance(v, torch.Tensor) for v in values):
-            out[key] = values
-            continue
-        lengths = [int(s["input_ids"].shape[1]) for s in samples]
-        if all(v.dim() >= 2 and v.shape[1] == n for v, n in zip(values, lengths)):
-            pad = _PAD_VALUES.get(key, 0)
-            pad = pad_token_id if pad is None else pad
-            rows = []
-            for v in values:  # v: (1, T_i, ...)
-                fill = torch.full((v.shape[0], width - v.shape[1], *v.shape[2:]), pad, dtype=v.dtype)
-                rows.append(torch.cat([fill, v], dim=1))  # (1, T_max, ...)
-            out[key] = torch.cat(rows, dim=0)  # (B, T_max, ...)
+            out[key] = [s.get(key) for s in samples]
+        elif all(v.dim() >= 2 and v.shape[1] == n for v, n in present):  # one entry per token: (1, T_i, ...)
+            out[key] = _left_padded(samples, key, values[0], pad_token_id)
         else:
             out[key] = torch.cat(values, dim=0)
     if "attention_mask" not in out:
-        mask = torch.zeros(len(samples), width, dtype=torch.long)  # (B, T_max)
-        for b, s in enumerate(samples):
-            mask[b, width - s["input_ids"].shape[1]:] = 1
-        out["attention_mask"] = mask
+        out["attention_mask"] = _left_padded(samples, "attention_mask", samples[0]["input_ids"], pad_token_id)
     return out
+
+
+def _left_padded(samples: Sequence[Batch], key: str, like: torch.Tensor, pad_token_id: int) -> torch.Tensor:
+    """(B, T_max, ...) ``key`` of every sample, padded on the left; ``like``: a (1, T, ...) value of ``key``."""
+    pad = _PAD_VALUES.get(key, 0)
+    pad = pad_token_id if pad is None else pad
+    width = max(int(s["input_ids"].shape[1]) for s in samples)
+    rows = []
+    for s in samples:
+        length = int(s["input_ids"].shape[1])
+        absent = 1 if key == "attention_mask" else pad
+        v = s[key] if key in s else torch.full((1, length, *like.shape[2:]), absent, dtype=like.dtype)
+        fill = torch.full((v.shape[0], width - length, *v.shape[2:]), pad, dtype=v.dtype)
+        rows.append(torch.cat([fill, v], dim=1))  # (1, T_max, ...)
+    return torch.cat(rows, dim=0)
+
+
+def vision_token_mask(batch: Batch, model: torch.nn.Module, spec) -> torch.Tensor:
+    """(B, T) bool: the vision tokens of ``batch`` as the compiled ``model`` finds them (padding excluded)."""
+    ids = batch["input_ids"]  # (B, T)
+    if spec.vision_tokens.locator:  # families whose ids do not mark vision tokens (Kosmos-2)
+        from ..registry import lookup
+        from ..spec import resolve_module
+
+        module = resolve_module(model, spec.multimodal_model, "spec multimodal_model") if spec.multimodal_model \
+            else model
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        found = lookup("locator", spec.vision_tokens.locator)(module, (), inputs)
+        vision = torch.zeros_like(ids, dtype=torch.bool) if found is None else found.bool()
+    else:
+        token_ids = torch.tensor(spec.vision_token_ids(model.config), dtype=ids.dtype, device=ids.device)
+        vision = torch.isin(ids, token_ids)
+    mask = batch.get("attention_mask")
+    return vision if mask is None else vision & mask.bool()
+
+
+def require_vision_tokens(calibration: CalibrationSet, model: torch.nn.Module, spec, where: str) -> None:
+    """Refuse a split without a single vision token: every schedule would score as the unpruned model, and a
+    search would pick the cheapest one (withdraw every vision token) without having measured anything."""
+    for split in calibration.splits:
+        if not any(bool(vision_token_mask(batch, model, spec).any()) for batch in calibration.batches(split)):
+            raise ScheduleError(describe(
+                f"the {split!r} split of the calibration set has no vision tokens "
+                f"({calibration.num_samples(split)} samples, none with an image)", where,
+                "calibration prompts with images, each placeholder expanded into the model's vision tokens",
+                "build the set with CalibrationSet.from_triples(processor, [(image, prompt), ...]); "
+                "text-only samples may be mixed in, but every split needs samples with images"))
+
+
+def _check_triples(triples: list[tuple]) -> None:
+    """Every item has 2 or 3 fields, and all or none have an answer: an objective scores a batch either at its
+    answer tokens or at the last prompt token, never a mix."""
+    for i, triple in enumerate(triples):
+        if len(triple) not in (2, 3):
+            raise TokenPruneError(describe(f"calibration item {i} has {len(triple)} fields",
+                                           "CalibrationSet.from_triples", "(image, prompt) or (image, prompt, answer)"))
+    answered = [i for i, triple in enumerate(triples) if len(triple) == 3]
+    if answered and len(answered) < len(triples):
+        plain = next(i for i, triple in enumerate(triples) if len(triple) == 2)
+        raise TokenPruneError(describe(
+            f"calibration item {answered[0]} has an answer and item {plain} has none", "CalibrationSet.from_triples",
+            "an answer on every item (teacher-forced objectives) or on none (scored at the last prompt token)",
+            "give every item an answer, or build two calibration sets"))
 
 
 def _batched(samples: list[Batch], batch_size: int, pad_token_id: int) -> list[Batch]:

@@ -21,7 +21,7 @@ import torch
 from ..errors import TokenPruneError, UnsupportedError, describe
 from ..flops import TextShape, prefill_flops
 from ..schedule import Schedule
-from .calibration import CalibrationSet
+from .calibration import CalibrationSet, require_vision_tokens
 from .evaluator import Evaluator
 from .memo import PrefixMemo, memo_layers
 from .objectives import IGNORE_INDEX, Objective, Targets, get_objective, select_logits, targets_of
@@ -52,14 +52,18 @@ class ModelEvaluator(Evaluator):
     def __init__(self, model: torch.nn.Module, spec, calibration: CalibrationSet, objective: Any = "kl", *,
                  convention: str = "exact", compile_kwargs: dict[str, Any] | None = None,
                  prefix_reuse: bool = True, prefix_cache_bytes: int = 2 * 1024**3) -> None:
+        from ..peft_support import is_peft_model, peft_base_model
         from ..spec import load_spec, match_spec, resolve_module
 
+        if is_peft_model(model):  # search the base model with its adapter layers, as compile() prunes it
+            model = peft_base_model(model, "search(model)")
         if not isinstance(calibration, CalibrationSet):
             raise TokenPruneError(describe(f"calibration of type {type(calibration).__name__}",
                                            "search(calibration=...)", "a tokenprune.search.CalibrationSet",
                                            "build one with CalibrationSet.from_triples/from_samples/from_batches"))
         self.model = model
         self.spec = match_spec(model) if spec in (None, "auto") else load_spec(spec)
+        require_vision_tokens(calibration, model, self.spec, "search(calibration=...)")
         self.calibration = calibration
         self.objective: Objective = get_objective(objective)
         self.objective_name = self.objective.name

@@ -98,7 +98,13 @@ class SearchResult:
         return (f"{self.method}: FLOPs fraction {self.flops_fraction:.4f}, {self.objective_name} "
                 f"search={_fmt(obj.get('search'))} heldout={_fmt(obj.get('heldout'))} "
                 f"(unpruned {_fmt(self.baseline.get('search'))} / {_fmt(self.baseline.get('heldout'))}), "
-                f"{len(self.trials)} trials; schedule {self.schedule!r}")
+                f"{self._trial_counts()}; schedule {self.schedule!r}")
+
+    def _trial_counts(self) -> str:
+        """Search trials apart from the reference evaluations (unpruned baseline, best on held-out data)."""
+        references = sum(1 for t in self.trials if (t.params or {}).get("role") in ("base", "best"))
+        text = f"{len(self.trials) - references} search trials"
+        return text + (f" + {references} reference evaluations (unpruned, held-out)" if references else "")
 
     # ------------------------------------------------------------- serialise
     def to_dict(self) -> dict[str, Any]:

@@ -140,8 +140,13 @@ class TrialRunner:
         self._bar.refresh()
 
     def expect_more(self, count: int) -> None:
-        """Extend the bar for ``count`` evaluations still to come (the held-out measurements)."""
-        self.set_total(self._bar.n + count)
+        """Finish the search's bar and start one for ``count`` reference evaluations (unpruned baseline,
+        held-out split): counting them in the search's bar would make it overshoot the trials asked for."""
+        self.set_total(self._bar.n)
+        self._bar.close()
+        disable, leave = self._bar.disable, self._bar.leave
+        self._bar = tqdm(total=count, desc=f"{self.method} reference evaluations", unit="run", disable=disable,
+                         leave=leave, dynamic_ncols=True, delay=0.2)
 
     def _tick(self, trial: Trial) -> None:
         self._bar.update(1)

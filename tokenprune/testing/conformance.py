@@ -6,15 +6,17 @@ It is a small, installed cousin of the test suite's conformance tests:
    original model's: they must be bit-identical;
 2. ``compile`` with a 2-cut schedule and compare the pruned logits with a *masking reference*: the original
    model, with the dropped vision tokens masked out of the attention of every later layer. Dropping with
-   original positions equals masking, so the two agree to float tolerance.
+   original positions equals masking, so the two agree to a tolerance that follows the model's dtype;
+3. compare the kept set at each cut with the top-k of the model's *own* eager attention weights in the
+   scoring layer (:mod:`.eager_topk`). Check 2 masks tokenprune's own choice, so only this one catches a spec
+   whose norms, scale or RoPE make the scorer rank tokens differently from the model.
 
-The reference needs eager attention (it edits the 4-D attention mask each decoder layer receives).
+The references need eager attention (they edit the 4-D attention mask each decoder layer receives and read
+the attention weights).
 """
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +26,10 @@ import torch
 from tokenprune.errors import TokenPruneError, UnsupportedError, describe
 from tokenprune.schedule import Schedule
 from tokenprune.spec import ModelSpec, resolve_module
+
+from .eager_topk import eager_topk_agreement, scorer_keys, summary
+from .masking import dropped_per_layer, kept_positions, masked_reference
+from .tolerance import Tolerance, logits_tolerance, score_tolerance, weight_dtype
 
 
 @dataclass
@@ -68,8 +74,11 @@ def decoder_layers(model, spec: ModelSpec):
 
 
 def run_mini_conformance(model, spec: ModelSpec, inputs: dict, *, schedule: Schedule | None = None,
-                         atol: float = 1e-4, progress: Callable[[str], None] | None = None) -> ConformanceReport:
-    """Keep-all exactness and pruned-vs-masking-reference on one batch of ``inputs`` (an eager model)."""
+                         atol: float | None = None,
+                         progress: Callable[[str], None] | None = None) -> ConformanceReport:
+    """Keep-all exactness, pruned-vs-masking-reference and kept-set-vs-eager-attention on one batch of
+    ``inputs`` (an eager model). ``atol``: a fixed logit tolerance; by default it follows the model's dtype
+    (:mod:`.tolerance`)."""
     import tokenprune as tp
 
     report = ConformanceReport(spec.name)
@@ -77,6 +86,8 @@ def run_mini_conformance(model, spec: ModelSpec, inputs: dict, *, schedule: Sche
     first = spec.test_model.first_cut if spec.test_model is not None else 1
     schedule = schedule or two_cut_schedule(len(layers), first)
     note = progress or (lambda _msg: None)
+    dtype = weight_dtype(layers)
+    logits_tol = Tolerance(atol, 0.0) if atol is not None else logits_tolerance(dtype)
 
     note("original forward")
     with torch.no_grad():
@@ -85,9 +96,13 @@ def run_mini_conformance(model, spec: ModelSpec, inputs: dict, *, schedule: Sche
     note("keep-all compile + self-check")
     report.checks.append(_timed("keep-all is bit-exact", lambda: _keep_all(tp, model, spec, inputs, reference,
                                                                            len(layers))))
+    cuts = list(schedule.cuts)
     note(f"pruned compile ({schedule.name})")
-    report.checks.append(_timed(f"pruned matches masking reference ({schedule.name}, cuts {list(schedule.cuts)})",
-                                lambda: _pruned(tp, model, spec, inputs, schedule, layers, atol, report)))
+    report.checks.append(_timed(f"pruned matches masking reference ({schedule.name}, cuts {cuts})",
+                                lambda: _pruned(tp, model, spec, inputs, schedule, layers, logits_tol, report)))
+    note("kept sets vs the model's own eager attention")
+    report.checks.append(_timed(f"kept set is the top-k of the model's own eager attention (cuts {cuts})",
+                                lambda: _eager_topk(tp, model, spec, inputs, score_tolerance(dtype), report)))
     return report
 
 
@@ -109,7 +124,7 @@ def _keep_all(tp, model, spec, inputs, reference, num_layers) -> tuple[bool, str
         f"logits differ by up to {(logits - reference).abs().max().item():.3g}"
 
 
-def _pruned(tp, model, spec, inputs, schedule, layers, atol, report) -> tuple[bool, str]:
+def _pruned(tp, model, spec, inputs, schedule, layers, tolerance: Tolerance, report) -> tuple[bool, str]:
     compiled = tp.compile(model, spec, schedule)
     report.pruned_model = compiled
     with torch.no_grad():
@@ -119,22 +134,40 @@ def _pruned(tp, model, spec, inputs, schedule, layers, atol, report) -> tuple[bo
     if not bool(vision.any()):
         return False, "the inputs carry no vision tokens"
     dropped = dropped_per_layer(vision, selection, len(layers))
-    with masked(layers, dropped), torch.no_grad():
+    with masked_reference(layers, dropped), torch.no_grad():
         reference = model(**inputs).logits
-    worst = 0.0
+    worst = scale = 0.0
     for b in range(vision.shape[0]):
         keep = kept_positions(vision, selection, b)
         if pruned.shape[1] < len(keep):
             return False, f"pruned logits have {pruned.shape[1]} positions, the reference keeps {len(keep)}"
         got_b = pruned[b, pruned.shape[1] - len(keep):]  # (n_kept, V): right-aligned (left padding)
-        ref_b = reference[b, keep]
+        ref_b = reference[b, keep.to(reference.device)]
         mask = inputs.get("attention_mask")
-        real = mask[b, keep].bool() if mask is not None else torch.ones(len(keep), dtype=torch.bool)
+        real = mask[b, keep.to(mask.device)].bool() if mask is not None else torch.ones(len(keep), dtype=torch.bool)
         if bool(real.any()):  # padding rows attend to nothing: their logits are meaningless
             worst = max(worst, (got_b[real].float() - ref_b[real].float()).abs().max().item())
+            scale = max(scale, ref_b[real].float().abs().max().item())
     kept = {layer: int(sel[0].numel()) for layer, sel in selection.items()}
-    ok = worst <= atol
-    return ok, f"max |diff| {worst:.2e} (tolerance {atol:g}); kept vision tokens of sample 0 per cut {kept}"
+    bound = tolerance.bound(scale)
+    return worst <= bound, (f"max |diff| {worst:.2e} (tolerance {bound:.2g} for {str(reference.dtype)[6:]} logits "
+                            f"up to {scale:.3g}); kept vision tokens of sample 0 per cut {kept}")
+
+
+def _eager_topk(tp, model, spec, inputs, tolerance: Tolerance, report) -> tuple[bool, str]:
+    if report.pruned_model is None:
+        return False, "not run: the pruned model did not compile (see the check above)"
+    selection = tp.last_selection(report.pruned_model)
+    agreements = eager_topk_agreement(model, spec, inputs, _vision_mask(model, spec, inputs), selection, tolerance)
+    counts = f"kept tokens in HF's top-k per cut and sample: {summary(agreements)}"
+    wrong = [a for a in agreements if not a.agrees]
+    if not wrong:
+        return True, f"{counts} (ties within {tolerance.describe()} are exchangeable)"
+    first = wrong[0]
+    return False, (f"the scorer keeps other tokens than the model's own attention: at cut {first.cut}, sample "
+                   f"{first.sample} keeps only {first.overlap} of HF's top {first.kept} (a dropped token scores "
+                   f"{first.best_dropped:.4g} in HF's eager attention, a kept one {first.worst_kept:.4g}); {counts}. "
+                   f"A spec key the scorer reads is wrong or missing: {scorer_keys(model, spec, first.cut)}")
 
 
 def _vision_mask(model, spec: ModelSpec, inputs: dict) -> torch.Tensor:
@@ -145,71 +178,6 @@ def _vision_mask(model, spec: ModelSpec, inputs: dict) -> torch.Tensor:
         base = resolve_module(model, spec.multimodal_model, "multimodal_model") if spec.multimodal_model else model
         return lookup("locator", spec.vision_tokens.locator)(base, (), inputs)
     return torch.isin(inputs["input_ids"], torch.tensor(spec.vision_token_ids(model.config)))
-
-
-def dropped_per_layer(vision: torch.Tensor, selection: dict[int, list[torch.Tensor]], num_layers: int):
-    """(B, S) bool per layer: prompt positions dropped before that layer."""
-    bsz, length = vision.shape
-    out = []
-    for layer in range(num_layers):
-        cuts = [c for c in selection if c <= layer]
-        drop = torch.zeros(bsz, length, dtype=torch.bool)
-        if cuts:
-            for b in range(bsz):
-                keep = torch.zeros(length, dtype=torch.bool)
-                keep[selection[max(cuts)][b]] = True
-                drop[b] = vision[b] & ~keep
-        out.append(drop)
-    return out
-
-
-def kept_positions(vision: torch.Tensor, selection, b: int) -> torch.Tensor:
-    """Prompt positions of sample ``b`` present after the last cut (text, padding, kept vision), sorted."""
-    present = ~vision[b].clone()
-    if selection:
-        present[selection[max(selection)][b]] = True
-    else:
-        present |= vision[b]
-    return torch.nonzero(present).flatten()
-
-
-@contextlib.contextmanager
-def masked(layers, dropped: list[torch.Tensor]):
-    """Mask dropped prompt positions out of the keys of every decoder layer (eager attention)."""
-
-    def make_hook(j):
-        def hook(module, args, kwargs):
-            # A keyword, or a positional argument (Kosmos-2 layers take the mask second).
-            params = list(inspect.signature(module.forward).parameters)
-            slot = params.index("attention_mask") if "attention_mask" not in kwargs and "attention_mask" in params \
-                else None
-            if slot is not None and slot >= len(args):
-                slot = None
-            mask = args[slot] if slot is not None else kwargs.get("attention_mask")
-            if mask is None or mask.dim() != 4:
-                raise UnsupportedError(describe("the masking reference got no 4-D attention mask",
-                                                "decoder layer attention_mask", "eager attention",
-                                                "load the model with attn_implementation='eager'"))
-            cols = torch.zeros(mask.shape[0], mask.shape[-1], dtype=torch.bool, device=mask.device)
-            cols[:, : dropped[j].shape[1]] = dropped[j].to(mask.device)
-            if mask.dtype == torch.bool:  # True = may attend
-                mask = mask & ~cols[:, None, None, :]
-            else:
-                mask = mask.masked_fill(cols[:, None, None, :], torch.finfo(mask.dtype).min)
-            if slot is None:
-                kwargs["attention_mask"] = mask
-            else:
-                args = (*args[:slot], mask, *args[slot + 1:])
-            return args, kwargs
-
-        return hook
-
-    handles = [layer.register_forward_pre_hook(make_hook(j), with_kwargs=True) for j, layer in enumerate(layers)]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def check_spec(spec: ModelSpec, variant: str | None = None, progress=None) -> ConformanceReport:

@@ -1,0 +1,86 @@
+"""``output_hidden_states`` / ``output_attentions`` on a compiled model.
+
+transformers records these with forward hooks that its ``capture_outputs`` decorator installs lazily, the first
+time a model is called with an output flag, on that model's decoder layers (and attention modules), and marks the
+model as hooked. A compiled language model is a shallow clone that shares those layers with the original: were
+each to install its own hooks, every layer would record twice in *both* models. Installing them once on the
+original, before cloning, lets the clone inherit the mark, so the layers carry exactly the hooks the original
+alone would get on its first call with an output flag (hooks that record nothing while no flag is set).
+
+The hooks record each layer's *output*; a cut prunes between one layer's output and the next layer's input.
+The compiled forward gathers the recorded entry at every cut, so ``hidden_states[i]`` is what layer ``i``
+received (and has the same length as the queries of ``attentions[i]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from transformers.utils import ModelOutput
+
+from tokenprune.registry import lookup
+
+from .ops import _take, _with_extra
+from .state import Mode, PruneSession
+
+CALL_RECORD_KWARG = "_tokenprune_call_record"  # a dict the compiled forward fills with this call's cut rows
+
+
+def install_output_capture(model: torch.nn.Module, language_model_path: str) -> None:
+    """Install transformers' output-recording hooks, as its own first flagged call would, on every model from
+    ``model`` down to its language model whose forward records outputs (outermost first, as calls nest)."""
+    from transformers import PreTrainedModel
+    from transformers.utils.output_capturing import maybe_install_capturing_hooks
+
+    module = model
+    chain = [module]
+    for name in [p for p in language_model_path.split(".") if p]:
+        module = getattr(module, name)
+        chain.append(module)
+    for module in chain:
+        if isinstance(module, PreTrainedModel) and _records_outputs(type(module).forward):
+            maybe_install_capturing_hooks(module)
+
+
+def _records_outputs(forward: Callable) -> bool:
+    """Whether ``forward`` is wrapped by transformers' ``capture_outputs`` (whose wrappers copy the name)."""
+    while hasattr(forward, "__wrapped__"):
+        if "capture_outputs" in forward.__code__.co_qualname:
+            return True
+        forward = forward.__wrapped__
+    return False
+
+
+def cut_rows(session: PruneSession) -> dict[int, torch.Tensor]:
+    """Per cut layer, the (B, n_new) slots of the previous layer's sequence that this call's cut kept.
+
+    Empty on a cached continuation (its new tokens are never pruned) and when nothing was pruned."""
+    call = session.call
+    if call is None or call.mode is Mode.CACHED:
+        return {}
+    extra = call.extra if call.mode is Mode.PINNED else 0  # a no-cache re-run keeps every token past the prompt
+    return {layer: _with_extra(sel.index, sel.prev_length, extra) for layer, sel in session.selections.items()}
+
+
+def pruning_hidden_states(forward: Callable, session: PruneSession, num_layers: int) -> Callable:
+    """``forward`` (the compiled language model's, decorators included) with each recorded hidden state at a
+    cut gathered to the tokens the next layer received."""
+    layout = lookup("hidden_states", session.spec.tracing.hidden_states)()
+
+    def forward_with_aligned_outputs(self, *args, **kwargs):
+        as_tuple = kwargs.get("return_dict") is False
+        if as_tuple:
+            kwargs["return_dict"] = True
+        record: dict[int, torch.Tensor] = {}
+        out = forward(self, *args, **{CALL_RECORD_KWARG: record}, **kwargs)
+        hidden = out.get("hidden_states") if isinstance(out, ModelOutput) else None
+        if record and hidden is not None and len(hidden) == num_layers + 1:
+            # Entry 0 is the first layer's input, which a cut before it has already pruned.
+            out.hidden_states = tuple(h if h is None or i == 0 or i not in record
+                                      else _take(h, record[i], seq_dim=layout.token_axis, batch_dim=layout.batch_axis)
+                                      for i, h in enumerate(hidden))
+        return out.to_tuple() if as_tuple else out
+
+    return forward_with_aligned_outputs
+

@@ -1,0 +1,120 @@
+"""The masking reference: the *original* model with dropped vision tokens masked out of every later layer.
+
+Dropping a token while keeping its original position is mathematically the same as masking it out of the keys
+of every later layer, so a pruned model's outputs must match this to float tolerance. It shares no code with
+tokenprune's rewrite: plain forward pre-hooks that edit the 4-D attention mask each decoder layer of an
+eager-attention model receives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+
+import torch
+
+from tokenprune.errors import UnsupportedError, describe
+
+
+def dropped_per_layer(vision_mask: torch.Tensor, selection: dict[int, list[torch.Tensor]], num_layers: int):
+    """For each layer j, a (B, S) bool mask of prompt positions dropped before j.
+
+    ``selection``: per cut layer, the kept vision positions of each sample (``tokenprune.last_selection``)."""
+    bsz, length = vision_mask.shape
+    dropped = [torch.zeros(bsz, length, dtype=torch.bool) for _ in range(num_layers)]
+    for layer in range(num_layers):
+        cuts = [c for c in selection if c <= layer]
+        if not cuts:
+            continue
+        last = max(cuts)
+        for b in range(bsz):
+            keep = torch.zeros(length, dtype=torch.bool)
+            keep[selection[last][b].cpu()] = True
+            dropped[layer][b] = vision_mask[b].cpu() & ~keep
+    return dropped
+
+
+def kept_positions(vision_mask: torch.Tensor, selection, b: int) -> torch.Tensor:
+    """Prompt positions of sample ``b`` still present after the last cut (text, padding, kept vision), sorted."""
+    present = ~vision_mask[b].cpu().clone()
+    if selection:
+        present[selection[max(selection)][b].cpu()] = True
+    else:
+        present |= vision_mask[b].cpu()
+    return torch.nonzero(present).flatten()
+
+
+@contextlib.contextmanager
+def masked_reference(layers, dropped: list[torch.Tensor]):
+    """Mask, in every call, the key columns of dropped prompt positions (prefill and decode alike).
+
+    A sliding-window cache that has evicted its oldest tokens gets a mask whose columns start that many
+    positions late (they end at the query); a cache that keeps the prompt gets one whose columns start at 0."""
+    past: dict[str, int] = {}  # cache length before this call, read when the first layer runs
+    handles = [layer.register_forward_pre_hook(_mask_hook(dropped[j], j, past), with_kwargs=True)
+               for j, layer in enumerate(layers)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _mask_hook(dropped: torch.Tensor, layer: int, past: dict[str, int]):
+    def hook(module, args, kwargs):
+        cache = kwargs.get("past_key_values")
+        if layer == 0:  # the first layer runs before any other writes this call's tokens into the cache
+            past["length"] = cache.get_seq_length(0) if cache is not None else 0
+        # The mask is a keyword, or a positional argument (Kosmos-2 layers take it second).
+        position = _positional_index(module, "attention_mask") if "attention_mask" not in kwargs else None
+        if position is not None and position < len(args):
+            mask = args[position]
+        else:
+            mask, position = kwargs.get("attention_mask"), None
+        if mask is None:  # a decode step without padding may get no mask (Kosmos-2): every key is visible
+            mask = _causal_mask(args[0] if args else kwargs["hidden_states"], kwargs.get("past_key_values"), layer)
+        if mask.dim() != 4:
+            raise UnsupportedError(describe(
+                f"the masking reference got a {mask.dim()}-D attention mask", "decoder layer attention_mask",
+                "the 4-D mask of eager attention", "load the model with attn_implementation='eager'"))
+        drop = dropped.to(mask.device)  # (B, P)
+        if mask.shape[0] != drop.shape[0]:  # beam search expands each sample to num_beams rows
+            drop = drop.repeat_interleave(mask.shape[0] // drop.shape[0], dim=0)
+        offset = _evicted_columns(cache, layer, past.get("length", 0) + mask.shape[-2], mask.shape[-1])
+        cols = torch.zeros(mask.shape[0], offset + mask.shape[-1], dtype=torch.bool, device=mask.device)
+        cols[:, : drop.shape[1]] = drop
+        blocked = cols[:, None, None, offset:]  # (B, 1, 1, k)
+        if mask.dtype == torch.bool:  # True = may attend
+            masked = mask & ~blocked
+        else:
+            masked = mask.masked_fill(blocked, torch.finfo(mask.dtype).min)
+        if position is None:
+            kwargs["attention_mask"] = masked
+        else:
+            args = (*args[:position], masked, *args[position + 1:])
+        return args, kwargs
+
+    return hook
+
+
+def _evicted_columns(cache, layer: int, total: int, mask_len: int) -> int:
+    """How many of the ``total`` positions so far lie before the mask's first column."""
+    slots = getattr(cache, "layers", None) or []
+    if layer < len(slots) and hasattr(slots[layer], "prefill_length"):  # keeps the prompt: columns start at 0
+        return 0
+    return max(total - mask_len, 0)
+
+
+def _causal_mask(hidden: torch.Tensor, cache, layer: int) -> torch.Tensor:
+    """An additive causal (B, 1, q, past + q) mask for a call that got none."""
+    bsz, q = hidden.shape[:2]
+    past = cache.get_seq_length(layer) if cache is not None else 0
+    future = torch.arange(past + q)[None, :] > past + torch.arange(q)[:, None]  # (q, past + q)
+    mask = torch.zeros(q, past + q, dtype=hidden.dtype).masked_fill(future, torch.finfo(hidden.dtype).min)
+    return mask.to(hidden.device).expand(bsz, 1, q, past + q)
+
+
+def _positional_index(module, name: str) -> int | None:
+    """Index of parameter ``name`` among ``module.forward``'s positional arguments (``self`` excluded)."""
+    params = list(inspect.signature(module.forward).parameters)
+    return params.index(name) if name in params else None
