@@ -2,7 +2,8 @@
 
 The copy shares every parameter and every submodule except the few on the path from the root to the
 language model, which are shallow clones; only the clone of the language model gets a new instance
-``forward`` and only the clone of the multimodal model gets a pre-forward hook. The input model is
+``forward`` and only the clone of the multimodal model gets a pre-forward hook. A clone of a module with an
+accelerate hook gets the hook re-bound to itself (:mod:`.accelerate_hooks`). The input model is
 untouched, ``state_dict()`` keys are unchanged, and no class is patched.
 """
 
@@ -18,6 +19,7 @@ import torch
 from tokenprune.errors import TraceError, UnsupportedError, describe
 
 from . import prompt_caches, sliding
+from .accelerate_hooks import rebind_hooks
 from .output_flags import CALL_RECORD_KWARG, cut_rows, pruning_hidden_states
 from .state import HookHandoff, PruneSession
 
@@ -39,16 +41,25 @@ def shallow_clone(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def clone_path(model: torch.nn.Module, paths: list[str]) -> tuple[torch.nn.Module, dict[str, torch.nn.Module]]:
-    """Clone ``model`` and every module on the dotted ``paths``; return the root clone and each path's clone."""
-    root = shallow_clone(model)
+    """Clone ``model`` and every module on the dotted ``paths``; return the root clone and each path's clone.
+
+    Calling a clone runs the clone: accelerate hooks on the cloned modules are re-bound to their clones.
+    """
+    root = _hooked_clone(model)
     clones = {"": root}
     for path in sorted({p for path in paths for p in _prefixes(path)}, key=len):
         parent_path, _, name = path.rpartition(".")
         parent = clones[parent_path]
-        child = shallow_clone(getattr(parent, name))
+        child = _hooked_clone(getattr(parent, name))
         parent._modules[name] = child
         clones[path] = child
     return root, {p: clones[p] for p in paths}
+
+
+def _hooked_clone(module: torch.nn.Module) -> torch.nn.Module:
+    clone = shallow_clone(module)
+    rebind_hooks(module, clone)
+    return clone
 
 
 def _prefixes(path: str) -> list[str]:

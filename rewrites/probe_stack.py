@@ -24,7 +24,8 @@ from tokenprune.registry import lookup
 from tokenprune.scoring.shared_kv import reuses_shared_kv, shared_kv_key, stores_shared_kv
 from tokenprune.spec import ModelSpec, resolve_module
 
-from .install import clone_path, make_language_model_forward, shallow_clone
+from .accelerate_hooks import install_forward
+from .install import clone_path, make_language_model_forward
 from .ops import gather_hidden
 
 
@@ -161,11 +162,15 @@ def standin_compiled(lm: torch.nn.Module, graphs: dict, input_names: dict, hint,
                      layers_path: str, standins: dict[int, RecordingLayer]) -> torch.nn.Module:
     """A shallow clone of the compiled language model running copies of its rewritten graphs whose decoder
     layers (calls and the scorers' references alike) are the stand-ins."""
-    probe_graphs = {variant: _with_standins(gm, layers_path, standins) for variant, gm in graphs.items()}
-    clone = shallow_clone(lm)
-    object.__setattr__(clone, "forward", make_language_model_forward(clone, probe_graphs, input_names, hint, session,
-                                                                      cut_layers))
+    probe_graphs = standin_graphs(graphs, layers_path, standins)
+    clone = clone_path(lm, [])[0]  # re-binds an accelerate hook of the language model to the clone
+    install_forward(clone, make_language_model_forward(clone, probe_graphs, input_names, hint, session, cut_layers))
     return clone
+
+
+def standin_graphs(graphs: dict, layers_path: str, standins: dict[int, RecordingLayer]) -> dict:
+    """Copies of the rewritten ``graphs`` (one per hint variant) calling ``standins`` for those decoder layers."""
+    return {variant: _with_standins(gm, layers_path, standins) for variant, gm in graphs.items()}
 
 
 def _with_standins(gm: fx.GraphModule, prefix: str, standins: dict[int, RecordingLayer]) -> fx.GraphModule:

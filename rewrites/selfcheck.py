@@ -26,6 +26,7 @@ import torch
 from tokenprune.errors import TraceError, describe
 from tokenprune.scoring.shared_kv import reuses_shared_kv
 
+from .accelerate_hooks import execution_device, on_meta_without_hook
 from .probe_stack import (RecordingLayer, real_layer_indices, standin_compiled, standin_original,
                           tuple_output_layers)
 from .state import PruneSession
@@ -47,7 +48,7 @@ def run_self_check(mode: str, original: torch.nn.Module, compiled: torch.nn.Modu
     if mode == "off":
         return "off"
     missing = [name for name, module, recursive in probe_modules(original, session.spec, cut_layers, mode)
-               if _on_meta(module, recursive)]
+               if on_meta_without_hook(module, recursive)]
     if missing:
         warnings.warn(f"tokenprune.compile: {missing[:3]} of the language model are on the meta device, so the "
                       f"probe self-check ({mode!r}) cannot run and was skipped; compile the materialised model to "
@@ -80,16 +81,7 @@ def probe_modules(lm: torch.nn.Module, spec, cut_layers, mode: str) -> list[tupl
     layers_path = spec.decoder_layers
     layers = _resolve(lm, layers_path)
     out = [(f"{layers_path}.{i}", layers[i], True) for i in real_layer_indices(lm.config, len(layers))]
-    paths = spec.layer
-    for cut in cut_layers:
-        # A layer that reuses shared keys/values has no key projection (its keys come from a store layer).
-        own_keys = not reuses_shared_kv(spec, _resolve(layers[cut - 1], paths.attention))
-        keys = (paths.k_proj, paths.k_norm) if own_keys else ()
-        # A registered qk layout (attention.qk) reads submodules of the attention module: all of it.
-        scored = (paths.attention,) if spec.attention.qk else (paths.q_proj, paths.q_norm, *keys)
-        for path in (paths.input_norm, *scored):
-            if path:
-                out.append((f"{layers_path}.{cut - 1}.{path}", _resolve(layers[cut - 1], path), True))
+    out += [(name, module, True) for name, module in scoring_modules(lm, spec, cut_layers)]
     embeddings = lm.get_input_embeddings()
     inside = {id(m) for m in layers.modules()} | {id(m) for m in (embeddings.modules() if embeddings else [])}
     out += [(name or "<language model>", module, False) for name, module in lm.named_modules()
@@ -97,13 +89,22 @@ def probe_modules(lm: torch.nn.Module, spec, cut_layers, mode: str) -> list[tupl
     return out
 
 
-def _on_meta(module: torch.nn.Module, recursive: bool) -> bool:
-    """Some tensor of the module is on the meta device without an accelerate offload hook to bring it back."""
-    for sub in module.modules() if recursive else [module]:
-        tensors = [*sub.parameters(recurse=False), *sub.buffers(recurse=False)]
-        if any(t.is_meta for t in tensors) and not hasattr(sub, "_hf_hook"):
-            return True
-    return False
+def scoring_modules(lm: torch.nn.Module, spec, cut_layers) -> list[tuple[str, torch.nn.Module]]:
+    """``(name, module)`` for the modules of each cut's scoring layer that the scorer calls, outside that layer's
+    own forward: its input norm, query and key projections and norms."""
+    layers_path = spec.decoder_layers
+    layers = _resolve(lm, layers_path)
+    paths = spec.layer
+    out = []
+    for cut in cut_layers:
+        # A layer that reuses shared keys/values has no key projection (its keys come from a store layer).
+        own_keys = not reuses_shared_kv(spec, _resolve(layers[cut - 1], paths.attention))
+        keys = (paths.k_proj, paths.k_norm) if own_keys else ()
+        # A registered qk layout (attention.qk) reads submodules of the attention module: all of it.
+        scored = (paths.attention,) if spec.attention.qk else (paths.q_proj, paths.q_norm, *keys)
+        out += [(f"{layers_path}.{cut - 1}.{path}", _resolve(layers[cut - 1], path))
+                for path in (paths.input_norm, *scored) if path]
+    return out
 
 
 def run_probe_check(original: torch.nn.Module, compiled: torch.nn.Module, session: PruneSession, hint,
@@ -112,9 +113,10 @@ def run_probe_check(original: torch.nn.Module, compiled: torch.nn.Module, sessio
 
     ``logs``: the recordings of stand-in layers of the two models, compared before the outputs.
     """
-    # The probe's device and dtype: those of the weights it runs (stand-in layers may be on the meta device).
+    # The probe's device and dtype: those of the weights it runs (stand-in layers may be on the meta device, and
+    # weights offloaded by accelerate are on it between calls: they run on their hook's execution device).
     param = next((p for p in original.parameters() if not p.is_meta), next(original.parameters()))
-    device, dtype = param.device, param.dtype
+    device, dtype = execution_device(original) or param.device, param.dtype
     hidden = original.config.hidden_size
     gen = torch.Generator(device="cpu").manual_seed(1234)
     embeds = (torch.randn(2, _PROBE_LENGTH, hidden, generator=gen) * 0.5).to(device, dtype)

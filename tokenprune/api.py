@@ -7,13 +7,15 @@ from pathlib import Path
 import torch
 
 from tokenprune.errors import ScheduleError, SpecError, UnsupportedError, describe
-from tokenprune.rewrites import prompt_caches
-from tokenprune.rewrites.hints import CompositeHint
 from tokenprune.peft_support import is_peft_model, peft_base_model, wrap_like
+from tokenprune.rewrites import prompt_caches
+from tokenprune.rewrites.accelerate_hooks import check_loadable_outside_forward, install_forward
+from tokenprune.rewrites.hints import CompositeHint
 from tokenprune.rewrites.install import clone_path, make_language_model_forward, make_vision_hook, shallow_clone
 from tokenprune.rewrites.output_flags import install_output_capture
+from tokenprune.rewrites.prune_guard import check_top_level_prunes
 from tokenprune.rewrites.prune_pass import insert_cuts
-from tokenprune.rewrites.selfcheck import SELF_CHECKS, run_self_check
+from tokenprune.rewrites.selfcheck import SELF_CHECKS, run_self_check, scoring_modules
 from tokenprune.rewrites.state import PruneSession
 from tokenprune.rewrites.tracer import trace_language_model
 from tokenprune.registry import lookup, registry_for
@@ -48,6 +50,12 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
     * ``"off"``: no check. ``check=False`` is an alias kept for older code.
 
     A model on the meta device cannot run: its check is skipped with a warning.
+
+    Unless ``"off"``, the check then sends one short prompt the schedule must cut through the *top-level* compiled
+    model and raises :class:`TraceError` if its output has the unpruned length or a cut recorded no kept set (a
+    hook or wrapper still bound to the input model would otherwise make the compiled model a silent no-op).
+    Models loaded with accelerate hooks (``device_map``, disk/cpu offload) are compiled with their hooks re-bound
+    to the compiled copy (docs: 'Loading and running models').
 
     ``scoring_keys``: where the attention scorers get the keys of the layer before a cut. ``"auto"`` reads
     the keys that layer has just written to the KV cache when the call has one that provably holds them,
@@ -85,6 +93,7 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
             f"one of {_SUPPORTED_ATTENTION}", "load the model with attn_implementation='sdpa' (or 'eager')"))
     token_ids = spec.vision_token_ids(model.config)
 
+    check_loadable_outside_forward(layers, spec.decoder_layers, scoring_modules(lm_original, spec, schedule.cuts))
     # Before cloning: the clones then inherit the mark that their shared layers already carry the hooks.
     install_output_capture(model, spec.language_model)
     pruned, clones = clone_path(model, [spec.language_model, spec.multimodal_model] if spec.multimodal_model
@@ -97,7 +106,7 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
               for variant, t in traced.items()}
     names = {variant: t.input_names for variant, t in traced.items()}
     # Keep the graph modules out of the registered children so parameters are not listed twice.
-    object.__setattr__(lm, "forward", make_language_model_forward(lm, graphs, names, hint, session, schedule.cuts))
+    install_forward(lm, make_language_model_forward(lm, graphs, names, hint, session, schedule.cuts))
     object.__setattr__(lm, "_tokenprune_graphs", graphs)
     base = clones.get(spec.multimodal_model, pruned) if spec.multimodal_model else pruned
     base.register_forward_pre_hook(make_vision_hook(session, token_ids, spec.vision_tokens.locator), with_kwargs=True)
@@ -107,6 +116,8 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
     object.__setattr__(pruned, "_tokenprune_language_model", lm)
     session.record_self_check(run_self_check(self_check, lm_original, lm, session, hint, graphs=graphs,
                                              input_names=names, cut_layers=schedule.cuts))
+    if not session.self_check.startswith("skipped"):
+        check_top_level_prunes(pruned, lm, session, graphs, self_check)
     return pruned
 
 
