@@ -21,7 +21,7 @@ from tokenprune.errors import TraceError, UnsupportedError, describe
 from . import prompt_caches, sliding
 from .accelerate_hooks import rebind_hooks
 from .output_flags import CALL_RECORD_KWARG, cut_rows, pruning_hidden_states
-from .state import PruneSession
+from .state import HookHandoff, PruneSession
 
 VISION_MASK_KWARG = "tokenprune_vision_mask"
 PROMPT_END_KWARG = "tokenprune_prompt_end"  # (B,) or int: teacher-forced answers follow the prompt
@@ -132,15 +132,15 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
                 "the language model received a prepared dict of attention masks", "attention_mask",
                 "a 2-D padding mask or None (tokenprune builds and gathers the 4-D masks itself)",
                 "call generate()/forward with a 2-D attention_mask and a DynamicCache"))
+        pending = session.take_handoff()
         if vision is None:
-            vision, session.pending_vision = session.pending_vision, None
+            vision = pending.vision
         mask2d = params.get("attention_mask")
         if not (isinstance(mask2d, torch.Tensor) and mask2d.dim() == 2):
             # Prepared 4-D masks (or a dict of them): the padding mask comes from the multimodal model.
-            mask2d = session.pending_mask2d
-        session.pending_mask2d = None
+            mask2d = pending.mask2d
         if prompt_end is None:
-            prompt_end, session.pending_prompt_end = session.pending_prompt_end, None
+            prompt_end = pending.prompt_end
         sliding.keep_windows_whole(cache, windowed, cut_layers)
         _check_length_limits(limits, cut_layers, past_len + inputs_embeds.shape[1])
         prompt_caches.check_padded_eviction(keeping, past_len, session.prompt_length, mask2d)
@@ -151,6 +151,7 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
             declared = prompt_caches.declared_prompt_lengths(session, cache, keeping)
             values = hint.graph_inputs(params, variant)
             out = graphs[variant](*(values[name] for name in names))
+            session.mark_cache(cache)
             prompt_caches.settle_prompt_lengths(session, cache, declared)
             if record is not None:
                 record.update(cut_rows(session))
@@ -198,6 +199,7 @@ def _check_cache_lengths(session: PruneSession, cache, past_len: int, cut_layers
     """On a continuation, each pruned layer's cache must hold exactly its kept prompt tokens plus the rest."""
     if past_len == 0 or cache is None:
         return
+    session.check_cache(cache)
     generated = past_len - session.prompt_length
     for layer in cut_layers:
         sel = session.selections.get(layer)
@@ -223,17 +225,18 @@ def make_vision_hook(session: PruneSession, token_ids: list[int], locator: str |
 
     def hook(module, args, kwargs):
         explicit = kwargs.pop(VISION_MASK_KWARG, None)
-        session.pending_prompt_end = kwargs.pop(PROMPT_END_KWARG, None)
+        prompt_end = kwargs.pop(PROMPT_END_KWARG, None)
         input_ids = kwargs.get("input_ids", args[0] if args else None)
-        session.pending_mask2d = kwargs.get("attention_mask")
         if explicit is not None:
-            session.pending_vision = explicit
+            vision = explicit
         elif locate is not None:
-            session.pending_vision = locate(module, args, kwargs)
+            vision = locate(module, args, kwargs)
         elif input_ids is not None:
-            session.pending_vision = torch.isin(input_ids, ids.to(input_ids.device))
+            vision = torch.isin(input_ids, ids.to(input_ids.device))
         else:
-            session.pending_vision = None
+            vision = None
+        # The language model runs inside this forward, in this thread: hand off through the thread's state.
+        session.hand_off(HookHandoff(vision, kwargs.get("attention_mask"), prompt_end))
         return args, kwargs
 
     return hook

@@ -15,7 +15,6 @@ attention type and the scoring modules run), so the guard costs about as much as
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import warnings
 
 import torch
@@ -54,7 +53,7 @@ def check_top_level_prunes(pruned: torch.nn.Module, lm: torch.nn.Module, session
     device = (execution_device(embeddings) if embeddings is not None else None) or execution_device(pruned)
     ids, vision = _probe_prompt(pruned.config, spec, num_vision, device or torch.device("cpu"))
     length = ids.shape[1]
-    with _standins(lm, session, graphs, mode), _preserved(session), torch.no_grad():
+    with _standins(lm, session, graphs, mode), session.isolated(), torch.no_grad():
         out = _call(pruned, base, ids, vision)
         cut = sorted(session.selections)
     returned = _output_length(out)
@@ -169,14 +168,3 @@ def _standins(lm: torch.nn.Module, session: PruneSession, graphs: dict, mode: st
     finally:
         graphs.clear()
         graphs.update(saved)
-
-
-@contextlib.contextmanager
-def _preserved(session: PruneSession):
-    """The session as it was: the probe's selection is not the caller's first selection."""
-    saved = {f.name: getattr(session, f.name) for f in dataclasses.fields(session)}
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(session, name, value)

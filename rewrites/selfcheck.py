@@ -126,10 +126,8 @@ def run_probe_check(original: torch.nn.Module, compiled: torch.nn.Module, sessio
     vision = torch.zeros(2, _PROBE_LENGTH, dtype=torch.bool, device=device)
     vision[:, 1:4] = True
 
-    saved = (session.selections, session.key_sources, session.prompt_embeds, session.prompt_layout,
-             session.prompt_num_vision, session.prompt_pad_offset)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), session.isolated():
             results = []
             for variant, overrides in hint.probe_variants(original, {"inputs_embeds": embeds, "attention_mask": mask}):
                 ref = _run(original, embeds, step, mask, None, overrides, log=logs[0] if logs else None)
@@ -142,9 +140,6 @@ def run_probe_check(original: torch.nn.Module, compiled: torch.nn.Module, sessio
             f"the rewritten language model failed on the probe input: {type(err).__name__}: {err}",
             type(original).__name__, "the rewritten graph to run like the original",
             "check the spec's paths and tracing hints (docs: 'Add a new model')")) from err
-    finally:
-        (session.selections, session.key_sources, session.prompt_embeds, session.prompt_layout,
-         session.prompt_num_vision, session.prompt_pad_offset) = saved
     if logs is not None:
         _compare_recordings(original, *logs)
     for variant, ref, got in results:

@@ -114,8 +114,8 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
     if keeping := prompt_caches.keeping_layers(spec, lm.config, schedule.cuts):  # refuse before any work
         object.__setattr__(pruned, "generate", prompt_caches.guard_generate(pruned.generate, keeping))
     object.__setattr__(pruned, "_tokenprune_language_model", lm)
-    session.self_check = run_self_check(self_check, lm_original, lm, session, hint, graphs=graphs,
-                                        input_names=names, cut_layers=schedule.cuts)
+    session.record_self_check(run_self_check(self_check, lm_original, lm, session, hint, graphs=graphs,
+                                             input_names=names, cut_layers=schedule.cuts))
     if not session.self_check.startswith("skipped"):
         check_top_level_prunes(pruned, lm, session, graphs, self_check)
     return pruned
@@ -178,7 +178,9 @@ def _session(model) -> PruneSession:
 def last_selection(model) -> dict[int, list[torch.Tensor]]:
     """Per cut layer, one 1-D LongTensor per sample: prompt positions of the vision tokens kept there.
 
-    Positions index the prompt as passed (columns of ``input_ids``, left padding included).
+    Positions index the prompt as passed (columns of ``input_ids``, left padding included). The selection is
+    the calling thread's last prefill (the one its decode steps reuse): other threads' calls never change it,
+    and a thread that has not run a prefill of this model gets ``{}``.
     """
     return _session(model).kept_vision_positions()
 
@@ -186,7 +188,8 @@ def last_selection(model) -> dict[int, list[torch.Tensor]]:
 def scoring_key_sources(model) -> dict[int, str | None]:
     """Per cut layer, where the scorer of the last prefill got its keys: ``"cache: ..."`` (read back from the
     KV cache the scoring layer had just filled), ``"shared: ..."`` (a layer that reuses keys another layer shared
-    with it, Gemma 4) or ``"recompute: <reason>"``. ``None`` for scorers without keys (``random``)."""
+    with it, Gemma 4) or ``"recompute: <reason>"``. ``None`` for scorers without keys (``random``). Like
+    :func:`last_selection`, it describes the calling thread's last prefill."""
     return dict(_session(model).key_sources)
 
 

@@ -7,6 +7,7 @@ import tokenprune as tp
 import tokenprune.api as api
 from tokenprune.errors import TraceError
 from tokenprune.rewrites import install
+from tokenprune.rewrites.state import HookHandoff
 from tokenprune.testing import build_test_model
 
 SPEC = tp.load_spec("llava")
@@ -62,7 +63,7 @@ def test_guard_fails_when_no_vision_token_reaches_the_cuts(model, monkeypatch):
     def blind_vision_hook(session, token_ids, locator=None):
         def hook(module, args, kwargs):
             mask = kwargs.pop(install.VISION_MASK_KWARG, None)
-            session.pending_vision = None if mask is None else torch.zeros_like(mask)
+            session.hand_off(HookHandoff(vision=None if mask is None else torch.zeros_like(mask)))
             return args, kwargs
 
         return hook
