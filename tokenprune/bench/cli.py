@@ -41,6 +41,8 @@ def parser() -> argparse.ArgumentParser:
     speed.add_argument("--scaling", type=int, nargs="*", default=None, help="vision-token counts (default: preset's)")
     speed.add_argument("--scaling-repeats", type=int, default=3)
     speed.add_argument("--scaling-decode-tokens", type=int, default=8)
+    speed.add_argument("--variants", nargs="+", default=None,
+                       help="variant names (default: all; a name + '-compiled' runs it under torch.compile)")
     _common(speed)
 
     prefill = sub.add_parser("prefill", help="issue 2's prefill benchmark (original, keep-all, FastV; fp32, bf16)")
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
                                decode_tokens=args.decode_tokens, decode_repeats=args.decode_repeats,
                                node_repeats=args.node_repeats, scaling=args.scaling,
                                scaling_repeats=args.scaling_repeats, scaling_decode_tokens=args.scaling_decode_tokens,
-                               threads=args.threads)
+                               variants=args.variants, threads=args.threads)
             device = "cuda" if args.device.startswith("cuda") else args.device
             path = report.write(results / f"speed-{preset}-{device}-{dtype}.json")
             print(f"wrote {path}")
