@@ -149,6 +149,7 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
         cache, declared, use_cache = closing
         try:
             if not failed:
+                session.mark_cache(cache)
                 prompt_caches.settle_prompt_lengths(session, cache, declared)
         finally:
             session.end()
@@ -227,6 +228,7 @@ def _check_cache_lengths(session: PruneSession, cache, past_len: int, cut_layers
     """On a continuation, each pruned layer's cache must hold exactly its kept prompt tokens plus the rest."""
     if past_len == 0 or cache is None:
         return
+    session.check_cache(cache)
     generated = past_len - session.prompt_length
     for layer in cut_layers:
         sel = session.selections.get(layer)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import threading
+import uuid
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +17,9 @@ import torch
 from tokenprune.errors import UnsupportedError, describe
 from tokenprune.schedule import Schedule
 from tokenprune.spec import ModelSpec
+
+
+_CACHE_MARKS = "_tokenprune_prefills"  # on a KV cache: per compiled model, the prefill that filled it
 
 
 class Mode(enum.Enum):
@@ -91,6 +95,7 @@ class PinnedPrompt:
     pad_offset: torch.Tensor | None = None  # (B,) long
     selections: dict[int, CutSelection] = field(default_factory=dict)
     key_sources: dict[int, str | None] = field(default_factory=dict)  # per cut: where the scorer's keys came from
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)  # names this prefill on the KV caches it fills
 
     @property
     def length(self) -> int:
@@ -106,16 +111,27 @@ class HookHandoff:
     prompt_end: torch.Tensor | int | None = None  # (B,) where each prompt ends (teacher-forced answers follow)
 
 
-class ThreadState(threading.local):
-    """Everything a call leaves behind, kept per thread: threads calling one compiled model at once never see
-    each other's call, pinned prompt or hook hand-off, while one thread's prefill is still there for its own
-    decode steps. A ``threading.local`` rather than a context variable: a context (and the mutable state in it)
-    is copied into tasks and worker threads (``asyncio.to_thread``), which would share one state again."""
+@dataclass
+class ThreadState:
+    """Everything one thread's calls leave behind: its running call, its pinned prompt, its hook hand-off."""
+
+    call: CallState | None = None
+    prompt: PinnedPrompt = field(default_factory=PinnedPrompt)
+    handoff: HookHandoff = field(default_factory=HookHandoff)
+
+
+class _PerThread(threading.local):
+    """One :class:`ThreadState` per thread: threads calling one compiled model at once never see each other's
+    call, pinned prompt or hand-off, while a thread's prefill stays there for its own decode steps.
+
+    A ``threading.local`` rather than a context variable: a context (with the mutable state in it) is copied
+    into tasks and worker threads (``asyncio.to_thread``), which would then share one state again. Its one
+    attribute is set only here: torch.compile drops assignments to a ``threading.local``'s attributes (torch
+    2.13) but replays those to the objects it holds.
+    """
 
     def __init__(self) -> None:
-        self.call: CallState | None = None
-        self.prompt = PinnedPrompt()
-        self.handoff = HookHandoff()
+        self.state = ThreadState()
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,7 +148,8 @@ class PruneSession:
     seed: int = 0
     scoring_keys: str = "auto"  # where attention scorers get keys: "auto" (KV cache if it has them) or "recompute"
     self_check: str = "off"  # what compile's self-check verified (see rewrites/selfcheck.py)
-    _threads: ThreadState = field(default_factory=ThreadState, init=False, repr=False)
+    _threads: _PerThread = field(default_factory=_PerThread, init=False, repr=False)
+    _key: str = field(default_factory=lambda: uuid.uuid4().hex, init=False, repr=False)  # names it on KV caches
 
     def record_self_check(self, result: str) -> None:
         """The self-check runs the graphs this session is baked into, so its result comes after the session."""
@@ -142,48 +159,74 @@ class PruneSession:
         return {k: v for k, v in self.__dict__.items() if k != "_threads"}
 
     def __setstate__(self, state: dict) -> None:
-        for key, value in {**state, "_threads": ThreadState()}.items():
+        for key, value in {**state, "_threads": _PerThread()}.items():
             object.__setattr__(self, key, value)
 
     # --------------------------------------------------- the calling thread's state
     @property
+    def thread(self) -> ThreadState:
+        return self._threads.state
+
+    @property
     def call(self) -> CallState | None:
-        return self._threads.call
+        return self.thread.call
 
     @property
     def prompt(self) -> PinnedPrompt:
-        return self._threads.prompt
+        return self.thread.prompt
 
     @property
     def selections(self) -> dict[int, CutSelection]:
-        return self._threads.prompt.selections
+        return self.thread.prompt.selections
 
     @property
     def key_sources(self) -> dict[int, str | None]:
-        return self._threads.prompt.key_sources
+        return self.thread.prompt.key_sources
 
     @property
     def prompt_length(self) -> int:
-        return self._threads.prompt.length
+        return self.thread.prompt.length
 
     def hand_off(self, handoff: HookHandoff) -> None:
-        self._threads.handoff = handoff
+        self.thread.handoff = handoff
 
     def take_handoff(self) -> HookHandoff:
         """The hook's hand-off to this call, cleared so that no later call of the thread reads it again."""
-        handoff, self._threads.handoff = self._threads.handoff, HookHandoff()
+        state = self.thread
+        handoff, state.handoff = state.handoff, HookHandoff()
         return handoff
+
+    def mark_cache(self, cache) -> None:
+        """After a prefill: name this thread's pinned prompt on the KV cache it filled (copies keep the name)."""
+        if cache is None or self.call is None or self.call.mode is not Mode.SELECT:
+            return
+        marks = getattr(cache, _CACHE_MARKS, None)
+        if marks is None:
+            marks = {}
+            setattr(cache, _CACHE_MARKS, marks)
+        marks[self._key] = self.prompt.token
+
+    def check_cache(self, cache) -> None:
+        """Before a continuation: refuse a cache that another prefill of this model filled (another thread's, or
+        an earlier prompt of this thread); its prompt's selection is not the one pinned here."""
+        mark = (getattr(cache, _CACHE_MARKS, None) or {}).get(self._key)
+        if mark is not None and mark != self.prompt.token:
+            raise UnsupportedError(describe(
+                "continuation over a KV cache filled by another prefill of this compiled model (another thread's, "
+                "or an earlier prompt of this thread)", "past_key_values",
+                "the cache of this thread's last prefill (each thread pins its own prompt and selection)",
+                "continue a conversation in the thread that prefilled it, before that thread prefills another prompt"))
 
     @contextlib.contextmanager
     def isolated(self):
         """Run with a fresh state for this thread, then restore it (the self-check must not pin its probe)."""
-        threads = self._threads
-        saved = (threads.call, threads.prompt, threads.handoff)
-        threads.call, threads.prompt, threads.handoff = None, PinnedPrompt(), HookHandoff()
+        state = self.thread
+        saved = (state.call, state.prompt, state.handoff)
+        state.call, state.prompt, state.handoff = None, PinnedPrompt(), HookHandoff()
         try:
             yield
         finally:
-            threads.call, threads.prompt, threads.handoff = saved
+            state.call, state.prompt, state.handoff = saved
 
     # ---------------------------------------------------------------- calls
     def begin(self, inputs_embeds: torch.Tensor, vision: torch.Tensor | None, attention_mask, past_len: int,
@@ -194,11 +237,11 @@ class PruneSession:
         call.query_position = self._query_position(call, prompt_end, bsz, length, inputs_embeds.device)
         if attention_mask is not None and attention_mask.dim() == 2:
             call.padding = ~attention_mask.to(torch.bool)
-        self._threads.call = call
+        self.thread.call = call
 
     def _begin_mode(self, inputs_embeds, vision, attention_mask, past_len, attn_implementation, probe) -> CallState:
         bsz, length = inputs_embeds.shape[:2]
-        prompt = self._threads.prompt
+        prompt = self.thread.prompt
         if past_len > 0:
             return self._begin_cached(prompt, bsz, length, vision, past_len, attn_implementation)
         if (not probe and prompt.embeds is not None and length > prompt.length and bsz == prompt.embeds.shape[0]
@@ -237,7 +280,7 @@ class PruneSession:
         positions = torch.arange(length, device=device).expand(bsz, length)
         layout = Layout(positions, vision, torch.ones_like(vision))
         num_vision = vision.sum(dim=1)  # (B,)
-        self._threads.prompt = PinnedPrompt(inputs_embeds.detach(), layout, num_vision, pad_offset)
+        self.thread.prompt = PinnedPrompt(inputs_embeds.detach(), layout, num_vision, pad_offset)
         return CallState(Mode.PROBE if probe else Mode.SELECT, layout, num_vision, pad_offset, length,
                          attn_implementation=attn_implementation)
 
@@ -279,7 +322,7 @@ class PruneSession:
         return end - 1
 
     def end(self) -> None:
-        self._threads.call = None
+        self.thread.call = None
 
     # ------------------------------------------------------------ introspection
     def kept_vision_positions(self) -> dict[int, list[torch.Tensor]]:

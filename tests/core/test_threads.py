@@ -1,5 +1,6 @@
 """One compiled model serving several threads at once: each call equals the same call made alone."""
 
+import copy
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -9,6 +10,7 @@ import torch
 import tokenprune as tp
 from tests.conformance.cases import greedy, load_case
 from tokenprune.errors import UnsupportedError
+from tokenprune.rewrites.state import HookHandoff
 from tokenprune.testing import make_test_inputs
 
 SPEC = tp.load_spec("llava")
@@ -91,22 +93,79 @@ def test_last_selection_is_the_calling_threads(served):
     assert _same_selection(tp.last_selection(compiled), alone[0][1])  # this thread's selection is untouched
 
 
+def _refusals_in_another_thread(run) -> list[str]:
+    """Run ``run`` in a new thread (grad mode is per thread too); the messages of the UnsupportedError it raised."""
+    refused = []
+
+    def target():
+        try:
+            with torch.no_grad():
+                run()
+        except UnsupportedError as err:
+            refused.append(str(err))
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    return refused
+
+
+def _decode_step(batch) -> dict:
+    return {"input_ids": torch.tensor([[7]]), "use_cache": True,
+            "attention_mask": torch.ones(1, batch.input_ids.shape[1] + 1, dtype=torch.long)}
+
+
 def test_continuation_in_another_thread_than_the_prefill_is_refused(served):
     compiled, jobs, _ = served
     batch = jobs[0][0]
     with torch.no_grad():
         cache = compiled(**batch.kwargs, use_cache=True).past_key_values
-    mask = torch.ones(1, batch.input_ids.shape[1] + 1, dtype=torch.long)
-    caught = []
+    refused = _refusals_in_another_thread(lambda: compiled(**_decode_step(batch), past_key_values=cache))
+    assert len(refused) == 1 and "prefill in this thread" in refused[0]
 
-    def decode_step():
-        try:
-            with torch.no_grad():
-                compiled(input_ids=torch.tensor([[7]]), attention_mask=mask, past_key_values=cache, use_cache=True)
-        except UnsupportedError as err:
-            caught.append(str(err))
 
-    thread = threading.Thread(target=decode_step)
+def test_continuing_a_cache_that_another_prefill_filled_is_refused(served):
+    compiled, jobs, _ = served
+    first, second = jobs[0][0], make_test_inputs(SPEC, compiled, [1], [4], seed=99)  # same shapes, other prompt
+    step = _decode_step(first)
+
+    def prefill_then_continue_the_first_cache():  # this prefill has the first's shapes: only the owner differs
+        compiled(**second.kwargs, use_cache=True)
+        compiled(**step, past_key_values=cache)
+
+    with torch.no_grad():
+        cache = compiled(**first.kwargs, use_cache=True).past_key_values
+        spare = copy.deepcopy(cache)
+        compiled(**step, past_key_values=copy.deepcopy(cache))  # a copy of a prompt's cache continues like it
+        refused = _refusals_in_another_thread(prefill_then_continue_the_first_cache)
+        assert len(refused) == 1 and "filled by another prefill" in refused[0]
+        compiled(**step, past_key_values=cache)  # still fine in the thread that prefilled it
+        compiled(**second.kwargs, use_cache=True)  # a new prompt in this thread: the old cache is stale
+        with pytest.raises(UnsupportedError, match="filled by another prefill of this compiled model"):
+            compiled(**step, past_key_values=spare)
+
+
+def test_a_deep_copy_of_a_compiled_model_still_runs(served):
+    compiled, jobs, alone = served
+    batch, kind = jobs[1]
+    copied = copy.deepcopy(compiled)  # the per-thread state is not copied (a threading.local cannot be)
+    assert torch.equal(_run(copied, batch, kind), alone[1][0])
+
+
+def test_the_hook_hand_off_survives_torch_compile(served):
+    """The multimodal model's hook and its language model may run in frames torch.compile traces: the hand-off
+    written in one must reach the other, in the calling thread only."""
+    session = served[0]._tokenprune_session
+    vision = torch.ones(1, 3, dtype=torch.bool)
+
+    def hook_frame(x):
+        session.hand_off(HookHandoff(vision=vision))
+        return x + 1
+
+    torch.compile(hook_frame, backend="eager")(torch.zeros(1))
+    elsewhere = []
+    thread = threading.Thread(target=lambda: elsewhere.append(session.take_handoff().vision))
     thread.start()
     thread.join()
-    assert len(caught) == 1 and "prefill in this thread" in caught[0]
+    assert elsewhere == [None]  # another thread has no hand-off
+    assert session.take_handoff().vision is vision and session.take_handoff().vision is None  # taken once
