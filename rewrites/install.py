@@ -105,7 +105,10 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
     windowed = sliding.windowed_layer_sizes(session.spec, lm.config, cut_layers)
     var_kw = next((n for n, p in signature.parameters.items() if p.kind is p.VAR_KEYWORD), None)
 
-    def pruned_forward(self, *args, **kwargs):
+    # torch.compile: binding, hints, checks and the session's per-call state are Python that dynamo would break
+    # on and guard on; they run eagerly in one call before the graph (which dynamo traces) and one after it.
+    @torch.compiler.disable
+    def open_call(self, args, kwargs):
         vision = kwargs.pop(VISION_MASK_KWARG, None)
         prompt_end = kwargs.pop(PROMPT_END_KWARG, None)
         probe = kwargs.pop("_tokenprune_probe", False)
@@ -149,17 +152,35 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
         try:
             _check_cache_lengths(session, cache, past_len, cut_layers)
             declared = prompt_caches.declared_prompt_lengths(session, cache, keeping)
-            values = hint.graph_inputs(params, variant)
-            out = graphs[variant](*(values[name] for name in names))
-            session.mark_cache(cache)
-            prompt_caches.settle_prompt_lengths(session, cache, declared)
-            if record is not None:
-                record.update(cut_rows(session))
+        except BaseException:
+            session.end()
+            raise
+        values = hint.graph_inputs(params, variant)
+        return variant, tuple(values[name] for name in names), (cache, declared, use_cache, record)
+
+    @torch.compiler.disable
+    def close_call(out, closing, failed: bool):
+        cache, declared, use_cache, record = closing
+        try:
+            if not failed:
+                session.mark_cache(cache)
+                prompt_caches.settle_prompt_lengths(session, cache, declared)
+                if record is not None:
+                    record.update(cut_rows(session))
         finally:
             session.end()
         if not use_cache and hasattr(out, "past_key_values"):
             out.past_key_values = None
         return out
+
+    def pruned_forward(self, *args, **kwargs):
+        variant, values, closing = open_call(self, args, kwargs)
+        try:
+            out = graphs[variant](*values)
+        except BaseException:
+            close_call(None, closing, failed=True)
+            raise
+        return close_call(out, closing, failed=False)
 
     num_layers = len(session.schedule.keep_ratio)
     return types.MethodType(pruning_hidden_states(rewrap(decorated, pruned_forward), session, num_layers), lm)
@@ -223,6 +244,7 @@ def make_vision_hook(session: PruneSession, token_ids: list[int], locator: str |
     ids = torch.tensor(token_ids, dtype=torch.long)
     locate = lookup("locator", locator) if locator else None
 
+    @torch.compiler.disable  # Python bookkeeping on the session: torch.compile runs it eagerly, before any op
     def hook(module, args, kwargs):
         explicit = kwargs.pop(VISION_MASK_KWARG, None)
         prompt_end = kwargs.pop(PROMPT_END_KWARG, None)

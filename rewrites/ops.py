@@ -20,6 +20,10 @@ from .state import CutSelection, Gather, Layout, Mode, PruneSession
 
 
 # ----------------------------------------------------------------- selection
+# torch.compile: the selection is data-dependent Python (host syncs, top-k, a kept count that sets the next
+# shapes, the session's per-call state), so dynamo runs it eagerly, one graph break per cut; the gathers after
+# it are traced and read only the returned Gather.
+@torch.compiler.disable
 def select_tokens(session: PruneSession, layer: int, prev_layer: int | None, hidden_in, hidden_out, mask, rope,
                   next_mask, next_rope, scoring_layer, next_layer, cache=None, shared_kv=None,
                   position_ids=None) -> Gather:
@@ -29,6 +33,14 @@ def select_tokens(session: PruneSession, layer: int, prev_layer: int | None, hid
     ``shared_kv``: the shared key/value mapping the scoring layer received (Gemma 4), or None.
     ``position_ids``: the position ids the scoring layer received, or None.
     """
+    g = _decide(session, layer, prev_layer, hidden_in, hidden_out, mask, rope, next_mask, next_rope, scoring_layer,
+                next_layer, cache, shared_kv, position_ids)
+    g.call, g.prompt_length = session.call, session.prompt_length
+    return g
+
+
+def _decide(session: PruneSession, layer: int, prev_layer: int | None, hidden_in, hidden_out, mask, rope, next_mask,
+            next_rope, scoring_layer, next_layer, cache, shared_kv, position_ids) -> Gather:
     call = session.call
     prev_sel = session.selections.get(prev_layer) if prev_layer is not None else None
     prev = prev_sel.layout if prev_sel is not None else call.layout
@@ -159,7 +171,7 @@ def gather_rope(rope, g: Gather):
     return tuple(_take(t, g.rows, seq_dim=-2, batch_dim=-3) for t in rope)
 
 
-def gather_mask(mask, g: Gather, session: PruneSession, window: int | None = None, keeps_prompt: bool = False):
+def gather_mask(mask, g: Gather, window: int | None = None, keeps_prompt: bool = False):
     """A 4-D mask (B|1, 1, q, k), bool (True attends) or additive float, gathered to the kept queries and keys.
 
     On a cached decode step Hugging Face sizes each mask from the cache of the *first* layer of its type;
@@ -168,11 +180,11 @@ def gather_mask(mask, g: Gather, session: PruneSession, window: int | None = Non
     ``keeps_prompt``: the layers' caches keep the whole prompt and slide the later tokens through ``window``.
     """
     if isinstance(mask, dict):
-        return {key: gather_mask(value, g, session, window, keeps_prompt) for key, value in mask.items()}
+        return {key: gather_mask(value, g, window, keeps_prompt) for key, value in mask.items()}
     if g.identity:
         return mask
     if keeps_prompt and window is not None and g.in_keys >= 0:
-        g = without_evicted(g, session.call, window)
+        g = without_evicted(g, g.call, window)
         if mask is not None and mask.shape[-1] != g.in_keys:
             # HF built this mask from a pruned layer's cache; rebuilding it would not reproduce HF's mask
             # after eviction (its padding columns shift with the window), so refuse rather than guess.
@@ -182,10 +194,10 @@ def gather_mask(mask, g: Gather, session: PruneSession, window: int | None = Non
                 "the first layer of that type unpruned (its cache sizes the mask)",
                 "cut only after the first layer of each windowed type"))
     if mask is not None and g.in_keys >= 0 and mask.shape[-1] != g.in_keys:
-        return _build_mask(g, session, window)
+        return _build_mask(g, window)
     has_pad = g.has_pad
     if mask is None:
-        return _build_mask(g, session, window, keeps_prompt) if has_pad else None
+        return _build_mask(g, window, keeps_prompt) if has_pad else None
     if mask.dim() != 4:
         raise TypeError(f"tokenprune can only gather 4-D attention masks, got shape {tuple(mask.shape)}")
     if g.rows is not None:
@@ -200,21 +212,21 @@ def gather_mask(mask, g: Gather, session: PruneSession, window: int | None = Non
     return mask
 
 
-def _build_mask(g: Gather, session: PruneSession, window: int | None, keeps_prompt: bool = False):
+def _build_mask(g: Gather, window: int | None, keeps_prompt: bool = False):
     """Causal over original positions, padding and batch-padding slots blocked, optional sliding window
     (over the tokens after the prompt only when the layer type's cache ``keeps_prompt``)."""
     allowed = (g.k_pos[:, None, :] <= g.q_pos[:, :, None]) & ~g.col_pad[:, None, :]  # (B, q, k)
     if window is not None:
         inside = g.q_pos[:, :, None] - g.k_pos[:, None, :] < window  # (B, q, k)
         if keeps_prompt:  # the window spares the prompt; without a cache (no decode) HF's mask has no window
-            inside |= (g.k_pos < session.prompt_length)[:, None, :] | (session.call.mode is not Mode.CACHED)
+            inside |= (g.k_pos < g.prompt_length)[:, None, :] | (g.call.mode is not Mode.CACHED)
         allowed &= inside
-    padding = session.call.padding
+    padding = g.call.padding
     if padding is not None:
         allowed &= ~padding.gather(1, g.k_pos.clamp_max(padding.shape[1] - 1))[:, None, :]
     allowed = allowed[:, None]  # (B, 1, q, k)
-    if session.call.attn_implementation == "eager":
-        dtype = session.call.dtype
+    if g.call.attn_implementation == "eager":
+        dtype = g.call.dtype
         zero = torch.zeros((), dtype=dtype, device=allowed.device)
         return torch.where(allowed, zero, torch.finfo(dtype).min)
     return allowed

@@ -17,6 +17,7 @@ depends on padding tokens.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import torch
@@ -125,5 +126,4 @@ def without_evicted(g: Gather, call, window: int) -> Gather:
 
     # Columns after the prompt index the incoming mask, which lacks the evicted ones too.
     cols = torch.cat([g.cols[:, :prompt], g.cols[:, prompt + evicted:] - evicted], dim=1)
-    return Gather(rows=g.rows, cols=cols, col_pad=drop(g.col_pad), q_pos=g.q_pos, k_pos=drop(g.k_pos),
-                  identity=g.identity, in_keys=g.in_keys - evicted, has_pad=g.has_pad)
+    return dataclasses.replace(g, cols=cols, col_pad=drop(g.col_pad), k_pos=drop(g.k_pos), in_keys=g.in_keys - evicted)

@@ -172,7 +172,7 @@ def _insert_cut(graph: fx.Graph, gm: fx.GraphModule, prefix: str, layers: list[f
                 continue
             value = _arg(later, slot)
             if value not in replaced:
-                args = ((value, select, session_node, *windows.get(value, (None, False))) if kind == "mask"
+                args = ((value, select, *windows.get(value, (None, False))) if kind == "mask"
                         else (value, select))
                 # Before the first later layer that reads it: a value computed inside the layer loop (Gemma 4's
                 # per-layer input) exists only from there on.

@@ -64,6 +64,10 @@ class Gather:
     identity: bool = False  # nothing to do (no vision tokens anywhere in the batch)
     in_keys: int = -1  # key slots an incoming mask must have in the previous layout (-1: not checked)
     has_pad: bool = False  # any batch-padding slot (computed once per cut, not once per gathered tensor)
+    # What rebuilt masks read about the call. The gathers get it from here, not from the session, so that code
+    # torch.compile traces never reads the session's per-call state (no guards on it, no recompiles).
+    call: CallState | None = None
+    prompt_length: int = 0  # slots of the pinned prompt
 
 
 @dataclass

@@ -46,7 +46,7 @@ def test_off_and_the_check_alias():
 # --------------------------------------------------------------- broken rewrites
 _ORIGINAL = {"mask": ops.gather_mask, "rope": ops.gather_rope, "hidden": ops.gather_hidden}
 BREAKS = {  # plausible bugs in the inserted nodes; each is invisible to the analysis pass
-    "mask": (lambda mask, g, session, window=None, keeps_prompt=False: None, "attention_mask"),  # "need no mask"
+    "mask": (lambda mask, g, window=None, keeps_prompt=False: None, "attention_mask"),  # "need no mask"
     "rope": (lambda rope, g: tuple(t.roll(1, dims=-2) for t in _ORIGINAL["rope"](rope, g)), "position_embeddings"),
     "hidden": (lambda hidden, g, *axes: _ORIGINAL["hidden"](hidden, g, *axes).flip(1), "hidden"),  # tokens reordered
 }

@@ -59,6 +59,8 @@ def parser(prog: str = "tokenprune bench") -> argparse.ArgumentParser:
     speed.add_argument("--scaling", type=int, nargs="*", default=None, help="vision-token counts (default: preset's)")
     speed.add_argument("--scaling-repeats", type=int, default=3)
     speed.add_argument("--scaling-decode-tokens", type=int, default=8)
+    speed.add_argument("--variants", nargs="+", default=None,
+                       help="variant names (default: all; a name + '-compiled' runs it under torch.compile)")
     _common(speed)
 
     prefill = sub.add_parser("prefill", help="prefill of the original, compiled keep-all and FastV models "
@@ -114,7 +116,8 @@ def _measure(args: argparse.Namespace):
         yield run_speed(preset, args.device, dtype, repeats=args.repeats, warmup=args.warmup,
                         decode_tokens=args.decode_tokens, decode_repeats=args.decode_repeats,
                         node_repeats=args.node_repeats, scaling=args.scaling, scaling_repeats=args.scaling_repeats,
-                        scaling_decode_tokens=args.scaling_decode_tokens, threads=args.threads)
+                        scaling_decode_tokens=args.scaling_decode_tokens, variants=args.variants,
+                        threads=args.threads)
 
 
 def _report_name(report: Report, args: argparse.Namespace) -> str:

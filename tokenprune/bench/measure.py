@@ -46,6 +46,19 @@ def decode_steps(variant: Variant, inputs: dict, new_tokens: int, device=None) -
     return times
 
 
+def first_calls(variant: Variant, inputs: dict, decode_tokens: int, device=None) -> dict:
+    """Seconds of the first calls of a ``torch.compile`` variant, which compile: two prefills (the second shows
+    whether the first one's graphs are reused) and the decode steps (the first ones recompile for the growing
+    cache), so that the timed rounds after them measure compiled code only."""
+    seconds = []
+    for _ in range(2):
+        with Stopwatch(device) as sw:
+            prefill(variant, inputs)
+        seconds.append(sw.seconds)
+    decode = decode_steps(variant, inputs, decode_tokens, device) if decode_tokens else []
+    return {"prefill_s": seconds, "decode_s": decode}
+
+
 def time_prefill(variants: dict[str, Variant], inputs: dict, repeats: int, warmup: int, device=None) -> dict:
     calls = {name: (lambda v=v: prefill(v, inputs)) for name, v in variants.items()}
     return interleaved(calls, repeats=repeats, warmup=warmup, device=device)

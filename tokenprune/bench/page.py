@@ -13,6 +13,13 @@ PREFILL_COMMAND = "python benchmarks/prefill.py"
 GPU_COMMAND = "python benchmarks/speed.py --preset llava-7b --device cuda --dtype bfloat16"
 
 
+TORCH_COMPILE_NOTE = (
+    "`<variant>-compiled` is that variant under `torch.compile` (default inductor backend), timed after its first "
+    "calls (which compile; their seconds are the last column). The pruned model compiles with one graph break per "
+    "cut (the selection runs eagerly) plus one at the language-model call; see *torch.compile* in "
+    "docs/guides/loading-and-running.md.\n")
+
+
 def _ms(seconds) -> str:
     return "–" if seconds is None else f"{seconds * 1e3:,.1f}"
 
@@ -79,6 +86,30 @@ def variants_table(variants: dict) -> str:
     return _table(["variant", "what", "FLOPs fraction", "predicted speed-up", "prefill ms, median [IQR]",
                    "time fraction", "realized speed-up", "realized / ideal", "decode ms/token",
                    "KV cache MiB (fraction)", "peak memory MiB"], rows)
+
+
+def torch_compile_table(variants: dict) -> str:
+    """Each ``<name>-compiled`` variant against ``<name>`` (eager) and, for pruned ones, against the original
+    under torch.compile: what compiling adds, and whether pruning still pays once both are compiled."""
+    base = variants.get("original-compiled")
+    rows = []
+    for name, v in variants.items():
+        if v.get("kind") != "torch.compile":
+            continue
+        eager = variants.get(name[: -len("-compiled")])
+        first = v.get("first_calls") or {}
+        vs_compiled = ["–"] * 3
+        if base is not None and name != "original-compiled":
+            speedup = base["prefill"]["median"] / v["prefill"]["median"]
+            vs_compiled = [_f(speedup, 2), _f(v["predicted_speedup"], 2), _f(speedup / v["predicted_speedup"], 2)]
+        rows.append([f"`{name}`", _spread(v["prefill"]), _ms(eager["prefill"]["median"]) if eager else "–",
+                     _f(eager["prefill"]["median"] / v["prefill"]["median"], 2) if eager else "–",
+                     _f(v["realized_speedup"], 2), _f(v["realized_over_ideal"], 2), *vs_compiled,
+                     ", ".join(f"{t:.1f}" for t in first.get("prefill_s", [])) or "–"])
+    return _table(["variant", "prefill ms, median [IQR]", "same variant eager ms", "speed-up from torch.compile",
+                   "realized speed-up (vs eager original)", "realized / ideal (vs eager original)",
+                   "speed-up vs original + torch.compile", "predicted (FLOPs)", "realized / ideal (both compiled)",
+                   "first two calls s"], rows)
 
 
 def node_table(node_costs: dict) -> str:
@@ -183,6 +214,8 @@ def _runnable_section(report: Report, results_dir: Path, docs_dir: Path, tag: st
            "them. It keeps the same tokens as `fastv` (its logits at kept positions equal the pruned model's; a test "
            "checks this) but computes every token in every layer and keeps the full KV cache. It runs eager attention "
            "because its scores are read from Hugging Face's attention weights of the layer before the cut.\n"]
+    if any(v.get("kind") == "torch.compile" for v in res["variants"].values()):
+        out += ["### torch.compile\n", TORCH_COMPILE_NOTE, torch_compile_table(res["variants"])]
     figs = [plots.prefill_bars(report, results_dir / f"{tag}-prefill.png"),
             plots.realized_vs_ideal(report, results_dir / f"{tag}-realized.png"),
             plots.kv_per_layer(report, results_dir / f"{tag}-kv.png")]

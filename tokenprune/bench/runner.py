@@ -20,7 +20,8 @@ from .targets import prefill_targets, speed_targets
 from .variants import build_variants
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-SPEED_VARIANTS = ["original", "keep-all", "fastv", "pdrop", "gsearch-like", "masked-fastv"]
+SPEED_VARIANTS = ["original", "keep-all", "fastv", "pdrop", "gsearch-like", "masked-fastv", "original-compiled",
+                  "fastv-compiled"]
 
 
 def _log(echo, msg: str) -> None:
@@ -32,6 +33,11 @@ def _measure_variants(model, variants, inputs, preset: Preset, n_vis: int, n_tex
                       warmup: int, decode_tokens: int, decode_repeats: int, node_repeats: int, echo) -> dict:
     config = model.config
     flops = {name: measure.flops(config, v, n_text, n_vis) for name, v in variants.items()}
+    first_calls = {}
+    for name, v in variants.items():
+        if v.kind == "torch.compile":
+            _log(echo, f"  torch.compile: first calls of {name} (prefill, then {min(decode_tokens, 2)} decode steps)")
+            first_calls[name] = measure.first_calls(v, inputs, min(decode_tokens, 2), device)
     _log(echo, f"  prefill: {len(variants)} variants x {repeats} interleaved rounds")
     times = measure.time_prefill(variants, inputs, repeats, warmup, device)
     real = measure.realized(times, flops)
@@ -45,6 +51,8 @@ def _measure_variants(model, variants, inputs, preset: Preset, n_vis: int, n_tex
         out[name] = {"label": v.label, "kind": v.kind, "schedule": v.schedule.to_dict(), "flops": flops[name],
                      "prefill": times[name], **real[name], "decode": decode.get(name), "kv_cache": kv,
                      "peak_memory": measure.memory(v, inputs, device)}
+        if name in first_calls:
+            out[name]["first_calls"] = first_calls[name]
     base_kv = out["original"]["kv_cache"]["total_bytes"] if "original" in out else None
     for entry in out.values():
         entry["kv_cache"]["fraction_of_original"] = entry["kv_cache"]["total_bytes"] / base_kv if base_kv else None

@@ -1,4 +1,5 @@
-"""The benchmarked variants: original, compiled keep-all, FastV, PyramidDrop, a multi-cut schedule, masking.
+"""The benchmarked variants: original, compiled keep-all, FastV, PyramidDrop, a multi-cut schedule, masking,
+and any of them under ``torch.compile`` (name + ``-compiled``, inductor).
 
 A :class:`Variant` is a callable model plus what the reports need to know about it. Compiled variants
 share weights with the original (``tokenprune.compile`` is non-destructive); the masking baseline runs
@@ -21,7 +22,7 @@ class Variant:
     name: str
     model: object  # callable like the HF model (a compiled model or a MaskingBaseline)
     schedule: Schedule
-    kind: str  # "original" | "compiled" | "masked"
+    kind: str  # "original" | "compiled" | "masked" | "torch.compile" (another variant under torch.compile)
     label: str
 
     def __call__(self, **inputs):
@@ -54,6 +55,7 @@ def schedules(num_layers: int) -> dict[str, Schedule]:
 LABELS = {"original": "original (HF, sdpa)", "keep-all": "compiled keep-all", "fastv": "FastV K=2 keep 25%",
           "pdrop": "PyramidDrop 4 stages x0.5", "gsearch-like": "G-Search-like 4 cuts",
           "masked-fastv": "FastV by masking (eager)"}
+TORCH_COMPILED = "-compiled"  # suffix: the variant without it, run under torch.compile (inductor)
 
 
 def build_variants(model, names: list[str] | None = None, spec: str = "llava") -> dict[str, Variant]:
@@ -70,6 +72,9 @@ def build_variants(model, names: list[str] | None = None, spec: str = "llava") -
             out[name] = Variant(name, tp.compile(model, spec, sched), sched, "compiled", LABELS[name])
         elif name in pruned:
             out[name] = Variant(name, tp.compile(model, spec, pruned[name]), pruned[name], "compiled", LABELS[name])
+        elif name.endswith(TORCH_COMPILED):
+            base = name[: -len(TORCH_COMPILED)]
+            out[name] = _torch_compiled(build_variants(model, [base], spec)[base], name)
         elif name.startswith("masked-") and name[len("masked-"):] in pruned:
             sched = pruned[name[len("masked-"):]]
             baseline = MaskingBaseline(build_eager_twin(model), sched)
@@ -77,3 +82,11 @@ def build_variants(model, names: list[str] | None = None, spec: str = "llava") -
         else:
             raise KeyError(f"unknown variant {name!r}")
     return out
+
+
+def _torch_compiled(base: Variant, name: str) -> Variant:
+    """``base`` under ``torch.compile`` (default inductor backend); the first call compiles, so time it apart."""
+    import torch
+
+    return Variant(name, torch.compile(base.model), base.schedule, "torch.compile",
+                   f"{base.label} + torch.compile")
