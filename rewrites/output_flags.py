@@ -3,9 +3,11 @@
 transformers records these with forward hooks that its ``capture_outputs`` decorator installs lazily, the first
 time a model is called with an output flag, on that model's decoder layers (and attention modules), and marks the
 model as hooked. A compiled language model is a shallow clone that shares those layers with the original: were
-each to install its own hooks, every layer would record twice in *both* models. Installing them once on the
-original, before cloning, lets the clone inherit the mark, so the layers carry exactly the hooks the original
-alone would get on its first call with an output flag (hooks that record nothing while no flag is set).
+each to install its own hooks, every layer would record twice in *both* models. So the clones are marked as
+hooked, and their first flagged call installs the hooks on the *original* models instead (as the original's own
+first flagged call would): the shared layers carry one set of hooks whichever model asks first. Until a flag is
+set nothing is installed, so a model that never asks for outputs keeps hook-free layers (which ``torch.compile``
+traces without breaks).
 
 The hooks record each layer's *output*; a cut prunes between one layer's output and the next layer's input.
 The compiled forward gathers the recorded entry at every cut, so ``hidden_states[i]`` is what layer ``i``
@@ -27,20 +29,35 @@ from .state import Mode, PruneSession
 CALL_RECORD_KWARG = "_tokenprune_call_record"  # a dict the compiled forward fills with this call's cut rows
 
 
-def install_output_capture(model: torch.nn.Module, language_model_path: str) -> None:
-    """Install transformers' output-recording hooks, as its own first flagged call would, on every model from
-    ``model`` down to its language model whose forward records outputs (outermost first, as calls nest)."""
-    from transformers import PreTrainedModel
+_OUTPUT_FLAGS = ("output_hidden_states", "output_attentions")
+
+
+def defer_output_capture(original: torch.nn.Module, compiled: torch.nn.Module, language_model_path: str) -> None:
+    """Mark the recording models on ``compiled``'s path to its language model as hooked, and make their first
+    call with an output flag install transformers' hooks on the matching models of ``original``."""
     from transformers.utils.output_capturing import maybe_install_capturing_hooks
 
-    module = model
-    chain = [module]
+    originals = _recording_chain(original, language_model_path)
+
+    def install_on_first_flagged_call(module, args, kwargs):
+        config = getattr(module, "config", None)
+        if any(kwargs.get(flag) or getattr(config, flag, False) for flag in _OUTPUT_FLAGS):
+            for model in originals:  # outermost first, as calls nest
+                maybe_install_capturing_hooks(model)
+
+    for clone in _recording_chain(compiled, language_model_path):
+        clone._output_capturing_hooks_installed = True
+        clone.register_forward_pre_hook(install_on_first_flagged_call, with_kwargs=True)
+
+
+def _recording_chain(model: torch.nn.Module, language_model_path: str) -> list[torch.nn.Module]:
+    """The models from ``model`` down to its language model whose forward records outputs, outermost first."""
+    from transformers import PreTrainedModel
+
+    chain = [model]
     for name in [p for p in language_model_path.split(".") if p]:
-        module = getattr(module, name)
-        chain.append(module)
-    for module in chain:
-        if isinstance(module, PreTrainedModel) and _records_outputs(type(module).forward):
-            maybe_install_capturing_hooks(module)
+        chain.append(getattr(chain[-1], name))
+    return [m for m in chain if isinstance(m, PreTrainedModel) and _records_outputs(type(m).forward)]
 
 
 def _records_outputs(forward: Callable) -> bool:

@@ -12,7 +12,7 @@ from tokenprune.rewrites import prompt_caches
 from tokenprune.rewrites.accelerate_hooks import check_loadable_outside_forward, install_forward
 from tokenprune.rewrites.hints import CompositeHint
 from tokenprune.rewrites.install import clone_path, make_language_model_forward, make_vision_hook, shallow_clone
-from tokenprune.rewrites.output_flags import install_output_capture
+from tokenprune.rewrites.output_flags import defer_output_capture
 from tokenprune.rewrites.prune_guard import check_top_level_prunes
 from tokenprune.rewrites.prune_pass import insert_cuts
 from tokenprune.rewrites.selfcheck import SELF_CHECKS, run_self_check, scoring_modules
@@ -94,11 +94,10 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
     token_ids = spec.vision_token_ids(model.config)
 
     check_loadable_outside_forward(layers, spec.decoder_layers, scoring_modules(lm_original, spec, schedule.cuts))
-    # Before cloning: the clones then inherit the mark that their shared layers already carry the hooks.
-    install_output_capture(model, spec.language_model)
     pruned, clones = clone_path(model, [spec.language_model, spec.multimodal_model] if spec.multimodal_model
                                 else [spec.language_model])
     lm = clones[spec.language_model]
+    defer_output_capture(model, pruned, spec.language_model)  # the shared layers get one set of output hooks
     session = PruneSession(schedule=schedule, spec=spec, scorer_name=scorer, seed=seed, scoring_keys=scoring_keys)
     hint = CompositeHint(spec.tracing.hints, lm, model.config)
     traced = trace_language_model(lm, spec.decoder_layers, hint)

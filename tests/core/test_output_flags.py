@@ -128,3 +128,19 @@ def test_generate_returns_one_entry_per_layer_at_every_step():
     assert torch.equal(original.sequences, reference.sequences)
     for a, b in zip(original.attentions, reference.attentions):
         assert len(a) == len(b) == LAYERS and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_no_output_hooks_until_a_flag_is_asked_for():
+    """Hooks appear on the shared layers only with the first flagged call (of either model), and only once."""
+    model = _model()
+    layers = model.model.language_model.layers
+    pruned = tp.compile(model, SPEC, SCHEDULE)
+    batch = _batch(model)
+    with torch.no_grad():
+        pruned(**batch.kwargs)
+    assert all(not layer._forward_hooks for layer in layers)
+    _run(pruned, batch)
+    hooks = [len(layer._forward_hooks) for layer in layers]
+    assert all(hooks)
+    _run(model, batch)
+    assert [len(layer._forward_hooks) for layer in layers] == hooks
