@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import time
@@ -27,8 +28,12 @@ def load_average() -> list[float] | None:
         return None
 
 
+@functools.cache
 def source_revision() -> dict | None:
-    """The git commit of the checkout the package runs from, and whether it had local changes."""
+    """The git commit of the checkout the package runs from, and whether it had local changes.
+
+    Read once per process: a run that publishes several presets writes the first one's report into the tree
+    before the next preset starts, which must not count as a local change of the measured code."""
     import subprocess
     from pathlib import Path
 
