@@ -15,8 +15,8 @@ tokenprune's definition (algorithms.md, "P-Sigmoid"):
   midpoints that can meet the budget when no alpha range is given). The first ``startup_trials`` (default 10)
   proposals are random, then TPE.
 - Warm start: a G-Search schedule (or any schedule) is fitted with a least-squares sigmoid (over layers
-  ``1..L-1``); its ``(k, alpha)`` (clipped into the space) is the first point evaluated, with ``b`` solved
-  for the budget like every other point.
+  ``1..L-1``); its ``(k, alpha)`` (clipped into the space) is the first point evaluated, on top of the
+  ``n_trials`` proposals, with ``b`` solved for the budget like every other point.
 - The best trial is the one with the best objective; ties go to the lower FLOPs fraction.
 """
 
@@ -110,14 +110,11 @@ def p_sigmoid(runner: TrialRunner, config: PSigmoidConfig, budget: float) -> Out
                      "the budget")
     proposer = TPEProposer({"k": (k_lo, k_hi, "log"), "alpha": (a_lo, a_hi, "linear")}, seed=config.seed,
                            startup=config.startup_trials, first=first)
-    runner.set_total(config.n_trials)
+    total = config.n_trials + len(first)  # the warm start comes on top of the n_trials proposals
+    runner.set_total(total)
     width = max(1, int(evaluator.concurrency))
     best: dict[str, Any] = {}
-    while proposer.count < config.n_trials or first:
-        points = proposer.ask(width, config.n_trials)
-        first = []
-        if not points:
-            break
+    while points := proposer.ask(width, total):
         values = _evaluate_round(runner, points, budget)
         for value in values:  # in proposal order: ties go to the earlier, then the cheaper trial
             if value is not None and (not best or evaluator.better(value[0], best["value"])
