@@ -61,7 +61,8 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
 
 def _resolve_budget(model, spec, budget, calibration, method, scorer: str, seed: int, search_options) -> Schedule:
     if isinstance(budget, Schedule):
-        given = sorted(search_options) + [k for k, v in (("calibration", calibration), ("method", method)) if v is not None]
+        given = sorted(search_options) + [name for name, value in (("calibration", calibration), ("method", method))
+                                          if value is not None]
         if given:
             raise ScheduleError(describe(f"unexpected options {given}", "compile",
                                          "no search options with a Schedule"))

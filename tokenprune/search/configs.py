@@ -188,8 +188,7 @@ class RandomScorerConfig(SearchConfig):
     seeded random scorer instead of the attention scorer, to isolate what the scorer contributes."""
 
     method: Literal["random"] = "random"
-    schedule: Ratios | None = Field(None, description="a Schedule to evaluate, or none for FastV at "
-                                                                 "the budget")
+    schedule: Ratios | None = Field(None, description="a Schedule to evaluate, or none for FastV at the budget")
     layer: int = Field(2, ge=1, description="FastV's layer K when no schedule is given, >= 1")
     scorer: ClassVar[str | None] = "random"
     title: ClassVar[str] = "random scorer"
@@ -206,8 +205,8 @@ _ALIASES = {"gsearch": "g-search", "g_search": "g-search", "greedy": "g-search",
             "p_sigmoid": "p-sigmoid", "sigmoid": "p-sigmoid", "pyramiddrop": "pdrop"}
 
 
-
-def method_config(method: SearchConfig | str | None, where: str = "search(method=...)", **settings: Any) -> SearchConfig:
+def method_config(method: SearchConfig | str | None, where: str = "search(method=...)",
+                  **settings: Any) -> SearchConfig:
     """``method`` as a config: a config is returned as is; a method name gives its config built from ``settings``."""
     if isinstance(method, SearchConfig):
         if settings:

@@ -41,8 +41,8 @@ class Entry:
     """One row of the benchmark.
 
     ``schedule``: a fixed schedule; or ``search``: the method config ``tokenprune.search`` runs with
-    ``budget`` and ``objective`` (the schedule is what it finds); or ``schedule_from``: reuse the schedule of an earlier entry (the random scorer on
-    the same schedule as an attention-scored method).
+    ``budget`` and ``objective`` (the schedule is what it finds); or ``schedule_from``: reuse the schedule of
+    an earlier entry (the random scorer on the same schedule as an attention-scored method).
     """
 
     id: str
