@@ -46,7 +46,7 @@ def check_top_level_prunes(pruned: torch.nn.Module, lm: torch.nn.Module, session
     skipped = _why_skipped(pruned, num_vision)
     if skipped:
         warnings.warn(f"tokenprune.compile: {skipped}, so the self-check's pruning probe (a call of the whole "
-                      "model) was skipped", stacklevel=3)
+                      "model) was skipped", stacklevel=4)  # the caller of compile (compile -> rewrite -> here)
         return
     base = resolve_module(pruned, spec.multimodal_model, "multimodal_model") if spec.multimodal_model else pruned
     embeddings = pruned.get_input_embeddings()

@@ -52,7 +52,7 @@ def run_self_check(mode: str, original: torch.nn.Module, compiled: torch.nn.Modu
     if missing:
         warnings.warn(f"tokenprune.compile: {missing[:3]} of the language model are on the meta device, so the "
                       f"probe self-check ({mode!r}) cannot run and was skipped; compile the materialised model to "
-                      "check it", stacklevel=3)
+                      "check it", stacklevel=4)  # the caller of compile (compile -> rewrite -> here)
         return f"skipped (meta device: {mode})"
     if mode == "full":
         run_probe_check(original, compiled, session, hint)

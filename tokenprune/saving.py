@@ -72,9 +72,9 @@ class PruningSetup:
     @classmethod
     def from_model(cls, model) -> PruningSetup:
         """The setup of a model returned by ``tokenprune.compile``."""
-        from .api import _session
+        from .rewrite import session_of
 
-        session = _session(model)
+        session = session_of(model)
         return cls(spec=session.spec, schedule=session.schedule, scorer=session.scorer_name, seed=session.seed)
 
     def apply(self, model, **compile_kwargs):

@@ -29,7 +29,7 @@ from .errors import UnsupportedError, describe
 
 
 def _session(model):
-    from .api import _session as session_of
+    from .rewrite import session_of
 
     return session_of(model)
 

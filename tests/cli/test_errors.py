@@ -124,3 +124,16 @@ def test_search_counts_the_trials_it_was_asked_for(tmp_path):
                                  "--calibration", "random:2", "-o", str(tmp_path / "r.yaml")])
     assert result.exit_code == 0, result.output
     assert "3 search trials + 3 reference evaluations" in result.output
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--method", "p-sigmoid", "--budget", "0.5", "--tolerance", "0.1"],
+     "--tolerance does not apply to P-Sigmoid (at tokenprune search --method p-sigmoid); expected --n-trials"),
+    (["--method", "p-sigmoid", "--budget", "0.5", "--n-trials", "0"], "n_trials=0: Input should be greater than"),
+    (["--method", "p-sigmoid"], "P-Sigmoid needs a FLOPs budget and none was given"),
+    (["--method", "g-search", "--budget", "0.5"], "budget=0.5 given to G-Search, which spends no budget"),
+    (["--method", "vtw", "--eta", "-1"], "eta=-1.0: Input should be greater than or equal to 0"),
+    (["--method", "fastv-k2", "--budget", "0.5"], "unknown search method 'fastv-k2'"),
+])
+def test_search_options_are_checked_before_the_model_loads(args, expected):
+    _fails_cleanly(["search", "llava", *args], expected)

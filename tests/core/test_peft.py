@@ -103,13 +103,13 @@ def test_prompt_learning_adapter_is_refused_with_what_to_pass():
 
 
 def test_budget_search_on_a_peft_model_searches_its_adapted_base():
-    from tokenprune.search import CalibrationSet
+    from tokenprune.search import CalibrationSet, PSigmoidConfig
 
     peft_model = _lora_model()
     merged = copy.deepcopy(peft_model).merge_and_unload()
     samples = [make_test_inputs(SPEC, merged, [1], [5 + i], seed=i).kwargs for i in range(4)]
     calibration = CalibrationSet.from_samples(samples, batch_size=2, heldout_fraction=0.0)
-    options = dict(calibration=calibration, n_trials=3, quiet=True)
+    options = dict(calibration=calibration, method=PSigmoidConfig(n_trials=3), quiet=True)
     pruned = tp.compile(peft_model, SPEC, 0.5, **options)
     assert type(pruned) is type(peft_model)
     assert tp.schedule_of(pruned) == tp.schedule_of(tp.compile(merged, SPEC, 0.5, **options))

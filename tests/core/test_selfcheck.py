@@ -34,11 +34,12 @@ def test_layers_mode_runs_the_first_layer_of_each_attention_type():
     assert real_layer_indices(llava, 4) == [0]
 
 
-def test_off_and_the_check_alias():
+def test_off_and_unknown_values():
     case = load_case("llava", None)
     model, schedule = case.default_model, case.schedules()["fastv"]
     assert tp.self_check_of(tp.compile(model, case.spec, schedule, self_check="off")) == "off"
-    assert tp.self_check_of(tp.compile(model, case.spec, schedule, check=False)) == "off"
+    with pytest.raises(ScheduleError, match=r"unexpected options \['check'\]"):  # the 0.1.0 alias is gone
+        tp.compile(model, case.spec, schedule, check=False)
     with pytest.raises(ScheduleError, match="self_check"):
         tp.compile(model, case.spec, schedule, self_check="some")
 

@@ -9,15 +9,17 @@ import torch
 import tokenprune as tp
 from tokenprune.errors import ScheduleError
 from tokenprune.schedule import Schedule
-from tokenprune.search import CalibrationSet, search
+from tokenprune.search import (CalibrationSet, FastVConfig, GSearchConfig, PSigmoidConfig, PyramidDropConfig,
+                               RandomScorerConfig, VTWConfig, search)
 from tokenprune.search.calibration import collate
 from tokenprune.search.model_eval import ModelEvaluator
 from tokenprune.testing import make_test_inputs
 
 LAYERS = 4
 IMAGES = [1, 0, 1, 0]  # images per calibration sample: two text-only prompts among them
-METHODS = [("g-search", {}), ("p-sigmoid", {"budget": 0.5, "n_trials": 2}), ("vtw", {}),
-           ("fastv", {"budget": 0.5}), ("pdrop", {"budget": 0.5}), ("random", {"budget": 0.5})]
+METHODS = [(GSearchConfig(), {}), (PSigmoidConfig(n_trials=2), {"budget": 0.5}), (VTWConfig(), {}),
+           (FastVConfig(), {"budget": 0.5}), (PyramidDropConfig(), {"budget": 0.5}),
+           (RandomScorerConfig(), {"budget": 0.5})]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def _text_only_set(model, spec, n=4):
     return CalibrationSet.from_samples(_samples(model, spec, [0] * n), batch_size=2, heldout_fraction=0.0)
 
 
-@pytest.mark.parametrize("method, options", METHODS, ids=[m for m, _ in METHODS])
+@pytest.mark.parametrize("method, options", METHODS, ids=[m.method for m, _ in METHODS])
 def test_every_search_method_refuses_a_set_without_vision_tokens(llava4, method, options, tmp_path):
     model, spec = llava4
     trials = tmp_path / "trials.jsonl"
@@ -111,7 +113,7 @@ def _score_alone(model, spec, sample, schedule) -> float:
 def test_search_on_a_mixed_set_runs_and_reports_measured_trials(llava4):
     model, spec = llava4
     calibration = CalibrationSet.from_samples(_samples(model, spec, IMAGES), batch_size=2, heldout_fraction=0.0)
-    result = search(model, spec, calibration, method="g-search", tolerance=0.01, grid=4, quiet=True)
+    result = search(model, spec, calibration, method=GSearchConfig(tolerance=0.01, grid=4), quiet=True)
     assert result.objective["search"] <= result.baseline["search"] + 0.01
     assert any(t.objective > 0 for t in result.trials)  # pruning was measured, not assumed free
 

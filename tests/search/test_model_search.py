@@ -8,7 +8,8 @@ import torch
 import tokenprune as tp
 from tokenprune.errors import TokenPruneError
 from tokenprune.schedule import Schedule
-from tokenprune.search import CalibrationSet, load_schedule, search
+from tokenprune.search import (CalibrationSet, FastVConfig, GSearchConfig, PSigmoidConfig, RandomScorerConfig,
+                               VTWConfig, load_schedule, search)
 from tokenprune.search.model_eval import ModelEvaluator
 from tokenprune.search.objectives import custom
 
@@ -18,7 +19,7 @@ def test_g_search_prefix_reuse_is_exact_and_halves_layer_passes(llava12, calib12
     runs = {}
     for reuse in (False, True):
         ev = ModelEvaluator(model, spec, calib12, "kl", prefix_reuse=reuse)
-        runs[reuse] = search(method="g-search", evaluator=ev, tolerance=0.01, grid=10, quiet=True)
+        runs[reuse] = search(method=GSearchConfig(tolerance=0.01, grid=10), evaluator=ev, quiet=True)
         ev.close()
     plain, reused = runs[False], runs[True]
     # Prefix reuse changes the cost, never a value: every trial's objective is bit-identical.
@@ -38,10 +39,10 @@ def test_g_search_prefix_reuse_is_exact_and_halves_layer_passes(llava12, calib12
 
 def test_found_schedule_is_within_tolerance_and_compiles_from_a_saved_file(llava12, calib12, tmp_path):
     model, spec = llava12
-    res = search(model, spec, calib12, method="g-search", tolerance=0.02, grid=5, quiet=True)
+    res = search(model, spec, calib12, method=GSearchConfig(tolerance=0.02, grid=5), quiet=True)
     assert res.objective["search"] <= res.baseline["search"] + 0.02
     assert res.baseline["search"] == 0.0 and res.objective["heldout"] is not None
-    assert res.flops_fraction < 1.0 and res.settings["tolerance"] == 0.02
+    assert res.flops_fraction < 1.0 and res.config == GSearchConfig(tolerance=0.02, grid=5)
     schedule = load_schedule(res.save(tmp_path / "result.yaml"))
     pruned = tp.compile(model, spec, schedule)
     batch = {k: v for k, v in calib12.batches("heldout")[0].items() if k != "labels"}
@@ -92,24 +93,30 @@ def test_user_callable_objective_and_random_scorer_baseline(llava12, calib12):
         out = m(**{k: v for k, v in batch.items() if k != "labels"})
         return float(out.logits[:, -1].max(-1).values.mean())
 
-    res = search(model, spec, calib12, method="fastv", budget=0.6, objective=custom(last_logit_mean, "max"),
+    res = search(model, spec, calib12, method=FastVConfig(), budget=0.6, objective=custom(last_logit_mean, "max"),
                  quiet=True)
     assert res.objective_name == "last_logit_mean" and res.flops_fraction <= 0.6 and seen
-    default = search(model, spec, calib12, method="fastv", budget=0.6, quiet=True)
-    rand = search(model, spec, calib12, method="random", budget=0.6, quiet=True)
+    default = search(model, spec, calib12, method=FastVConfig(), budget=0.6, quiet=True)
+    rand = search(model, spec, calib12, method=RandomScorerConfig(), budget=0.6, quiet=True)
     assert rand.schedule == default.schedule  # same schedule, only the scorer differs ...
     assert rand.objective["search"] != default.objective["search"]  # ... and it changes the outcome
 
 
 def test_compile_with_a_float_budget_or_lossless_searches_first(llava12, calib12):
     model, spec = llava12
-    pruned = tp.compile(model, spec, 0.5, calibration=calib12, n_trials=3, quiet=True)
+    pruned = tp.compile(model, spec, 0.5, calibration=calib12, method=PSigmoidConfig(n_trials=3), quiet=True)
     schedule = tp.schedule_of(pruned)
     ev = ModelEvaluator(model, spec, calib12, "kl")
     assert ev.flops_fraction(schedule) <= 0.5
     ev.close()
-    lossless = tp.compile(model, spec, "lossless", calibration=calib12, grid=4, tolerance=0.05, quiet=True)
-    expected = search(model, spec, calib12, method="g-search", grid=4, tolerance=0.05, quiet=True).schedule
+    # compile = search, then rewrite with the schedule found
+    searched = search(model, spec, calib12, PSigmoidConfig(n_trials=3), budget=0.5, quiet=True).schedule
+    assert schedule == searched
+    with pytest.raises(tp.ScheduleError, match=r"budget 0.5 with GSearchConfig, which takes no budget"):
+        tp.compile(model, spec, 0.5, calibration=calib12, method=GSearchConfig())
+    lossless = tp.compile(model, spec, "lossless", calibration=calib12, method=GSearchConfig(grid=4, tolerance=0.05),
+                          quiet=True)
+    expected = search(model, spec, calib12, method=GSearchConfig(grid=4, tolerance=0.05), quiet=True).schedule
     assert tp.schedule_of(lossless) == expected
     with pytest.raises(tp.ScheduleError, match=r"needs a search, and no calibration data was given"):
         tp.compile(model, spec, 0.5)
@@ -117,7 +124,7 @@ def test_compile_with_a_float_budget_or_lossless_searches_first(llava12, calib12
 
 def test_vtw_search_on_the_model(llava12, calib12):
     model, spec = llava12
-    res = search(model, spec, calib12, method="vtw", eta=0.05, start_layer=4, quiet=True)
+    res = search(model, spec, calib12, method=VTWConfig(eta=0.05, start_layer=4), quiet=True)
     assert res.objective_name == "kl_last"  # VTW's criterion: KL at the last prompt token
     scanned = [t for t in res.trials if "eta" in t.params]
     assert [t.params["layer"] for t in scanned] == list(range(4, 4 + len(scanned)))
@@ -126,7 +133,7 @@ def test_vtw_search_on_the_model(llava12, calib12):
         assert len(scanned) == 8 and scanned[-1].objective > 0.05 and "no layer" in res.notes[0]
     else:
         assert scanned[-1].objective <= 0.05 and res.schedule == Schedule.vtw(12, scanned[-1].params["layer"])
-    loose = search(model, spec, calib12, method="vtw", eta=1e9, start_layer=4, quiet=True)
+    loose = search(model, spec, calib12, method=VTWConfig(eta=1e9, start_layer=4), quiet=True)
     assert loose.schedule == Schedule.vtw(12, 4) and loose.objective["search"] > 0.0
 
 

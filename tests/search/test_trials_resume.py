@@ -15,7 +15,7 @@ import pytest
 
 from tokenprune.errors import TokenPruneError
 from tokenprune.schedule import Schedule
-from tokenprune.search import FunctionEvaluator, SearchResult, TrialStore, Trial, search
+from tokenprune.search import FastVConfig, FunctionEvaluator, GSearchConfig, SearchResult, TrialStore, Trial, search
 
 THRESHOLDS = [1.0, 0.95, 0.85, 0.8, 0.7, 0.6, 0.55, 0.5, 0.4, 0.3, 0.25, 0.2, 0.1, 0.05]
 
@@ -27,26 +27,26 @@ def violation(s: Schedule) -> float:
 def test_rerun_with_the_same_file_evaluates_nothing_and_gives_the_same_result(tmp_path):
     path = tmp_path / "trials.jsonl"
     first_ev = FunctionEvaluator(violation, len(THRESHOLDS))
-    first = search(method="g-search", evaluator=first_ev, tolerance=0.0, trials=path, quiet=True)
+    first = search(method=GSearchConfig(tolerance=0.0), evaluator=first_ev, trials=path, quiet=True)
     again_ev = FunctionEvaluator(violation, len(THRESHOLDS))
-    again = search(method="g-search", evaluator=again_ev, tolerance=0.0, trials=path, quiet=True)
+    again = search(method=GSearchConfig(tolerance=0.0), evaluator=again_ev, trials=path, quiet=True)
     assert again_ev.calls == 0 and again.stats["evaluated"] == 0
     assert again.schedule == first.schedule and again.stats["trials_in_file_at_start"] == first_ev.calls
     # a different method on the same file reuses every schedule it shares (keys are schedules, not methods)
     ev3 = FunctionEvaluator(violation, len(THRESHOLDS))
-    search(method="fastv", evaluator=ev3, budget=1.0, trials=path, quiet=True)
+    search(method=FastVConfig(), evaluator=ev3, budget=1.0, trials=path, quiet=True)
     assert ev3.calls == 0  # keep-all (the only FastV schedule at budget 1) was evaluated already
 
 
 def test_a_file_written_by_another_search_is_refused(tmp_path):
     path = tmp_path / "trials.jsonl"
-    search(method="g-search", evaluator=FunctionEvaluator(violation, len(THRESHOLDS), name="a"), trials=path,
+    search(method=GSearchConfig(), evaluator=FunctionEvaluator(violation, len(THRESHOLDS), name="a"), trials=path,
            quiet=True)
     with pytest.raises(TokenPruneError, match=r"the trials file was written by a different search .*"
                                               r"expected the same objective, model and calibration data; "
                                               r"pass a new trials path"):
-        search(method="g-search", evaluator=FunctionEvaluator(violation, len(THRESHOLDS), name="b"), trials=path,
-               quiet=True)
+        search(method=GSearchConfig(), evaluator=FunctionEvaluator(violation, len(THRESHOLDS), name="b"),
+               trials=path, quiet=True)
 
 
 def test_a_truncated_last_line_is_dropped_and_appends_continue(tmp_path):
@@ -73,13 +73,13 @@ def test_failed_trials_are_kept_unless_retry_is_asked(tmp_path):
             raise RuntimeError("flaky")
         return violation(s)
 
-    search(method="g-search", evaluator=FunctionEvaluator(fn, len(THRESHOLDS)), tolerance=0.0, trials=path,
+    search(method=GSearchConfig(tolerance=0.0), evaluator=FunctionEvaluator(fn, len(THRESHOLDS)), trials=path,
            quiet=True)
     state["fail"] = False
-    kept = search(method="g-search", evaluator=FunctionEvaluator(fn, len(THRESHOLDS)), tolerance=0.0, trials=path,
-                  quiet=True)
+    kept = search(method=GSearchConfig(tolerance=0.0), evaluator=FunctionEvaluator(fn, len(THRESHOLDS)),
+                  trials=path, quiet=True)
     assert any(t.status == "failed" for t in kept.trials)
-    retried = search(method="g-search", evaluator=FunctionEvaluator(fn, len(THRESHOLDS)), tolerance=0.0,
+    retried = search(method=GSearchConfig(tolerance=0.0), evaluator=FunctionEvaluator(fn, len(THRESHOLDS)),
                      trials=path, quiet=True, retry_failed=True)
     assert not any(t.status == "failed" for t in retried.trials)
 
@@ -87,7 +87,7 @@ def test_failed_trials_are_kept_unless_retry_is_asked(tmp_path):
 CHILD = textwrap.dedent("""
     import sys, time
     from tokenprune.schedule import Schedule
-    from tokenprune.search import FunctionEvaluator, search
+    from tokenprune.search import FunctionEvaluator, GSearchConfig, search
     THRESHOLDS = {thresholds!r}
 
     def slow(s):
@@ -96,7 +96,7 @@ CHILD = textwrap.dedent("""
         print("evaluated", flush=True)
         return value
 
-    search(method="g-search", evaluator=FunctionEvaluator(slow, len(THRESHOLDS)), tolerance=0.0,
+    search(method=GSearchConfig(tolerance=0.0), evaluator=FunctionEvaluator(slow, len(THRESHOLDS)),
            trials=sys.argv[1], quiet=True)
     print("finished", flush=True)
 """)
@@ -124,16 +124,16 @@ def test_kill_mid_search_then_resume_gives_the_uninterrupted_schedule(tmp_path):
     assert store.loaded >= 11
 
     resumed_ev = FunctionEvaluator(violation, len(THRESHOLDS))
-    resumed = search(method="g-search", evaluator=resumed_ev, tolerance=0.0, trials=path, quiet=True)
+    resumed = search(method=GSearchConfig(tolerance=0.0), evaluator=resumed_ev, trials=path, quiet=True)
     fresh_ev = FunctionEvaluator(violation, len(THRESHOLDS))
-    fresh = search(method="g-search", evaluator=fresh_ev, tolerance=0.0, quiet=True)
+    fresh = search(method=GSearchConfig(tolerance=0.0), evaluator=fresh_ev, quiet=True)
     assert resumed.schedule == fresh.schedule and list(fresh.schedule.keep_ratio) == THRESHOLDS
     assert resumed_ev.calls == fresh_ev.calls - store.loaded  # nothing finished before the kill ran again
     assert [t.keep_ratio for t in resumed.trials] == [t.keep_ratio for t in fresh.trials]
 
 
 def test_result_round_trips_through_yaml_and_json(tmp_path):
-    res = search(method="g-search", evaluator=FunctionEvaluator(violation, len(THRESHOLDS)), tolerance=0.0,
+    res = search(method=GSearchConfig(tolerance=0.0), evaluator=FunctionEvaluator(violation, len(THRESHOLDS)),
                  quiet=True)
     for name in ("r.yaml", "r.json"):
         loaded = SearchResult.load(res.save(tmp_path / name))
@@ -151,8 +151,8 @@ def test_progress_bar_shows_trials_and_best_and_quiet_hides_it(capsys):
         time.sleep(0.01)
         return violation(s)
 
-    search(method="g-search", evaluator=FunctionEvaluator(slow, len(THRESHOLDS)), tolerance=0.0, quiet=False)
+    search(method=GSearchConfig(tolerance=0.0), evaluator=FunctionEvaluator(slow, len(THRESHOLDS)), quiet=False)
     err = capsys.readouterr().err
     assert "g-search" in err and "trial" in err and "best=0" in err and "flops=0." in err
-    search(method="g-search", evaluator=FunctionEvaluator(violation, len(THRESHOLDS)), tolerance=0.0, quiet=True)
+    search(method=GSearchConfig(tolerance=0.0), evaluator=FunctionEvaluator(violation, len(THRESHOLDS)), quiet=True)
     assert capsys.readouterr().err == ""

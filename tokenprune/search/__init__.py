@@ -1,24 +1,64 @@
 """Schedule search: G-Search, P-Sigmoid, VTW and matched-budget baselines (docs/guides/search.md).
 
-``search(model, spec, calibration, method=...)`` returns a :class:`SearchResult` whose ``schedule`` can be
-passed to ``tokenprune.compile``. Searches are resumable through a trials file and can run on Ray.
+``search(model, spec, calibration, PSigmoidConfig(n_trials=40), budget=0.4)`` returns a :class:`SearchResult`
+whose ``schedule`` can be passed to ``tokenprune.compile``. Each method is chosen by its config class;
+searches are resumable through a trials file and can evaluate on Ray workers (``backend="ray"``).
 """
 
 import sys as _sys
 import types as _types
 
 from .budget import check_budget
-from .engine import METHODS, build_evaluator, run_search, search
+from .configs import (
+    DEFAULT_GRID,
+    METHODS,
+    FastVConfig,
+    GSearchConfig,
+    LocalBackend,
+    PSigmoidConfig,
+    PyramidDropConfig,
+    RandomScorerConfig,
+    RayBackend,
+    SearchConfig,
+    VTWConfig,
+    config_from_dict,
+    method_config,
+)
+from .engine import build_evaluator, run_search, search
 from .evaluator import Evaluator, FunctionEvaluator
-from .greedy import DEFAULT_GRID, g_search, make_grid
+from .greedy import g_search
 from .result import SearchResult, Trial, load_schedule
 from .sigmoid import fit_sigmoid, p_sigmoid, sigmoid_for_budget
 from .trials import TrialStore
 
 __all__ = [
-    "METHODS", "DEFAULT_GRID", "Evaluator", "FunctionEvaluator", "SearchResult", "Trial", "TrialStore",
-    "build_evaluator", "check_budget", "fit_sigmoid", "g_search", "load_schedule", "make_grid", "p_sigmoid",
-    "run_search", "search", "sigmoid_for_budget",
+    "DEFAULT_GRID",
+    "METHODS",
+    "Evaluator",
+    "FastVConfig",
+    "FunctionEvaluator",
+    "GSearchConfig",
+    "LocalBackend",
+    "PSigmoidConfig",
+    "PyramidDropConfig",
+    "RandomScorerConfig",
+    "RayBackend",
+    "SearchConfig",
+    "SearchResult",
+    "Trial",
+    "TrialStore",
+    "VTWConfig",
+    "build_evaluator",
+    "check_budget",
+    "config_from_dict",
+    "fit_sigmoid",
+    "g_search",
+    "load_schedule",
+    "method_config",
+    "p_sigmoid",
+    "run_search",
+    "search",
+    "sigmoid_for_budget",
 ]
 
 

@@ -1,13 +1,14 @@
 """``search(...)``: one entry point for every method and backend, returning a :class:`SearchResult`.
 
-The engine validates arguments, builds an evaluator (a model on the local process or Ray workers, unless
-one is passed), opens the trials file, runs the method through a :class:`TrialRunner`, then measures the
-chosen schedule and the unpruned model on the held-out split.
+The method and its settings come as a config (:mod:`.configs`); the engine checks the budget against it,
+builds an evaluator (the model in this process or on Ray workers, unless one is passed), opens the trials file,
+runs the method through a :class:`TrialRunner`, then measures the chosen schedule and the unpruned model on
+the held-out split.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,143 +16,139 @@ from ..errors import ScheduleError, describe
 from ..schedule import Schedule
 from .baselines import matched_baseline
 from .budget import check_budget
+from .configs import (
+    GSearchConfig,
+    LocalBackend,
+    PSigmoidConfig,
+    RayBackend,
+    SearchConfig,
+    VTWConfig,
+    backend_config,
+    method_config,
+    misplaced_setting,
+)
 from .evaluator import Evaluator
 from .greedy import g_search
 from .result import Outcome, SearchResult
 from .runner import TrialRunner
 from .sigmoid import p_sigmoid
 from .trials import TrialStore
-from .vtw import DEFAULT_ETA, vtw_search
-
-METHODS = ("g-search", "p-sigmoid", "vtw", "fastv", "pdrop", "random")
-_ALIASES = {"gsearch": "g-search", "g_search": "g-search", "greedy": "g-search", "psigmoid": "p-sigmoid",
-            "p_sigmoid": "p-sigmoid", "sigmoid": "p-sigmoid", "pyramiddrop": "pdrop"}
-BUDGET_METHODS = ("p-sigmoid", "fastv", "pdrop")
+from .vtw import vtw_search
 
 
-def normalise_method(method: str) -> str:
-    key = str(method).lower()
-    key = _ALIASES.get(key, key)
-    if key not in METHODS:
-        raise ScheduleError(describe(f"unknown search method {method!r}", "search(method=...)", f"one of {METHODS}"))
-    return key
-
-
-def search(model=None, spec=None, calibration=None, method: str = "g-search", *,
-           evaluator: Evaluator | None = None,
-           objective: str | Callable[..., float] | None = None,
+def search(model=None, spec=None, calibration=None, method: SearchConfig | str | None = None, *,
            budget: float | None = None,
-           tolerance: float = 0.01,
-           grid: Sequence[float] | int | None = None,
-           n_trials: int = 30,
-           seed: int = 0,
-           space: dict[str, tuple[float, float]] | None = None,
-           warm_start: Schedule | SearchResult | None = None,
-           startup_trials: int | None = None,
-           eta: float = DEFAULT_ETA,
-           start_layer: int = 1,
-           fastv_layer: int = 2,
-           pdrop_layers: Sequence[int] | None = None,
-           schedule: Schedule | None = None,
-           trials: str | Path | None = None,
-           quiet: bool = False,
-           retry_failed: bool = False,
-           backend: str = "local",
-           workers: int = 2,
-           worker_resources: dict[str, float] | None = None,
+           objective: str | Callable[..., float] | None = None,
+           evaluator: Evaluator | None = None,
+           backend: LocalBackend | RayBackend | str = "local",
            convention: str = "exact",
            compile_kwargs: dict[str, Any] | None = None,
-           prefix_reuse: bool = True) -> SearchResult:
+           trials: str | Path | None = None,
+           retry_failed: bool = False,
+           quiet: bool = False,
+           **misplaced: Any) -> SearchResult:
     """Search a pruning schedule for ``model`` (see docs/guides/search.md).
 
-    ``method``: ``"g-search"`` (``tolerance``, ``grid``), ``"p-sigmoid"`` (``budget``, ``n_trials``, ``seed``,
-    ``space``, ``warm_start``, ``startup_trials``: random proposals before TPE), ``"vtw"`` (``eta``, ``start_layer``), or a baseline at a matched ``budget``:
-    ``"fastv"`` (``fastv_layer``), ``"pdrop"`` (``pdrop_layers``), ``"random"`` (``schedule`` or FastV at the
-    budget, evaluated with the random scorer). ``objective``: ``"kl"`` (default), ``"answer_logprob"``,
-    ``"accuracy"`` or a callable ``(model, batch) -> float``. ``trials``: a JSON-lines file that makes the
-    search resumable. ``backend="ray"`` evaluates on Ray actors (``workers`` of them, each holding
-    ``worker_resources``, e.g. ``{"num_gpus": 1}``). Pass ``evaluator=`` to search with a custom evaluator
-    instead of a model.
+    ``method``: a config -- :class:`GSearchConfig`, :class:`PSigmoidConfig`, :class:`VTWConfig` or a baseline
+    (:class:`FastVConfig`, :class:`PyramidDropConfig`, :class:`RandomScorerConfig`) -- holding the method's own
+    settings; a method name gives its default config (default: G-Search). ``budget``: the FLOPs fraction
+    P-Sigmoid and the baselines spend. ``objective``: ``"kl"`` (default; ``"kl_last"`` for VTW),
+    ``"answer_logprob"``, ``"accuracy"`` or a callable ``(model, batch) -> float``. ``evaluator``: search
+    with your own :class:`Evaluator` instead of a model; otherwise ``backend`` (``"local"``, ``"ray"`` or a
+    :class:`LocalBackend` / :class:`RayBackend` config) builds one. ``convention``: the FLOPs formula
+    (``"exact"`` or ``"paper"``). ``compile_kwargs``: options of the rewrite each candidate is evaluated with
+    (``scorer``, ``seed``, ...). ``trials``: a JSON-lines file that makes the search resumable
+    (``retry_failed`` runs its failed trials again). ``quiet`` hides the progress bar.
     """
-    method = normalise_method(method)
-    if method in BUDGET_METHODS or (method == "random" and schedule is None):
-        budget = check_budget(budget, f"search(method={method!r}, budget=...)")
+    if misplaced:
+        raise misplaced_setting(min(misplaced), "search(...)")
+    config = method_config(method)
+    budget = method_budget(config, budget)
     own = evaluator is None
     if own:
-        evaluator = build_evaluator(model, spec, calibration, method, objective=objective, backend=backend,
-                                    workers=workers, worker_resources=worker_resources, convention=convention,
-                                    compile_kwargs=compile_kwargs, prefix_reuse=prefix_reuse, seed=seed)
+        evaluator = build_evaluator(model, spec, calibration, config, objective=objective, backend=backend,
+                                    convention=convention, compile_kwargs=compile_kwargs)
+    elif not isinstance(evaluator, Evaluator):
+        raise ScheduleError(describe(f"evaluator of type {type(evaluator).__name__}", "search(evaluator=...)",
+                                     "a subclass of tokenprune.search.Evaluator",
+                                     "subclass Evaluator, or wrap a function with FunctionEvaluator"))
     try:
-        return run_search(evaluator, method, trials=trials, quiet=quiet, retry_failed=retry_failed,
-                          budget=budget, tolerance=tolerance, grid=grid, n_trials=n_trials, seed=seed, space=space,
-                          warm_start=warm_start, startup_trials=startup_trials, eta=eta, start_layer=start_layer, fastv_layer=fastv_layer,
-                          pdrop_layers=pdrop_layers, schedule=schedule)
+        return run_search(evaluator, config, budget=budget, trials=trials, quiet=quiet, retry_failed=retry_failed)
     finally:
         if own:
             evaluator.close()
 
 
-def build_evaluator(model, spec, calibration, method: str, *, objective=None, backend: str = "local",
-                    workers: int = 2, worker_resources=None, convention: str = "exact", compile_kwargs=None,
-                    prefix_reuse: bool = True, seed: int = 0) -> Evaluator:
-    """The evaluator ``search`` uses for ``model`` (imported lazily: it needs the compile core)."""
+def method_budget(config: SearchConfig, budget: object) -> float | None:
+    """The checked budget for ``config``: required by methods that spend one, refused by the others."""
+    where = f"search({type(config).__name__}(...), budget=...)"
+    if config.uses_budget():
+        if budget is None:
+            raise ScheduleError(describe(f"{config.title} needs a FLOPs budget and none was given", where,
+                                         "a fraction of the unpruned prefill FLOPs in (0, 1]",
+                                         "e.g. search(model, spec, calibration, "
+                                         f"{type(config).__name__}(), budget=0.4)"))
+        return check_budget(budget, where)
+    if budget is not None:
+        raise ScheduleError(describe(f"budget={budget!r} given to {config.title}, which spends no budget", where,
+                                     "no budget for this method",
+                                     "use PSigmoidConfig (or a matched baseline) for a budget, or drop budget="))
+    return None
+
+
+def build_evaluator(model, spec, calibration, config: SearchConfig, *, objective=None,
+                    backend: LocalBackend | RayBackend | str = "local", convention: str = "exact",
+                    compile_kwargs=None) -> Evaluator:
+    """The evaluator ``search`` uses for ``model`` (imported lazily: it needs the rewrite core)."""
     if model is None or calibration is None:
         raise ScheduleError(describe("search needs a model and calibration data (or an evaluator)",
                                      "search(model, spec, calibration)", "model, spec and a CalibrationSet",
                                      "see tokenprune.search.CalibrationSet"))
-    if objective is None:
-        objective = "kl_last" if method == "vtw" else "kl"
+    backend = backend_config(backend)
+    objective = config.default_objective if objective is None else objective
     kwargs = dict(compile_kwargs or {})
-    if method == "random":
-        kwargs.setdefault("scorer", "random")
-    if backend == "local":
+    if config.scorer is not None:  # the method defines the scorer its candidates are compiled with
+        kwargs["scorer"] = config.scorer
+    if isinstance(backend, LocalBackend):
         from .model_eval import ModelEvaluator
 
         return ModelEvaluator(model, spec, calibration, objective, convention=convention, compile_kwargs=kwargs,
-                              prefix_reuse=prefix_reuse)
-    if backend == "ray":
-        from .ray_backend import RayEvaluator
+                              prefix_reuse=backend.prefix_reuse)
+    from .ray_backend import RayEvaluator
 
-        return RayEvaluator(model, spec, calibration, objective, workers=workers, resources=worker_resources,
-                            convention=convention, compile_kwargs=kwargs, prefix_reuse=prefix_reuse)
-    raise ScheduleError(describe(f"unknown backend {backend!r}", "search(backend=...)", "'local' or 'ray'"))
+    return RayEvaluator(model, spec, calibration, objective, workers=backend.workers, resources=backend.resources,
+                        torch_threads=backend.torch_threads, convention=convention, compile_kwargs=kwargs,
+                        prefix_reuse=backend.prefix_reuse)
 
 
-def run_search(evaluator: Evaluator, method: str, *, trials: str | Path | None = None, quiet: bool = False,
-               retry_failed: bool = False, **options: Any) -> SearchResult:
-    """Run ``method`` with ``evaluator`` through a trials store and build the :class:`SearchResult`."""
-    method = normalise_method(method)
+def run_search(evaluator: Evaluator, method: SearchConfig | str, *, budget: float | None = None,
+               trials: str | Path | None = None, quiet: bool = False, retry_failed: bool = False) -> SearchResult:
+    """Run a method with ``evaluator`` through a trials store and build the :class:`SearchResult`."""
+    config = method_config(method)
+    budget = method_budget(config, budget)
     store = TrialStore(trials, evaluator.fingerprint())
-    with TrialRunner(evaluator, store, method, quiet=quiet, retry_failed=retry_failed) as runner:
-        outcome = _dispatch(runner, method, options)
-        result = _finish(runner, method, outcome, options)
+    with TrialRunner(evaluator, store, config.method, quiet=quiet, retry_failed=retry_failed) as runner:
+        outcome = _dispatch(runner, config, budget)
+        result = _finish(runner, config, budget, outcome)
     result.stats.update(runner.counts)
     result.stats["trials_in_file_at_start"] = store.loaded
     result.stats.update(evaluator.stats())
     return result
 
 
-def _dispatch(runner: TrialRunner, method: str, o: dict[str, Any]) -> Outcome:
-    if method == "g-search":
-        return g_search(runner, tolerance=o["tolerance"], grid=o["grid"])
-    if method == "p-sigmoid" and type(runner.evaluator).__name__ == "RayEvaluator":
-        from .ray_backend import p_sigmoid_tune
-
-        return p_sigmoid_tune(runner, o["budget"], n_trials=o["n_trials"], seed=o["seed"], space=o["space"],
-                              warm_start=o["warm_start"], startup_trials=o.get("startup_trials"))
-    if method == "p-sigmoid":
-        return p_sigmoid(runner, o["budget"], n_trials=o["n_trials"], seed=o["seed"], space=o["space"],
-                         warm_start=o["warm_start"], startup_trials=o.get("startup_trials"))
-    if method == "vtw":
-        return vtw_search(runner, eta=o["eta"], start_layer=o["start_layer"])
-    return matched_baseline(runner, method, o["budget"], fastv_layer=o["fastv_layer"],
-                            pdrop_layers=o["pdrop_layers"], schedule=o["schedule"])
+def _dispatch(runner: TrialRunner, config: SearchConfig, budget: float | None) -> Outcome:
+    if isinstance(config, GSearchConfig):
+        return g_search(runner, config)
+    if isinstance(config, PSigmoidConfig):
+        return p_sigmoid(runner, config, budget)
+    if isinstance(config, VTWConfig):
+        return vtw_search(runner, config)
+    return matched_baseline(runner, config, budget)
 
 
-def _finish(runner: TrialRunner, method: str, outcome: Outcome, options: dict[str, Any]) -> SearchResult:
+def _finish(runner: TrialRunner, config: SearchConfig, budget: float | None, outcome: Outcome) -> SearchResult:
     evaluator = runner.evaluator
-    num_layers = evaluator.num_layers
-    keep_all = Schedule.keep_all(num_layers)
+    keep_all = Schedule.keep_all(evaluator.num_layers)
     extra_splits = [s for s in evaluator.splits if s != "search"]
     runner.expect_more(2 * len(extra_splits) + (outcome.base is None) + (outcome.objective is None))
     objective: dict[str, float | None] = {"search": outcome.objective}
@@ -160,22 +157,17 @@ def _finish(runner: TrialRunner, method: str, outcome: Outcome, options: dict[st
         baseline["search"] = _value(runner.evaluate(keep_all, {"role": "base"}))
     if objective["search"] is None:
         objective["search"] = _value(runner.evaluate(outcome.schedule, {"role": "best"}))
-    for split in evaluator.splits:
-        if split == "search":
-            continue
+    for split in extra_splits:
         objective[split] = _value(runner.evaluate(outcome.schedule, {"role": "best"}, split=split))
         baseline[split] = _value(runner.evaluate(keep_all, {"role": "base"}, split=split))
     objective.setdefault("heldout", None)
     baseline.setdefault("heldout", None)
-    settings = {k: v for k, v in options.items() if k not in ("warm_start", "schedule")}
-    settings["method"] = method
-    settings["found"] = dict(outcome.params)  # e.g. P-Sigmoid's best (k, alpha, floor), VTW's layer, FastV's keep
-    if options.get("warm_start") is not None:
-        settings["warm_start"] = "given"
-    return SearchResult(method=method, schedule=outcome.schedule, objective_name=evaluator.objective_name,
+    # e.g. P-Sigmoid's best (k, alpha, floor), VTW's layer, FastV's keep ratio
+    settings = {"budget": budget, "evaluator": type(evaluator).__name__, "found": dict(outcome.params)}
+    return SearchResult(method=config.method, schedule=outcome.schedule, objective_name=evaluator.objective_name,
                         objective_mode=evaluator.mode, objective=objective, baseline=baseline,
                         flops_fraction=evaluator.flops_fraction(outcome.schedule), trials=list(runner.used),
-                        settings=settings, stats={}, notes=list(outcome.notes))
+                        config=config, settings=settings, stats={}, notes=list(outcome.notes))
 
 
 def _value(trial) -> float | None:

@@ -8,6 +8,7 @@ backend fans evaluations out to workers behind the same interface.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,8 +18,11 @@ from ..schedule import Schedule
 MODES = ("min", "max")
 
 
-class Evaluator:
-    """Interface of everything a searcher evaluates schedules with.
+class Evaluator(ABC):
+    """Interface of everything a searcher evaluates schedules with: subclasses implement :meth:`evaluate` and
+    :meth:`flops_fraction` and set ``num_layers`` (and ``mode``, ``objective_name``, ``concurrency`` if they
+    differ from the defaults). Searchers never ask which evaluator they have: a Ray evaluator is just one whose
+    :meth:`evaluate_many` runs ``concurrency`` schedules at once.
 
     ``mode`` says whether lower (``"min"``, e.g. KL) or higher (``"max"``, e.g. accuracy) is better.
     ``concurrency`` is how many schedules :meth:`evaluate_many` runs at once (G-Search splits a layer's
@@ -31,8 +35,9 @@ class Evaluator:
     concurrency: int = 1
     splits: tuple[str, ...] = ("search", "heldout")
 
+    @abstractmethod
     def evaluate(self, schedule: Schedule, split: str = "search") -> float:
-        raise NotImplementedError
+        """The objective of ``schedule`` on calibration ``split``."""
 
     def evaluate_many(self, schedules: Sequence[Schedule], split: str = "search",
                       on_result: Callable[[int, float | BaseException], None] | None = None,
@@ -53,8 +58,9 @@ class Evaluator:
                 on_result(i, value)
         return out
 
+    @abstractmethod
     def flops_fraction(self, schedule: Schedule) -> float:
-        raise NotImplementedError
+        """The prefill FLOPs of ``schedule`` as a fraction of the unpruned model's."""
 
     def fingerprint(self) -> dict[str, Any]:
         """What the trials were measured on; a trials file written under another fingerprint is refused."""

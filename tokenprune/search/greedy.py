@@ -22,40 +22,18 @@ The result is non-increasing by construction; every evaluation is a recorded tri
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
-from ..errors import ScheduleError, TokenPruneError, describe
+from ..errors import TokenPruneError, describe
 from ..schedule import Schedule
+from .configs import GSearchConfig
 from .result import Outcome
 from .runner import TrialRunner
 
-DEFAULT_GRID = tuple(i / 20 for i in range(21))  # 0.00, 0.05, ..., 1.00
 
-
-def make_grid(grid: Sequence[float] | int | None) -> tuple[float, ...]:
-    """Sorted unique candidate keep ratios in [0, 1], always including 1.0; an int ``n`` gives ``n+1`` steps."""
-    if grid is None:
-        values = list(DEFAULT_GRID)
-    elif isinstance(grid, int):
-        if grid < 1:
-            raise ScheduleError(describe(f"grid={grid}", "g-search grid", "a positive number of steps or a list"))
-        values = [i / grid for i in range(grid + 1)]
-    else:
-        values = [float(g) for g in grid]
-    for v in values:
-        if not (0.0 <= v <= 1.0) or math.isnan(v):
-            raise ScheduleError(describe(f"grid value {v!r} out of range", "g-search grid", "values in [0, 1]"))
-    return tuple(sorted(set(values) | {1.0}))
-
-
-def g_search(runner: TrialRunner, tolerance: float = 0.01, grid: Sequence[float] | int | None = None) -> Outcome:
+def g_search(runner: TrialRunner, config: GSearchConfig) -> Outcome:
     """Run G-Search through ``runner`` (see the module docstring for the definition)."""
-    if not (tolerance >= 0.0) or math.isinf(tolerance):
-        raise ScheduleError(describe(f"tolerance={tolerance!r}", "search(method='g-search', tolerance=...)",
-                                     "a finite tolerance >= 0 on the objective",
-                                     "e.g. tolerance=0.01 for KL in nats"))
     evaluator = runner.evaluator
-    values = make_grid(grid)
+    tolerance, values = config.tolerance, config.grid
     num_layers = evaluator.num_layers
     width = max(1, int(evaluator.concurrency))
     runner.set_total(1 + (num_layers - 1) * max(1, math.ceil(math.log2(len(values)) / math.log2(width + 1))))

@@ -1,4 +1,4 @@
-"""Evaluate schedules on a real model: compile, run the calibration batches, score against the reference.
+"""Evaluate schedules on a real model: rewrite it per schedule, run the calibration batches, score them.
 
 Costs, measured with forward hooks on the decoder layers (one count per layer call on one batch):
 
@@ -24,7 +24,14 @@ from ..schedule import Schedule
 from .calibration import CalibrationSet, require_vision_tokens
 from .evaluator import Evaluator
 from .memo import PrefixMemo, memo_layers
-from .objectives import IGNORE_INDEX, Objective, Targets, get_objective, select_logits, targets_of
+from .objectives import (
+    IGNORE_INDEX,
+    Objective,
+    Targets,
+    get_objective,
+    select_logits,
+    targets_of,
+)
 
 _NOT_MODEL_INPUTS = ("labels",)
 
@@ -147,11 +154,13 @@ class ModelEvaluator(Evaluator):
             self.counters["layer_passes"] += 1
 
     def _compile(self, schedule: Schedule) -> torch.nn.Module:
-        from ..api import compile as tp_compile
+        from ..rewrite import rewrite
 
         start = time.perf_counter()
-        # The probe self-check does not depend on the schedule: run it once per search.
-        compiled = tp_compile(self.model, self.spec, schedule, check=not self._checked, **self.compile_kwargs)
+        options = dict(self.compile_kwargs)
+        if self._checked:  # the probe self-check does not depend on the schedule: run it once per search
+            options["self_check"] = "off"
+        compiled = rewrite(self.model, self.spec, schedule, **options)
         self._checked = True
         self.counters["compile_seconds"] += time.perf_counter() - start
         return compiled
@@ -175,7 +184,7 @@ class ModelEvaluator(Evaluator):
         try:
             if self.memo is None or schedule is None:
                 return model(**inputs, use_cache=False).logits
-            from ..api import graph_of
+            from ..rewrite import graph_of
 
             with memo_layers(graph_of(model), self.layers, self.memo, self.model) as active:
                 self.counters["prefix_reuse_inactive"] += 0 if active else 1

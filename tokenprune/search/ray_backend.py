@@ -6,34 +6,24 @@
   every actor busy and reports each result as it arrives, so G-Search evaluates ``workers`` candidates of a
   layer per round (W-section, see :mod:`.greedy`), and the driver appends each finished trial to the trials
   file at once.
-- :func:`p_sigmoid_tune` runs P-Sigmoid as a Ray Tune experiment with hyperopt's TPE
-  (``HyperOptSearch``, seeded), at most ``workers`` trials at a time, each trial borrowing a free actor.
-  Trials finished in an earlier run (read from the trials file) are handed to TPE as already evaluated
-  points, so a resumed search does not repeat them. With ``workers=1`` the proposals are reproducible for a
-  seed; with more, they depend on the order in which trials finish (as with any asynchronous TPE).
-
-The result format and the trials file are the same as the local backend's.
+- Every searcher runs unchanged on it: G-Search evaluates ``workers`` candidates per round and P-Sigmoid
+  ``workers`` TPE proposals per round (:mod:`.tpe`), through the same :class:`~.runner.TrialRunner` as the
+  local backend. So the result format, the trials file and resuming are the local backend's, and with one
+  worker the trials are the local backend's too.
 """
 
 from __future__ import annotations
 
 import io
-import math
-import tempfile
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..errors import ScheduleError, TokenPruneError, describe
+from ..errors import TokenPruneError, describe
 from ..schedule import Schedule
 from .evaluator import Evaluator
-from .result import Outcome, schedule_key
-from .runner import TrialRunner
-from .sigmoid import DEFAULT_STARTUP_TRIALS, fit_sigmoid, prepare_search, sigmoid_for_budget
 
-
-# A worker computes in torch threads (torch_threads=1 by default); it reserves half a CPU so that the Tune
-# trials that drive it (0.01 CPU each) always fit. On GPU clusters pass {"num_gpus": 1, "num_cpus": ...}.
+# A worker computes in one torch thread by default; half a CPU lets two workers share a small test machine
+# with the driver. On GPU clusters pass {"num_gpus": 1, "num_cpus": ...}.
 DEFAULT_WORKER_RESOURCES = {"num_cpus": 0.5}
 
 
@@ -179,122 +169,3 @@ class RayEvaluator(Evaluator):
         for actor in self.actors:
             self._ray.kill(actor)
         self.actors = []
-
-
-def p_sigmoid_tune(runner: TrialRunner, budget: float, n_trials: int = 30, seed: int = 0,
-                   space: dict[str, tuple[float, float]] | None = None, warm_start=None,
-                   startup_trials: int | None = None) -> Outcome:
-    """P-Sigmoid on Ray Tune + hyperopt TPE, evaluating on the actors of a :class:`RayEvaluator`."""
-    ray = _require_ray()
-    from ray import tune
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.hyperopt import HyperOptSearch
-    from ray.util.queue import Queue
-
-    evaluator = runner.evaluator
-    if not isinstance(evaluator, RayEvaluator):
-        raise TokenPruneError(describe("p_sigmoid_tune needs a RayEvaluator", "search(backend='ray')",
-                                       "the Ray backend's evaluator"))
-    num_layers = evaluator.num_layers
-    budget, space, notes = prepare_search(evaluator, budget, n_trials, space)
-    (k_lo, k_hi), (a_lo, a_hi) = space["k"], space["alpha"]
-    flops = evaluator.local.flops  # a small picklable object: trials solve their floor themselves
-    sign = 1.0 if evaluator.mode == "min" else -1.0
-
-    # Finished trials in the trials file are served from it: a resumed search with the same seed is
-    # proposed the same points (exactly so with workers=1 or while proposals are random) and pays nothing.
-    finished = {t.key: t.objective for t in runner.store.all() if t.ok and t.split == "search"}
-    points: list[dict[str, float]] = []
-    if warm_start is not None:
-        warm = getattr(warm_start, "schedule", warm_start)
-        k, alpha, b = fit_sigmoid(warm)
-        points.append({"k": min(max(k, k_lo), k_hi), "alpha": min(max(alpha, a_lo), a_hi)})
-        notes.append(f"warm start: least-squares sigmoid fit k={k:.4g} alpha={alpha:.4g} b={b:.4g}")
-    runner.set_total(int(n_trials))
-    with tempfile.TemporaryDirectory(prefix="tokenprune-tune-") as storage:
-        free = Queue()
-        for actor in evaluator.actors:
-            free.put(actor)
-
-        def trainable(config: dict[str, Any]) -> dict[str, Any]:
-            k, alpha = float(config["k"]), float(config["alpha"])
-            solved = sigmoid_for_budget(num_layers, k, alpha, budget, flops)
-            if solved is None:
-                return {"loss": math.inf, "status": "infeasible", "k": k, "alpha": alpha}
-            floor, schedule = solved
-            found = finished.get(schedule_key(schedule.keep_ratio))
-            if found is not None:
-                return {"loss": sign * found, "objective": found, "status": "ok", "error": None, "k": k,
-                        "alpha": alpha, "floor": floor, "keep_ratio": list(schedule.keep_ratio), "seconds": 0.0}
-            actor = free.get()
-            start = time.perf_counter()
-            try:
-                value = float(ray.get(actor.evaluate.remote(list(schedule.keep_ratio), "search")))
-                status, error = "ok", None
-            except Exception as err:
-                value, status, error = math.nan, "failed", f"{type(err).__name__}: {err}"
-            finally:
-                free.put(actor)
-            return {"loss": sign * value if status == "ok" else math.inf, "objective": value, "status": status,
-                    "error": error, "k": k, "alpha": alpha, "floor": floor, "keep_ratio": list(schedule.keep_ratio),
-                    "seconds": time.perf_counter() - start}
-
-        from hyperopt import hp
-
-        hp_space = {"k": hp.loguniform("k", math.log(k_lo), math.log(k_hi)), "alpha": hp.uniform("alpha", a_lo, a_hi)}
-        search_alg = HyperOptSearch(hp_space, metric="loss", mode="min", random_state_seed=seed,
-                                    points_to_evaluate=points or None,
-                                    n_initial_points=startup_trials if startup_trials is not None
-                                    else DEFAULT_STARTUP_TRIALS)
-        tuner = tune.Tuner(
-            tune.with_resources(trainable, {"cpu": 0.01}),
-            tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(search_alg, max_concurrent=evaluator.concurrency),
-                                        num_samples=int(n_trials)),
-            run_config=tune.RunConfig(callbacks=[_record_callback(runner, budget)], verbose=0,
-                                      storage_path=storage, name="p-sigmoid"),
-        )
-        tuner.fit()
-    best = [t for t in runner.used if t.ok and t.split == "search" and "k" in t.params]
-    if not best:
-        raise ScheduleError(describe(f"no P-Sigmoid trial met budget {budget:g} and evaluated successfully",
-                                     "search(method='p-sigmoid', backend='ray')", "at least one feasible trial",
-                                     "raise the budget or widen the alpha range"))
-    top = min(best, key=lambda t: (sign * t.objective, t.flops_fraction))
-    return Outcome(schedule=Schedule(top.keep_ratio, name=f"p-sigmoid(k={top.params['k']:.4g},"
-                                     f"alpha={top.params['alpha']:.4g},floor={top.params['floor']:.4g})"),
-                   objective=top.objective, base=None, notes=notes,
-                   params={"budget": budget, "n_trials": int(n_trials), "seed": seed, "space": space,
-                           "best": top.params, "backend": "ray"})
-
-
-def _record_callback(runner: TrialRunner, budget: float):
-    """A Tune callback, run on the driver, appending each finished trial to the trials file as it completes."""
-    from ray.tune import Callback
-
-    class RecordCallback(Callback):
-        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-            params = {"k": result["k"], "alpha": result["alpha"], "budget": budget}
-            if result["status"] == "infeasible":
-                runner.record_infeasible(params, f"(k={params['k']:.4g}, alpha={params['alpha']:.4g}) cannot "
-                                         f"meet budget {budget:g} even with floor 0")
-                return
-            params["floor"] = result["floor"]
-            schedule = Schedule(result["keep_ratio"])
-            if schedule_key(schedule.keep_ratio) in runner.store:
-                runner.reuse(schedule_key(schedule.keep_ratio))
-                return
-            value: Any = result["objective"] if result["status"] == "ok" else RuntimeError(result["error"])
-            record = runner.record_external(schedule, params, value, result["seconds"])
-            if record.ok:
-                runner.set_best(record.objective, record.flops_fraction)
-
-        def __reduce__(self):  # Tune may pickle its run config; the driver-side runner must not travel
-            return (_NoopCallback, ())
-
-    return RecordCallback()
-
-
-def _NoopCallback():
-    from ray.tune import Callback
-
-    return Callback()

@@ -1,7 +1,8 @@
 """Records of a search: one :class:`Trial` per evaluated schedule, one :class:`SearchResult` per search.
 
 Both are plain data that round-trip through JSON (the trials file, see :mod:`.trials`) and YAML/JSON files
-(:meth:`SearchResult.save`). A saved result's ``schedule`` is an ordinary :class:`~tokenprune.schedule.Schedule`
+(:meth:`SearchResult.save`); a result records the method config it ran with and loads it back. A saved
+result's ``schedule`` is an ordinary :class:`~tokenprune.schedule.Schedule`
 that ``tokenprune.compile`` accepts.
 """
 
@@ -17,6 +18,7 @@ import yaml
 
 from ..errors import ScheduleError, TokenPruneError, describe
 from ..schedule import Schedule
+from .configs import SearchConfig, config_from_dict
 
 OK, FAILED, INFEASIBLE = "ok", "failed", "infeasible"
 STATUSES = (OK, FAILED, INFEASIBLE)
@@ -83,6 +85,7 @@ class SearchResult:
     objective: dict[str, float | None]  # {"search": ..., "heldout": ...} of the best schedule
     baseline: dict[str, float | None]  # the same for the unpruned model
     flops_fraction: float
+    config: SearchConfig | None = None  # the method's settings (None in results saved before configs existed)
     trials: list[Trial] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
@@ -116,6 +119,7 @@ class SearchResult:
             "objective": dict(self.objective),
             "baseline": dict(self.baseline),
             "flops_fraction": self.flops_fraction,
+            "config": None if self.config is None else self.config.model_dump(mode="json"),
             "settings": _jsonable(self.settings),
             "stats": _jsonable(self.stats),
             "notes": list(self.notes),
@@ -133,6 +137,8 @@ class SearchResult:
                 objective=dict(data["objective"]),
                 baseline=dict(data["baseline"]),
                 flops_fraction=float(data["flops_fraction"]),
+                config=None if data.get("config") is None else config_from_dict(data["config"],
+                                                                                  "SearchResult.from_dict: config"),
                 trials=[Trial.from_dict({k: v for k, v in t.items() if k != "key"}) for t in data.get("trials", [])],
                 settings=dict(data.get("settings", {})),
                 stats=dict(data.get("stats", {})),

@@ -75,22 +75,6 @@ class TrialRunner:
         self.used.extend(out)
         return out
 
-    def reuse(self, key: str) -> Trial:
-        """Count a finished trial (from the file) as used by this search."""
-        trial = self.store.get(key)
-        assert trial is not None
-        self.used.append(trial)
-        self.counts["reused"] += 1
-        self._tick(trial)
-        return trial
-
-    def record_external(self, schedule: Schedule, params: dict[str, Any], value: float | BaseException,
-                        seconds: float, split: str = "search") -> Trial:
-        """Record a trial evaluated elsewhere (a Ray Tune trial) as it completes."""
-        trial = self._record(schedule, params, split, value, seconds)
-        self.used.append(trial)
-        return trial
-
     def record_infeasible(self, params: dict[str, Any], reason: str) -> Trial:
         """Record a parameter point that cannot meet the budget (no schedule, nothing evaluated)."""
         trial = Trial(number=self.store.next_number(), method=self.method, params=dict(params), keep_ratio=None,
@@ -157,5 +141,5 @@ class TrialRunner:
     def __enter__(self) -> TrialRunner:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

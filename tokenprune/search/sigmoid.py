@@ -9,35 +9,32 @@ tokenprune's definition (algorithms.md, "P-Sigmoid"):
 - ``(k, alpha)`` are searched with hyperopt's TPE, seeded (``numpy.random.default_rng(seed)``), so the same
   seed and trials give the same proposals. On resume, finished trials come back from the trials file with
   the same values, so TPE proposes the same points again and the search continues where it stopped.
+- One loop for every evaluator: each round proposes ``evaluator.concurrency`` points (1 locally, the number
+  of workers on Ray, see :mod:`.tpe`) and evaluates them together through the runner.
 - Space (default): ``k`` log-uniform in [0.05, 10], ``alpha`` uniform in [0, L-1] (the upper end narrowed to
   midpoints that can meet the budget when no alpha range is given). The first ``startup_trials`` (default 10)
   proposals are random, then TPE.
 - Warm start: a G-Search schedule (or any schedule) is fitted with a least-squares sigmoid (over layers
-  ``1..L-1``); its ``(k, alpha)`` (clipped into the space) is the first point evaluated, with ``b`` solved
-  for the budget like every other point.
+  ``1..L-1``); its ``(k, alpha)`` (clipped into the space) is the first point evaluated, on top of the
+  ``n_trials`` proposals, with ``b`` solved for the budget like every other point.
 - The best trial is the one with the best objective; ties go to the lower FLOPs fraction.
 """
 
 from __future__ import annotations
 
-import math
-from functools import partial
 from typing import Any
 
 import numpy as np
 
 from ..errors import ScheduleError, describe
 from ..schedule import Schedule, sigmoid_ratio
-from .budget import check_budget, check_reachable, solve_increasing
-from .result import Outcome, SearchResult
+from .budget import check_reachable, solve_increasing
+from .configs import PSigmoidConfig
+from .result import Outcome
 from .runner import TrialRunner
+from .tpe import TPEProposer
 
-DEFAULT_K_RANGE = (0.05, 10.0)
-DEFAULT_STARTUP_TRIALS = 10  # random proposals before TPE models the losses
-
-
-def default_space(num_layers: int) -> dict[str, tuple[float, float]]:
-    return {"k": DEFAULT_K_RANGE, "alpha": (0.0, float(num_layers - 1))}
+WHERE = "search(PSigmoidConfig(...), budget=...)"
 
 
 def sigmoid_for_budget(num_layers: int, k: float, alpha: float, budget: float,
@@ -47,17 +44,13 @@ def sigmoid_for_budget(num_layers: int, k: float, alpha: float, budget: float,
 
 
 def resolve_space(num_layers: int, budget: float, flops,
-                  space: dict[str, tuple[float, float]] | None) -> tuple[dict[str, tuple[float, float]], list[str]]:
-    """The (k, alpha) ranges to search, validated; without a user alpha range, narrowed to feasible midpoints."""
-    user_alpha = space is not None and "alpha" in space
-    space = {**default_space(num_layers), **(space or {})}
-    (k_lo, k_hi), (a_lo, a_hi) = space["k"], space["alpha"]
-    if not (0 < k_lo <= k_hi) or not (a_lo <= a_hi):
-        raise ScheduleError(describe(f"search space {space}", "search(space=...)",
-                                     "k=(low, high) with 0 < low <= high and alpha=(low, high) with low <= high"))
+                  config: PSigmoidConfig) -> tuple[dict[str, tuple[float, float]], list[str]]:
+    """The (k, alpha) ranges to search; without a configured alpha range, [0, L-1] narrowed to feasible midpoints."""
+    space = {"k": config.k_range, "alpha": config.alpha_range or (0.0, float(num_layers - 1))}
     notes: list[str] = []
-    if not user_alpha:  # do not spend trials where no (k, alpha) can meet the budget
-        a_hi = feasible_alpha_max(num_layers, budget, flops, (k_lo, k_hi), (a_lo, a_hi))
+    if config.alpha_range is None:  # do not spend trials where no (k, alpha) can meet the budget
+        a_lo, a_hi = space["alpha"]
+        a_hi = feasible_alpha_max(num_layers, budget, flops, config.k_range, (a_lo, a_hi))
         space["alpha"] = (a_lo, a_hi)
         notes.append(f"alpha range narrowed to [{a_lo:.4g}, {a_hi:.4g}]: larger midpoints cannot meet budget {budget:g}")
     return space, notes
@@ -99,69 +92,63 @@ def fit_sigmoid(schedule: Schedule) -> tuple[float, float, float]:
     return k, alpha, b
 
 
-def p_sigmoid(runner: TrialRunner, budget: float, n_trials: int = 30, seed: int = 0,
-              space: dict[str, tuple[float, float]] | None = None,
-              warm_start: Schedule | SearchResult | None = None, startup_trials: int | None = None) -> Outcome:
+def p_sigmoid(runner: TrialRunner, config: PSigmoidConfig, budget: float) -> Outcome:
     """Run P-Sigmoid through ``runner`` (see the module docstring for the definition)."""
-    from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, hp, tpe
-    from hyperopt.fmin import generate_trials_to_calculate
-
     evaluator = runner.evaluator
     num_layers = evaluator.num_layers
-    budget, space, notes = prepare_search(evaluator, budget, n_trials, space)
+    check_reachable(budget, num_layers, evaluator.flops_fraction, WHERE)
+    space, notes = resolve_space(num_layers, budget, evaluator.flops_fraction, config)
     (k_lo, k_hi), (a_lo, a_hi) = space["k"], space["alpha"]
-    hp_space = {"k": hp.loguniform("k", math.log(k_lo), math.log(k_hi)), "alpha": hp.uniform("alpha", a_lo, a_hi)}
-    points: list[dict[str, float]] = []
-    if warm_start is not None:
-        warm = warm_start.schedule if isinstance(warm_start, SearchResult) else warm_start
-        warm.check_layers(num_layers, "search(warm_start=...)")
+    first: list[dict[str, float]] = []
+    if config.warm_start is not None:
+        warm = Schedule(config.warm_start)
+        warm.check_layers(num_layers, "PSigmoidConfig(warm_start=...)")
         k, alpha, b = fit_sigmoid(warm)
-        point = {"k": min(max(k, k_lo), k_hi), "alpha": min(max(alpha, a_lo), a_hi)}
-        points.append(point)
+        first.append({"k": min(max(k, k_lo), k_hi), "alpha": min(max(alpha, a_lo), a_hi)})
         notes.append(f"warm start: least-squares sigmoid fit k={k:.4g} alpha={alpha:.4g} b={b:.4g} of {warm!r}; "
-                     f"evaluated first as k={point['k']:.4g} alpha={point['alpha']:.4g} with b solved for the budget")
-    runner.set_total(int(n_trials))
+                     f"evaluated first as k={first[0]['k']:.4g} alpha={first[0]['alpha']:.4g} with b solved for "
+                     "the budget")
+    proposer = TPEProposer({"k": (k_lo, k_hi, "log"), "alpha": (a_lo, a_hi, "linear")}, seed=config.seed,
+                           startup=config.startup_trials, first=first)
+    total = config.n_trials + len(first)  # the warm start comes on top of the n_trials proposals
+    runner.set_total(total)
+    width = max(1, int(evaluator.concurrency))
     best: dict[str, Any] = {}
+    while points := proposer.ask(width, total):
+        values = _evaluate_round(runner, points, budget)
+        for value in values:  # in proposal order: ties go to the earlier, then the cheaper trial
+            if value is not None and (not best or evaluator.better(value[0], best["value"])
+                                      or (value[0] == best["value"] and value[1].flops_fraction < best["flops"])):
+                best.update(value=value[0], flops=value[1].flops_fraction, trial=value[1])
+                runner.set_best(value[0], value[1].flops_fraction)
+        proposer.tell([None if v is None else (v[0] if evaluator.mode == "min" else -v[0]) for v in values])
+    if not best:
+        raise ScheduleError(describe(
+            f"no P-Sigmoid trial met budget {budget:g} and evaluated successfully in {config.n_trials} trials", WHERE,
+            "at least one feasible, successful trial",
+            "raise the budget, widen the alpha range towards 0, or check the failed trials in the trials file"))
+    params = best["trial"].params
+    schedule = Schedule.sigmoid(num_layers, params["k"], params["alpha"], params["floor"])
+    return Outcome(schedule=schedule, objective=best["value"], base=None,
+                   params={"budget": budget, "space": space, "best": params}, notes=notes)
 
-    def objective(params: dict[str, float]) -> dict[str, Any]:
-        k, alpha = float(params["k"]), float(params["alpha"])
-        solved = sigmoid_for_budget(num_layers, k, alpha, budget, evaluator.flops_fraction)
+
+def _evaluate_round(runner: TrialRunner, points: list[dict[str, float]], budget: float):
+    """``(objective, trial)`` per point, or ``None`` for a point that is infeasible or whose evaluation failed."""
+    evaluator = runner.evaluator
+    out: list[Any] = [None] * len(points)
+    items, slots = [], []
+    for i, point in enumerate(points):
+        k, alpha = point["k"], point["alpha"]
+        solved = sigmoid_for_budget(evaluator.num_layers, k, alpha, budget, evaluator.flops_fraction)
         if solved is None:
             runner.record_infeasible({"k": k, "alpha": alpha, "budget": budget},
                                      f"(k={k:.4g}, alpha={alpha:.4g}) cannot meet budget {budget:g} even with floor 0")
-            return {"status": STATUS_FAIL}
+            continue
         floor, schedule = solved
-        trial = runner.evaluate(schedule, {"k": k, "alpha": alpha, "floor": floor, "budget": budget})
-        if not trial.ok:
-            return {"status": STATUS_FAIL}
-        value, frac = float(trial.objective), float(trial.flops_fraction)
-        if not best or evaluator.better(value, best["value"]) or (value == best["value"] and frac < best["flops"]):
-            best.update(value=value, flops=frac, schedule=schedule, params=trial.params)
-            runner.set_best(value, frac)
-        loss = value if evaluator.mode == "min" else -value
-        return {"status": STATUS_OK, "loss": loss}
-
-    # Fixed, not derived from n_trials: extending a search (more n_trials, same file) continues the same sequence.
-    startup = DEFAULT_STARTUP_TRIALS if startup_trials is None else int(startup_trials)
-    fmin(objective, hp_space, algo=partial(tpe.suggest, n_startup_jobs=startup), max_evals=int(n_trials),
-         trials=generate_trials_to_calculate(points) if points else Trials(), rstate=np.random.default_rng(seed),
-         show_progressbar=False, return_argmin=False)
-    if not best:
-        raise ScheduleError(describe(
-            f"no P-Sigmoid trial met budget {budget:g} and evaluated successfully in {n_trials} trials",
-            "search(method='p-sigmoid')", "at least one feasible, successful trial",
-            "raise the budget, widen the alpha range towards 0, or check the failed trials in the trials file"))
-    schedule = Schedule(best["schedule"].keep_ratio, name=best["schedule"].name)
-    return Outcome(schedule=schedule, objective=best["value"], base=None,
-                   params={"budget": budget, "n_trials": int(n_trials), "seed": seed, "space": space,
-                           "best": best["params"]}, notes=notes)
-
-
-def prepare_search(evaluator, budget: float, n_trials: int, space):
-    """Checked budget, resolved search space and notes: shared by the local and the Ray P-Sigmoid."""
-    budget = check_budget(budget, "search(method='p-sigmoid', budget=...)")
-    check_reachable(budget, evaluator.num_layers, evaluator.flops_fraction, "search(method='p-sigmoid', budget=...)")
-    if int(n_trials) < 1:
-        raise ScheduleError(describe(f"n_trials={n_trials!r}", "search(method='p-sigmoid')", "n_trials >= 1"))
-    space, notes = resolve_space(evaluator.num_layers, budget, evaluator.flops_fraction, space)
-    return budget, space, notes
+        items.append((schedule, {"k": k, "alpha": alpha, "floor": floor, "budget": budget}))
+        slots.append(i)
+    for i, trial in zip(slots, runner.evaluate_many(items) if items else []):
+        if trial.ok:
+            out[i] = (float(trial.objective), trial)
+    return out

@@ -11,25 +11,20 @@ If no layer qualifies, the result is the keep-all schedule and a note says so.
 
 from __future__ import annotations
 
-import math
-
 from ..errors import ScheduleError, TokenPruneError, describe
 from ..schedule import Schedule
+from .configs import VTWConfig
 from .result import Outcome
 from .runner import TrialRunner
 
-DEFAULT_ETA = 0.003
 
-
-def vtw_search(runner: TrialRunner, eta: float = DEFAULT_ETA, start_layer: int = 1) -> Outcome:
+def vtw_search(runner: TrialRunner, config: VTWConfig) -> Outcome:
     evaluator = runner.evaluator
     num_layers = evaluator.num_layers
-    if not (eta >= 0.0) or math.isinf(eta):
-        raise ScheduleError(describe(f"eta={eta!r}", "search(method='vtw', eta=...)", "a finite threshold >= 0",
-                                     "e.g. eta=0.003 (the VTW paper's value for LLaVA-1.5-7B)"))
-    if not (1 <= start_layer < num_layers):
-        raise ScheduleError(describe(f"start_layer={start_layer!r}", "search(method='vtw', start_layer=...)",
-                                     f"1 <= start_layer < {num_layers}"))
+    eta, start_layer = config.eta, config.start_layer
+    if start_layer >= num_layers:
+        raise ScheduleError(describe(f"start_layer={start_layer!r}", "VTWConfig(start_layer=...)",
+                                     f"1 <= start_layer < {num_layers} (the model's decoder layers)"))
     runner.set_total(1 + num_layers - start_layer)
     base_trial = runner.evaluate(Schedule.keep_all(num_layers), {"layer": num_layers, "role": "base"})
     if not base_trial.ok:

@@ -154,7 +154,7 @@ def _page(spec, outcome: SpecOutcome) -> str:
     batch = make_test_inputs(spec, model, images, [5, 8], seed=0)
     report = run_mini_conformance(model, spec, batch.kwargs, schedule=schedule)
     outcome.checks["default"] = report
-    compiled = report.pruned_model or tp.compile(model, spec, schedule, check=False)
+    compiled = report.pruned_model or tp.compile(model, spec, schedule, self_check="off")
     graph = tp.graph_of(compiled).graph
     picture = save_figure(draw_graph(graph, f"{spec.name}: traced language model, schedule {schedule.name}"),
                           f"graph_{spec.name}")

@@ -13,6 +13,8 @@ from typing import Any
 
 from tokenprune.schedule import Schedule
 from tokenprune.scoring import DEFAULT_SCORER
+from tokenprune.search.configs import (FastVConfig, GSearchConfig, PSigmoidConfig, PyramidDropConfig, SearchConfig,
+                                       VTWConfig)
 
 
 @dataclass(frozen=True)
@@ -38,9 +40,9 @@ class QualitySettings:
 class Entry:
     """One row of the benchmark.
 
-    ``schedule``: a fixed schedule; or ``search``: keyword arguments of ``tokenprune.search`` (the schedule
-    is what it finds); or ``schedule_from``: reuse the schedule of an earlier entry (the random scorer on
-    the same schedule as an attention-scored method).
+    ``schedule``: a fixed schedule; or ``search``: the method config ``tokenprune.search`` runs with
+    ``budget`` and ``objective`` (the schedule is what it finds); or ``schedule_from``: reuse the schedule of
+    an earlier entry (the random scorer on the same schedule as an attention-scored method).
     """
 
     id: str
@@ -49,7 +51,8 @@ class Entry:
     scorer: str = DEFAULT_SCORER
     budget: float | None = None
     schedule: Schedule | None = None
-    search: dict[str, Any] | None = None
+    search: SearchConfig | None = None
+    objective: str | None = None  # of the search (None: the method's default)
     schedule_from: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -68,19 +71,18 @@ def plan(num_layers: int, settings: QualitySettings) -> list[Entry]:
                              schedule=Schedule.pdrop(num_layers, None, lam), params={"lambda": lam}))
     for eta in s.vtw_etas:
         entries.append(Entry(f"vtw-eta{eta:g}", "VTW", f"eta={eta:g}",
-                             search={"method": "vtw", "eta": eta}, params={"eta": eta}))
+                             search=VTWConfig(eta=eta), params={"eta": eta}))
     for tol in s.gsearch_tolerances:
         entries.append(Entry(f"gsearch-tol{tol:g}", "G-Search", f"tolerance={tol:g}",
-                             search={"method": "g-search", "tolerance": tol, "objective": s.objective},
+                             search=GSearchConfig(tolerance=tol), objective=s.objective,
                              params={"tolerance": tol}))
     for budget in s.budgets:
         entries.append(Entry(f"psigmoid-b{budget:g}", "P-Sigmoid", f"budget={budget:g}", budget=budget,
-                             search={"method": "p-sigmoid", "budget": budget, "n_trials": s.psigmoid_trials,
-                                     "seed": s.seed, "objective": s.objective}))
+                             search=PSigmoidConfig(n_trials=s.psigmoid_trials, seed=s.seed), objective=s.objective))
         entries.append(Entry(f"fastv-b{budget:g}", "FastV (matched)", f"budget={budget:g}", budget=budget,
-                             search={"method": "fastv", "budget": budget, "objective": s.objective}))
+                             search=FastVConfig(), objective=s.objective))
         entries.append(Entry(f"pdrop-b{budget:g}", "PyramidDrop (matched)", f"budget={budget:g}", budget=budget,
-                             search={"method": "pdrop", "budget": budget, "objective": s.objective}))
+                             search=PyramidDropConfig(), objective=s.objective))
         entries.append(Entry(f"random-psigmoid-b{budget:g}", "random scorer", f"P-Sigmoid schedule, budget={budget:g}",
                              scorer="random", budget=budget, schedule_from=f"psigmoid-b{budget:g}"))
         entries.append(Entry(f"random-fastv-b{budget:g}", "random scorer", f"FastV schedule, budget={budget:g}",

@@ -113,7 +113,8 @@ def _run_entry(tp, model, spec, processor, entry: Entry, settings, test, counts,
         trials = work_dir / "trials" / f"{entry.id}.jsonl"
         trials.parent.mkdir(parents=True, exist_ok=True)
         try:
-            result = tp.search(model, spec, calibration, trials=trials, quiet=True, **entry.search)
+            result = tp.search(model, spec, calibration, entry.search, budget=entry.budget, objective=entry.objective,
+                               trials=trials, quiet=True)
         except ScheduleError as err:
             if "unreachable" not in str(err):
                 raise
