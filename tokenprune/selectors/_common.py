@@ -66,13 +66,18 @@ def keep_counts(valid: torch.Tensor, ratio: float) -> torch.Tensor:
     return torch.tensor([keep_count(ratio, n) for n in counts], dtype=torch.long, device=valid.device)
 
 
-def check_selector_inputs(where: str, valid: torch.Tensor, k: torch.Tensor, x: torch.Tensor | None = None) -> None:
-    """Raise :class:`SelectorInputError` unless ``valid`` (B, N) bool, ``k`` (B,) long in [0, N_b] and
-    ``x`` (B, N, D) floating agree."""
+def check_valid(where: str, valid) -> None:
+    """Raise :class:`SelectorInputError` unless ``valid`` is a (B, N) bool tensor."""
     if not isinstance(valid, torch.Tensor) or valid.dtype != torch.bool or valid.dim() != 2:
         raise SelectorInputError(describe(
             f"valid must be a (B, N) bool tensor, got {_shape_of(valid)}", where,
             "True at the slots that hold a vision token, False at padding", "pass e.g. `x_mask.bool()`"))
+
+
+def check_selector_inputs(where: str, valid: torch.Tensor, k: torch.Tensor, x: torch.Tensor | None = None) -> None:
+    """Raise :class:`SelectorInputError` unless ``valid`` (B, N) bool, ``k`` (B,) long in [0, N_b] and
+    ``x`` (B, N, D) floating agree."""
+    check_valid(where, valid)
     batch, slots = valid.shape
     if x is not None:
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or tuple(x.shape[:2]) != (batch, slots):

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from ._common import Selection, SelectorInputError, check_selector_inputs, check_shape, selection_from_keep, unit_rows
 from ..errors import describe
+from ._common import Selection, SelectorInputError, check_selector_inputs, check_shape, selection_from_keep, unit_rows
 
 DEFAULT_THETA = 0.5
 RANK_TOLERANCE = 1e-6

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import torch
 
-from ._common import (Selection, check_selector_inputs, check_shape, ranks_descending, selection_from_keep,
-                      unit_rows)
+from ..errors import describe
+from ._common import (Selection, SelectorInputError, check_selector_inputs, check_shape, ranks_descending,
+                      selection_from_keep, unit_rows)
 
 DEFAULT_VISION_PIVOTS = 4
 DEFAULT_TEXT_PIVOTS = 4
@@ -37,6 +38,10 @@ def dart(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor, *, keys: torch.T
     where = "dart"
     check_selector_inputs(where, valid, k, x)
     batch, slots, _ = x.shape
+    if num_pivots < 1 or num_text_pivots < 0:
+        raise SelectorInputError(describe(
+            f"num_pivots={num_pivots}, num_text_pivots={num_text_pivots}", where,
+            "at least one vision pivot and no negative count", "keep the paper's defaults (4 and 4)"))
     keys = x if keys is None else keys
     check_shape(where, "keys", keys, (batch, slots), 3, floating=True)
     unit = unit_rows(x)                                                     # (B, N, D)

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from ._common import (Merge, Selection, SelectorInputError, check_selector_inputs, check_shape, keep_mask_of,
-                      merge_into, selection_from_keep, valid_order)
 from ..errors import describe
+from ._common import (Merge, Selection, SelectorInputError, check_selector_inputs, check_shape, check_valid,
+                      keep_mask_of, merge_into, selection_from_keep, valid_order)
 
 
 def _check_grid(where: str, valid: torch.Tensor, grid: torch.Tensor) -> None:
@@ -54,8 +54,8 @@ def grid_downsample(valid: torch.Tensor, k: torch.Tensor, grid: torch.Tensor) ->
 def grid_pool(x: torch.Tensor, valid: torch.Tensor, grid: torch.Tensor, window: tuple[int, int] = (2, 2)) -> Merge:
     """Average each ``window`` block of sample ``b``'s ``grid[b]`` patch grid into its top-left slot."""
     where = "grid_pool"
+    check_valid(where, valid)
     check_shape(where, "x", x, tuple(valid.shape), 3, floating=True)
-    check_selector_inputs(where, valid, torch.zeros(valid.shape[0], dtype=torch.long, device=valid.device), x)
     _check_grid(where, valid, grid)
     if len(window) != 2 or min(window) < 1:
         raise SelectorInputError(describe(f"window {window}", where, "(rows, columns) >= 1", "pass e.g. (2, 2)"))

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from ._common import Merge, SelectorInputError, check_shape, merge_into, ranks_descending, unit_rows
 from ..errors import describe
+from ._common import Merge, SelectorInputError, check_shape, check_valid, merge_into, ranks_descending, unit_rows
 
 
 def tome_merge(x: torch.Tensor, valid: torch.Tensor, r: torch.Tensor, *, metric: torch.Tensor | None = None,
@@ -25,9 +25,7 @@ def tome_merge(x: torch.Tensor, valid: torch.Tensor, r: torch.Tensor, *, metric:
     ``x`` when omitted); ``sizes`` (B, N): tokens each slot already stands for (1 when omitted).
     """
     where = "tome_merge"
-    check_shape(where, "valid", valid, tuple(valid.shape[:2]), 2)
-    if valid.dtype != torch.bool:
-        raise SelectorInputError(describe(f"valid is {valid.dtype}", where, "a bool tensor", "pass `mask.bool()`"))
+    check_valid(where, valid)
     batch, slots = valid.shape
     check_shape(where, "x", x, (batch, slots), 3, floating=True)
     metric = x if metric is None else metric

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import describe
 from ._common import (Merge, SelectorInputError, check_selector_inputs, check_shape, merge_into, ranks_descending,
                       unit_rows, valid_order)
-from ..errors import describe
 
 CONTEXTUAL_SHARE = 10 / 64
 
