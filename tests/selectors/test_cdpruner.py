@@ -22,6 +22,7 @@ def reference_kernel(tokens: np.ndarray, text: np.ndarray, theta: float) -> tupl
     relevance = (relevance - relevance.min()) / (relevance.max() - relevance.min() + 1e-6)
     quality = np.exp(theta / (2 * (1 - theta)) * relevance)
     similarity = _unit(tokens) @ _unit(tokens).T
+    np.fill_diagonal(similarity, 1.0)                # cos(x, x) = 1 exactly
     return quality[:, None] * similarity * quality[None, :], quality
 
 

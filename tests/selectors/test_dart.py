@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tokenprune.selectors import dart
+from tokenprune.selectors import SelectorInputError, dart
 
 from .helpers import (RATIOS, SIZES, assert_batch_invariant, assert_keep_all, assert_valid_selection, counts,
                       kept_positions, padded_batch, tokens_of)
@@ -79,3 +79,9 @@ def test_keep_all_and_batch_invariance():
 
     keys = torch.randn(*x.shape[:2], 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     assert_batch_invariant(select, x, valid, counts(valid, 0.6), slotwise=(keys,), samplewise=(text, text_valid))
+
+
+def test_a_pivot_count_of_zero_is_refused():
+    x, valid = padded_batch(0, [5])
+    with pytest.raises(SelectorInputError, match="at least one vision pivot"):
+        dart(x, valid, torch.tensor([2]), num_pivots=0)

@@ -65,7 +65,7 @@ def cdpruner(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor, text: torch.
     quality = torch.exp(alpha * instruction_relevance(x, valid, text, text_valid.bool()))   # (B, N) q_i
     unit = unit_rows(x)                                                    # (B, N, D)
     # Greedy MAP state: gain[i] = d_i^2, factors[s] = the s-th Cholesky row e_s over all tokens.
-    gain = quality.square() * unit.square().sum(dim=2)                     # (B, N) diagonal of L
+    gain = quality.square() * (unit.abs().amax(dim=2) > 0)                 # (B, N) diagonal of L: S_ii = 1
     tolerance = RANK_TOLERANCE * gain.masked_fill(~valid, 0.0).amax(dim=1)  # (B,)
     steps = int(k.max()) if batch else 0
     factors = torch.zeros(batch, steps, slots, dtype=unit.dtype, device=x.device)   # (B, K, N)

@@ -5,7 +5,7 @@ greedily: the first token is the one farthest from its nearest neighbour; every 
 distance to the already selected set (its minimum distance to a selected token) is largest.
 
 Cost: one (N, N) similarity per sample, O(N^2 D), then O(N) per greedy step (the running minimum distance is
-updated with the newly selected token's column): O(N^2 D + N K) in all.
+updated with the newly selected token's row): O(N^2 D + N K) in all.
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ def divprune(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor) -> Selection
     nearest = to_others.min(dim=2).values                                   # (B, N); inf for a lone token
     chosen = torch.zeros(batch, slots, dtype=torch.bool, device=x.device)  # (B, N)
     min_to_chosen = nearest
+    rows = torch.arange(batch, device=x.device)
     for step in range(int(k.max()) if batch else 0):
         score = min_to_chosen.masked_fill(~valid | chosen, -inf)           # (B, N)
         pick = score.argmax(dim=1)                                          # (B,) first maximum = lowest index
-        active = step < k                                                   # (B,)
-        chosen[torch.arange(batch, device=x.device), pick] |= active
-        column = distance.gather(2, pick[:, None, None].expand(batch, slots, 1)).squeeze(2)   # (B, N)
-        min_to_chosen = column if step == 0 else torch.minimum(min_to_chosen, column)
+        chosen[rows, pick] |= step < k
+        to_pick = distance[rows, pick]                                      # (B, N) the distance is symmetric
+        min_to_chosen = to_pick if step == 0 else torch.minimum(min_to_chosen, to_pick)
     return selection_from_keep(chosen)
