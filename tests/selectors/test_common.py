@@ -40,3 +40,11 @@ def test_bad_inputs_say_what_and_how_to_fix():
         divprune(x.long(), valid, torch.tensor([1, 1]))
     with pytest.raises(SelectorInputError, match="keep_counts"):
         divprune(x, valid, torch.tensor([1]))
+
+
+def test_the_micro_benchmark_runs_on_tiny_inputs():
+    from tokenprune.selectors.benchmark import time_selectors
+
+    medians = time_selectors(tokens=16, dim=8, keep=4, text_tokens=3, repeats=1)
+    assert set(medians) == {"one N x N similarity (reference)", "divprune", "cdpruner", "dart"}
+    assert all(seconds > 0 for seconds in medians.values())

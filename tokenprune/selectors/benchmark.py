@@ -14,13 +14,16 @@ from .divprune import divprune
 
 def time_selectors(batch: int = 1, tokens: int = 576, dim: int = 4096, keep: int = 64, text_tokens: int = 32,
                    repeats: int = 7, seed: int = 0) -> dict[str, float]:
-    """Median wall-clock seconds of one call of each greedy selector on random float32 inputs."""
+    """Median wall-clock seconds of one call of each greedy selector on random float32 inputs, and of one
+    (N, N) similarity matrix for scale."""
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, tokens, dim, generator=generator)              # (B, N, D)
     text = torch.randn(batch, text_tokens, dim, generator=generator)      # (B, T, D)
     valid = torch.ones(batch, tokens, dtype=torch.bool)
     k = torch.full((batch,), keep, dtype=torch.long)
-    calls = {"divprune": lambda: divprune(x, valid, k),
+    # One (N, D) x (D, N) product: the floor any method that compares all token pairs pays.
+    calls = {"one N x N similarity (reference)": lambda: torch.bmm(x, x.transpose(1, 2)),
+             "divprune": lambda: divprune(x, valid, k),
              "cdpruner": lambda: cdpruner(x, valid, k, text),
              "dart": lambda: dart(x, valid, k, text=text)}
     medians = {}
