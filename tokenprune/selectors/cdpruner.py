@@ -12,7 +12,7 @@ When the kernel's rank is exhausted (every remaining gain <= ``1e-6`` of the lar
 duplicates or fewer feature dimensions than kept tokens), the remaining slots go to the most relevant
 remaining tokens. Ties go to the lower index.
 
-Cost: O(N D) for one kernel row plus O(i N) for the Cholesky update at step i: O(K N D + K^2 N) in all; the
+Cost: O(N D) for one kernel row plus O(K N) for the Cholesky update per step: O(K N D + K^2 N) in all; the
 (N, N) kernel is never formed.
 """
 
@@ -64,11 +64,11 @@ def cdpruner(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor, text: torch.
     alpha = theta / (2.0 * (1.0 - theta))
     quality = torch.exp(alpha * instruction_relevance(x, valid, text, text_valid.bool()))   # (B, N) q_i
     unit = unit_rows(x)                                                    # (B, N, D)
-    # Greedy MAP state: gain[i] = d_i^2, factors[s] = the s-th Cholesky row e_s over all tokens.
+    # Greedy MAP state: gain[i] = d_i^2, factors[:, :, s] = the s-th Cholesky row e_s (zero until step s).
     gain = quality.square() * (unit.abs().amax(dim=2) > 0)                 # (B, N) diagonal of L: S_ii = 1
     tolerance = RANK_TOLERANCE * gain.masked_fill(~valid, 0.0).amax(dim=1)  # (B,)
     steps = int(k.max()) if batch else 0
-    factors = torch.zeros(batch, steps, slots, dtype=unit.dtype, device=x.device)   # (B, K, N)
+    factors = torch.zeros(batch, slots, steps, dtype=unit.dtype, device=x.device)   # (B, N, K)
     chosen = torch.zeros(batch, slots, dtype=torch.bool, device=x.device)
     exhausted = torch.zeros(batch, dtype=torch.bool, device=x.device)
     rows = torch.arange(batch, device=x.device)
@@ -80,9 +80,9 @@ def cdpruner(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor, text: torch.
         pick = score.argmax(dim=1)                                         # (B,)
         chosen[rows, pick] |= step < k
         kernel_row = quality[rows, pick][:, None] * quality * torch.bmm(unit, unit[rows, pick][:, :, None]).squeeze(2)
-        projected = torch.einsum("bs,bsn->bn", factors[rows, :step, pick], factors[:, :step])      # (B, N)
+        projected = torch.bmm(factors, factors[rows, pick][:, :, None]).squeeze(2)             # (B, N)
         pivot = gain[rows, pick].clamp_min(torch.finfo(gain.dtype).tiny).sqrt()                    # (B,)
         row = torch.where(exhausted[:, None], 0.0, (kernel_row - projected) / pivot[:, None])     # (B, N) e_step
-        factors[:, step] = row
+        factors[:, :, step] = row
         gain = gain - row.square()
     return selection_from_keep(chosen)
