@@ -20,6 +20,8 @@ from .doc_blocks import RUNNER, blocks, runnable
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs" / "guides").glob("*.md"))
 PAGES += ["docs/index.md", "README.md"]
+# The selector pages run on random tensors; their ids contain "selectors" (`-k selectors` picks them).
+PAGES += sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs" / "selectors").glob("*.md"))
 # Pages whose examples all run somewhere else (a cluster, a GPU, an lmms-eval install) or that have none.
 PAGES_WITH_BLOCKS = [page for page in PAGES if runnable(ROOT / page, page)]
 

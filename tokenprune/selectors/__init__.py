@@ -1,0 +1,19 @@
+"""Selectors: which vision tokens survive a cut (not yet wired into ``tokenprune.compile``).
+
+Pure, batched tensor functions with no model dependency. Common inputs: ``x`` (B, N, D) vision token features,
+``valid`` (B, N) bool (False at padding slots), ``k`` (B,) long keep counts (``keep_counts(valid, ratio)`` gives
+the project's ``ceil(r * N_b)``). Selectors return a :class:`Selection`, merging selectors a :class:`Merge`.
+"""
+
+from ._common import Merge, Selection, SelectorInputError, keep_counts
+from .cdpruner import cdpruner, instruction_relevance
+from .dart import dart
+from .divprune import divprune
+from .grid import grid_downsample, grid_pool
+from .random_keep import random_keep
+from .tome import tome_merge
+from .visionzip import default_contextual, visionzip
+
+__all__ = ["Merge", "Selection", "SelectorInputError", "keep_counts", "cdpruner", "instruction_relevance", "dart",
+           "divprune", "grid_downsample", "grid_pool", "random_keep", "tome_merge", "visionzip",
+           "default_contextual"]

@@ -1,0 +1,88 @@
+"""CDPruner (Zhang et al., NeurIPS 2025, arXiv 2506.10967): maximise the instruction-conditioned diversity.
+
+Relevance of vision token i to the instruction: the mean cosine similarity of ``x_i`` to the instruction's token
+embeddings, min-max normalised over the sample's vision tokens to ``r_i`` in [0, 1]. The conditional DPP kernel
+is ``L = diag(q) S diag(q)`` with ``S_ij = cos(x_i, x_j)`` and ``q_i = exp(alpha r_i)``, ``alpha = theta / (2 (1 -
+theta))`` (``theta`` = 0.5 by default, trading relevance against diversity). The kept set is the DPP's greedy MAP
+(Chen et al. 2018, fast greedy MAP inference): repeatedly add the token with the largest marginal gain ``d_i^2``
+(the squared residual of its kernel row after projecting out the selected tokens), updating every ``d_i^2``
+with one Cholesky row per step.
+
+When the kernel's rank is exhausted (every remaining gain <= ``1e-6`` of the largest diagonal, e.g. exact
+duplicates or fewer feature dimensions than kept tokens), the remaining slots go to the most relevant
+remaining tokens. Ties go to the lower index.
+
+Cost: O(N D) for one kernel row plus O(K N) for the Cholesky update per step: O(K N D + K^2 N) in all; the
+(N, N) kernel is never formed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import describe
+from ._common import Selection, SelectorInputError, check_selector_inputs, check_shape, selection_from_keep, unit_rows
+
+DEFAULT_THETA = 0.5
+RANK_TOLERANCE = 1e-6
+
+
+def instruction_relevance(x: torch.Tensor, valid: torch.Tensor, text: torch.Tensor,
+                          text_valid: torch.Tensor) -> torch.Tensor:
+    """(B, N) relevance in [0, 1]: mean cosine similarity to the valid text tokens, min-max normalised over the
+    valid vision tokens (0 at padding)."""
+    unit, text_unit = unit_rows(x), unit_rows(text)
+    text_unit = text_unit.to(unit.dtype)
+    cosine = torch.bmm(unit, text_unit.transpose(1, 2))                   # (B, N, T)
+    weights = text_valid.to(unit.dtype)                                    # (B, T)
+    mean = (cosine * weights[:, None, :]).sum(dim=2) / weights.sum(dim=1, keepdim=True).clamp_min(1.0)   # (B, N)
+    low = mean.masked_fill(~valid, float("inf")).min(dim=1, keepdim=True).values
+    high = mean.masked_fill(~valid, -float("inf")).max(dim=1, keepdim=True).values
+    relevance = (mean - low) / (high - low + 1e-6)
+    return torch.where(valid, relevance, torch.zeros_like(relevance))
+
+
+def cdpruner(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor, text: torch.Tensor,
+             text_valid: torch.Tensor | None = None, *, theta: float = DEFAULT_THETA) -> Selection:
+    """Keep ``k[b]`` tokens of sample ``b`` by greedy MAP of the instruction-conditioned DPP.
+
+    ``x`` (B, N, D): vision token features; ``text`` (B, T, D): the instruction's token embeddings in the same
+    space, ``text_valid`` (B, T) marks the real ones (all when omitted).
+    """
+    where = "cdpruner"
+    check_selector_inputs(where, valid, k, x)
+    batch, slots, dim = x.shape
+    check_shape(where, "text", text, (batch,), 3, floating=True)
+    if text.shape[2] != dim:
+        raise SelectorInputError(describe(f"text features have {text.shape[2]} dimensions, vision {dim}", where,
+                                          "the same embedding space", "project the instruction's tokens first"))
+    text_valid = torch.ones(text.shape[:2], dtype=torch.bool, device=x.device) if text_valid is None else text_valid
+    check_shape(where, "text_valid", text_valid, tuple(text.shape[:2]), 2)
+    if not 0.0 <= theta < 1.0:
+        raise SelectorInputError(describe(f"theta={theta}", where, "0 <= theta < 1 (0: diversity only)",
+                                          "use the paper's default 0.5"))
+    alpha = theta / (2.0 * (1.0 - theta))
+    quality = torch.exp(alpha * instruction_relevance(x, valid, text, text_valid.bool()))   # (B, N) q_i
+    unit = unit_rows(x)                                                    # (B, N, D)
+    # Greedy MAP state: gain[i] = d_i^2, factors[:, :, s] = the s-th Cholesky row e_s (zero until step s).
+    gain = quality.square() * (unit.abs().amax(dim=2) > 0)                 # (B, N) diagonal of L: S_ii = 1
+    tolerance = RANK_TOLERANCE * gain.masked_fill(~valid, 0.0).amax(dim=1)  # (B,)
+    steps = int(k.max()) if batch else 0
+    factors = torch.zeros(batch, slots, steps, dtype=unit.dtype, device=x.device)   # (B, N, K)
+    chosen = torch.zeros(batch, slots, dtype=torch.bool, device=x.device)
+    exhausted = torch.zeros(batch, dtype=torch.bool, device=x.device)
+    rows = torch.arange(batch, device=x.device)
+    for step in range(steps):
+        candidate = valid & ~chosen
+        best = gain.masked_fill(~candidate, -float("inf")).amax(dim=1)    # (B,)
+        exhausted |= best <= tolerance
+        score = torch.where(exhausted[:, None], quality, gain).masked_fill(~candidate, -float("inf"))
+        pick = score.argmax(dim=1)                                         # (B,)
+        chosen[rows, pick] |= step < k
+        kernel_row = quality[rows, pick][:, None] * quality * torch.bmm(unit, unit[rows, pick][:, :, None]).squeeze(2)
+        projected = torch.bmm(factors, factors[rows, pick][:, :, None]).squeeze(2)             # (B, N)
+        pivot = gain[rows, pick].clamp_min(torch.finfo(gain.dtype).tiny).sqrt()                    # (B,)
+        row = torch.where(exhausted[:, None], 0.0, (kernel_row - projected) / pivot[:, None])     # (B, N) e_step
+        factors[:, :, step] = row
+        gain = gain - row.square()
+    return selection_from_keep(chosen)

@@ -1,0 +1,41 @@
+"""DivPrune (Alvar et al., CVPR 2025, arXiv 2503.02175): keep a maximally diverse subset.
+
+Token pruning as a Max-Min Diversity Problem under the cosine distance ``d(i, j) = 1 - cos(x_i, x_j)``, solved
+greedily: the first token is the one farthest from its nearest neighbour; every next one is the token whose
+distance to the already selected set (its minimum distance to a selected token) is largest.
+
+Cost: one (N, N) similarity per sample, O(N^2 D), then O(N) per greedy step (the running minimum distance is
+updated with the newly selected token's row): O(N^2 D + N K) in all.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._common import Selection, check_selector_inputs, selection_from_keep, unit_rows
+
+
+def divprune(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor) -> Selection:
+    """Keep ``k[b]`` tokens of sample ``b`` by greedy max-min cosine diversity of ``x`` (B, N, D).
+
+    Ties go to the lower slot index.
+    """
+    check_selector_inputs("divprune", valid, k, x)
+    batch, slots, _ = x.shape
+    unit = unit_rows(x)                                                     # (B, N, D)
+    distance = 1.0 - torch.bmm(unit, unit.transpose(1, 2))                  # (B, N, N)
+    inf = torch.tensor(float("inf"), dtype=distance.dtype, device=x.device)
+    # Nearest *other* valid token of each token: padding columns and the diagonal do not count.
+    to_others = distance.masked_fill(~valid[:, None, :], inf)
+    to_others = to_others.masked_fill(torch.eye(slots, dtype=torch.bool, device=x.device), inf)
+    nearest = to_others.min(dim=2).values                                   # (B, N); inf for a lone token
+    chosen = torch.zeros(batch, slots, dtype=torch.bool, device=x.device)  # (B, N)
+    min_to_chosen = nearest
+    rows = torch.arange(batch, device=x.device)
+    for step in range(int(k.max()) if batch else 0):
+        score = min_to_chosen.masked_fill(~valid | chosen, -inf)           # (B, N)
+        pick = score.argmax(dim=1)                                          # (B,) first maximum = lowest index
+        chosen[rows, pick] |= step < k
+        to_pick = distance[rows, pick]                                      # (B, N) the distance is symmetric
+        min_to_chosen = to_pick if step == 0 else torch.minimum(min_to_chosen, to_pick)
+    return selection_from_keep(chosen)
