@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import tokenprune as tp
-from tests.reference import dropped_per_layer, kept_positions, masked_reference
+from tokenprune.testing.masking import dropped_per_layer, kept_rows, masked_reference
 
 from .cases import BATCHES, case_backend_pairs, case_id, greedy, layers_of, load_case, pair_id, spec_cases
 
@@ -60,11 +60,8 @@ def test_pruned_matches_masking_reference(pair, batch_key, schedule_key):
     with masked_reference(layers_of(case, eager), dropped):
         ref_logits = _logits(eager, batch)
         ref_tokens = greedy(eager, batch)
-    for b in range(batch.input_ids.shape[0]):
-        positions = kept_positions(batch.vision_mask, selection, b)
-        got = logits[b, logits.shape[1] - len(positions):]
-        real = batch.kwargs["attention_mask"][b, positions].bool()  # padding rows attend to nothing: skip
-        torch.testing.assert_close(got[real], ref_logits[b, positions][real], atol=ATOL, rtol=1e-4)
+    for _, got, expected in kept_rows(logits, ref_logits, batch.vision_mask, selection, batch.kwargs["attention_mask"]):
+        torch.testing.assert_close(got, expected, atol=ATOL, rtol=1e-4)
     assert torch.equal(greedy(compiled, batch), ref_tokens)
 
 
