@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 import tokenprune as tp
-from tokenprune.timing import interleaved_medians
+from tokenprune.timing import interleaved
 
 # LLaVA-1.5 layout at a CPU-friendly size: 576 vision tokens (24 x 24 patches) + 64 text tokens.
 DEMO_CONFIG = {
@@ -89,8 +89,8 @@ def run_demo(echo=print, repeats: int = 3) -> dict:
         return lambda: m(**inputs)
 
     with torch.no_grad():
-        times = interleaved_medians({"original": forward(model), "keep-all": forward(keep_all),
-                                     "pruned": forward(pruned)}, repeats=repeats, warmup=1)
+        times = interleaved({"original": forward(model), "keep-all": forward(keep_all),
+                             "pruned": forward(pruned)}, repeats=repeats, warmup=1)
     base = times["original"]["median"]
     echo("\nPrefill time (median of interleaved runs):")
     for name, t in times.items():

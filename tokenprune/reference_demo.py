@@ -18,7 +18,7 @@ from tokenprune.demo import explain_terms
 from tokenprune.errors import TokenPruneError, describe
 from tokenprune.flops import mean_flops_fraction
 from tokenprune.synthvqa import answers
-from tokenprune.timing import interleaved_medians
+from tokenprune.timing import interleaved
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = CHECKOUT / "reference_model" / "checkpoint"
@@ -80,8 +80,8 @@ def run_reference_demo(echo=print, checkpoint: Path = DEFAULT_CHECKPOINT, schedu
     echo(f"Prefill FLOPs fraction (exact, language model): {fraction:.3f}")
 
     inputs = _inputs(processor, test[:16])
-    times = interleaved_medians({"original": lambda: model(**inputs), "pruned": lambda: pruned(**inputs)},
-                                repeats=repeats, warmup=1)
+    times = interleaved({"original": lambda: model(**inputs), "pruned": lambda: pruned(**inputs)},
+                        repeats=repeats, warmup=1)
     base = times["original"]["median"]
     echo(f"\nPrefill time, batch of 16 prompts (median of {repeats} interleaved runs):")
     for name, t in times.items():
