@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from pathlib import Path
 
 import torch
 
@@ -27,12 +28,20 @@ def load_average() -> list[float] | None:
         return None
 
 
+def source_checkout() -> Path | None:
+    """The git checkout this package is imported from (a clone or an editable install), or None for an
+    installed package: its parent folder is then site-packages, which no commit describes."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() and (root / ".git").exists() else None
+
+
 def source_revision() -> dict | None:
     """The git commit of the checkout the package runs from, and whether it had local changes."""
     import subprocess
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[2]
+    root = source_checkout()
+    if root is None:
+        return None
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
