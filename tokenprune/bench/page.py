@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import plots
+from .plots import kv_per_layer, node_costs, prefill_bars, prefill_dtypes, realized_vs_ideal, scaling
 from .report import Report
 
 SPEED_COMMAND = "python benchmarks/speed.py"
@@ -111,9 +111,9 @@ def torch_compile_table(variants: dict) -> str:
                    "first two calls s"], rows)
 
 
-def node_table(node_costs: dict) -> str:
+def node_table(costs: dict) -> str:
     rows = []
-    for name, nc in node_costs.items():
+    for name, nc in costs.items():
         for cut, entry in nc["cuts"].items():
             select = sum(s for n, s in entry["nodes"].items() if n.endswith("_select"))
             rows.append([f"`{name}`", cut, _ms(entry["seconds"]), _ms(select), _ms(nc["prefill_seconds"]),
@@ -159,9 +159,9 @@ def affine_note(original_s: float, short_s: float, short_tokens: int, variant: d
             f"(realized / this prediction: {_f(predicted / measured_s, 2)}).\n")
 
 
-def scaling_table(scaling: dict) -> str:
+def scaling_table(measured: dict) -> str:
     rows = []
-    for r in scaling["rows"]:
+    for r in measured["rows"]:
         o, f = r["prefill"]["original"], r["prefill"]["fastv"]
         frac = f["median"] / o["median"]
         ideal = r["flops_fraction"]["fastv"]
@@ -209,9 +209,9 @@ def _runnable_section(report: Report, docs_dir: Path, tag: str) -> list[str]:
            "because its scores are read from Hugging Face's attention weights of the layer before the cut.\n"]
     if any(v.get("kind") == "torch.compile" for v in res["variants"].values()):
         out += ["### torch.compile\n", TORCH_COMPILE_NOTE, torch_compile_table(res["variants"])]
-    figs = [plots.prefill_bars(report, docs_dir / f"{tag}-prefill.png"),
-            plots.realized_vs_ideal(report, docs_dir / f"{tag}-realized.png"),
-            plots.kv_per_layer(report, docs_dir / f"{tag}-kv.png")]
+    figs = [prefill_bars(report, docs_dir / f"{tag}-prefill.png"),
+            realized_vs_ideal(report, docs_dir / f"{tag}-realized.png"),
+            kv_per_layer(report, docs_dir / f"{tag}-kv.png")]
     out += [f"![{f.stem}]({f.name})\n" for f in figs]
     if "fastv" in res["variants"] and "fastv" in res["node_costs"]:
         out += ["**Where the FastV time goes.** " + layer_analysis(res["variants"]["fastv"], res["node_costs"]["fastv"],
@@ -224,14 +224,14 @@ def _runnable_section(report: Report, docs_dir: Path, tag: str) -> list[str]:
     out += ["### Inserted nodes per cut\n",
             "Every `cut{l}_*` node of a pruned prefill timed by an fx `Interpreter` (device-synchronised), medians "
             f"over {report.settings['node_repeats']} runs.\n", node_table(res["node_costs"]),
-            f"![nodes]({plots.node_costs(report, docs_dir / f'{tag}-nodes.png').name})\n",
+            f"![nodes]({node_costs(report, docs_dir / f'{tag}-nodes.png').name})\n",
             "### Compile time\n", compile_table(res["compile"])]
     if res.get("scaling"):
         out += ["### Scaling with the number of vision tokens\n",
                 f"{report.settings['scaling_repeats']} interleaved rounds per size (fewer than above: large sizes are "
                 f"slow on this machine); decode: {report.settings['scaling_decode_tokens']} tokens.\n",
                 scaling_table(res["scaling"]),
-                f"![scaling]({plots.scaling(report, docs_dir / f'{tag}-scaling.png').name})\n"]
+                f"![scaling]({scaling(report, docs_dir / f'{tag}-scaling.png').name})\n"]
     return out
 
 
@@ -336,7 +336,7 @@ def prefill_page(report: Report, docs_dir: Path) -> str:
                 affine_note(d["variants"]["original"]["prefill"]["median"],
                             d["keep_all_overhead"]["original"]["median"], d["keep_all_overhead"]["tokens"],
                             d["variants"]["fastv"], d["variants"]["fastv"]["prefill"]["median"])]
-    fig = plots.prefill_dtypes(report, docs_dir / "prefill-ratios.png")
+    fig = prefill_dtypes(report, docs_dir / "prefill-ratios.png")
     out.append(f"![prefill ratios]({fig.name})\n")
     out.append("The compiled keep-all model inserts no nodes (a schedule without cuts); its only extra work is the "
                "Python wrapper around the traced graph, so the whole-run keep-all ratio measures that overhead plus "
