@@ -16,11 +16,10 @@ import torch
 
 import tokenprune as tp
 from tokenprune import synthvqa
-from tokenprune.demo import explain_terms
+from tokenprune.demo import explain_terms, time_prefills
 from tokenprune.errors import TokenPruneError, describe
 from tokenprune.flops import mean_flops_fraction
 from tokenprune.synthvqa import answers
-from tokenprune.timing import interleaved
 
 # The reference model ships with the repository, not the wheel: by default it is looked up from the working
 # directory (the root of a checkout); elsewhere pass its directory.
@@ -97,12 +96,8 @@ def run_reference_demo(echo=print, checkpoint: Path | None = None, schedule_path
     echo(f"Prefill FLOPs fraction (exact, language model): {fraction:.3f}")
 
     inputs = _inputs(processor, test[:16])
-    times = interleaved({"original": lambda: model(**inputs), "pruned": lambda: pruned(**inputs)},
-                        repeats=repeats, warmup=1)
-    base = times["original"]["median"]
-    echo(f"\nPrefill time, batch of 16 prompts (median of {repeats} interleaved runs):")
-    for name, t in times.items():
-        echo(f"  {name:<9} {t['median'] * 1e3:7.1f} ms   ratio {t['median'] / base:.3f}")
+    times = time_prefills(echo, {"original": lambda: model(**inputs), "pruned": lambda: pruned(**inputs)}, repeats,
+                          f"Prefill time, batch of 16 prompts (median of {repeats} interleaved runs)")
     if picture is not None:
         from tokenprune.visualize import plot_for_question
 
