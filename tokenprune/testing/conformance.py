@@ -28,7 +28,7 @@ from tokenprune.schedule import Schedule
 from tokenprune.spec import ModelSpec, resolve_module
 
 from .eager_topk import eager_topk_agreement, scorer_keys, summary
-from .masking import dropped_per_layer, kept_rows, masked_reference
+from .masking import decoder_layers, dropped_per_layer, kept_rows, masked_reference
 from .tolerance import Tolerance, logits_tolerance, score_tolerance, weight_dtype
 
 
@@ -66,11 +66,6 @@ def two_cut_schedule(num_layers: int, first_cut: int = 1) -> Schedule:
         return Schedule([1.0] * first_cut + [0.5], name="one-cut")
     raise UnsupportedError(describe("a 1-layer language model has nowhere to cut", "two_cut_schedule",
                                     "at least 2 decoder layers"))
-
-
-def decoder_layers(model, spec: ModelSpec):
-    lm = resolve_module(model, spec.language_model, f"spec {spec.name!r}: language_model")
-    return resolve_module(lm, spec.decoder_layers, f"spec {spec.name!r}: decoder_layers")
 
 
 def run_mini_conformance(model, spec: ModelSpec, inputs: dict, *, schedule: Schedule | None = None,

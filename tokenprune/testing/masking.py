@@ -16,6 +16,13 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from tokenprune.errors import UnsupportedError, describe
+from tokenprune.spec import ModelSpec, resolve_module
+
+
+def decoder_layers(model, spec: ModelSpec):
+    """The decoder layers of ``model``'s language model, where the reference's hooks go."""
+    lm = resolve_module(model, spec.language_model, f"spec {spec.name!r}: language_model")
+    return resolve_module(lm, spec.decoder_layers, f"spec {spec.name!r}: decoder_layers")
 
 
 def dropped_per_layer(vision_mask: torch.Tensor, selection: dict[int, list[torch.Tensor]], num_layers: int):
