@@ -8,7 +8,8 @@ import torch
 import tokenprune as tp
 from tokenprune.testing.masking import dropped_per_layer, kept_rows, masked_reference
 
-from .cases import BATCHES, case_backend_pairs, case_id, greedy, layers_of, load_case, pair_id, spec_cases
+from .cases import (BATCHES, case_backend_pairs, case_id, compiled_case, greedy, layers_of, load_case, pair_id,
+                    spec_cases)
 
 ATOL = 1e-4
 per_backend = pytest.mark.parametrize("pair", case_backend_pairs(), ids=pair_id)
@@ -31,7 +32,7 @@ def test_keep_all_is_bit_identical(pair, batch_key):
     case = _case(case_key)
     model = case.models[attn]
     batch = case.batch(model, batch_key)
-    compiled = tp.compile(model, case.spec, tp.Schedule.keep_all(case.num_layers))
+    compiled = compiled_case(case_key, attn, "keep-all")
     assert torch.equal(_logits(compiled, batch), _logits(model, batch))
     assert torch.equal(greedy(compiled, batch), greedy(model, batch))
 
@@ -45,7 +46,7 @@ def test_pruned_matches_masking_reference(pair, batch_key, schedule_key):
     schedule = case.schedules()[schedule_key]
     model, eager = case.models[attn], case.models["eager"]
     batch = case.batch(model, batch_key)
-    compiled = tp.compile(model, case.spec, schedule)
+    compiled = compiled_case(case_key, attn, schedule_key)
     logits = _logits(compiled, batch)
     selection = tp.last_selection(compiled)
     assert sorted(selection) == list(schedule.cuts)
@@ -70,10 +71,9 @@ def test_pruned_matches_masking_reference(pair, batch_key, schedule_key):
 def test_kept_set_is_topk_of_hf_eager_attention(pair, schedule_key):
     case_key, attn = pair
     case = _case(case_key)
-    schedule = case.schedules()[schedule_key]
     model, eager = case.models[attn], case.models["eager"]
     batch = case.batch(model, "batch3")
-    compiled = tp.compile(model, case.spec, schedule)
+    compiled = compiled_case(case_key, attn, schedule_key)
     _logits(compiled, batch)
     selection = tp.last_selection(compiled)
     dropped = dropped_per_layer(batch.vision_mask, selection, case.num_layers)
@@ -98,7 +98,7 @@ def test_cached_generation_equals_uncached(pair):
     case = _case(case_key)
     model = case.models[attn]
     batch = case.batch(model, "batch3")
-    compiled = tp.compile(model, case.spec, case.schedules()["multi"])
+    compiled = compiled_case(case_key, attn, "multi")
     cached = greedy(compiled, batch, use_cache=True)
     selection = tp.last_selection(compiled)
     uncached = greedy(compiled, batch, use_cache=False)
@@ -122,7 +122,7 @@ def test_batch_invariance(pair):
     case = _case(case_key)
     model = case.models[attn]
     batch = case.batch(model, "batch3")
-    compiled = tp.compile(model, case.spec, case.schedules()["multi"])
+    compiled = compiled_case(case_key, attn, "multi")
     logits = _logits(compiled, batch)
     together = tp.last_selection(compiled)
     for b in range(batch.input_ids.shape[0]):
