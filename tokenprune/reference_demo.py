@@ -57,7 +57,8 @@ def demo_schedule(num_layers: int, path: Path | None, checkpoint: Path | None = 
     (default: :func:`default_checkpoint`), else FastV."""
     path = Path(path) if path is not None else searched_schedule(checkpoint or default_checkpoint())
     if path.exists():
-        return tp.Schedule.from_yaml(path.read_text()), str(path)
+        here = Path.cwd()
+        return tp.Schedule.from_yaml(path.read_text()), str(path.relative_to(here) if path.is_relative_to(here) else path)
     return tp.Schedule.fastv(num_layers, layer=2, keep=0.25), "FastV(K=2, keep 25%) (no searched schedule found)"
 
 
