@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import time
 from pathlib import Path
 
@@ -35,22 +36,28 @@ def source_checkout() -> Path | None:
     return root if (root / "pyproject.toml").is_file() and (root / ".git").exists() else None
 
 
-def source_revision() -> dict | None:
-    """The git commit of the checkout the package runs from, and whether it had local changes."""
-    import subprocess
-
-    root = source_checkout()
-    if root is None:
-        return None
+def git_output(root: Path, *args: str) -> str | None:
+    """What ``git args`` prints in ``root``; None when git is missing or fails (``root`` is no checkout)."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, timeout=10)
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
-    if commit.returncode != 0:
+    return done.stdout if done.returncode == 0 else None
+
+
+def modified_tracked_files(root: Path) -> list[str] | None:
+    """Tracked files with local changes (staged or not), or None when ``root`` is not a git checkout."""
+    status = git_output(root, "status", "--porcelain", "--untracked-files=no")
+    return None if status is None else [line[3:] for line in status.splitlines() if line.strip()]
+
+
+def source_revision() -> dict | None:
+    """The git commit of the checkout the package runs from, and how many tracked files it had modified."""
+    root = source_checkout()
+    commit = git_output(root, "rev-parse", "HEAD") if root is not None else None
+    if commit is None:
         return None
-    return {"commit": commit.stdout.strip(), "modified_files": len(status.stdout.splitlines())}
+    return {"commit": commit.strip(), "modified_files": len(modified_tracked_files(root) or [])}
 
 
 def machine_info(device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> dict:

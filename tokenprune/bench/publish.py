@@ -6,14 +6,13 @@ be written from a checkout without local changes: otherwise nobody can rebuild t
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokenprune.errors import UnsupportedError, describe
 
-from .machine import source_checkout
+from .machine import modified_tracked_files, source_checkout
 
 CHECKOUT = source_checkout()  # None when tokenprune is installed rather than run from a clone
 RESULTS_FOLDER = Path("benchmarks") / "results"  # inside the checkout: the JSON reports
@@ -45,18 +44,6 @@ def destination(out: str | Path | None, publish: bool) -> Destination:
         return Destination(CHECKOUT / RESULTS_FOLDER, CHECKOUT / PAGES_FOLDER, published=True)
     root = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="tokenprune-bench-"))
     return Destination(root / "results", root, published=False)
-
-
-def modified_tracked_files(root: Path) -> list[str] | None:
-    """Tracked files with local changes (staged or not), or None when ``root`` is not a git checkout."""
-    try:
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if status.returncode != 0:
-        return None
-    return [line[3:] for line in status.stdout.splitlines() if line.strip()]
 
 
 def require_clean_checkout(root: Path, where: str = "--publish") -> None:
