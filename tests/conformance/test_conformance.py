@@ -20,6 +20,13 @@ def _case(case_key):
     return load_case(*case_key)
 
 
+def _multi_cut_batch3(pair):
+    """The case, the batch of three for its ``attn`` model and that model compiled with the multi-cut schedule."""
+    case_key, attn = pair
+    case = _case(case_key)
+    return case, case.batch(case.models[attn], "batch3"), compiled_case(case_key, attn, "multi")
+
+
 def _logits(model, batch, **kw):
     with torch.no_grad():
         return model(**batch.kwargs, **kw).logits
@@ -94,11 +101,7 @@ def test_kept_set_is_topk_of_hf_eager_attention(pair, schedule_key):
 
 @per_backend
 def test_cached_generation_equals_uncached(pair):
-    case_key, attn = pair
-    case = _case(case_key)
-    model = case.models[attn]
-    batch = case.batch(model, "batch3")
-    compiled = compiled_case(case_key, attn, "multi")
+    case, batch, compiled = _multi_cut_batch3(pair)
     cached = greedy(compiled, batch, use_cache=True)
     selection = tp.last_selection(compiled)
     uncached = greedy(compiled, batch, use_cache=False)
@@ -118,11 +121,7 @@ def test_cached_generation_equals_uncached(pair):
 
 @per_backend
 def test_batch_invariance(pair):
-    case_key, attn = pair
-    case = _case(case_key)
-    model = case.models[attn]
-    batch = case.batch(model, "batch3")
-    compiled = compiled_case(case_key, attn, "multi")
+    _, batch, compiled = _multi_cut_batch3(pair)
     logits = _logits(compiled, batch)
     together = tp.last_selection(compiled)
     for b in range(batch.input_ids.shape[0]):
