@@ -43,7 +43,8 @@ BELOW_GATE = (
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, default=ROOT / "reference_model" / "checkpoint")
-    p.add_argument("--work-dir", type=Path, default=ROOT / "benchmarks" / "results" / "quality-work")
+    p.add_argument("--work-dir", type=Path, default=ROOT / "benchmarks" / "work" / "quality",
+                   help="finished rows and search trials of this run, for resuming (git-ignored)")
     p.add_argument("--docs-dir", type=Path, default=ROOT / "docs" / "benchmarks",
                    help="where the page goes; the default, the published docs/benchmarks, needs a clean git tree")
     p.add_argument("--schedules-dir", type=Path, default=ROOT / "reference_model" / "schedules",

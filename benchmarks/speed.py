@@ -6,7 +6,7 @@
     python benchmarks/speed.py --help
 
 Writes its reports, figures and page to --out (default: a new temp folder); with --publish to
-benchmarks/results/speed-*.json and docs/benchmarks/speed.md.
+benchmarks/results/speed-*.json (reports) and docs/benchmarks/ (speed.md and its figures).
 """
 
 import sys

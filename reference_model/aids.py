@@ -11,8 +11,7 @@ import torch
 from torch import nn
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from build import NUM_IMAGE_TOKENS, synthvqa
-from train import CELL_OF_PATCH
+from build import CELL_OF_PATCH, NUM_IMAGE_TOKENS, synthvqa
 
 
 def sample_indices(types, seed_types=synthvqa.QUESTION_TYPES):

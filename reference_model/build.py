@@ -40,6 +40,17 @@ NUM_IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2
 PROJECTOR_OUT_SCALE = 0.5
 
 
+def _cell_of_patch() -> torch.Tensor:
+    """(144,) grid-cell index (row-major, 0..8) of each patch in raster order."""
+    side = IMAGE_SIZE // PATCH_SIZE
+    per_cell = side // synthvqa.GRID
+    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    return ((rows // per_cell) * synthvqa.GRID + cols // per_cell).flatten()
+
+
+CELL_OF_PATCH = _cell_of_patch()
+
+
 def build_tokenizer() -> PreTrainedTokenizerFast:
     """Word-level tokenizer over the suite's vocabulary; prepends <s>; pads on the left."""
     vocab = {tok: i for i, tok in enumerate(list(synthvqa.SPECIAL_TOKENS) + synthvqa.words())}

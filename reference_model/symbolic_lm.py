@@ -32,9 +32,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.append(str(HERE.parent))
 
-from build import build_model, build_processor, synthvqa  # noqa: E402
+from build import CELL_OF_PATCH, build_model, build_processor, synthvqa  # noqa: E402
 from aids import AttentionAux, attention_targets, sample_indices  # noqa: E402
-from train import CELL_CLASSES, CELL_OF_PATCH, lr_at, pack_batch, patch_targets  # noqa: E402
+from train import CELL_CLASSES, lr_at, pack_batch, patch_targets  # noqa: E402
 
 
 class SymbolicImages(nn.Module):

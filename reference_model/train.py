@@ -33,7 +33,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.append(str(HERE.parent))
 
-from build import IMAGE_SIZE, NUM_IMAGE_TOKENS, PATCH_SIZE, build_model, build_processor, synthvqa  # noqa: E402
+from aids import AttentionAux, attention_targets, sample_indices  # noqa: E402
+from build import (CELL_OF_PATCH, IMAGE_SIZE, NUM_IMAGE_TOKENS, PATCH_SIZE, build_model, build_processor,  # noqa: E402
+                   synthvqa)
 from evaluate import accuracy  # noqa: E402
 
 
@@ -111,17 +113,6 @@ def patch_targets(samples) -> torch.Tensor:
             cls = CELL_CLASSES.index(" ".join(words)) if words[0] != "empty" else 0
             targets[b, r * per_cell : (r + 1) * per_cell, c * per_cell : (c + 1) * per_cell] = cls
     return targets.flatten(1)
-
-
-def _cell_of_patch() -> torch.Tensor:
-    """(144,) grid-cell index (row-major, 0..8) of each patch in raster order."""
-    side = IMAGE_SIZE // PATCH_SIZE
-    per_cell = side // synthvqa.GRID
-    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
-    return ((rows // per_cell) * synthvqa.GRID + cols // per_cell).flatten()
-
-
-CELL_OF_PATCH = _cell_of_patch()
 
 
 def _cells(scene):
@@ -240,8 +231,6 @@ def main(argv=None):
     layer0.register_forward_pre_hook(swap_layer0_mask, with_kwargs=True)
     attention_aid, warm_stream = None, None
     if args.attention_aux or args.warm_steps:
-        from aids import AttentionAux, attention_targets, sample_indices  # imported here: aids imports this module
-
         warm_stream = sample_indices(warm_types)
         if args.attention_aux:
             layer = model.model.language_model.layers[args.attention_layer]

@@ -48,8 +48,3 @@ def hand_on_unread(value, g: Gather):
     ignores. Its entries still index the layout before the cut; the spec's qk layout refuses models where a
     layer reads it."""
     return value
-
-
-def new_shared_kv(factory):
-    """A fresh mapping for one call (a graph node, so no state survives between calls or models)."""
-    return factory()

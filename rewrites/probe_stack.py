@@ -183,5 +183,5 @@ def _with_standins(gm: fx.GraphModule, prefix: str, standins: dict[int, Recordin
             if head == prefix and tail.isdigit() and int(tail) in standins:
                 root[target] = standins[int(tail)]
             else:
-                root[target] = functools.reduce(getattr, target.split("."), gm)
+                root[target] = resolve_module(gm, target, "graph target")
     return fx.GraphModule(root, graph, class_name=f"{type(gm).__name__}Probe")

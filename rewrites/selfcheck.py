@@ -25,6 +25,7 @@ import torch
 
 from tokenprune.errors import TraceError, describe
 from tokenprune.scoring.shared_kv import reuses_shared_kv
+from tokenprune.spec import resolve_module
 
 from .accelerate_hooks import execution_device, on_meta_without_hook
 from .probe_stack import (RecordingLayer, real_layer_indices, standin_compiled, standin_original,
@@ -58,7 +59,7 @@ def run_self_check(mode: str, original: torch.nn.Module, compiled: torch.nn.Modu
         run_probe_check(original, compiled, session, hint)
         return "full"
     layers_path = session.spec.decoder_layers
-    layer_list = _resolve(original, layers_path)
+    layer_list = resolve_module(original, layers_path, "decoder_layers")
     real = real_layer_indices(original.config, len(layer_list))
     logs: tuple[list, list] = ([], [])  # what the stand-ins of the original and of the rewritten model received
     tuples = tuple_output_layers(graphs, layers_path)
@@ -79,7 +80,7 @@ def probe_modules(lm: torch.nn.Module, spec, cut_layers, mode: str) -> list[tupl
     if mode == "full":
         return [("", lm, True)]
     layers_path = spec.decoder_layers
-    layers = _resolve(lm, layers_path)
+    layers = resolve_module(lm, layers_path, "decoder_layers")
     out = [(f"{layers_path}.{i}", layers[i], True) for i in real_layer_indices(lm.config, len(layers))]
     out += [(name, module, True) for name, module in scoring_modules(lm, spec, cut_layers)]
     embeddings = lm.get_input_embeddings()
@@ -93,16 +94,16 @@ def scoring_modules(lm: torch.nn.Module, spec, cut_layers) -> list[tuple[str, to
     """``(name, module)`` for the modules of each cut's scoring layer that the scorer calls, outside that layer's
     own forward: its input norm, query and key projections and norms."""
     layers_path = spec.decoder_layers
-    layers = _resolve(lm, layers_path)
+    layers = resolve_module(lm, layers_path, "decoder_layers")
     paths = spec.layer
     out = []
     for cut in cut_layers:
         # A layer that reuses shared keys/values has no key projection (its keys come from a store layer).
-        own_keys = not reuses_shared_kv(spec, _resolve(layers[cut - 1], paths.attention))
+        own_keys = not reuses_shared_kv(spec, resolve_module(layers[cut - 1], paths.attention, "layer.attention"))
         keys = (paths.k_proj, paths.k_norm) if own_keys else ()
         # A registered qk layout (attention.qk) reads submodules of the attention module: all of it.
         scored = (paths.attention,) if spec.attention.qk else (paths.q_proj, paths.q_norm, *keys)
-        out += [(f"{layers_path}.{cut - 1}.{path}", _resolve(layers[cut - 1], path))
+        out += [(f"{layers_path}.{cut - 1}.{path}", resolve_module(layers[cut - 1], path, "layer"))
                 for path in (paths.input_norm, *scored) if path]
     return out
 
@@ -196,12 +197,6 @@ def _first_difference(a, b, path: str) -> str | None:
         return next((d for i, (x, y) in enumerate(zip(a, b))
                      if (d := _first_difference(x, y, f"{path}[{i}]")) is not None), None)
     return None if type(a) is type(b) and a == b else path
-
-
-def _resolve(module, path: str):
-    for part in path.split("."):
-        module = getattr(module, part)
-    return module
 
 
 def _run(lm, embeds, step, mask, vision, overrides, log=None):

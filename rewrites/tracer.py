@@ -18,6 +18,7 @@ import torch.fx as _fx
 
 from tokenprune.errors import TraceError as _TraceError
 from tokenprune.errors import describe as _describe
+from tokenprune.spec import resolve_module as _resolve_module
 
 from .hints import CompositeHint as _CompositeHint
 from .hints import call_method_leaf as _call_method_leaf
@@ -123,7 +124,7 @@ def _leaf_method(cls, name: str):
 def trace_language_model(lm: _torch.nn.Module, layers_path: str, hint: _CompositeHint) -> dict:
     """Trace ``lm`` once per hint variant; decoder layers become ``call_module`` nodes."""
     modeling_module = _inspect.getmodule(type(lm))
-    num_layers = len(_resolve(lm, layers_path))
+    num_layers = len(_resolve_module(lm, layers_path, "decoder_layers"))
     traced = {}
     for variant in hint.variants():
         names = hint.input_names(variant)
@@ -140,8 +141,3 @@ def trace_language_model(lm: _torch.nn.Module, layers_path: str, hint: _Composit
         traced[variant] = TracedLanguageModel(gm, layers_path, num_layers, names, lm.config)
     return traced
 
-
-def _resolve(module, path):
-    for part in path.split("."):
-        module = getattr(module, part)
-    return module

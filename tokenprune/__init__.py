@@ -13,7 +13,7 @@ from .spec import ModelSpec, bundled_spec_names, load_spec, match_spec
 from .saving import load_pruned, save_pruned  # noqa: F401  (tokenprune.yaml next to a checkpoint)
 from . import search  # noqa: E402,F401  the package is callable: tp.search(model, spec, calibration, ...)
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402,F401  (tp.__version__)
 
 __all__ = [
     "compile", "last_selection", "graph_of", "schedule_of", "scoring_key_sources", "self_check_of", "Schedule",

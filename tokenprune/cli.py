@@ -78,11 +78,14 @@ def _silence_library_bars() -> None:
 
 # ---------------------------------------------------------------- commands
 @app.command()
+@_friendly
 def demo(repeats: int = typer.Option(5, help="Timed rounds per variant."),
          random_model: bool = typer.Option(False, "--random", help="Run the random-weight LLaVA-shaped demo instead."),
-         checkpoint: Optional[Path] = typer.Option(None, help="Reference model directory (default: the checkout's "
-                                                               "reference_model/checkpoint)."),
-         schedule: Optional[Path] = typer.Option(None, help="Schedule YAML (default: the shipped searched schedule)."),
+         checkpoint: Optional[Path] = typer.Option(None, help="Reference model directory (default: "
+                                                               "reference_model/checkpoint in the working directory, "
+                                                               "i.e. run from a checkout's root)."),
+         schedule: Optional[Path] = typer.Option(None, help="Schedule YAML (default: the searched schedule in "
+                                                             "schedules/ beside the checkpoint)."),
          questions: int = typer.Option(144, help="Test questions for the accuracy line."),
          out: Optional[Path] = typer.Option(None, "--out", help="Where to save the kept-patches picture (default: "
                                             "kept-patches.png in a new temp folder, printed).")) -> None:
@@ -92,10 +95,10 @@ def demo(repeats: int = typer.Option(5, help="Timed rounds per variant."),
 
         run_demo(echo=typer.echo, repeats=repeats)
         return
-    from tokenprune.reference_demo import DEFAULT_CHECKPOINT, run_reference_demo
+    from tokenprune.reference_demo import run_reference_demo
 
     picture = out or Path(tempfile.mkdtemp(prefix="tokenprune-demo-")) / "kept-patches.png"
-    run_reference_demo(echo=typer.echo, checkpoint=checkpoint or DEFAULT_CHECKPOINT, schedule_path=schedule,
+    run_reference_demo(echo=typer.echo, checkpoint=checkpoint, schedule_path=schedule,
                        questions=questions, repeats=repeats, picture=picture)
 
 
@@ -376,13 +379,14 @@ def bench(ctx: typer.Context) -> None:
 
 
 @app.command()
-def docs(source: Optional[Path] = typer.Option(None, help="Sphinx source folder (default: the checkout's docs/)."),
+def docs(source: Path = typer.Option(Path("docs"), help="Sphinx source folder (default: docs/ in the working "
+                                                         "directory, i.e. run from a checkout's root)."),
          out: Optional[Path] = typer.Option(None, help="Output folder (default: SOURCE/_build/html)."),
          strict: bool = typer.Option(True, help="Treat warnings as errors (-W), as CI does.")) -> None:
     """Build the HTML documentation with Sphinx (the same command CI runs)."""
-    source = source or Path(__file__).resolve().parents[1] / "docs"
     if not (source / "conf.py").is_file():
-        typer.secho(f"error: no Sphinx sources at {source} (the docs ship with the repository, not the wheel)",
+        typer.secho(f"error: no Sphinx sources at {source} (the docs ship with the repository, not the wheel: run "
+                    "from a checkout's root or pass --source)",
                     fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
     if importlib.util.find_spec("sphinx") is None:

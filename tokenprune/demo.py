@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 import tokenprune as tp
-from tokenprune.timing import interleaved_medians
+from tokenprune.timing import interleaved
 
 # LLaVA-1.5 layout at a CPU-friendly size: 576 vision tokens (24 x 24 patches) + 64 text tokens.
 DEMO_CONFIG = {
@@ -35,6 +35,16 @@ def explain_terms(echo=print) -> None:
     echo("\nWhat the words mean:")
     for word, meaning in GLOSSARY:
         echo(f"  {word + ':':<18} {meaning}")
+
+
+def time_prefills(echo, calls: dict, repeats: int, title: str) -> dict:
+    """Time ``calls`` in interleaved rounds; print each median and its ratio to the first call's."""
+    times = interleaved(calls, repeats=repeats, warmup=1)
+    base = next(iter(times.values()))["median"]
+    echo(f"\n{title}:")
+    for name, t in times.items():
+        echo(f"  {name:<10} {t['median'] * 1e3:8.1f} ms   ratio {t['median'] / base:.3f}")
+    return times
 
 
 def build_demo_model(attn_implementation: str = "sdpa"):
@@ -89,12 +99,8 @@ def run_demo(echo=print, repeats: int = 3) -> dict:
         return lambda: m(**inputs)
 
     with torch.no_grad():
-        times = interleaved_medians({"original": forward(model), "keep-all": forward(keep_all),
-                                     "pruned": forward(pruned)}, repeats=repeats, warmup=1)
-    base = times["original"]["median"]
-    echo("\nPrefill time (median of interleaved runs):")
-    for name, t in times.items():
-        echo(f"  {name:<10} {t['median'] * 1e3:8.1f} ms   ratio {t['median'] / base:.3f}")
+        times = time_prefills(echo, {"original": forward(model), "keep-all": forward(keep_all),
+                                     "pruned": forward(pruned)}, repeats, "Prefill time (median of interleaved runs)")
     kept = tp.last_selection(pruned)[2][0]
     echo(f"\nKept vision tokens at the cut: {len(kept)} of {n_vis}; first positions {kept[:8].tolist()}")
     explain_terms(echo)

@@ -3,7 +3,9 @@
 Shows a few questions answered by the original and the pruned model, accuracy on held-out test questions,
 the exact FLOPs fraction, prefill time (interleaved medians) and a picture of the patches kept at each cut.
 The schedule is the P-Sigmoid schedule that ``benchmarks/quality.py`` searched on the calibration split
-(shipped as ``reference_model/schedules/p-sigmoid-b0.3.yaml``), or one given with ``--schedule``.
+(shipped as ``reference_model/schedules/p-sigmoid-b0.3.yaml``, beside the checkpoint), or one given with
+``--schedule``. The checkpoint is a folder of the repository, not of the installed package: the demo runs from
+the root of a checkout, or is given ``--checkpoint``.
 """
 
 from __future__ import annotations
@@ -14,47 +16,62 @@ import torch
 
 import tokenprune as tp
 from tokenprune import synthvqa
-from tokenprune.demo import explain_terms
+from tokenprune.demo import explain_terms, time_prefills
 from tokenprune.errors import TokenPruneError, describe
 from tokenprune.flops import mean_flops_fraction
 from tokenprune.synthvqa import answers
-from tokenprune.timing import interleaved_medians
 
-CHECKOUT = Path(__file__).resolve().parent.parent
-DEFAULT_CHECKPOINT = CHECKOUT / "reference_model" / "checkpoint"
-DEFAULT_SCHEDULE = CHECKOUT / "reference_model" / "schedules" / "p-sigmoid-b0.3.yaml"
+# The reference model ships with the repository, not the wheel: by default it is looked up from the working
+# directory (the root of a checkout); elsewhere pass its directory.
+CHECKPOINT_IN_CHECKOUT = Path("reference_model") / "checkpoint"
+SEARCHED_SCHEDULE = Path("schedules") / "p-sigmoid-b0.3.yaml"  # beside the checkpoint (benchmarks/quality.py writes it)
 
 
-def load_reference(checkpoint: Path = DEFAULT_CHECKPOINT):
-    """The reference model (float32, sdpa, eval) and its processor."""
+def default_checkpoint() -> Path:
+    """``reference_model/checkpoint`` under the working directory."""
+    return Path.cwd() / CHECKPOINT_IN_CHECKOUT
+
+
+def searched_schedule(checkpoint: Path) -> Path:
+    """Where the schedule searched for the reference model at ``checkpoint`` is saved."""
+    return Path(checkpoint).parent / SEARCHED_SCHEDULE
+
+
+def load_reference(checkpoint: Path | None = None):
+    """The reference model (float32, sdpa, eval) and its processor (default: :func:`default_checkpoint`)."""
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    if not (Path(checkpoint) / "config.json").exists():
+    checkpoint = Path(checkpoint) if checkpoint is not None else default_checkpoint()
+    if not (checkpoint / "config.json").exists():
         raise TokenPruneError(describe(
             f"no reference model at {checkpoint}", "tokenprune demo --checkpoint",
             "a directory with the trained reference model (config.json, model.safetensors, processor files)",
-            "run the demo from a checkout of the repository (reference_model/checkpoint), pass --checkpoint, "
-            "or use `tokenprune demo --random` for the random-weight demo"))
+            "run the demo from the root of a checkout of the repository (reference_model/checkpoint), pass "
+            "--checkpoint, or use `tokenprune demo --random` for the random-weight demo"))
     model = LlavaForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32, attn_implementation="sdpa")
     return model.eval(), AutoProcessor.from_pretrained(checkpoint)
 
 
-def demo_schedule(num_layers: int, path: Path | None) -> tuple[tp.Schedule, str]:
-    """The schedule to demonstrate and where it came from."""
-    path = Path(path) if path is not None else DEFAULT_SCHEDULE
+def demo_schedule(num_layers: int, path: Path | None, checkpoint: Path | None = None) -> tuple[tp.Schedule, str]:
+    """The schedule to demonstrate and where it came from: ``path``, else the one searched for ``checkpoint``
+    (default: :func:`default_checkpoint`), else FastV."""
+    path = Path(path) if path is not None else searched_schedule(checkpoint or default_checkpoint())
     if path.exists():
-        return tp.Schedule.from_yaml(path.read_text()), str(path.relative_to(CHECKOUT) if path.is_relative_to(CHECKOUT) else path)
+        here = Path.cwd()
+        return tp.Schedule.from_yaml(path.read_text()), str(path.relative_to(here) if path.is_relative_to(here) else path)
     return tp.Schedule.fastv(num_layers, layer=2, keep=0.25), "FastV(K=2, keep 25%) (no searched schedule found)"
 
 
 @torch.no_grad()
-def run_reference_demo(echo=print, checkpoint: Path = DEFAULT_CHECKPOINT, schedule_path: Path | None = None,
+def run_reference_demo(echo=print, checkpoint: Path | None = None, schedule_path: Path | None = None,
                        questions: int = 144, repeats: int = 5, picture: Path | None = None) -> dict:
-    """Print the demo through ``echo``; ``picture`` is where to save the kept-patches PNG (None: no picture)."""
+    """Print the demo through ``echo``; ``picture`` is where to save the kept-patches PNG (None: no picture).
+    ``checkpoint``: the reference model's directory (default: :func:`default_checkpoint`)."""
+    checkpoint = Path(checkpoint) if checkpoint is not None else default_checkpoint()
     model, processor = load_reference(checkpoint)
     spec = tp.load_spec("llava")
     layers = model.config.text_config.num_hidden_layers
-    schedule, origin = demo_schedule(layers, schedule_path)
+    schedule, origin = demo_schedule(layers, schedule_path, checkpoint)
     echo(f"Model: reference LLaVA ({layers} decoder layers, 144 vision tokens per 48x48 image), {checkpoint}")
     echo(f"Schedule: {schedule.name} from {origin}")
     echo("  keep ratio per layer: " + " ".join(f"{r:.2f}" for r in schedule.keep_ratio))
@@ -80,12 +97,8 @@ def run_reference_demo(echo=print, checkpoint: Path = DEFAULT_CHECKPOINT, schedu
     echo(f"Prefill FLOPs fraction (exact, language model): {fraction:.3f}")
 
     inputs = _inputs(processor, test[:16])
-    times = interleaved_medians({"original": lambda: model(**inputs), "pruned": lambda: pruned(**inputs)},
-                                repeats=repeats, warmup=1)
-    base = times["original"]["median"]
-    echo(f"\nPrefill time, batch of 16 prompts (median of {repeats} interleaved runs):")
-    for name, t in times.items():
-        echo(f"  {name:<9} {t['median'] * 1e3:7.1f} ms   ratio {t['median'] / base:.3f}")
+    times = time_prefills(echo, {"original": lambda: model(**inputs), "pruned": lambda: pruned(**inputs)}, repeats,
+                          f"Prefill time, batch of 16 prompts (median of {repeats} interleaved runs)")
     if picture is not None:
         from tokenprune.visualize import plot_for_question
 

@@ -43,7 +43,7 @@ class PruningSetup:
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        from . import __version__
+        from .version import __version__
 
         return {"format": FORMAT_VERSION, "tokenprune_version": __version__, "spec": _spec_entry(self.spec),
                 "schedule": self.schedule.to_dict(), "scorer": self.scorer, "seed": self.seed}

@@ -74,6 +74,7 @@ def test_report_json_round_trip_and_pages(speed_report, tmp_path):
     assert again == Report.from_dict(json.loads(path.read_text()))
     assert again.to_dict() == speed_report.to_dict()
     pages = write_pages(tmp_path / "results", tmp_path / "docs")
+    assert not list((tmp_path / "results").glob("*.png")), "figures go next to the pages only"
     text = pages[0].read_text()
     assert "No GPU was available in this session" in text and "python benchmarks/speed.py" in text
     for line in text.splitlines():
@@ -95,6 +96,42 @@ def test_masking_baseline_matches_pruned_logits(tiny, name):
     expected = torch.cat([torch.nonzero(~vision[0]).flatten(), selection[max(selection)][0]]).sort().values
     assert torch.equal(kept, expected)
     torch.testing.assert_close(ref[0, kept], got[0], rtol=1e-4, atol=1e-4)
+
+
+def test_masking_baseline_decodes_like_the_pruned_model(tiny):
+    """Decode steps hide the dropped tokens only from the layers after their cut, as pruning does (the layers
+    before it keep them in their cache)."""
+    model, inputs, _ = tiny
+    schedule = schedules(TINY.num_layers)["fastv"]
+    pruned = tp.compile(model, "llava", schedule)
+    masked = MaskingBaseline(build_eager_twin(model), schedule)
+    settings = dict(max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=0, output_logits=True,
+                    return_dict_in_generate=True)
+    with torch.no_grad():
+        got = pruned.generate(**inputs, **settings)
+        with masked:
+            ref = masked.model.generate(**inputs, **settings)
+    for step_got, step_ref in zip(got.logits, ref.logits, strict=True):  # (1, V) per generated token
+        torch.testing.assert_close(step_got, step_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_one_masking_reference_for_the_suite_the_validator_and_the_benchmark(tiny, monkeypatch):
+    from tests.conformance import test_conformance as suite
+    from tokenprune.bench import masking as baseline
+    from tokenprune.testing import conformance as validator
+    from tokenprune.testing import eager_topk, masking
+
+    assert suite.masked_reference is validator.masked_reference is eager_topk.masked_reference \
+        is masking.masked_reference
+    assert suite.kept_rows is validator.kept_rows is masking.kept_rows
+    assert baseline.add_mask_hooks is masking.add_mask_hooks
+    hooked = []  # the baseline's masking runs through the reference's own hook, once per decoder layer
+    reference_hook = masking._mask_hook
+    monkeypatch.setattr(masking, "_mask_hook", lambda *args: hooked.append(args[1]) or reference_hook(*args))
+    model, inputs, _ = tiny
+    with torch.no_grad():
+        MaskingBaseline(build_eager_twin(model), schedules(TINY.num_layers)["fastv"])(**inputs)
+    assert hooked == list(range(TINY.num_layers))
 
 
 def test_eager_twin_shares_weights_and_masking_keeps_full_cache(tiny):

@@ -68,6 +68,19 @@ def test_publish_from_a_clean_tree_writes_the_pages(checkout):
     assert "published" in result.output
 
 
+def test_publish_needs_the_package_to_run_from_a_checkout(tmp_path, monkeypatch):
+    from tokenprune.bench import machine
+    from tokenprune.errors import UnsupportedError
+
+    assert machine.source_checkout() == ROOT  # these tests run from a clone
+    installed = tmp_path / "lib" / "site-packages" / "tokenprune" / "bench" / "machine.py"
+    monkeypatch.setattr(machine, "__file__", str(installed))
+    assert machine.source_checkout() is None and machine.source_revision() is None
+    monkeypatch.setattr(publish, "CHECKOUT", None)
+    with pytest.raises(UnsupportedError, match="installed package, not a git checkout.*--out DIR"):
+        publish.destination(None, publish=True)
+
+
 def test_page_prints_the_numbers_and_writes_only_to_out(tmp_path):
     before = subprocess.run(["git", "status", "--porcelain", "--", "docs"], cwd=ROOT, capture_output=True,
                             text=True).stdout

@@ -7,9 +7,10 @@ import torch
 from typer.testing import CliRunner
 
 import tokenprune as tp
+from tests.reference_model._shared import CHECKPOINT
 from tokenprune.cli import app
 from tokenprune.errors import TokenPruneError
-from tokenprune.reference_demo import DEFAULT_SCHEDULE, demo_schedule, load_reference, run_reference_demo
+from tokenprune.reference_demo import demo_schedule, load_reference, run_reference_demo, searched_schedule
 
 runner = CliRunner()
 
@@ -17,7 +18,7 @@ runner = CliRunner()
 def test_reference_demo_reports_answers_accuracy_flops_time_and_picture(tmp_path):
     lines = []
     picture = tmp_path / "kept.png"
-    out = run_reference_demo(echo=lines.append, questions=12, repeats=1, picture=picture)
+    out = run_reference_demo(echo=lines.append, checkpoint=CHECKPOINT, questions=12, repeats=1, picture=picture)
     text = "\n".join(lines)
     assert out["exact"] is True
     assert "Questions (truth | original | pruned):" in text and text.count(" ?  ") + text.count(" ? ") >= 6
@@ -44,9 +45,10 @@ def test_demo_writes_its_picture_to_a_temp_folder_unless_asked(tmp_path, monkeyp
 
 
 def test_demo_schedule_is_the_shipped_search_result_when_present(tmp_path):
-    schedule, origin = demo_schedule(12, None)
-    if DEFAULT_SCHEDULE.exists():
-        assert schedule == tp.Schedule.from_yaml(DEFAULT_SCHEDULE.read_text()) and "p-sigmoid" in origin
+    schedule, origin = demo_schedule(12, None, CHECKPOINT)
+    shipped = searched_schedule(CHECKPOINT)
+    if shipped.exists():
+        assert schedule == tp.Schedule.from_yaml(shipped.read_text()) and "p-sigmoid" in origin
     else:
         assert schedule == tp.Schedule.fastv(12, 2, 0.25) and "no searched schedule" in origin
     custom = tmp_path / "s.yaml"
@@ -59,6 +61,20 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
         load_reference(tmp_path)
 
 
+def test_demo_reads_nothing_from_the_checkout_the_package_lives_in(tmp_path, monkeypatch):
+    """Run from elsewhere (as an installed package would be), the defaults are looked up in the working
+    directory: a clear error names it, and no searched schedule is borrowed from the package's checkout."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TokenPruneError, match=f"no reference model at {tmp_path}.*pass --checkpoint"):
+        load_reference()
+    schedule, origin = demo_schedule(12, None)
+    assert schedule == tp.Schedule.fastv(12, 2, 0.25) and "no searched schedule" in origin
+    result = runner.invoke(app, ["demo", "--repeats", "1"])
+    assert result.exit_code == 2 and f"no reference model at {tmp_path}" in result.output
+    docs = runner.invoke(app, ["docs"])
+    assert docs.exit_code == 2 and "no Sphinx sources at docs" in docs.output
+
+
 def test_random_demo_from_the_cli():
     result = runner.invoke(app, ["demo", "--random", "--repeats", "1"])
     assert result.exit_code == 0, result.output
@@ -66,5 +82,5 @@ def test_random_demo_from_the_cli():
 
 
 def test_demo_leaves_autograd_enabled(tmp_path):
-    run_reference_demo(echo=lambda *_: None, questions=6, repeats=1, picture=None)
+    run_reference_demo(echo=lambda *_: None, checkpoint=CHECKPOINT, questions=6, repeats=1, picture=None)
     assert torch.is_grad_enabled()  # a library call must not switch global autograd state off

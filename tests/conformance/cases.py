@@ -9,6 +9,7 @@ import torch
 
 import tokenprune as tp
 from tokenprune.testing import build_test_model, make_test_inputs
+from tokenprune.testing.masking import decoder_layers
 
 ATTENTION = ("eager", "sdpa")
 # Batch shapes: images per sample and text tokens per sample (different lengths -> left padding).
@@ -82,9 +83,36 @@ def load_case(name: str, variant: str | None) -> Case:
     return Case(spec, variant, models)
 
 
+# The compiled models of the case whose tests are running. Those tests only call them (forward, generate,
+# last_selection), so one compile serves all of them; ``conftest.py`` runs each case's tests together, so
+# holding one case at a time reuses every compile and keeps memory bounded.
+_COMPILED: dict[tuple, torch.nn.Module] = {}
+
+
+def compiled_case(case_key: tuple[str, str | None], attn: str, schedule_key: str):
+    """``case_key``'s ``attn`` model compiled with ``schedule_key`` (``"keep-all"`` or a key of
+    :meth:`Case.schedules`), compiled once per case; never mutate it."""
+    key = (case_key, attn, schedule_key)
+    if key not in _COMPILED:
+        if any(held[0] != case_key for held in _COMPILED):
+            _COMPILED.clear()
+        case = load_case(*case_key)
+        schedule = (tp.Schedule.keep_all(case.num_layers) if schedule_key == "keep-all"
+                    else case.schedules()[schedule_key])
+        _COMPILED[key] = tp.compile(case.models[attn], case.spec, schedule)
+    return _COMPILED[key]
+
+
+def case_of(item) -> tuple[str, str | None] | None:
+    """The conformance case a collected test item runs, from its parameters."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if "pair" in params:
+        return params["pair"][0]
+    return params.get("case_key")
+
+
 def layers_of(case: Case, model):
-    lm = tp.spec.resolve_module(model, case.spec.language_model, "language_model")
-    return tp.spec.resolve_module(lm, case.spec.decoder_layers, "decoder_layers")
+    return decoder_layers(model, case.spec)
 
 
 def greedy(model, batch, steps: int = 8, **kw) -> torch.Tensor:

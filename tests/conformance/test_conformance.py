@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import tokenprune as tp
-from tests.reference import dropped_per_layer, kept_positions, masked_reference
+from tokenprune.testing.masking import dropped_per_layer, kept_rows, masked_reference
 
-from .cases import BATCHES, case_backend_pairs, case_id, greedy, layers_of, load_case, pair_id, spec_cases
+from .cases import (BATCHES, case_backend_pairs, case_id, compiled_case, greedy, layers_of, load_case, pair_id,
+                    spec_cases)
 
 ATOL = 1e-4
 per_backend = pytest.mark.parametrize("pair", case_backend_pairs(), ids=pair_id)
@@ -17,6 +18,13 @@ per_case = pytest.mark.parametrize("case_key", spec_cases(), ids=case_id)
 
 def _case(case_key):
     return load_case(*case_key)
+
+
+def _multi_cut_batch3(pair):
+    """The case, the batch of three for its ``attn`` model and that model compiled with the multi-cut schedule."""
+    case_key, attn = pair
+    case = _case(case_key)
+    return case, case.batch(case.models[attn], "batch3"), compiled_case(case_key, attn, "multi")
 
 
 def _logits(model, batch, **kw):
@@ -31,7 +39,7 @@ def test_keep_all_is_bit_identical(pair, batch_key):
     case = _case(case_key)
     model = case.models[attn]
     batch = case.batch(model, batch_key)
-    compiled = tp.compile(model, case.spec, tp.Schedule.keep_all(case.num_layers))
+    compiled = compiled_case(case_key, attn, "keep-all")
     assert torch.equal(_logits(compiled, batch), _logits(model, batch))
     assert torch.equal(greedy(compiled, batch), greedy(model, batch))
 
@@ -45,7 +53,7 @@ def test_pruned_matches_masking_reference(pair, batch_key, schedule_key):
     schedule = case.schedules()[schedule_key]
     model, eager = case.models[attn], case.models["eager"]
     batch = case.batch(model, batch_key)
-    compiled = tp.compile(model, case.spec, schedule)
+    compiled = compiled_case(case_key, attn, schedule_key)
     logits = _logits(compiled, batch)
     selection = tp.last_selection(compiled)
     assert sorted(selection) == list(schedule.cuts)
@@ -60,11 +68,8 @@ def test_pruned_matches_masking_reference(pair, batch_key, schedule_key):
     with masked_reference(layers_of(case, eager), dropped):
         ref_logits = _logits(eager, batch)
         ref_tokens = greedy(eager, batch)
-    for b in range(batch.input_ids.shape[0]):
-        positions = kept_positions(batch.vision_mask, selection, b)
-        got = logits[b, logits.shape[1] - len(positions):]
-        real = batch.kwargs["attention_mask"][b, positions].bool()  # padding rows attend to nothing: skip
-        torch.testing.assert_close(got[real], ref_logits[b, positions][real], atol=ATOL, rtol=1e-4)
+    for _, got, expected in kept_rows(logits, ref_logits, batch.vision_mask, selection, batch.kwargs["attention_mask"]):
+        torch.testing.assert_close(got, expected, atol=ATOL, rtol=1e-4)
     assert torch.equal(greedy(compiled, batch), ref_tokens)
 
 
@@ -73,10 +78,9 @@ def test_pruned_matches_masking_reference(pair, batch_key, schedule_key):
 def test_kept_set_is_topk_of_hf_eager_attention(pair, schedule_key):
     case_key, attn = pair
     case = _case(case_key)
-    schedule = case.schedules()[schedule_key]
     model, eager = case.models[attn], case.models["eager"]
     batch = case.batch(model, "batch3")
-    compiled = tp.compile(model, case.spec, schedule)
+    compiled = compiled_case(case_key, attn, schedule_key)
     _logits(compiled, batch)
     selection = tp.last_selection(compiled)
     dropped = dropped_per_layer(batch.vision_mask, selection, case.num_layers)
@@ -97,11 +101,7 @@ def test_kept_set_is_topk_of_hf_eager_attention(pair, schedule_key):
 
 @per_backend
 def test_cached_generation_equals_uncached(pair):
-    case_key, attn = pair
-    case = _case(case_key)
-    model = case.models[attn]
-    batch = case.batch(model, "batch3")
-    compiled = tp.compile(model, case.spec, case.schedules()["multi"])
+    case, batch, compiled = _multi_cut_batch3(pair)
     cached = greedy(compiled, batch, use_cache=True)
     selection = tp.last_selection(compiled)
     uncached = greedy(compiled, batch, use_cache=False)
@@ -121,11 +121,7 @@ def test_cached_generation_equals_uncached(pair):
 
 @per_backend
 def test_batch_invariance(pair):
-    case_key, attn = pair
-    case = _case(case_key)
-    model = case.models[attn]
-    batch = case.batch(model, "batch3")
-    compiled = tp.compile(model, case.spec, case.schedules()["multi"])
+    _, batch, compiled = _multi_cut_batch3(pair)
     logits = _logits(compiled, batch)
     together = tp.last_selection(compiled)
     for b in range(batch.input_ids.shape[0]):

@@ -5,7 +5,7 @@ import torch
 
 import tokenprune as tp
 from tests.conformance.cases import greedy, layers_of, load_case
-from tests.reference import dropped_per_layer, kept_positions, masked_reference
+from tokenprune.testing.masking import dropped_per_layer, kept_rows, masked_reference
 from tokenprune.errors import ScheduleError, UnsupportedError
 from tokenprune.testing import build_test_model, make_test_inputs
 
@@ -110,10 +110,8 @@ def test_registered_scorers_match_the_masking_reference(case, scorer):
     dropped = dropped_per_layer(batch.vision_mask, selection, 4)
     with masked_reference(layers_of(case, eager), dropped), torch.no_grad():
         ref = eager(**batch.kwargs).logits
-    for b in range(3):
-        pos = kept_positions(batch.vision_mask, selection, b)
-        real = batch.kwargs["attention_mask"][b, pos].bool()
-        torch.testing.assert_close(logits[b, -len(pos):][real], ref[b, pos][real], atol=1e-4, rtol=1e-4)
+    for _, got, expected in kept_rows(logits, ref, batch.vision_mask, selection, batch.kwargs["attention_mask"]):
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_random_scorer_is_seeded():

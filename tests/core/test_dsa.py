@@ -7,7 +7,7 @@ import torch
 
 import tokenprune as tp
 from tests.conformance.cases import layers_of, load_case
-from tests.reference import capture_layer_io
+from tests.layer_io import capture_layer_io
 from tokenprune.errors import SpecError, UnsupportedError
 from tokenprune.flops import TextShape, prefill_flops
 from tokenprune.registry import lookup

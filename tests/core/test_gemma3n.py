@@ -180,7 +180,7 @@ def test_flops_refuse_altup_models_and_accept_an_explicit_shape(model):
 def test_next_layer_scorer_reads_the_next_layers_active_stream():
     # The 'streams' variant attends to the second of two streams: scoring any other stream picks other tokens.
     from tests.conformance.cases import layers_of, load_case
-    from tests.reference import dropped_per_layer, masked_reference
+    from tokenprune.testing.masking import dropped_per_layer, masked_reference
 
     case = load_case("gemma3n", "streams")
     eager = case.models["eager"]

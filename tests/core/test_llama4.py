@@ -5,7 +5,7 @@ import torch
 
 import tokenprune as tp
 from tests.conformance.cases import greedy
-from tests.reference import dropped_per_layer, kept_positions, masked_reference
+from tokenprune.testing.masking import dropped_per_layer, kept_positions, masked_reference
 from tokenprune.errors import UnsupportedError
 from tokenprune.registry import lookup
 from tokenprune.rewrites.ops import gather_rope

@@ -13,7 +13,7 @@ import transformers
 
 import tokenprune as tp
 from tests.conformance.cases import layers_of, load_case
-from tests.reference import LAYER_INPUTS, capture_layer_io
+from tests.layer_io import LAYER_INPUTS, capture_layer_io
 from tokenprune.errors import SpecError, TraceError, UnsupportedError
 from tokenprune.registry import lookup
 from tokenprune.rewrites.gathers import hand_on_unread

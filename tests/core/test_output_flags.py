@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import tokenprune as tp
-from tests.reference import dropped_per_layer, kept_positions, masked_reference
+from tokenprune.testing.masking import dropped_per_layer, kept_positions, masked_reference
 from tokenprune.testing import build_test_model, make_test_inputs
 
 SPEC = tp.load_spec("llava")

@@ -7,7 +7,7 @@ import torch
 
 import tokenprune as tp
 from tests.conformance.cases import greedy
-from tests.reference import dropped_per_layer, masked_reference
+from tokenprune.testing.masking import dropped_per_layer, masked_reference
 from tokenprune.errors import UnsupportedError
 from tokenprune.rewrites.prompt_caches import without_evicted
 from tokenprune.rewrites.state import CallState, Gather, Layout, Mode

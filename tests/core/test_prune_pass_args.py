@@ -7,7 +7,7 @@ import torch
 
 import tokenprune as tp
 from tests.conformance.cases import greedy, layers_of, load_case
-from tests.reference import dropped_per_layer, kept_positions, masked_reference
+from tokenprune.testing.masking import dropped_per_layer, kept_positions, masked_reference
 from tokenprune.errors import TraceError, UnsupportedError
 from tokenprune.rewrites.gathers import gather_shared_kv, gather_tokens
 from tokenprune.rewrites.hints import CompositeHint

@@ -8,7 +8,7 @@ import torch
 import tokenprune as tp
 import tokenprune.scoring.scorers as scorers
 from tests.conformance.cases import load_case
-from tests.reference import capture_layer_io
+from tests.layer_io import capture_layer_io
 from tokenprune.errors import SpecError
 from tokenprune.registry import lookup
 from tokenprune.scoring.attention import attention_probs

@@ -10,7 +10,7 @@ import torch
 
 import tokenprune as tp
 from tests.conformance.cases import backends, greedy
-from tests.reference import dropped_per_layer, masked_reference
+from tokenprune.testing.masking import dropped_per_layer, masked_reference
 from tokenprune.errors import UnsupportedError
 from tokenprune.rewrites.sliding import WholeWindowLayer
 from tokenprune.testing import build_test_model, make_test_inputs

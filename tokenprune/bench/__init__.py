@@ -6,7 +6,7 @@
 
 Command line: ``python -m tokenprune.bench {speed,prefill,page}`` (``benchmarks/speed.py``, ``benchmarks/prefill.py``).
 Modules: ``presets`` (shapes, random models, prompts), ``variants`` (what is compared), ``masking`` (the masking
-baseline), ``timer`` / ``memory`` / ``measure`` / ``nodecost`` / ``compiletime`` (measurements), ``targets``,
+baseline), ``memory`` / ``measure`` / ``nodecost`` / ``compiletime`` (measurements), ``targets``,
 ``report`` (JSON), ``plots`` and ``page`` (docs).
 """
 

@@ -23,10 +23,10 @@ DEFAULT_SPEED_PRESETS = ["llama-12l", "llava-7b"]
 
 DESCRIPTION = """Measure prefill, decode, memory and compile time of pruned models against FLOPs.
 
-Each run prints its numbers and writes JSON reports, figures and the generated pages to --out (default: a new
-folder under the system temp dir, printed at the end). --publish writes them to the checkout's
-benchmarks/results and docs/benchmarks instead, and refuses to run unless every tracked file is committed,
-so that the published pages name the commit that was measured."""
+Each run prints its numbers and writes JSON reports (under results/), the generated pages and their figures to
+--out (default: a new folder under the system temp dir, printed at the end). --publish writes the reports to
+the checkout's benchmarks/results and the pages and figures to its docs/benchmarks instead, and refuses to run
+unless every tracked file is committed, so that the published pages name the commit that was measured."""
 
 
 def _output(p: argparse.ArgumentParser) -> None:
@@ -101,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
         report.write(where.results / _report_name(report, args))
     if not args.no_page:
         _write_pages(where.results, where)
-    print(f"reports and figures: {where.results}")
+    print(f"reports: {where.results}; pages and figures: {where.pages}")
     return 0
 
 

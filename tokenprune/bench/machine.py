@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import subprocess
 import time
+from pathlib import Path
 
 import torch
 
@@ -28,25 +30,39 @@ def load_average() -> list[float] | None:
         return None
 
 
+def source_checkout() -> Path | None:
+    """The git checkout this package is imported from (a clone or an editable install), or None for an
+    installed package: its parent folder is then site-packages, which no commit describes."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() and (root / ".git").exists() else None
+
+
+def git_output(root: Path, *args: str) -> str | None:
+    """What ``git args`` prints in ``root``; None when git is missing or fails (``root`` is no checkout)."""
+    try:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def modified_tracked_files(root: Path) -> list[str] | None:
+    """Tracked files with local changes (staged or not), or None when ``root`` is not a git checkout."""
+    status = git_output(root, "status", "--porcelain", "--untracked-files=no")
+    return None if status is None else [line[3:] for line in status.splitlines() if line.strip()]
+
+
 @functools.cache
 def source_revision() -> dict | None:
-    """The git commit of the checkout the package runs from, and whether it had local changes.
+    """The git commit of the checkout the package runs from, and how many tracked files it had modified.
 
     Read once per process: a run that publishes several presets writes the first one's report into the tree
     before the next preset starts, which must not count as a local change of the measured code."""
-    import subprocess
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
+    root = source_checkout()
+    commit = git_output(root, "rev-parse", "HEAD") if root is not None else None
+    if commit is None:
         return None
-    if commit.returncode != 0:
-        return None
-    return {"commit": commit.stdout.strip(), "modified_files": len(status.stdout.splitlines())}
+    return {"commit": commit.strip(), "modified_files": len(modified_tracked_files(root) or [])}
 
 
 def machine_info(device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> dict:

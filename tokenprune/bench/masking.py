@@ -7,7 +7,9 @@ scores come from Hugging Face's own eager attention weights: the head-averaged a
 prompt token in the layer before each cut. The kept set is the top ``ceil(r * N)`` of the still-visible
 vision tokens (ties by position), so its logits at kept positions equal the pruned model's.
 
-Written independently of ``tokenprune.rewrites``: plain forward hooks, no graph rewrite.
+Written independently of ``tokenprune.rewrites``: plain forward hooks, no graph rewrite. The masking itself is
+the conformance suite's masking reference (:func:`tokenprune.testing.masking.add_mask_hooks`); this module adds
+only the selection, made while the prefill runs.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tokenprune.schedule import Schedule, keep_count
+from tokenprune.testing.masking import add_mask_hooks
 
 from .presets import IMAGE_TOKEN_ID
 
@@ -25,6 +28,7 @@ from .presets import IMAGE_TOKEN_ID
 class _MaskState:
     vision: torch.Tensor | None = None  # (B, S) bool: prompt positions holding vision tokens
     dropped: torch.Tensor | None = None  # (B, S) bool: positions masked out so far
+    per_layer: list[torch.Tensor | None] = field(default_factory=list)  # what each layer hid in the prefill
     scores: dict[int, torch.Tensor] = field(default_factory=dict)  # cut layer -> (B, S) fp32
     prefill: bool = False
 
@@ -55,8 +59,7 @@ class MaskingBaseline:
         for cut in self.schedule.cuts:
             attn = self.layers[cut - 1].self_attn
             self._handles.append(attn.register_forward_hook(self._score_hook(cut)))
-        for j, layer in enumerate(self.layers):
-            self._handles.append(layer.register_forward_pre_hook(self._mask_hook(j), with_kwargs=True))
+        self._handles += add_mask_hooks(self.layers, self._dropped_at)
         return self
 
     def detach(self) -> None:
@@ -93,18 +96,16 @@ class MaskingBaseline:
 
         return hook
 
-    def _mask_hook(self, j: int):
-        def hook(module, args, kwargs):
-            st = self.state
-            if st.prefill and j in self.schedule.cuts:
-                self._select(j)
-            mask = kwargs.get("attention_mask")
-            if st.dropped is None or not bool(st.dropped.any()):
-                return args, kwargs
-            kwargs["attention_mask"] = _mask_columns(mask, st.dropped, args[0] if args else kwargs["hidden_states"])
-            return args, kwargs
-
-        return hook
+    def _dropped_at(self, j: int) -> torch.Tensor | None:
+        """(B, S) positions layer ``j`` hides (``None``: none). The prefill selects at each cut and records
+        what every layer hid; decode steps hide the same from the same layers (earlier layers keep them all)."""
+        st = self.state
+        if not st.prefill:
+            return st.per_layer[j]
+        if j in self.schedule.cuts:
+            self._select(j)
+        st.per_layer.append(st.dropped if any(cut <= j for cut in self.schedule.cuts) else None)
+        return st.per_layer[j]
 
     def _select(self, cut: int) -> None:
         """Mask all but the top ``ceil(r N)`` still-visible vision tokens of each sample."""
@@ -123,15 +124,3 @@ class MaskingBaseline:
         """Per sample, prompt positions still visible after the last cut (text and kept vision), sorted."""
         return [torch.nonzero(~d).flatten() for d in self.state.dropped]
 
-
-def _mask_columns(mask, dropped: torch.Tensor, hidden: torch.Tensor):
-    """Block the key columns of ``dropped`` (B, P) prompt positions in a 4-D mask (B|1, 1, q, k)."""
-    if mask is None:
-        raise ValueError("the masking baseline expects the eager attention mask HF builds")
-    cols = torch.zeros(mask.shape[0] if mask.shape[0] > 1 else dropped.shape[0], mask.shape[-1],
-                       dtype=torch.bool, device=mask.device)  # (B, k)
-    cols[:, : dropped.shape[1]] = dropped.to(mask.device)
-    blocked = cols[:, None, None, :]  # (B, 1, 1, k)
-    if mask.dtype == torch.bool:
-        return mask & ~blocked
-    return mask.masked_fill(blocked, torch.finfo(mask.dtype).min)

@@ -14,7 +14,7 @@ import tokenprune as tp
 
 from .memory import kv_cache_bytes, kv_cache_lengths, peak_memory
 from .presets import IMAGE_TOKEN_ID
-from .timer import Samples, Stopwatch, interleaved, paired_ratios
+from tokenprune.timing import Samples, Stopwatch, interleaved, paired_ratios
 from .variants import Variant
 
 

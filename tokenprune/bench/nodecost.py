@@ -19,7 +19,7 @@ import torch.fx as fx
 
 import tokenprune as tp
 
-from .timer import synchronize
+from tokenprune.timing import synchronize
 
 _CUT = re.compile(r"^cut(\d+)_")
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from . import plots
+from .plots import kv_per_layer, node_costs, prefill_bars, prefill_dtypes, realized_vs_ideal, scaling
 from .report import Report
 
 SPEED_COMMAND = "python benchmarks/speed.py"
@@ -112,9 +111,9 @@ def torch_compile_table(variants: dict) -> str:
                    "first two calls s"], rows)
 
 
-def node_table(node_costs: dict) -> str:
+def node_table(costs: dict) -> str:
     rows = []
-    for name, nc in node_costs.items():
+    for name, nc in costs.items():
         for cut, entry in nc["cuts"].items():
             select = sum(s for n, s in entry["nodes"].items() if n.endswith("_select"))
             rows.append([f"`{name}`", cut, _ms(entry["seconds"]), _ms(select), _ms(nc["prefill_seconds"]),
@@ -160,9 +159,9 @@ def affine_note(original_s: float, short_s: float, short_tokens: int, variant: d
             f"(realized / this prediction: {_f(predicted / measured_s, 2)}).\n")
 
 
-def scaling_table(scaling: dict) -> str:
+def scaling_table(measured: dict) -> str:
     rows = []
-    for r in scaling["rows"]:
+    for r in measured["rows"]:
         o, f = r["prefill"]["original"], r["prefill"]["fastv"]
         frac = f["median"] / o["median"]
         ideal = r["flops_fraction"]["fastv"]
@@ -192,13 +191,7 @@ def flops_table(flops: dict) -> str:
     return _table(["schedule", "exact FLOPs fraction", "paper-convention fraction", "predicted speed-up"], rows)
 
 
-def _copy(png: Path, docs_dir: Path) -> str:
-    docs_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(png, docs_dir / png.name)
-    return png.name
-
-
-def _runnable_section(report: Report, results_dir: Path, docs_dir: Path, tag: str) -> list[str]:
+def _runnable_section(report: Report, docs_dir: Path, tag: str) -> list[str]:
     res = report.results
     out = [f"Prompt: {report.settings['num_text_tokens']} text + {report.settings['num_vision_tokens']} vision "
            f"tokens, batch 1; {report.settings['repeats']} interleaved rounds after {report.settings['warmup']} "
@@ -216,10 +209,10 @@ def _runnable_section(report: Report, results_dir: Path, docs_dir: Path, tag: st
            "because its scores are read from Hugging Face's attention weights of the layer before the cut.\n"]
     if any(v.get("kind") == "torch.compile" for v in res["variants"].values()):
         out += ["### torch.compile\n", TORCH_COMPILE_NOTE, torch_compile_table(res["variants"])]
-    figs = [plots.prefill_bars(report, results_dir / f"{tag}-prefill.png"),
-            plots.realized_vs_ideal(report, results_dir / f"{tag}-realized.png"),
-            plots.kv_per_layer(report, results_dir / f"{tag}-kv.png")]
-    out += [f"![{f.stem}]({_copy(f, docs_dir)})\n" for f in figs]
+    figs = [prefill_bars(report, docs_dir / f"{tag}-prefill.png"),
+            realized_vs_ideal(report, docs_dir / f"{tag}-realized.png"),
+            kv_per_layer(report, docs_dir / f"{tag}-kv.png")]
+    out += [f"![{f.stem}]({f.name})\n" for f in figs]
     if "fastv" in res["variants"] and "fastv" in res["node_costs"]:
         out += ["**Where the FastV time goes.** " + layer_analysis(res["variants"]["fastv"], res["node_costs"]["fastv"],
                                                                    report.settings["num_text_tokens"])]
@@ -231,14 +224,14 @@ def _runnable_section(report: Report, results_dir: Path, docs_dir: Path, tag: st
     out += ["### Inserted nodes per cut\n",
             "Every `cut{l}_*` node of a pruned prefill timed by an fx `Interpreter` (device-synchronised), medians "
             f"over {report.settings['node_repeats']} runs.\n", node_table(res["node_costs"]),
-            f"![nodes]({_copy(plots.node_costs(report, results_dir / f'{tag}-nodes.png'), docs_dir)})\n",
+            f"![nodes]({node_costs(report, docs_dir / f'{tag}-nodes.png').name})\n",
             "### Compile time\n", compile_table(res["compile"])]
     if res.get("scaling"):
         out += ["### Scaling with the number of vision tokens\n",
                 f"{report.settings['scaling_repeats']} interleaved rounds per size (fewer than above: large sizes are "
                 f"slow on this machine); decode: {report.settings['scaling_decode_tokens']} tokens.\n",
                 scaling_table(res["scaling"]),
-                f"![scaling]({_copy(plots.scaling(report, results_dir / f'{tag}-scaling.png'), docs_dir)})\n"]
+                f"![scaling]({scaling(report, docs_dir / f'{tag}-scaling.png').name})\n"]
     return out
 
 
@@ -267,7 +260,8 @@ def _compile_only_section(report: Report) -> list[str]:
             flops_table(res["flops_only"])]
 
 
-def speed_page(reports: list[Report], results_dir: Path, docs_dir: Path) -> str:
+def speed_page(reports: list[Report], docs_dir: Path) -> str:
+    """The speed page; its figures are written next to it, into ``docs_dir``."""
     out = ["# Speed and memory benchmarks\n",
            f"Reproduce every table and figure on this page with one command: `{SPEED_COMMAND}` "
            f"(the GPU section: `{GPU_COMMAND}`). Reports are written to `benchmarks/results/` as JSON; this page is "
@@ -280,7 +274,7 @@ def speed_page(reports: list[Report], results_dir: Path, docs_dir: Path) -> str:
     for r in cpu:
         tag = f"speed-{r.preset['name']}-{r.settings['device']}-{r.settings['dtype']}"
         out.append(f"## {r.preset['name']} on CPU, {r.settings['dtype']}: {r.preset['description']}\n")
-        out += _runnable_section(r, results_dir, docs_dir, tag) if "variants" in r.results else _compile_only_section(r)
+        out += _runnable_section(r, docs_dir, tag) if "variants" in r.results else _compile_only_section(r)
     out.append("## GPU\n")
     if not gpu:
         out.append("No GPU was available in this session, so there is no GPU table yet. The engine supports CUDA "
@@ -289,7 +283,7 @@ def speed_page(reports: list[Report], results_dir: Path, docs_dir: Path) -> str:
     for r in gpu:
         tag = f"speed-{r.preset['name']}-cuda-{r.settings['dtype']}"
         out.append(f"### {r.preset['name']} on {r.machine.get('gpu')}, {r.settings['dtype']}\n")
-        out += _runnable_section(r, results_dir, docs_dir, tag)
+        out += _runnable_section(r, docs_dir, tag)
     return "\n".join(out)
 
 
@@ -314,7 +308,7 @@ def _keep_all_note(res: dict) -> str:
     return ("\n".join(notes) + "\n") if notes else ""
 
 
-def prefill_page(report: Report, results_dir: Path, docs_dir: Path) -> str:
+def prefill_page(report: Report, docs_dir: Path) -> str:
     res, s = report.results, report.settings
     out = ["# Prefill benchmark: original vs compiled keep-all vs FastV\n",
            f"Reproduce with one command: `{PREFILL_COMMAND}` (writes `benchmarks/results/prefill-cpu.json`, the figure "
@@ -342,8 +336,8 @@ def prefill_page(report: Report, results_dir: Path, docs_dir: Path) -> str:
                 affine_note(d["variants"]["original"]["prefill"]["median"],
                             d["keep_all_overhead"]["original"]["median"], d["keep_all_overhead"]["tokens"],
                             d["variants"]["fastv"], d["variants"]["fastv"]["prefill"]["median"])]
-    fig = plots.prefill_dtypes(report, results_dir / "prefill-ratios.png")
-    out.append(f"![prefill ratios]({_copy(fig, docs_dir)})\n")
+    fig = prefill_dtypes(report, docs_dir / "prefill-ratios.png")
+    out.append(f"![prefill ratios]({fig.name})\n")
     out.append("The compiled keep-all model inserts no nodes (a schedule without cuts); its only extra work is the "
                "Python wrapper around the traced graph, so the whole-run keep-all ratio measures that overhead plus "
                "noise. The per-call overhead is therefore also measured directly: compiled keep-all minus original on "
@@ -360,7 +354,8 @@ def prefill_page(report: Report, results_dir: Path, docs_dir: Path) -> str:
 
 
 def write_pages(results_dir: str | Path = "benchmarks/results", docs_dir: str | Path = "docs/benchmarks") -> list[Path]:
-    """Regenerate ``speed.md`` / ``prefill.md`` from every report in ``results_dir``."""
+    """Regenerate ``speed.md`` / ``prefill.md`` and their figures in ``docs_dir`` from every report in
+    ``results_dir`` (which holds only the JSON reports)."""
     results_dir, docs_dir = Path(results_dir), Path(docs_dir)
     docs_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -368,11 +363,11 @@ def write_pages(results_dir: str | Path = "benchmarks/results", docs_dir: str | 
     speed.sort(key=lambda r: (r.settings["device"], "variants" not in r.results, r.preset["name"]))
     if speed:
         path = docs_dir / "speed.md"
-        path.write_text(speed_page(speed, results_dir, docs_dir))
+        path.write_text(speed_page(speed, docs_dir))
         written.append(path)
     prefill = results_dir / "prefill-cpu.json"
     if prefill.exists():
         path = docs_dir / "prefill.md"
-        path.write_text(prefill_page(Report.read(prefill), results_dir, docs_dir))
+        path.write_text(prefill_page(Report.read(prefill), docs_dir))
         written.append(path)
     return written

@@ -6,22 +6,23 @@ be written from a checkout without local changes: otherwise nobody can rebuild t
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokenprune.errors import UnsupportedError, describe
 
-CHECKOUT = Path(__file__).resolve().parents[2]
-RESULTS_FOLDER = Path("benchmarks") / "results"  # inside the checkout
-PAGES_FOLDER = Path("docs") / "benchmarks"
-PUBLISHED_RESULTS = CHECKOUT / RESULTS_FOLDER
+from .machine import modified_tracked_files, source_checkout
+
+CHECKOUT = source_checkout()  # None when tokenprune is installed rather than run from a clone
+RESULTS_FOLDER = Path("benchmarks") / "results"  # inside the checkout: the JSON reports
+PAGES_FOLDER = Path("docs") / "benchmarks"  # the pages and their figures
+PUBLISHED_RESULTS = (CHECKOUT or Path.cwd()) / RESULTS_FOLDER
 
 
 @dataclass(frozen=True)
 class Destination:
-    """``results``: JSON reports and figures; ``pages``: the generated markdown pages."""
+    """``results``: JSON reports; ``pages``: the generated markdown pages and their figures."""
 
     results: Path
     pages: Path
@@ -35,22 +36,14 @@ def destination(out: str | Path | None, publish: bool) -> Destination:
             raise UnsupportedError(describe("--out and --publish together", "tokenprune bench",
                                             "one of them", "--publish always writes benchmarks/results and "
                                             "docs/benchmarks of the checkout"))
+        if CHECKOUT is None:
+            raise UnsupportedError(describe("tokenprune is an installed package, not a git checkout", "--publish",
+                                            "tokenprune imported from a clone of the repository (pip install -e .)",
+                                            "publish from a clone, or pass --out DIR"))
         require_clean_checkout(CHECKOUT)
         return Destination(CHECKOUT / RESULTS_FOLDER, CHECKOUT / PAGES_FOLDER, published=True)
     root = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="tokenprune-bench-"))
     return Destination(root / "results", root, published=False)
-
-
-def modified_tracked_files(root: Path) -> list[str] | None:
-    """Tracked files with local changes (staged or not), or None when ``root`` is not a git checkout."""
-    try:
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if status.returncode != 0:
-        return None
-    return [line[3:] for line in status.stdout.splitlines() if line.strip()]
 
 
 def require_clean_checkout(root: Path, where: str = "--publish") -> None:

@@ -10,9 +10,11 @@ import gc
 
 import torch
 
-from . import measure
 from .compiletime import measure_compile
 from .machine import load_average, machine_info
+from .measure import (expected_kv_tokens, first_calls, fixed_overhead, kv_cache, memory, realized,
+                      time_decode, time_prefill)
+from .measure import flops as variant_flops
 from .nodecost import cut_costs
 from .presets import Preset, build_model, get_preset, make_inputs
 from .report import Report
@@ -32,27 +34,27 @@ def _log(echo, msg: str) -> None:
 def _measure_variants(model, variants, inputs, preset: Preset, n_vis: int, n_text: int, device, repeats: int,
                       warmup: int, decode_tokens: int, decode_repeats: int, node_repeats: int, echo) -> dict:
     config = model.config
-    flops = {name: measure.flops(config, v, n_text, n_vis) for name, v in variants.items()}
-    first_calls = {}
+    flops = {name: variant_flops(config, v, n_text, n_vis) for name, v in variants.items()}
+    first_seconds = {}
     for name, v in variants.items():
         if v.kind == "torch.compile":
             _log(echo, f"  torch.compile: first calls of {name} (prefill, then {min(decode_tokens, 2)} decode steps)")
-            first_calls[name] = measure.first_calls(v, inputs, min(decode_tokens, 2), device)
+            first_seconds[name] = first_calls(v, inputs, min(decode_tokens, 2), device)
     _log(echo, f"  prefill: {len(variants)} variants x {repeats} interleaved rounds")
-    times = measure.time_prefill(variants, inputs, repeats, warmup, device)
-    real = measure.realized(times, flops)
+    times = time_prefill(variants, inputs, repeats, warmup, device)
+    real = realized(times, flops)
     _log(echo, "  decode")
-    decode = measure.time_decode(variants, inputs, decode_tokens, decode_repeats, device) if decode_tokens else {}
+    decode = time_decode(variants, inputs, decode_tokens, decode_repeats, device) if decode_tokens else {}
     out = {}
     for name, v in variants.items():
-        kv = measure.kv_cache(v, inputs)
-        kv["expected_tokens_per_layer"] = measure.expected_kv_tokens(v, n_text, n_vis)
+        kv = kv_cache(v, inputs)
+        kv["expected_tokens_per_layer"] = expected_kv_tokens(v, n_text, n_vis)
         gc.collect()
         out[name] = {"label": v.label, "kind": v.kind, "schedule": v.schedule.to_dict(), "flops": flops[name],
                      "prefill": times[name], **real[name], "decode": decode.get(name), "kv_cache": kv,
-                     "peak_memory": measure.memory(v, inputs, device)}
-        if name in first_calls:
-            out[name]["first_calls"] = first_calls[name]
+                     "peak_memory": memory(v, inputs, device)}
+        if name in first_seconds:
+            out[name]["first_calls"] = first_seconds[name]
     base_kv = out["original"]["kv_cache"]["total_bytes"] if "original" in out else None
     for entry in out.values():
         entry["kv_cache"]["fraction_of_original"] = entry["kv_cache"]["total_bytes"] / base_kv if base_kv else None
@@ -70,10 +72,10 @@ def _scaling(model, preset: Preset, sizes, names, device, repeats: int, decode_t
     for i, n_vis in enumerate(sizes):
         _log(echo, f"  scaling: {n_vis} vision tokens")
         inputs, _ = make_inputs(model, preset, n_vis, device=device)
-        flops = {name: measure.flops(model.config, v, preset.num_text_tokens, n_vis) for name, v in variants.items()}
+        flops = {name: variant_flops(model.config, v, preset.num_text_tokens, n_vis) for name, v in variants.items()}
         # One warm-up round at the first size only: larger sizes take seconds per call, warm-up effects are small.
-        times = measure.time_prefill(variants, inputs, repeats, warmup=1 if i == 0 else 0, device=device)
-        decode = measure.time_decode(variants, inputs, decode_tokens, 1, device) if decode_tokens else {}
+        times = time_prefill(variants, inputs, repeats, warmup=1 if i == 0 else 0, device=device)
+        decode = time_decode(variants, inputs, decode_tokens, 1, device) if decode_tokens else {}
         rows.append({"num_vision_tokens": n_vis, "flops_fraction": {k: f["fraction"] for k, f in flops.items()},
                      "prefill": times, "decode": decode, "load_average": load_average()})
         gc.collect()
@@ -101,7 +103,7 @@ def run_speed(preset: str = "llama-12l", device: str = "cpu", dtype: str = "floa
         _log(echo, f"{p.name}: weights are not materialised on {device}; measuring compile time only")
         report.results["compile"] = measure_compile(p, torch_dtype, device)
         meta = build_model(p, torch_dtype, "meta")
-        report.results["flops_only"] = {name: measure.flops(meta.config, v, p.num_text_tokens, p.num_vision_tokens)
+        report.results["flops_only"] = {name: variant_flops(meta.config, v, p.num_text_tokens, p.num_vision_tokens)
                                         for name, v in _schedule_variants(meta).items()}
     else:
         _log(echo, f"{p.name}: building a random {dtype} model on {device}")
@@ -125,7 +127,7 @@ def run_speed(preset: str = "llama-12l", device: str = "cpu", dtype: str = "floa
 
 
 def _overhead(variants, times, device) -> dict:
-    over = measure.fixed_overhead(variants["original"], variants["keep-all"], device=device)
+    over = fixed_overhead(variants["original"], variants["keep-all"], device=device)
     over["fraction_of_prefill"] = over["overhead_s"] / times["original"]["median"]
     return over
 
@@ -156,13 +158,13 @@ def run_prefill(dtypes: list[str] | None = None, repeats: int = 7, warmup: int =
         model = build_model(p, DTYPES[dtype], device)
         inputs, _ = make_inputs(model, p, device=device)
         variants = build_variants(model, ["original", "keep-all", "fastv"])
-        flops = {name: measure.flops(model.config, v, p.num_text_tokens, p.num_vision_tokens)
+        flops = {name: variant_flops(model.config, v, p.num_text_tokens, p.num_vision_tokens)
                  for name, v in variants.items()}
-        times = measure.time_prefill(variants, inputs, repeats, warmup, device)
+        times = time_prefill(variants, inputs, repeats, warmup, device)
         per_dtype[dtype] = {
             "variants": {name: {"label": v.label, "schedule": v.schedule.to_dict(), "flops": flops[name],
                                 "prefill": times[name]} for name, v in variants.items()},
-            "realized": measure.realized(times, flops),
+            "realized": realized(times, flops),
             "node_costs": {"fastv": cut_costs(variants["fastv"].model, inputs, node_repeats, device)},
             "keep_all_overhead": _overhead(variants, times, device),
             "load_average": load_average(),

@@ -28,7 +28,7 @@ from tokenprune.schedule import Schedule
 from tokenprune.spec import ModelSpec, resolve_module
 
 from .eager_topk import eager_topk_agreement, scorer_keys, summary
-from .masking import dropped_per_layer, kept_positions, masked_reference
+from .masking import decoder_layers, dropped_per_layer, kept_rows, masked_reference
 from .tolerance import Tolerance, logits_tolerance, score_tolerance, weight_dtype
 
 
@@ -66,11 +66,6 @@ def two_cut_schedule(num_layers: int, first_cut: int = 1) -> Schedule:
         return Schedule([1.0] * first_cut + [0.5], name="one-cut")
     raise UnsupportedError(describe("a 1-layer language model has nowhere to cut", "two_cut_schedule",
                                     "at least 2 decoder layers"))
-
-
-def decoder_layers(model, spec: ModelSpec):
-    lm = resolve_module(model, spec.language_model, f"spec {spec.name!r}: language_model")
-    return resolve_module(lm, spec.decoder_layers, f"spec {spec.name!r}: decoder_layers")
 
 
 def run_mini_conformance(model, spec: ModelSpec, inputs: dict, *, schedule: Schedule | None = None,
@@ -137,17 +132,12 @@ def _pruned(tp, model, spec, inputs, schedule, layers, tolerance: Tolerance, rep
     with masked_reference(layers, dropped), torch.no_grad():
         reference = model(**inputs).logits
     worst = scale = 0.0
-    for b in range(vision.shape[0]):
-        keep = kept_positions(vision, selection, b)
-        if pruned.shape[1] < len(keep):
-            return False, f"pruned logits have {pruned.shape[1]} positions, the reference keeps {len(keep)}"
-        got_b = pruned[b, pruned.shape[1] - len(keep):]  # (n_kept, V): right-aligned (left padding)
-        ref_b = reference[b, keep.to(reference.device)]
-        mask = inputs.get("attention_mask")
-        real = mask[b, keep.to(mask.device)].bool() if mask is not None else torch.ones(len(keep), dtype=torch.bool)
-        if bool(real.any()):  # padding rows attend to nothing: their logits are meaningless
-            worst = max(worst, (got_b[real].float() - ref_b[real].float()).abs().max().item())
-            scale = max(scale, ref_b[real].float().abs().max().item())
+    for b, got, expected in kept_rows(pruned, reference, vision, selection, inputs.get("attention_mask")):
+        if got.shape != expected.shape:
+            return False, f"sample {b}: pruned logits {tuple(got.shape)}, the reference keeps {tuple(expected.shape)}"
+        if got.numel():
+            worst = max(worst, (got.float() - expected.float()).abs().max().item())
+            scale = max(scale, expected.float().abs().max().item())
     kept = {layer: int(sel[0].numel()) for layer, sel in selection.items()}
     bound = tolerance.bound(scale)
     return worst <= bound, (f"max |diff| {worst:.2e} (tolerance {bound:.2g} for {str(reference.dtype)[6:]} logits "

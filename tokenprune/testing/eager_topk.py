@@ -17,7 +17,7 @@ import torch
 from tokenprune.errors import UnsupportedError, describe
 from tokenprune.spec import ModelSpec, resolve_module
 
-from .masking import dropped_per_layer, masked_reference
+from .masking import decoder_layers, dropped_per_layer, masked_reference
 from .tolerance import Tolerance
 
 
@@ -37,7 +37,7 @@ class CutAgreement:
 def eager_topk_agreement(model, spec: ModelSpec, inputs: dict, vision: torch.Tensor,
                          selection: dict[int, list[torch.Tensor]], tolerance: Tolerance) -> list[CutAgreement]:
     """One :class:`CutAgreement` per cut and sample of ``selection`` (``tokenprune.last_selection``)."""
-    layers = _decoder_layers(model, spec)
+    layers = decoder_layers(model, spec)
     dropped = dropped_per_layer(vision, selection, len(layers))
     with masked_reference(layers, dropped), torch.no_grad():
         attentions = model(**inputs, output_attentions=True).attentions
@@ -83,7 +83,7 @@ def summary(agreements: list[CutAgreement]) -> str:
 
 def scorer_keys(model, spec: ModelSpec, cut: int) -> str:
     """The spec keys the default scorer reads, with what they resolve to in the scoring layer of ``cut``."""
-    layer = _decoder_layers(model, spec)[cut - 1]
+    layer = decoder_layers(model, spec)[cut - 1]
     attn = resolve_module(layer, spec.layer.attention, "layer.attention")
     paths, attrs = spec.layer, spec.attention
 
@@ -124,7 +124,3 @@ def _is_norm(module: torch.nn.Module) -> bool:
 def _at(layer, path: str):
     return resolve_module(layer, path, "norm")
 
-
-def _decoder_layers(model, spec: ModelSpec):
-    lm = resolve_module(model, spec.language_model, f"spec {spec.name!r}: language_model")
-    return resolve_module(lm, spec.decoder_layers, f"spec {spec.name!r}: decoder_layers")

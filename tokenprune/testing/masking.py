@@ -3,17 +3,26 @@
 Dropping a token while keeping its original position is mathematically the same as masking it out of the keys
 of every later layer, so a pruned model's outputs must match this to float tolerance. It shares no code with
 tokenprune's rewrite: plain forward pre-hooks that edit the 4-D attention mask each decoder layer of an
-eager-attention model receives.
+eager-attention model receives. The conformance tests, ``tokenprune validate`` and the benchmarks' masking
+baseline all mask through :func:`add_mask_hooks`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
 from tokenprune.errors import UnsupportedError, describe
+from tokenprune.spec import ModelSpec, resolve_module
+
+
+def decoder_layers(model, spec: ModelSpec):
+    """The decoder layers of ``model``'s language model, where the reference's hooks go."""
+    lm = resolve_module(model, spec.language_model, f"spec {spec.name!r}: language_model")
+    return resolve_module(lm, spec.decoder_layers, f"spec {spec.name!r}: decoder_layers")
 
 
 def dropped_per_layer(vision_mask: torch.Tensor, selection: dict[int, list[torch.Tensor]], num_layers: int):
@@ -44,15 +53,35 @@ def kept_positions(vision_mask: torch.Tensor, selection, b: int) -> torch.Tensor
     return torch.nonzero(present).flatten()
 
 
+def kept_rows(pruned: torch.Tensor, reference: torch.Tensor, vision_mask: torch.Tensor, selection,
+              attention_mask: torch.Tensor | None = None) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Per sample ``b``: ``(b, got, expected)``, the pruned and the reference rows (n, ...) of the prompt
+    positions still present after the last cut, padding positions left out (they attend to nothing).
+
+    ``pruned`` holds the pruned length, right-aligned (left padding); ``reference`` the full length. A pruned
+    output that lacks positions gives a shorter ``got``: compare shapes."""
+    for b in range(vision_mask.shape[0]):
+        keep = kept_positions(vision_mask, selection, b)
+        got = pruned[b, max(pruned.shape[1] - len(keep), 0):]  # (n_kept, ...); shorter if positions are missing
+        expected = reference[b, keep.to(reference.device)]  # (n_kept, ...)
+        if attention_mask is not None and len(got) == len(keep):
+            real = attention_mask[b, keep.to(attention_mask.device)].bool()  # (n_kept,)
+            got, expected = got[real.to(got.device)], expected[real.to(expected.device)]
+        yield b, got, expected
+
+
+DroppedPerLayer = Sequence[torch.Tensor] | Callable[[int], torch.Tensor | None]
+
+
 @contextlib.contextmanager
-def masked_reference(layers, dropped: list[torch.Tensor]):
+def masked_reference(layers, dropped: DroppedPerLayer):
     """Mask, in every call, the key columns of dropped prompt positions (prefill and decode alike).
 
-    A sliding-window cache that has evicted its oldest tokens gets a mask whose columns start that many
-    positions late (they end at the query); a cache that keeps the prompt gets one whose columns start at 0."""
-    past: dict[str, int] = {}  # cache length before this call, read when the first layer runs
-    handles = [layer.register_forward_pre_hook(_mask_hook(dropped[j], j, past), with_kwargs=True)
-               for j, layer in enumerate(layers)]
+    ``dropped``: per layer, a (B, P) bool mask (:func:`dropped_per_layer`), or a function of the layer index
+    returning it (``None``: nothing hidden in that layer), called when the layer runs. A sliding-window cache
+    that has evicted its oldest tokens gets a mask whose columns start that many positions late (they end at
+    the query); a cache that keeps the prompt gets one whose columns start at 0."""
+    handles = add_mask_hooks(layers, dropped)
     try:
         yield
     finally:
@@ -60,11 +89,22 @@ def masked_reference(layers, dropped: list[torch.Tensor]):
             handle.remove()
 
 
-def _mask_hook(dropped: torch.Tensor, layer: int, past: dict[str, int]):
+def add_mask_hooks(layers, dropped: DroppedPerLayer) -> list:
+    """The hooks of :func:`masked_reference`, left in place: the caller removes the returned handles."""
+    dropped_at = dropped if callable(dropped) else dropped.__getitem__
+    past: dict[str, int] = {}  # cache length before this call, read when the first layer runs
+    return [layer.register_forward_pre_hook(_mask_hook(dropped_at, j, past), with_kwargs=True)
+            for j, layer in enumerate(layers)]
+
+
+def _mask_hook(dropped_at: Callable[[int], torch.Tensor | None], layer: int, past: dict[str, int]):
     def hook(module, args, kwargs):
         cache = kwargs.get("past_key_values")
         if layer == 0:  # the first layer runs before any other writes this call's tokens into the cache
             past["length"] = cache.get_seq_length(0) if cache is not None else 0
+        dropped = dropped_at(layer)
+        if dropped is None:
+            return args, kwargs
         # The mask is a keyword, or a positional argument (Kosmos-2 layers take it second).
         position = _positional_index(module, "attention_mask") if "attention_mask" not in kwargs else None
         if position is not None and position < len(args):
@@ -78,7 +118,9 @@ def _mask_hook(dropped: torch.Tensor, layer: int, past: dict[str, int]):
                 f"the masking reference got a {mask.dim()}-D attention mask", "decoder layer attention_mask",
                 "the 4-D mask of eager attention", "load the model with attn_implementation='eager'"))
         drop = dropped.to(mask.device)  # (B, P)
-        if mask.shape[0] != drop.shape[0]:  # beam search expands each sample to num_beams rows
+        if mask.shape[0] == 1 < drop.shape[0]:  # one mask broadcast over the batch
+            mask = mask.expand(drop.shape[0], *mask.shape[1:])
+        elif mask.shape[0] != drop.shape[0]:  # beam search expands each sample to num_beams rows
             drop = drop.repeat_interleave(mask.shape[0] // drop.shape[0], dim=0)
         offset = _evicted_columns(cache, layer, past.get("length", 0) + mask.shape[-2], mask.shape[-1])
         cols = torch.zeros(mask.shape[0], offset + mask.shape[-1], dtype=torch.bool, device=mask.device)

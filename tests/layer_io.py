@@ -1,14 +1,11 @@
-"""Test helpers around the masking reference (:mod:`tokenprune.testing.masking`, shared with
-``tokenprune validate``) and a capture of what one decoder layer received and what its attention returned.
-"""
+"""A capture of what one decoder layer received and what its attention returned (the masking reference the
+tests compare with lives in :mod:`tokenprune.testing.masking`)."""
 
 from __future__ import annotations
 
 import torch
 
-from tokenprune.testing.masking import dropped_per_layer, kept_positions, masked_reference
-
-__all__ = ["LAYER_INPUTS", "capture_layer_io", "dropped_per_layer", "kept_positions", "masked_reference"]
+__all__ = ["LAYER_INPUTS", "capture_layer_io"]
 
 LAYER_INPUTS = {"rope": "position_embeddings", "mask": "attention_mask"}
 
