@@ -10,37 +10,21 @@ engine adds ``objective``. Registering is a decorator::
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from .errors import TokenPruneError, describe
+from .plugins import Registry, register, registry
 
-_REGISTRIES: dict[str, dict[str, Any]] = {}
+__all__ = ["register", "registry_for", "lookup"]
 
 
-def registry_for(kind: str) -> dict[str, Any]:
-    """The (mutable) registry of one kind; modules that define entries are imported on first use."""
+def registry_for(kind: str) -> Registry:
+    """The registry of one kind; modules that define built-in entries are imported on first use."""
     _ensure_builtin_entries()
-    return _REGISTRIES.setdefault(kind, {})
-
-
-def register(kind: str, name: str) -> Callable[[Any], Any]:
-    def deco(obj: Any) -> Any:
-        table = _REGISTRIES.setdefault(kind, {})
-        if name in table and table[name] is not obj:
-            raise TokenPruneError(describe(f"{kind} {name!r} is registered twice", "register",
-                                           "unique names", "pick another name"))
-        table[name] = obj
-        return obj
-
-    return deco
+    return registry(kind)
 
 
 def lookup(kind: str, name: str) -> Any:
-    table = registry_for(kind)
-    if name not in table:
-        raise TokenPruneError(describe(f"unknown {kind} {name!r}", f"registry {kind!r}", f"one of {sorted(table)}"))
-    return table[name]
+    return registry_for(kind).get(name)
 
 
 _LOADED = False

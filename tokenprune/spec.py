@@ -15,7 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import SpecError, SpecMatchError, describe
+from .errors import SpecError, SpecMatchError, TokenPruneError, describe
+from .plugins import load_plugins
 from .registry import registry_for
 
 BUNDLED_PACKAGE = "tokenprune.model_specs"
@@ -196,6 +197,9 @@ class ModelSpec(_Strict):
     name: str = Field(description="Short name, used by load_spec(name).")
     description: str = ""
     architectures: list[str] = Field(description="HF architecture class names this spec matches.")
+    plugins: list[str] = Field([], description="Plug-in modules whose registered entries the spec names: a bundled "
+                               "family module (the .py beside the family's YAML) or an entry point of the "
+                               "'tokenprune.plugins' group.")
     multimodal_model: str = Field(
         description="Dotted path (from the loaded model) of the module that receives input_ids and calls the "
         "language model; tokenprune reads vision-token positions from its input_ids. '' for the model itself."
@@ -302,6 +306,10 @@ def spec_from_dict(data: dict, source: str = "<dict>") -> ModelSpec:
         spec = ModelSpec.model_validate(data)
     except ValidationError as err:
         raise SpecError(_format_validation_error(err, source)) from None
+    try:
+        load_plugins(spec.plugins, f"{source}: plugins")
+    except TokenPruneError as err:
+        raise SpecError(str(err)) from None
     _check_registered(spec, source)
     return spec
 
