@@ -18,7 +18,7 @@ from tokenprune.rewrites.prune_pass import insert_cuts
 from tokenprune.rewrites.selfcheck import SELF_CHECKS, run_self_check, scoring_modules
 from tokenprune.rewrites.state import PruneSession
 from tokenprune.rewrites.tracer import trace_language_model
-from tokenprune.registry import lookup, registry_for
+from tokenprune.plugins.resolve import ResolvedSpec, resolve_spec
 from tokenprune.schedule import Schedule
 from tokenprune.scoring import DEFAULT_SCORER
 from tokenprune.scoring.attention import query_scale
@@ -72,10 +72,8 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
     if not isinstance(budget, Schedule):  # the search evaluates candidates with the scorer being compiled
         search_options.setdefault("compile_kwargs", {}).setdefault("scorer", scorer)
         search_options["compile_kwargs"].setdefault("seed", seed)
+    plugins = resolve_spec(spec, scorer)  # every plug-in the spec names, looked up once (clear error if unknown)
     schedule = _resolve_budget(model, spec, budget, search_options)
-    if scorer not in registry_for("scorer"):
-        raise ScheduleError(describe(f"unknown scorer {scorer!r}", "compile(scorer=)",
-                                     f"one of {sorted(registry_for('scorer'))}"))
     if check is False:
         self_check = "off"
     if self_check not in SELF_CHECKS or scoring_keys not in KEY_POLICIES:
@@ -84,7 +82,7 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
     _check_architecture(model, spec)
     lm_original = resolve_module(model, spec.language_model, f"spec {spec.name!r}: language_model")
     layers = resolve_module(lm_original, spec.decoder_layers, f"spec {spec.name!r}: decoder_layers")
-    _check_layer_paths(layers[0], spec)
+    _check_layer_paths(layers[0], plugins)
     schedule.check_layers(len(layers), where=f"schedule for {type(model).__name__}")
     attn = lm_original.config._attn_implementation
     if attn not in _SUPPORTED_ATTENTION:
@@ -98,8 +96,8 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
                                 else [spec.language_model])
     lm = clones[spec.language_model]
     defer_output_capture(model, pruned, spec.language_model)  # the shared layers get one set of output hooks
-    session = PruneSession(schedule=schedule, spec=spec, scorer_name=scorer, seed=seed, scoring_keys=scoring_keys)
-    hint = CompositeHint(spec.tracing.hints, lm, model.config)
+    session = PruneSession(schedule=schedule, plugins=plugins, seed=seed, scoring_keys=scoring_keys)
+    hint = CompositeHint(plugins.hint_types, lm, model.config)
     traced = trace_language_model(lm, spec.decoder_layers, hint)
     graphs = {variant: insert_cuts(t, schedule, session, spec.layer_kwargs, spec.tracing.layer_args)
               for variant, t in traced.items()}
@@ -108,7 +106,7 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
     install_forward(lm, make_language_model_forward(lm, graphs, names, hint, session, schedule.cuts))
     object.__setattr__(lm, "_tokenprune_graphs", graphs)
     base = clones.get(spec.multimodal_model, pruned) if spec.multimodal_model else pruned
-    base.register_forward_pre_hook(make_vision_hook(session, token_ids, spec.vision_tokens.locator), with_kwargs=True)
+    base.register_forward_pre_hook(make_vision_hook(session, token_ids), with_kwargs=True)
     object.__setattr__(pruned, "_tokenprune_session", session)
     if keeping := prompt_caches.keeping_layers(spec, lm.config, schedule.cuts):  # refuse before any work
         object.__setattr__(pruned, "generate", prompt_caches.guard_generate(pruned.generate, keeping))
@@ -146,7 +144,8 @@ def _check_architecture(model, spec: ModelSpec) -> None:
             f"a model of class {spec.architectures}", "use spec='auto' or the spec of this architecture"))
 
 
-def _check_layer_paths(layer, spec: ModelSpec) -> None:
+def _check_layer_paths(layer, plugins: ResolvedSpec) -> None:
+    spec = plugins.spec
     paths = spec.layer
     # A registered qk layout (attention.qk) reads its own submodules of the attention module instead.
     projections = () if spec.attention.qk else ("q_proj", "k_proj", "q_norm", "k_norm")
@@ -155,8 +154,8 @@ def _check_layer_paths(layer, spec: ModelSpec) -> None:
         if path:
             resolve_module(layer, path, f"spec {spec.name!r}: layer.{key}")
     attn = resolve_module(layer, paths.attention, f"spec {spec.name!r}: layer.attention")
-    if spec.attention.qk:
-        lookup("qk", spec.attention.qk)().check(attn, f"spec {spec.name!r}: attention.qk")  # SpecError if bad
+    if plugins.qk is not None:
+        plugins.qk.check(attn, f"spec {spec.name!r}: attention.qk")  # SpecError if bad
     for key in ("head_dim", "scaling", "kv_groups"):
         name = getattr(spec.attention, key)
         if name is not None and not hasattr(attn, name):  # kv_groups may be null (no grouped-query heads)
