@@ -39,12 +39,16 @@ def test_a_layout_must_implement_every_abstract_method():
 
 
 def test_a_rope_with_the_old_cos_sin_signature_is_refused():
-    def old_rope(x, cos, sin, attn=None):
+    def old_rope(x, cos, sin, attn):
         return x
 
-    with pytest.raises(PluginContractError, match=r"4 positional parameters where the core passes 3 "
-                                                  r"\(x, position_embeddings, attn\)"):
+    with pytest.raises(PluginContractError, match=r"cannot be called with \(x, position_embeddings, attn\)"):
         register("rope", "old_rope")(old_rope)
+
+    def new_rope(x, position_embeddings, attn=None):
+        return x
+
+    assert register("rope", "test_new_rope")(new_rope) is new_rope
 
 
 def test_a_scorer_must_take_the_context():
@@ -53,7 +57,7 @@ def test_a_scorer_must_take_the_context():
     with pytest.raises(PluginContractError, match="not a function"):
         register("scorer", "a_class")(HiddenStateLayout)
 
-    def keyword_options(ctx, *, temperature=1.0):  # extra parameters are fine when keyword-only
+    def keyword_options(ctx, *, temperature=1.0):  # extra parameters are fine when they have defaults
         return torch.zeros(1)
 
     assert register("scorer", "test_keyword_options")(keyword_options) is keyword_options

@@ -64,12 +64,6 @@ class CallableAs:
             signature.bind(*self.positional, **keywords)
         except TypeError as err:
             return f"a function{signature} that cannot be called with ({self.parameters()}): {err}"
-        positional = [p for p in signature.parameters.values()
-                      if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-        if len(positional) > len(self.positional):
-            # The core's arguments would shift into the wrong parameters (an old (x, cos, sin, attn) rope).
-            return (f"a function{signature} with {len(positional)} positional parameters where the core passes "
-                    f"{len(self.positional)} ({self.parameters()}); extra parameters must be keyword-only")
         return None
 
     def parameters(self) -> str:
