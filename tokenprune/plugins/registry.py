@@ -54,7 +54,7 @@ class CallableAs:
 
     def violation(self, obj: Any) -> str | None:
         if not callable(obj) or isinstance(obj, type):
-            return f"a {type(obj).__name__}, not a function"
+            return f"a {'class' if isinstance(obj, type) else type(obj).__name__}, not a function"
         try:
             signature = inspect.signature(obj)
         except (TypeError, ValueError):
