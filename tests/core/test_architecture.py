@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import tomllib
 from pathlib import Path
 
@@ -87,6 +88,7 @@ def strongly_connected(graph: dict[str, set[str]]) -> list[set[str]]:
     return out
 
 
+@functools.cache
 def import_graph() -> dict[str, set[str]]:
     modules = package_modules()
     return {name: imported_modules(name, path, modules) for name, path in modules.items()}
