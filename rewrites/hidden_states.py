@@ -11,18 +11,12 @@ from __future__ import annotations
 import torch
 
 from tokenprune.errors import SpecError, describe
-from tokenprune.registry import register
+from tokenprune.plugins import HiddenStateLayout, register
 
 
 @register("hidden_states", "plain")
-class PlainHiddenStates:
+class PlainHiddenStates(HiddenStateLayout):
     """(B, S, D): the layer's attention reads its input (through the input norm)."""
-
-    batch_axis = 0
-    token_axis = 1
-
-    def batch_and_length(self, hidden: torch.Tensor) -> tuple[int, int]:
-        return hidden.shape[self.batch_axis], hidden.shape[self.token_axis]
 
     def attention_input(self, layer: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
         """(B, n, D): what the layer's input norm receives."""

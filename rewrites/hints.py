@@ -1,4 +1,5 @@
-"""Tracing hints: the family-specific part of tracing and calling a text model, registered by name.
+"""Tracing hints (contract :class:`tokenprune.plugins.contracts.TracingHint`): the standard ones and their
+composition.
 
 fx specialises Python branches at trace time without guards. A hint names the branches a family takes
 on its inputs (the *variants*), traces one graph per variant, and picks the right graph at run time,
@@ -9,15 +10,15 @@ Llama-style decoders (one variant); specs list extra hints under ``tracing.hints
 from __future__ import annotations
 
 import itertools
-from collections.abc import Hashable
 
 import torch
 import torch.fx as fx
 
 from tokenprune.errors import TraceError, describe
-from tokenprune.registry import lookup, register
+from tokenprune.plugins import register
+from tokenprune.plugins.contracts import STANDARD_INPUTS, TracingHint
 
-STANDARD_INPUTS = ("inputs_embeds", "attention_mask", "position_ids", "past_key_values")
+__all__ = ["STANDARD_INPUTS", "TracingHint", "CompositeHint", "call_method_leaf"]
 
 
 def call_method_leaf(path: str, *args):
@@ -32,60 +33,6 @@ def call_method_leaf(path: str, *args):
     for part in qualname.split("."):
         owner = getattr(owner, part)
     return owner(None, *args)
-
-
-class TracingHint:
-    """Base class; every method has the standard behaviour, a hint overrides what its family needs."""
-
-    name = "standard"
-    leaf_methods: tuple[str, ...] = ()  # methods of the text model traced as opaque call_method_leaf nodes
-    # Methods of the text model replaced, on the tracing root only, by the given functions (``self`` first): for
-    # helpers whose branches the trace cannot take but whose effect on the traced call is known exactly.
-    root_methods: dict = {}
-    # Public names of the modeling module that must stay the real objects while tracing (fx autowraps every
-    # public callable of it, classes included, which breaks ``isinstance`` checks against them).
-    plain_globals: tuple[str, ...] = ()
-
-    def __init__(self, lm=None, model_config=None):
-        self.lm = lm
-        self.model_config = model_config  # the multimodal model's config (vision settings live there)
-
-    def variants(self) -> list[Hashable]:
-        return [None]
-
-    def input_names(self, variant) -> tuple[str, ...]:
-        """Names of the traced root's placeholders (a subset of the graph inputs' order is up to the hint)."""
-        return STANDARD_INPUTS
-
-    def inner_kwargs(self, inputs: dict, variant) -> dict:
-        """Keyword arguments of the text model's undecorated forward, built from the placeholders."""
-        return dict(inputs)
-
-    def placeholder_proxy(self, tracer: fx.Tracer, node: fx.Node, variant) -> fx.Proxy | None:
-        """A proxy that answers trace-time questions (rank, leading size) for one placeholder, or None."""
-        return None
-
-    def constant_node(self, tracer: fx.Tracer, value, variant) -> fx.Node | None:
-        """A graph node standing for ``value``, an object the traced forward built at trace time and passes to a
-        graph call (e.g. a mutable mapping the layers share), instead of baking it in as a constant; or None."""
-        return None
-
-    def prepare(self, lm, params: dict, past_len: int) -> None:
-        """Fill run-time defaults the traced graph does not compute (the branches specialised away)."""
-
-    def consume(self, extra: dict, params: dict) -> None:
-        """Move the call keywords this hint handles from ``extra`` (otherwise refused) into ``params``."""
-
-    def choose(self, params: dict, variant_key) -> Hashable:
-        return None
-
-    def graph_inputs(self, params: dict, variant) -> dict:
-        """Values for this hint's placeholders, from the call's parameters."""
-        return {}
-
-    def probe_variants(self, lm, params: dict) -> list[tuple[Hashable, dict]]:
-        """Calls that exercise each variant in the self-check: ``(variant, lm keyword overrides)``."""
-        return [(None, {})]
 
 
 @register("tracing_hint", "standard")
@@ -168,11 +115,11 @@ class MRopePositionIds(TracingHint):
 
 
 class CompositeHint:
-    """The standard behaviour plus every hint a spec lists, applied in order."""
+    """The standard behaviour plus every hint a spec lists (their resolved classes), applied in order."""
 
-    def __init__(self, names: list[str], lm=None, model_config=None):
+    def __init__(self, hint_types: tuple[type[TracingHint], ...] = (), lm=None, model_config=None):
         self.hints = [StandardHint(lm, model_config)]
-        self.hints += [lookup("tracing_hint", n)(lm, model_config) for n in names if n != "standard"]
+        self.hints += [cls(lm, model_config) for cls in hint_types if cls is not StandardHint]
 
     def variants(self) -> list[tuple]:
         return list(itertools.product(*(h.variants() for h in self.hints)))

@@ -20,7 +20,7 @@ with ``layer.input_norm: null``); the other layout is refused when compiling ins
 from __future__ import annotations
 
 from tokenprune.errors import UnsupportedError, describe
-from tokenprune.registry import register
+from tokenprune.plugins import register
 
 from .hints import TracingHint
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch.fx as fx
 
 from tokenprune.errors import TraceError, describe
-from tokenprune.registry import register
+from tokenprune.plugins import register
 
 from .analysis import PER_TOKEN_META
 from .hints import TracingHint

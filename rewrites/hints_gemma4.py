@@ -21,7 +21,7 @@ import torch
 import torch.fx as fx
 
 from tokenprune.errors import TraceError, describe
-from tokenprune.registry import register
+from tokenprune.plugins import register
 
 from .analysis import PER_TOKEN_META
 from .hints import STANDARD_INPUTS, TracingHint

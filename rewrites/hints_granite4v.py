@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from tokenprune.errors import TraceError, describe
-from tokenprune.registry import register
+from tokenprune.plugins import register
 
 from .hints import STANDARD_INPUTS, TracingHint
 

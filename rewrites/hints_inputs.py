@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from tokenprune.registry import register
+from tokenprune.plugins import register
 
 from .hints import STANDARD_INPUTS, TracingHint
 

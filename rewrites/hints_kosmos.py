@@ -22,7 +22,7 @@ import torch
 import torch.fx as fx
 
 from tokenprune.errors import TraceError, describe
-from tokenprune.registry import register
+from tokenprune.plugins import register
 
 from .hints import TracingHint
 

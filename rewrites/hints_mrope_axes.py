@@ -11,7 +11,7 @@ from __future__ import annotations
 
 
 from tokenprune.errors import TraceError, describe
-from tokenprune.registry import register
+from tokenprune.plugins import register
 
 from .hints import TracingHint, _StaticShapeProxy
 

@@ -236,13 +236,11 @@ def _check_cache_lengths(session: PruneSession, cache, past_len: int, cut_layers
                 "do not mix caches between models; run the prompt through the compiled model first"))
 
 
-def make_vision_hook(session: PruneSession, token_ids: list[int], locator: str | None = None) -> Callable:
+def make_vision_hook(session: PruneSession, token_ids: list[int]) -> Callable:
     """A forward pre-hook for the multimodal model: record where the vision tokens of ``input_ids`` are (their
-    ``token_ids``), or where the registered ``locator`` (spec ``vision_tokens.locator``) finds them."""
-    from tokenprune.registry import lookup
-
+    ``token_ids``), or where the session's locator (spec ``vision_tokens.locator``) finds them."""
     ids = torch.tensor(token_ids, dtype=torch.long)
-    locate = lookup("locator", locator) if locator else None
+    locate = session.plugins.locator
 
     @torch.compiler.disable  # Python bookkeeping on the session: torch.compile runs it eagerly, before any op
     def hook(module, args, kwargs):

@@ -12,7 +12,7 @@ import inspect
 import torch
 
 from tokenprune.errors import UnsupportedError, describe
-from tokenprune.registry import register
+from tokenprune.plugins import register
 
 
 def call_arguments(module: torch.nn.Module, args: tuple, kwargs: dict) -> dict:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 
 from tokenprune.errors import UnsupportedError, describe
-from tokenprune.registry import lookup
 from tokenprune.schedule import keep_count
 from tokenprune.scoring.context import ScoreContext
 
@@ -49,13 +48,14 @@ def _decide(session: PruneSession, layer: int, prev_layer: int | None, hidden_in
             return _identity(prev)
         ratio = session.schedule.keep_ratio[layer]
         counts = prev.vision.sum(dim=1) if call.mode is Mode.PROBE else _keep_counts(ratio, call.num_vision)
-        ctx = ScoreContext(layer=layer, spec=session.spec, scoring_layer=scoring_layer, next_layer=next_layer,
+        ctx = ScoreContext(layer=layer, spec=session.spec, plugins=session.plugins, scoring_layer=scoring_layer,
+                           next_layer=next_layer,
                            hidden_in=hidden_in, hidden_out=hidden_out, mask=mask, rope=rope, next_mask=next_mask,
                            next_rope=next_rope, positions=prev.positions, vision=prev.vision, valid=prev.valid,
                            pad_offset=call.pad_offset, query_position=call.query_position, seed=session.seed,
                            cache=cache, key_policy=session.scoring_keys, shared_kv=shared_kv,
                            position_ids=position_ids)
-        scores = lookup("scorer", session.scorer_name)(ctx).float()  # (B, n)
+        scores = session.plugins.scorer(ctx).float()  # (B, n)
         session.key_sources[layer] = ctx.key_source
         index, layout = _select(scores, prev, counts)
         has_pad = not bool(layout.valid.all())  # one host sync per cut, at prefill only

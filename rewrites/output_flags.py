@@ -21,7 +21,6 @@ from collections.abc import Callable
 import torch
 from transformers.utils import ModelOutput
 
-from tokenprune.registry import lookup
 
 from .ops import _take, _with_extra
 from .state import Mode, PruneSession
@@ -83,7 +82,7 @@ def cut_rows(session: PruneSession) -> dict[int, torch.Tensor]:
 def pruning_hidden_states(forward: Callable, session: PruneSession, num_layers: int) -> Callable:
     """``forward`` (the compiled language model's, decorators included) with each recorded hidden state at a
     cut gathered to the tokens the next layer received."""
-    layout = lookup("hidden_states", session.spec.tracing.hidden_states)()
+    layout = session.plugins.hidden_states
 
     def forward_with_aligned_outputs(self, *args, **kwargs):
         as_tuple = kwargs.get("return_dict") is False

@@ -20,9 +20,9 @@ import operator
 import torch
 import torch.fx as fx
 
-from tokenprune.registry import lookup
 from tokenprune.scoring.shared_kv import reuses_shared_kv, shared_kv_key, stores_shared_kv
-from tokenprune.spec import ModelSpec, resolve_module
+from tokenprune.plugins.resolved import ResolvedSpec
+from tokenprune.spec import resolve_module
 
 from .accelerate_hooks import install_forward
 from .install import clone_path, make_language_model_forward
@@ -45,13 +45,14 @@ class RecordingLayer(torch.nn.Module):
     scorers and the model's forward see the layer they expect. The real layer is not registered as a child.
     """
 
-    def __init__(self, real: torch.nn.Module, index: int, spec: ModelSpec, log: list, tuple_output: int = 0):
+    def __init__(self, real: torch.nn.Module, index: int, plugins: ResolvedSpec, log: list, tuple_output: int = 0):
         object.__setattr__(self, "_real", real)  # first: __getattr__ falls back to it
         super().__init__()
         self.index = index
         self._log = log
         # The real layer returns a tuple of this length (0: a tensor), hidden states first: see tuple_output_layers.
         self._tuple_output = tuple_output
+        spec = plugins.spec
         attn = resolve_module(real, spec.layer.attention, "layer.attention")
         self._head_dim = int(getattr(attn, spec.attention.head_dim))
         # A layer that reuses shared keys/values has no key projection and writes no cache (Gemma 4).
@@ -60,13 +61,13 @@ class RecordingLayer(torch.nn.Module):
         self._shared_key = shared_kv_key(spec, attn) if self._stores else None
         self._shared_slots = {slot for slot, kind in [*enumerate(spec.tracing.layer_args, start=1),
                                                       *spec.layer_kwargs.items()] if kind == "shared_kv"}
-        if spec.attention.qk:  # a registered layout (MLA, fused QKV) knows its key shape; see scoring.qk
-            self._kv_heads, self._head_dim = lookup("qk", spec.attention.qk)().key_shape(attn)
+        if plugins.qk is not None:  # a registered layout (MLA, fused QKV) knows its key shape; see scoring.qk
+            self._kv_heads, self._head_dim = plugins.qk.key_shape(attn)
         elif not self._reuses:
             k_proj = resolve_module(real, spec.layer.k_proj, "layer.k_proj")
             self._kv_heads = k_proj.weight.shape[0] // self._head_dim
         self._layer_idx = getattr(attn, "layer_idx", index)
-        self._hidden_layout = lookup("hidden_states", spec.tracing.hidden_states)()
+        self._hidden_layout = plugins.hidden_states
 
     def __getattr__(self, name: str):
         try:

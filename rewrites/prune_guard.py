@@ -159,7 +159,7 @@ def _standins(lm: torch.nn.Module, session: PruneSession, graphs: dict, mode: st
     layers = resolve_module(lm, layers_path, "decoder_layers")
     real = real_layer_indices(lm.config, len(layers))
     tuples = tuple_output_layers(graphs, layers_path)
-    stack = {i: RecordingLayer(layer, i, session.spec, [], tuple_output=tuples.get(i, 0))
+    stack = {i: RecordingLayer(layer, i, session.plugins, [], tuple_output=tuples.get(i, 0))
              for i, layer in enumerate(layers) if i not in real}
     saved = dict(graphs)
     graphs.update(standin_graphs(graphs, layers_path, stack))  # the dict the compiled forward reads at each call

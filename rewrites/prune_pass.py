@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch.fx as fx
 
 from tokenprune.errors import TraceError, describe
-from tokenprune.registry import lookup
 from tokenprune.schedule import Schedule
 from tokenprune.spec import GatherKind
 
@@ -76,7 +75,7 @@ def insert_cuts(traced: TracedLanguageModel, schedule: Schedule, session: PruneS
     with graph.inserting_before(layers[0]):
         session_node = graph.create_node("get_attr", SESSION_ATTR, name="tokenprune_session")
 
-    layout = lookup("hidden_states", session.spec.tracing.hidden_states)()
+    layout = session.plugins.hidden_states
     hidden_axes = (layout.token_axis, layout.batch_axis)  # where a cut gathers the hidden states
     gathered: dict[int, set[str]] = {}
     previous_cut = None

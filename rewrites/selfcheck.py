@@ -63,7 +63,7 @@ def run_self_check(mode: str, original: torch.nn.Module, compiled: torch.nn.Modu
     real = real_layer_indices(original.config, len(layer_list))
     logs: tuple[list, list] = ([], [])  # what the stand-ins of the original and of the rewritten model received
     tuples = tuple_output_layers(graphs, layers_path)
-    stacks = [{i: RecordingLayer(layer, i, session.spec, log, tuple_output=tuples.get(i, 0))
+    stacks = [{i: RecordingLayer(layer, i, session.plugins, log, tuple_output=tuples.get(i, 0))
                for i, layer in enumerate(layer_list) if i not in real} for log in logs]
     probe_original = standin_original(original, layers_path, stacks[0])
     probe_compiled = standin_compiled(compiled, graphs, input_names, hint, session, cut_layers, layers_path,

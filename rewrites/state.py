@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tokenprune.errors import UnsupportedError, describe
+from tokenprune.plugins.resolved import ResolvedSpec
 from tokenprune.schedule import Schedule
 from tokenprune.spec import ModelSpec
 
@@ -143,13 +144,16 @@ class PruneSession:
     """
 
     schedule: Schedule
-    spec: ModelSpec
-    scorer_name: str
+    plugins: ResolvedSpec  # the spec and its typed plug-ins, resolved once at compile
     seed: int = 0
     scoring_keys: str = "auto"  # where attention scorers get keys: "auto" (KV cache if it has them) or "recompute"
     self_check: str = "off"  # what compile's self-check verified (see rewrites/selfcheck.py)
     _threads: _PerThread = field(default_factory=_PerThread, init=False, repr=False)
     _key: str = field(default_factory=lambda: uuid.uuid4().hex, init=False, repr=False)  # names it on KV caches
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.plugins.spec
 
     def record_self_check(self, result: str) -> None:
         """The self-check runs the graphs this session is baked into, so its result comes after the session."""

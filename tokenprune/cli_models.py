@@ -100,12 +100,14 @@ def sample_inputs(loaded: Loaded, batch: int = 1, builder: str | None = None) ->
     processor on a synthetic image."""
     import torch
 
-    from tokenprune.registry import lookup
+    import tokenprune.testing  # noqa: F401  (registers the generic test-input builders)
+    from tokenprune.plugins import registry
 
     spec = loaded.spec
     if builder is not None:
         gen = torch.Generator().manual_seed(0)
-        return lookup("test_inputs", builder)(loaded.model, [1] * batch, [5 + 3 * i for i in range(batch)], gen).kwargs
+        make = registry("test_inputs").get(builder, "--inputs")
+        return make(loaded.model, [1] * batch, [5 + 3 * i for i in range(batch)], gen).kwargs
     if spec.test_model is not None:
         from tokenprune.testing import make_test_inputs
 

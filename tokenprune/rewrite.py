@@ -13,7 +13,6 @@ import torch
 
 from tokenprune.errors import ScheduleError, SpecError, UnsupportedError, describe
 from tokenprune.peft_support import is_peft_model, peft_base_model, wrap_like
-from tokenprune.registry import lookup, registry_for
 from tokenprune.rewrites import prompt_caches
 from tokenprune.rewrites.accelerate_hooks import (
     check_loadable_outside_forward,
@@ -37,6 +36,8 @@ from tokenprune.scoring import DEFAULT_SCORER
 from tokenprune.scoring.attention import query_scale
 from tokenprune.scoring.keys import KEY_POLICIES
 from tokenprune.spec import ModelSpec, load_spec, match_spec, resolve_module
+from tokenprune.plugins.resolve import ResolvedSpec, resolve_spec
+from tokenprune.plugins.registry import registry
 
 _SUPPORTED_ATTENTION = ("eager", "sdpa")
 
@@ -59,10 +60,11 @@ def rewrite(model: torch.nn.Module, spec: str | Path | ModelSpec, schedule: Sche
         return wrap_like(model, pruned, shallow_clone)
     spec = match_spec(model) if isinstance(spec, str) and spec == "auto" else load_spec(spec)
     check_rewrite_options(scorer, self_check, scoring_keys)
+    plugins = resolve_spec(spec, scorer)  # every plug-in the spec names, looked up once (clear error if unknown)
     _check_architecture(model, spec)
     lm_original = resolve_module(model, spec.language_model, f"spec {spec.name!r}: language_model")
     layers = resolve_module(lm_original, spec.decoder_layers, f"spec {spec.name!r}: decoder_layers")
-    _check_layer_paths(layers[0], spec)
+    _check_layer_paths(layers[0], plugins)
     schedule.check_layers(len(layers), where=f"schedule for {type(model).__name__}")
     attn = lm_original.config._attn_implementation
     if attn not in _SUPPORTED_ATTENTION:
@@ -76,8 +78,8 @@ def rewrite(model: torch.nn.Module, spec: str | Path | ModelSpec, schedule: Sche
                                 else [spec.language_model])
     lm = clones[spec.language_model]
     defer_output_capture(model, pruned, spec.language_model)  # the shared layers get one set of output hooks
-    session = PruneSession(schedule=schedule, spec=spec, scorer_name=scorer, seed=seed, scoring_keys=scoring_keys)
-    hint = CompositeHint(spec.tracing.hints, lm, model.config)
+    session = PruneSession(schedule=schedule, plugins=plugins, seed=seed, scoring_keys=scoring_keys)
+    hint = CompositeHint(plugins.hint_types, lm, model.config)
     traced = trace_language_model(lm, spec.decoder_layers, hint)
     graphs = {variant: insert_cuts(t, schedule, session, spec.layer_kwargs, spec.tracing.layer_args)
               for variant, t in traced.items()}
@@ -86,7 +88,7 @@ def rewrite(model: torch.nn.Module, spec: str | Path | ModelSpec, schedule: Sche
     install_forward(lm, make_language_model_forward(lm, graphs, names, hint, session, schedule.cuts))
     object.__setattr__(lm, "_tokenprune_graphs", graphs)
     base = clones.get(spec.multimodal_model, pruned) if spec.multimodal_model else pruned
-    base.register_forward_pre_hook(make_vision_hook(session, token_ids, spec.vision_tokens.locator), with_kwargs=True)
+    base.register_forward_pre_hook(make_vision_hook(session, token_ids), with_kwargs=True)
     object.__setattr__(pruned, "_tokenprune_session", session)
     if keeping := prompt_caches.keeping_layers(spec, lm.config, schedule.cuts):  # refuse before any work
         object.__setattr__(pruned, "generate", prompt_caches.guard_generate(pruned.generate, keeping))
@@ -98,13 +100,9 @@ def rewrite(model: torch.nn.Module, spec: str | Path | ModelSpec, schedule: Sche
     return pruned
 
 
-
-
 def check_rewrite_options(scorer: str, self_check: str, scoring_keys: str) -> None:
     """Refuse an unknown scorer, self-check or key policy (``compile`` calls it before searching)."""
-    if scorer not in registry_for("scorer"):
-        raise ScheduleError(describe(f"unknown scorer {scorer!r}", "compile(scorer=)",
-                                     f"one of {sorted(registry_for('scorer'))}"))
+    registry("scorer").get(scorer, "compile(scorer=)", error=ScheduleError)  # clear error if unknown
     if self_check not in SELF_CHECKS or scoring_keys not in KEY_POLICIES:
         raise ScheduleError(describe(f"self_check={self_check!r}, scoring_keys={scoring_keys!r}", "compile",
                                      f"self_check in {SELF_CHECKS} and scoring_keys in {KEY_POLICIES}"))
@@ -119,7 +117,8 @@ def _check_architecture(model, spec: ModelSpec) -> None:
             f"a model of class {spec.architectures}", "use spec='auto' or the spec of this architecture"))
 
 
-def _check_layer_paths(layer, spec: ModelSpec) -> None:
+def _check_layer_paths(layer, plugins: ResolvedSpec) -> None:
+    spec = plugins.spec
     paths = spec.layer
     # A registered qk layout (attention.qk) reads its own submodules of the attention module instead.
     projections = () if spec.attention.qk else ("q_proj", "k_proj", "q_norm", "k_norm")
@@ -129,7 +128,7 @@ def _check_layer_paths(layer, spec: ModelSpec) -> None:
             resolve_module(layer, path, f"spec {spec.name!r}: layer.{key}")
     attn = resolve_module(layer, paths.attention, f"spec {spec.name!r}: layer.attention")
     if spec.attention.qk:
-        lookup("qk", spec.attention.qk)().check(attn, f"spec {spec.name!r}: attention.qk")  # SpecError if bad
+        plugins.qk.check(attn, f"spec {spec.name!r}: attention.qk")  # SpecError if bad
     for key in ("head_dim", "scaling", "kv_groups"):
         name = getattr(spec.attention, key)
         if name is not None and not hasattr(attn, name):  # kv_groups may be null (no grouped-query heads)

@@ -75,7 +75,7 @@ class PruningSetup:
         from .rewrite import session_of
 
         session = session_of(model)
-        return cls(spec=session.spec, schedule=session.schedule, scorer=session.scorer_name, seed=session.seed)
+        return cls(spec=session.spec, schedule=session.schedule, scorer=session.plugins.scorer_name, seed=session.seed)
 
     def apply(self, model, **compile_kwargs):
         """Compile ``model`` with this setup."""

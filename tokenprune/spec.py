@@ -15,8 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import SpecError, SpecMatchError, describe
-from .registry import registry_for
+from .errors import SpecError, SpecMatchError, TokenPruneError, describe
+from .plugins import load_plugins
 
 BUNDLED_PACKAGE = "tokenprune.model_specs"
 
@@ -196,6 +196,9 @@ class ModelSpec(_Strict):
     name: str = Field(description="Short name, used by load_spec(name).")
     description: str = ""
     architectures: list[str] = Field(description="HF architecture class names this spec matches.")
+    plugins: list[str] = Field([], description="Plug-in modules whose registered entries the spec names: a bundled "
+                               "family module (the .py beside the family's YAML) or an entry point of the "
+                               "'tokenprune.plugins' group.")
     multimodal_model: str = Field(
         description="Dotted path (from the loaded model) of the module that receives input_ids and calls the "
         "language model; tokenprune reads vision-token positions from its input_ids. '' for the model itself."
@@ -302,25 +305,13 @@ def spec_from_dict(data: dict, source: str = "<dict>") -> ModelSpec:
         spec = ModelSpec.model_validate(data)
     except ValidationError as err:
         raise SpecError(_format_validation_error(err, source)) from None
-    _check_registered(spec, source)
+    try:
+        load_plugins(spec.plugins, f"{source}: plugins")
+    except TokenPruneError as err:
+        raise SpecError(str(err)) from None
+    # The names of plug-in entries are checked when the spec is resolved (tokenprune.plugins.resolve): the core's
+    # built-in entries import this module, so it cannot load them here without an import circle.
     return spec
-
-
-def _check_registered(spec: ModelSpec, source: str) -> None:
-    checks = [("rope", [spec.attention.rope], "attention.rope"),
-              ("qk", [spec.attention.qk] if spec.attention.qk else [], "attention.qk"),
-              ("tracing_hint", spec.tracing.hints, "tracing.hints"),
-              ("hidden_states", [spec.tracing.hidden_states], "tracing.hidden_states"),
-              ("locator", [spec.vision_tokens.locator] if spec.vision_tokens.locator else [], "vision_tokens.locator")]
-    if spec.test_model is not None:
-        checks.append(("test_inputs", [spec.test_model.inputs], "test_model.inputs"))
-        checks.append(("test_stand_in", list(spec.test_model.stand_ins.values()), "test_model.stand_ins"))
-    for kind, names, key in checks:
-        reg = registry_for(kind)
-        for name in names:
-            if name not in reg:
-                raise SpecError(describe(f"unknown {kind.replace('_', ' ')} {name!r}", f"{source}: {key}",
-                                         f"one of {sorted(reg)}", "register it in Python or fix the name"))
 
 
 def bundled_spec_names() -> list[str]:

@@ -185,6 +185,7 @@ def analyse(arch: str, model_type: str) -> tuple[str | None, str]:
 
 def _trace_reason(lm) -> str:
     from tokenprune.errors import TokenPruneError
+    from tokenprune.plugins.resolve import resolve_spec
     from tokenprune.rewrites.hints import CompositeHint
     from tokenprune.rewrites.prune_pass import insert_cuts
     from tokenprune.rewrites.state import PruneSession
@@ -193,10 +194,10 @@ def _trace_reason(lm) -> str:
     from tokenprune.spec import DEFAULT_LAYER_KWARGS, load_spec
 
     try:
-        traced = trace_language_model(lm, "layers", CompositeHint([], lm))
+        traced = trace_language_model(lm, "layers", CompositeHint((), lm))
         n = len(lm.layers)
         schedule = Schedule.fastv(n, layer=min(2, n - 1), keep=0.5)
-        session = PruneSession(schedule=schedule, spec=load_spec("llava"), scorer_name="last-token-attention")
+        session = PruneSession(schedule=schedule, plugins=resolve_spec(load_spec("llava")))
         for t in traced.values():
             insert_cuts(t, schedule, session, dict(DEFAULT_LAYER_KWARGS))
     except TokenPruneError as err:

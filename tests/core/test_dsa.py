@@ -10,7 +10,8 @@ from tests.conformance.cases import layers_of, load_case
 from tests.layer_io import capture_layer_io
 from tokenprune.errors import SpecError, UnsupportedError
 from tokenprune.flops import TextShape, prefill_flops
-from tokenprune.registry import lookup
+from tokenprune.plugins import registry
+from tokenprune.plugins.resolve import resolve_spec
 from tokenprune.scoring.attention import attention_probs
 from tokenprune.scoring.dsa import restrict_to_topk
 from tokenprune.scoring.qk_dots3 import Dots3LatentAttention
@@ -27,7 +28,7 @@ def _layer_io(case, batch, index):
 def _last_query_scores(case, layer, seen, mask_2d):
     bsz, n = mask_2d.shape
     with torch.no_grad():
-        probs, found = attention_probs(case.spec, layer, seen["hidden"], seen["rope"], seen["mask"],
+        probs, found = attention_probs(resolve_spec(case.spec), layer, seen["hidden"], seen["rope"], seen["mask"],
                                        torch.arange(n).expand(bsz, n), mask_2d.bool(), torch.full((bsz, 1), n - 1))
     return probs[:, 0], found  # (B, n)
 
@@ -107,7 +108,7 @@ def test_layouts_that_do_not_fit_are_refused():
     kimi = load_case("kimi_k25", None)
     attn = layers_of(kimi, kimi.default_model)[0].self_attn
     with pytest.raises(SpecError, match="k_rope_only_layernorm"):
-        lookup("qk", "dots3")().check(attn)
+        registry("qk").get("dots3")().check(attn)
 
 
 def test_flops_refuse_sparse_attention_configs_clearly():

@@ -9,7 +9,8 @@ import torch.fx as fx
 
 import tokenprune as tp
 from tokenprune.errors import SpecError, TraceError, UnsupportedError
-from tokenprune.registry import lookup
+from tokenprune.plugins import registry
+from tokenprune.plugins.resolve import resolve_spec
 from tokenprune.rewrites.analysis import PER_TOKEN_META, per_token_nodes
 from tokenprune.rewrites.hints_gemma4 import new_kv_sharing_dict
 from tokenprune.rewrites.ops import gather_hidden
@@ -38,7 +39,7 @@ def _gather(rows: torch.Tensor) -> Gather:
 
 
 def test_altup_layout_gathers_every_stream_along_the_token_axis():
-    layout = lookup("hidden_states", "altup")()
+    layout = registry("hidden_states").get("altup")()
     stack = torch.randn(4, 2, 7, 8)  # (streams, B, S, D)
     rows = torch.tensor([[0, 2, 5], [1, 3, 6]])  # (B, kept)
     kept = gather_hidden(stack, _gather(rows), layout.token_axis, layout.batch_axis)
@@ -46,7 +47,7 @@ def test_altup_layout_gathers_every_stream_along_the_token_axis():
     for b in range(2):
         assert torch.equal(kept[:, b], stack[:, b, rows[b]])
     assert layout.batch_and_length(stack) == (2, 7)
-    plain = lookup("hidden_states", "plain")()
+    plain = registry("hidden_states").get("plain")()
     assert torch.equal(gather_hidden(stack[0], _gather(rows)), torch.stack([stack[0, b, rows[b]] for b in range(2)]))
     assert plain.batch_and_length(stack[0]) == (2, 7)
 
@@ -54,17 +55,17 @@ def test_altup_layout_gathers_every_stream_along_the_token_axis():
 def test_altup_attention_input_is_the_active_streams_prediction(model):
     layer = _layers(model)[1]
     stack = torch.randn(layer.config.altup_num_inputs, 2, 5, layer.config.hidden_size)
-    got = lookup("hidden_states", "altup")().attention_input(layer, stack)
+    got = registry("hidden_states").get("altup")().attention_input(layer, stack)
     with torch.no_grad():
         assert torch.equal(got, layer.altup.predict(stack)[layer.config.altup_active_idx])
-    assert lookup("hidden_states", "plain")().attention_input(layer, stack) is stack
+    assert registry("hidden_states").get("plain")().attention_input(layer, stack) is stack
 
 
 def test_altup_layout_refuses_a_layer_without_altup():
     llama = build_test_model(tp.load_spec("llava"), attn_implementation="eager")
     layer = llama.model.language_model.layers[0]
     with pytest.raises(SpecError, match="tracing.hidden_states: altup.*use tracing.hidden_states: plain"):
-        lookup("hidden_states", "altup")().attention_input(layer, torch.randn(2, 5, layer.hidden_size))
+        registry("hidden_states").get("altup")().attention_input(layer, torch.randn(2, 5, layer.hidden_size))
 
 
 def test_unknown_hidden_states_layout_is_refused(spec, tmp_path):
@@ -75,7 +76,7 @@ def test_unknown_hidden_states_layout_is_refused(spec, tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(SpecError, match=r"unknown hidden states 'stacked'.*tracing.hidden_states.*'altup', 'plain'"):
-        tp.load_spec(path)
+        resolve_spec(tp.load_spec(path))
 
 
 def test_the_forwards_kv_sharing_dict_becomes_one_fresh_dict_per_call(spec, model):
@@ -134,7 +135,7 @@ def test_unknown_stand_in_is_refused(spec, tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(SpecError, match=r"unknown test stand in 'timm_mobilenet'.*test_model.stand_ins"):
-        tp.load_spec(path)
+        build_test_model(tp.load_spec(path))
 
 
 def test_dtype_and_device_reads_carry_no_tokens():

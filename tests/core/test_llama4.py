@@ -7,7 +7,7 @@ import tokenprune as tp
 from tests.conformance.cases import greedy
 from tokenprune.testing.masking import dropped_per_layer, kept_positions, masked_reference
 from tokenprune.errors import UnsupportedError
-from tokenprune.registry import lookup
+from tokenprune.plugins import registry
 from tokenprune.rewrites.ops import gather_rope
 from tokenprune.rewrites.state import Gather
 from tokenprune.testing import build_test_model, make_test_inputs
@@ -51,10 +51,10 @@ def test_rope_matches_hf_apply_rotary_emb_then_qk_norm():
     freqs = model.language_model.model.rotary_emb(q, torch.arange(5)[None] + 3)  # (1, S, Dh/2) complex
     hq, hk = hf.apply_rotary_emb(q, k, freqs)
     hq, hk = rope_layer.qk_norm(hq), rope_layer.qk_norm(hk)
-    apply = lookup("rope", "llama4")
-    torch.testing.assert_close(apply(q.transpose(1, 2), freqs, attn=rope_layer), hq.transpose(1, 2), atol=0, rtol=0)
-    torch.testing.assert_close(apply(k.transpose(1, 2), freqs, attn=rope_layer), hk.transpose(1, 2), atol=0, rtol=0)
-    assert torch.equal(apply(q.transpose(1, 2), freqs, attn=nope_layer), q.transpose(1, 2))  # NoPE: untouched
+    apply = registry("rope").get("llama4")
+    torch.testing.assert_close(apply(q.transpose(1, 2), (freqs,), rope_layer), hq.transpose(1, 2), atol=0, rtol=0)
+    torch.testing.assert_close(apply(k.transpose(1, 2), (freqs,), rope_layer), hk.transpose(1, 2), atol=0, rtol=0)
+    assert torch.equal(apply(q.transpose(1, 2), (freqs,), nope_layer), q.transpose(1, 2))  # NoPE: untouched
 
 
 def test_a_single_rope_tensor_is_gathered_along_the_token_axis():

@@ -15,9 +15,10 @@ import tokenprune as tp
 from tests.conformance.cases import layers_of, load_case
 from tests.layer_io import LAYER_INPUTS, capture_layer_io
 from tokenprune.errors import SpecError, TraceError, UnsupportedError
-from tokenprune.registry import lookup
+from tokenprune.plugins import registry
 from tokenprune.rewrites.gathers import hand_on_unread
 from tokenprune.rewrites.probe_stack import tuple_output_layers
+from tokenprune.plugins.resolve import resolve_spec
 from tokenprune.scoring.attention import attention_probs
 from tokenprune.testing import build_test_model
 from tokenprune.testing.builders import _deep_merge
@@ -36,7 +37,7 @@ def _layer_io(case, batch, index):
 def _last_query_scores(case, layer, seen, mask_2d, position_ids, shared_kv=None):
     bsz, n = mask_2d.shape
     with torch.no_grad():
-        probs, found = attention_probs(case.spec, layer, seen["hidden"], seen["rope"], seen["mask"],
+        probs, found = attention_probs(resolve_spec(case.spec), layer, seen["hidden"], seen["rope"], seen["mask"],
                                        torch.arange(n).expand(bsz, n), mask_2d.bool(), torch.full((bsz, 1), n - 1),
                                        position_ids=position_ids, shared_kv=shared_kv)
     return probs[:, 0], found  # (B, n)
@@ -152,7 +153,7 @@ def test_other_mla_layouts_refuse_its_attention():
     attn = load_case(NAME, None).models["eager"].model.language_model.layers[0].self_attn
     for layout in ("mla", "dots3"):
         with pytest.raises(SpecError, match="has no"):
-            lookup("qk", layout)().check(attn)
+            registry("qk").get(layout)().check(attn)
 
 
 def test_test_weights_are_seeded():

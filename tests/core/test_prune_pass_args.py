@@ -10,6 +10,7 @@ from tests.conformance.cases import greedy, layers_of, load_case
 from tokenprune.testing.masking import dropped_per_layer, kept_positions, masked_reference
 from tokenprune.errors import TraceError, UnsupportedError
 from tokenprune.rewrites.gathers import gather_shared_kv, gather_tokens
+from tokenprune.plugins import registry
 from tokenprune.rewrites.hints import CompositeHint
 from tokenprune.rewrites.locators import image_embeds_position_mask
 from tokenprune.rewrites.state import Gather
@@ -118,7 +119,8 @@ def test_gather_tokens_keeps_rows_and_passes_decode_steps():
 
 def test_composed_hints_keep_the_inputs_another_hint_dropped(gemma4):
     lm = gemma4.models["eager"].model.language_model
-    hint = CompositeHint(["mask_dict", "kv_sharing", "per_layer_inputs"], lm, gemma4.models["eager"].config)
+    hints = tuple(registry("tracing_hint").get(n) for n in ("mask_dict", "kv_sharing", "per_layer_inputs"))
+    hint = CompositeHint(hints, lm, gemma4.models["eager"].config)
     names = hint.input_names((None, "dict", None, "present"))
     assert "attention_mask" not in names and {"full_attention_mask", "per_layer_inputs"} <= set(names)
 

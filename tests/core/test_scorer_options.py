@@ -11,6 +11,7 @@ import tokenprune as tp
 from tokenprune.rewrites.rope import apply_exaone4, apply_rotate_half
 from tests.conformance.cases import layers_of, load_case
 from tokenprune.errors import SpecError
+from tokenprune.plugins.resolve import resolve_spec
 from tokenprune.scoring.attention import attention_probs
 from tokenprune.spec import spec_from_dict
 
@@ -45,7 +46,7 @@ def _scores(case, spec, calls) -> list[torch.Tensor]:
         valid = torch.ones(bsz, n, dtype=torch.bool)
         last = torch.full((bsz, 1), n - 1)
         with torch.no_grad():
-            probs, _ = attention_probs(spec, layer, hidden, rope, mask, positions, valid, last)
+            probs, _ = attention_probs(resolve_spec(spec), layer, hidden, rope, mask, positions, valid, last)
         out.append(probs[:, 0])
     return out
 
@@ -103,9 +104,9 @@ def test_exaone4_rope_rotates_sliding_layers_only_when_there_is_a_window():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 5, 8, generator=gen)  # (B, H, S, Dh)
     cos, sin = torch.randn(2, 5, 8, generator=gen), torch.randn(2, 5, 8, generator=gen)  # (B, S, Dh)
-    rotated = apply_rotate_half(x, cos, sin)
-    assert torch.equal(apply_exaone4(x, cos, sin, _Attn(4096, True)), rotated)
-    assert torch.equal(apply_exaone4(x, cos, sin, _Attn(4096, False)), x)  # NoPE full layer
-    assert torch.equal(apply_exaone4(x, cos, sin, _Attn(None, False)), rotated)  # no window: RoPE everywhere
+    rotated = apply_rotate_half(x, (cos, sin))
+    assert torch.equal(apply_exaone4(x, (cos, sin), _Attn(4096, True)), rotated)
+    assert torch.equal(apply_exaone4(x, (cos, sin), _Attn(4096, False)), x)  # NoPE full layer
+    assert torch.equal(apply_exaone4(x, (cos, sin), _Attn(None, False)), rotated)  # no window: RoPE everywhere
     with pytest.raises(TypeError, match="is_sliding"):
-        apply_exaone4(x, cos, sin, object())
+        apply_exaone4(x, (cos, sin), object())

@@ -10,7 +10,8 @@ import tokenprune.scoring.scorers as scorers
 from tests.conformance.cases import load_case
 from tests.layer_io import capture_layer_io
 from tokenprune.errors import SpecError
-from tokenprune.registry import lookup
+from tokenprune.plugins import registry
+from tokenprune.plugins.resolve import resolve_spec
 from tokenprune.scoring.attention import attention_probs
 from tokenprune.spec import resolve_module
 
@@ -30,7 +31,7 @@ def _scores(spec, layer, seen, mask_2d):
     positions = torch.arange(n).expand(bsz, n)
     last = torch.full((bsz, 1), n - 1)
     with torch.no_grad():
-        probs, found = attention_probs(spec, layer, seen["hidden"], seen["rope"], seen["mask"], positions,
+        probs, found = attention_probs(resolve_spec(spec), layer, seen["hidden"], seen["rope"], seen["mask"], positions,
                                        mask_2d.bool(), last)
     return probs[:, 0], found  # (B, n)
 
@@ -68,10 +69,10 @@ def test_layout_that_does_not_fit_is_refused():
     case = load_case("kimi_k25", None)
     attn = case.models["eager"].model.language_model.layers[0].self_attn
     with pytest.raises(SpecError, match="query_key_value"):
-        lookup("qk", "persimmon")().check(attn)
+        registry("qk").get("persimmon")().check(attn)
     fuyu = load_case("fuyu", None).models["eager"].model.language_model.layers[0].self_attn
     with pytest.raises(SpecError, match="kv_a_proj_with_mqa"):
-        lookup("qk", "mla")().check(fuyu)
+        registry("qk").get("mla")().check(fuyu)
     bad = case.spec.model_copy(update={"attention": case.spec.attention.model_copy(update={"qk": "persimmon"})})
     with pytest.raises(SpecError, match="attention.qk"):
         tp.compile(case.models["eager"], bad, case.schedules()["fastv"])

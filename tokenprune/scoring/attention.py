@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 
 from tokenprune.errors import SpecError, describe
-from tokenprune.registry import lookup
-from tokenprune.spec import ModelSpec, resolve_module
+from tokenprune.plugins.resolved import ResolvedSpec
+from tokenprune.spec import resolve_module
 
 from . import qk_dots3  # noqa: F401  (registers the 'dots3' layout)
 from . import qk_mistral_large4  # noqa: F401  (registers the 'mistral_large4' layout)
@@ -23,7 +23,7 @@ from .shared_kv import find_shared_keys
 
 
 def attention_probs(
-    spec: ModelSpec,
+    plugins: ResolvedSpec,
     layer: torch.nn.Module,
     hidden: torch.Tensor,
     rope,
@@ -43,19 +43,20 @@ def attention_probs(
     ``shared_kv``: keys/values shared between layers; read when ``layer`` reuses them (spec attention.shared_kv).
     ``position_ids``: the layer's 1-D position ids (B|1, n), for layouts that scale queries by position.
     """
+    spec = plugins.spec
     paths, attrs = spec.layer, spec.attention
     attn = resolve_module(layer, paths.attention, "layer.attention")
     head_dim = int(getattr(attn, attrs.head_dim))
     groups = int(getattr(attn, attrs.kv_groups)) if attrs.kv_groups else 1
     scaling = float(getattr(attn, attrs.scaling))
-    apply_rope = lookup("rope", attrs.rope)
+    apply_rope = plugins.rope
 
     # What the layer's input norm receives: its input, or e.g. the active AltUp stream's prediction (Gemma 3n).
-    hidden = lookup("hidden_states", spec.tracing.hidden_states)().attention_input(layer, hidden)  # (B, n, D)
+    hidden = plugins.hidden_states.attention_input(layer, hidden)  # (B, n, D)
     # Normalised over every row, then the query rows taken: the same numbers the layer's q_proj sees.
     norm = paths.input_norm  # None: a post-norm layer attends to its raw input (Exaone 4)
     x = resolve_module(layer, norm, "layer.input_norm")(hidden) if norm else hidden  # (B, n, D)
-    layout = lookup("qk", attrs.qk)() if attrs.qk else None
+    layout = plugins.qk
     if layout is not None:  # a registered layout (MLA, fused QKV) in place of q_proj/k_proj: see .qk
         q_rope = None if rope is None else tuple(_rows(t, query_slots, -2) for t in _rope_parts(rope))
         x_rows = _rows(x, query_slots, -2)  # (B, Q, D)
@@ -101,7 +102,7 @@ def _queries(spec, layer, attn, x, rope, query_slots, head_dim, apply_rope) -> t
         q = q * query_scale(attn, spec.attention.q_scale)
     q = q.transpose(1, 2)  # (B, H, Q, Dh)
     if rope is not None:
-        q = apply_rope(q, *(_rows(t, query_slots, -2) for t in _rope_parts(rope)), attn=attn)
+        q = apply_rope(q, tuple(_rows(t, query_slots, -2) for t in _rope_parts(rope)), attn)
     if paths.q_norm and late_norm:  # per-head norm over Dh: the same on (B, H, Q, Dh)
         q = resolve_module(layer, paths.q_norm, "layer.q_norm")(q)
     return q
@@ -160,7 +161,7 @@ def _keys(spec, layer, attn, x, rope, head_dim, apply_rope) -> torch.Tensor:
     late_norm = spec.attention.qk_norm_after_rope
     k = k.transpose(1, 2)  # (B, Hkv, n, Dh)
     if rope is not None:
-        k = apply_rope(k, *_rope_parts(rope), attn=attn)
+        k = apply_rope(k, _rope_parts(rope), attn)
     if paths.k_norm and late_norm:
         k = resolve_module(layer, paths.k_norm, "layer.k_norm")(k)
     return k
@@ -172,8 +173,8 @@ def _is_1d_ids(position_ids) -> bool:
 
 
 def _rope_parts(rope) -> tuple:
-    """The layer's position embeddings as the rope function's arguments: (cos, sin), or one tensor (Llama 4's
-    complex freqs_cis); each with the token axis at -2."""
+    """The layer's position embeddings as the rope applier's tuple: (cos, sin), or one tensor (Llama 4's complex
+    freqs_cis); each with the token axis at -2."""
     return (rope,) if isinstance(rope, torch.Tensor) else tuple(rope)
 
 

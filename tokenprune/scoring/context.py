@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from tokenprune.plugins.resolved import ResolvedSpec
 from tokenprune.spec import ModelSpec
 
 
@@ -19,6 +20,7 @@ class ScoreContext:
 
     layer: int
     spec: ModelSpec
+    plugins: ResolvedSpec  # the spec's resolved plug-ins (rope, q/k layout, hidden-state layout) the scorers use
     scoring_layer: torch.nn.Module  # decoder layer layer-1
     next_layer: torch.nn.Module  # decoder layer `layer`
     hidden_in: torch.Tensor  # (B, n, D) input of the scoring layer

@@ -20,50 +20,11 @@ import sys
 import torch
 
 from tokenprune.errors import SpecError, describe
-from tokenprune.registry import register
+from tokenprune.plugins import QKLayout, register
 
 from .keys import KeyLookup, find_cached_keys
 
-
-class QKLayout:
-    """Base of the registered layouts. ``x`` is the layer's normed input, (B, S, D); ``rope`` the position
-    embeddings as the layer received them, ``(cos, sin)`` each (B|1, S, r) with the same rows as ``x``, or
-    None for a layer called without them (NoPE)."""
-
-    name = "?"
-    required: tuple[str, ...] = ()  # attributes the attention module must have
-    cache_holds_keys = False  # True: the layer's cache entry is exactly its keys (B, H_kv, n, D_h)
-    cache_note = ""  # why the cache entry is not the keys (when cache_holds_keys is False)
-
-    def check(self, attn: torch.nn.Module, where: str = "spec attention.qk") -> None:
-        missing = [a for a in self.required if not hasattr(attn, a)]
-        if missing:
-            raise SpecError(describe(
-                f"attention module {type(attn).__name__} has no {missing}", where,
-                f"an attention module of the {self.name!r} layout (attributes {list(self.required)})",
-                "name the layout of this attention module or none"))
-
-    def queries(self, attn, x: torch.Tensor, rope, positions=None) -> torch.Tensor:  # (B, H, S, Dh)
-        """``positions``: the layer's position ids of these rows, (B|1, S), for layouts that scale queries by
-        position (Mistral Large 4); None when the layer received none."""
-        raise NotImplementedError
-
-    def keys(self, attn, x: torch.Tensor, rope) -> torch.Tensor:  # (B, H_kv, S, Dh)
-        raise NotImplementedError
-
-    def key_shape(self, attn) -> tuple[int, int]:
-        """(H_kv, D_h) of the keys: what a cache entry must have to be read back."""
-        raise NotImplementedError
-
-    def shared_keys(self, attn, shared_kv) -> torch.Tensor | None:
-        """(B, H_kv, n, D_h) keys of a layer that reads what another layer shared with it (the mapping passed to
-        every layer, declared ``shared_kv`` in ``tracing``) instead of projecting its own; None when it projects."""
-        return None
-
-    def restrict_keys(self, attn, x, rope, x_rows, rope_rows, allowed: torch.Tensor, positions=None) -> torch.Tensor:
-        """``allowed`` (B, 1, Q, n) narrowed to the keys the layer lets each query attend to beyond its mask
-        (sparse attention, see ``qk_dots3``); ``x_rows``/``rope_rows`` are the query rows of ``x``/``rope``."""
-        return allowed
+__all__ = ["QKLayout", "MultiHeadLatentAttention", "FusedQueryKeyValue", "layout_cached_keys", "modeling_function"]
 
 
 def _modeling(attn) -> object:

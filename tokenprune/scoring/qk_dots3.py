@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from tokenprune.errors import SpecError, describe
-from tokenprune.registry import register
+from tokenprune.plugins import register
 
 from .dsa import indexer_scores, restrict_to_topk
 from .qk import QKLayout, modeling_function

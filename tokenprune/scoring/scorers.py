@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from tokenprune.registry import register
+from tokenprune.plugins import register
 
 from .attention import attention_probs
 from .context import ScoreContext
@@ -23,7 +23,7 @@ def _last_query(ctx: ScoreContext) -> torch.Tensor:
 
 def _scoring_layer_probs(ctx: ScoreContext, query_slots: torch.Tensor) -> torch.Tensor:
     """(B, Q, n) attention in the layer before the cut; that layer has run, so its keys may be in the cache."""
-    probs, found = attention_probs(ctx.spec, ctx.scoring_layer, ctx.hidden_in, ctx.rope, ctx.mask, ctx.positions,
+    probs, found = attention_probs(ctx.plugins, ctx.scoring_layer, ctx.hidden_in, ctx.rope, ctx.mask, ctx.positions,
                                    ctx.valid, query_slots, cache=ctx.cache, key_policy=ctx.key_policy,
                                    shared_kv=ctx.shared_kv, position_ids=ctx.position_ids)
     ctx.key_source = f"{found.source}: {found.reason}"
@@ -41,7 +41,7 @@ def next_layer_attention(ctx: ScoreContext) -> torch.Tensor:
     """PyramidDrop: the *next* layer's projections on the current hidden state, last prompt token as query.
 
     The next layer has not run yet, so its keys are always recomputed."""
-    probs, found = attention_probs(ctx.spec, ctx.next_layer, ctx.hidden_out, ctx.next_rope, ctx.next_mask,
+    probs, found = attention_probs(ctx.plugins, ctx.next_layer, ctx.hidden_out, ctx.next_rope, ctx.next_mask,
                                    ctx.positions, ctx.valid, _last_query(ctx),
                                    shared_kv=ctx.shared_kv,  # (B, 1, n): the next layer reads the same mapping
                                    position_ids=ctx.position_ids)  # the same ids: no cut between the two

@@ -163,13 +163,13 @@ def vision_token_mask(batch: Batch, model: torch.nn.Module, spec) -> torch.Tenso
     """(B, T) bool: the vision tokens of ``batch`` as the compiled ``model`` finds them (padding excluded)."""
     ids = batch["input_ids"]  # (B, T)
     if spec.vision_tokens.locator:  # families whose ids do not mark vision tokens (Kosmos-2)
-        from ..registry import lookup
+        from ..plugins.resolve import resolve_spec
         from ..spec import resolve_module
 
         module = resolve_module(model, spec.multimodal_model, "spec multimodal_model") if spec.multimodal_model \
             else model
         inputs = {k: v for k, v in batch.items() if k != "labels"}
-        found = lookup("locator", spec.vision_tokens.locator)(module, (), inputs)
+        found = resolve_spec(spec).locator(module, (), inputs)
         vision = torch.zeros_like(ids, dtype=torch.bool) if found is None else found.bool()
     else:
         token_ids = torch.tensor(spec.vision_token_ids(model.config), dtype=ids.dtype, device=ids.device)

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from ..errors import TokenPruneError, describe
-from ..registry import register
+from ..plugins import register, registry
 
 IGNORE_INDEX = -100
 
@@ -155,7 +155,5 @@ def get_objective(objective: str | Objective | Callable[[Any, dict], float]) -> 
         return custom(objective)
     if objective in OBJECTIVES:
         return OBJECTIVES[objective]
-    from ..registry import lookup  # user-registered objectives
-
-    found = lookup("objective", objective)
+    found = registry("objective").get(objective, "search(objective=)", error=TokenPruneError)  # user-registered ones
     return found if isinstance(found, Objective) else custom(found, name=objective)

@@ -1,6 +1,7 @@
 """Build a tiny random instance of a spec's family and prompts with real vision tokens for it.
 
-Input builders are registered by name (kind ``test_inputs``) because pixel layouts differ by family;
+Input builders are registered by name (kind ``test_inputs``) because pixel layouts differ by family (the testing
+package imports the generic ones; a family's own come with its plug-in module);
 each returns model keyword arguments for a left-padded batch whose samples may carry different numbers
 of images (and so of vision tokens).
 """
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tokenprune.registry import lookup
+from tokenprune.plugins import registry
 from tokenprune.spec import ModelSpec
 
 
@@ -51,7 +52,8 @@ def build_test_config(spec: ModelSpec, variant: str | None = None):
         raise ValueError(f"spec {spec.name!r} has no test_model section")
     kwargs = copy.deepcopy(test.config if variant is None else _deep_merge(test.config, test.variants[variant]))
     for key, stand_in in test.stand_ins.items():  # sub-configs whose pinned class cannot build a model here
-        kwargs[key] = lookup("test_stand_in", stand_in)(**kwargs.get(key, {}))
+        make = registry("test_stand_in").get(stand_in, f"spec {spec.name!r}: test_model.stand_ins")
+        kwargs[key] = make(**kwargs.get(key, {}))
     return getattr(transformers, test.config_class)(**kwargs)
 
 
@@ -66,14 +68,15 @@ def build_test_model(spec: ModelSpec, variant: str | None = None, attn_implement
     model = cls._from_config(config, attn_implementation=attn_implementation, dtype=dtype)
     if spec.test_model.weights:  # parameters the family's init leaves at an identity, drawn at random
         with torch.no_grad():
-            lookup("test_weights", spec.test_model.weights)(model, torch.Generator().manual_seed(seed))
+            randomise = registry("test_weights").get(spec.test_model.weights, f"spec {spec.name!r}: test_model.weights")
+            randomise(model, torch.Generator().manual_seed(seed))
     return model.eval()
 
 
 def make_test_inputs(spec: ModelSpec, model, images_per_sample: list[int], text_lengths: list[int],
                      seed: int = 0) -> TestBatch:
     """A left-padded batch: sample ``b`` has ``images_per_sample[b]`` images and ``text_lengths[b]`` text tokens."""
-    builder = lookup("test_inputs", spec.test_model.inputs)
+    builder = registry("test_inputs").get(spec.test_model.inputs, f"spec {spec.name!r}: test_model.inputs")
     gen = torch.Generator().manual_seed(seed)
     return builder(model, images_per_sample, text_lengths, gen)
 

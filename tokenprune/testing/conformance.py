@@ -163,10 +163,10 @@ def _eager_topk(tp, model, spec, inputs, tolerance: Tolerance, report) -> tuple[
 def _vision_mask(model, spec: ModelSpec, inputs: dict) -> torch.Tensor:
     """(B, S) bool: the vision tokens of ``inputs``, by the spec's locator or its token ids."""
     if spec.vision_tokens.locator:
-        from tokenprune.registry import lookup
+        from tokenprune.plugins.resolve import resolve_spec
 
         base = resolve_module(model, spec.multimodal_model, "multimodal_model") if spec.multimodal_model else model
-        return lookup("locator", spec.vision_tokens.locator)(base, (), inputs)
+        return resolve_spec(spec).locator(base, (), inputs)
     return torch.isin(inputs["input_ids"], torch.tensor(spec.vision_token_ids(model.config)))
 
 

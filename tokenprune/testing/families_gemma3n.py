@@ -18,7 +18,7 @@ import functools
 import torch
 from torch import nn
 
-from tokenprune.registry import register
+from tokenprune.plugins import register
 
 from .builders import TestBatch
 from .families_more import Media, _count, _dtype, media_batch

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from tokenprune.registry import register
+from tokenprune.plugins import register
 
 from .builders import TestBatch
 from .families_mrope import _framed_inputs

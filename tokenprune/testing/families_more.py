@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tokenprune.registry import register
+from tokenprune.plugins import register
 
 from .builders import TestBatch, left_pad, random_text
 

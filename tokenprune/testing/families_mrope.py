@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from tokenprune.registry import register
+from tokenprune.plugins import register
 
 from .builders import TestBatch, left_pad, random_text
 from .families import _qwen_pixel_kwargs, qwen2_vl_inputs

@@ -7,7 +7,7 @@ becomes ``t * h * w / merge_size**2`` tokens, counted by the model's own feature
 
 from __future__ import annotations
 
-from tokenprune.registry import register
+from tokenprune.plugins import register
 
 from .builders import TestBatch
 from .families_more import _max_inputs, _packed_grid_inputs

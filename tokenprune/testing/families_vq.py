@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from tokenprune.registry import register
+from tokenprune.plugins import register
 
 from .builders import TestBatch
 from .families_more import Media, _count, _dtype, media_batch
