@@ -1,4 +1,4 @@
-"""Prefill benchmark (issue 2): random LLaVA, 12-layer hidden-1024 Llama text model, 576 vision + 64 text tokens.
+"""Prefill benchmark: random LLaVA, 12-layer hidden-1024 Llama text model, 576 vision + 64 text tokens.
 
 Medians over interleaved runs of original, compiled keep-all and FastV(K=2, keep 25%), fp32 and bf16, CPU;
 exact FLOPs ratio next to the measured time ratio, plus a micro-benchmark of the inserted nodes.

@@ -1,4 +1,4 @@
-"""Quality benchmark (issue 5): test accuracy against the exact FLOPs fraction for every method.
+"""Quality benchmark: test accuracy against the exact FLOPs fraction for every method.
 
 Runs on the shipped reference model (reference_model/checkpoint): unpruned; FastV K x R; PyramidDrop at several
 lambda; VTW (KL layer search) at several eta; G-Search at several tolerances; P-Sigmoid, matched FastV and

@@ -1,4 +1,4 @@
-"""Speed and memory benchmark (issue 6): prefill, decode, peak memory, KV cache, compile time, node costs, scaling.
+"""Speed and memory benchmark: prefill, decode, peak memory, KV cache, compile time, node costs, scaling.
 
     python benchmarks/speed.py                       # CPU: 12-layer preset + 7B-shape compile; prints the numbers
     python benchmarks/speed.py --preset llava-7b --device cuda --dtype bfloat16

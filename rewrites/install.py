@@ -1,4 +1,4 @@
-"""Swap a rewritten language model into a *copy* of the multimodal model (tracing-facts.md, "Swapping").
+"""Swap a rewritten language model into a *copy* of the multimodal model.
 
 The copy shares every parameter and every submodule except the few on the path from the root to the
 language model, which are shallow clones; only the clone of the language model gets a new instance

@@ -1,4 +1,4 @@
-"""The only code that knows how to trace a Hugging Face text decoder with torch.fx (tracing-facts.md).
+"""The only code that knows how to trace a Hugging Face text decoder with torch.fx.
 
 The decorated ``forward`` of a transformers 5 text model cannot be traced (its wrappers take ``*args,
 **kwargs``), so we trace the undecorated function from a root with an explicit signature. Decoder layers,
@@ -60,7 +60,8 @@ class _LiveConfigTracer(_fx.Tracer):
         return super().proxy(node)
 
     def create_arg(self, a):
-        # A config passed as an argument must stay the live object (tracing-facts.md §4): emit get_attr.
+        # A config passed as an argument must stay the live object (a copy rebuilt at run time loses
+        # settings such as the attention backend): emit get_attr.
         if _is_config(a):
             name = self._constants.get(id(a))
             if name is None:

@@ -1,4 +1,4 @@
-"""Analytic prefill FLOPs of the language model for a schedule (algorithms.md "FLOPs").
+"""Analytic prefill FLOPs of the language model for a schedule.
 
 ``exact`` counts every matrix multiply of a decoder layer (FLOPs = 2 x multiply-adds), with grouped-query
 key/value heads and a gated or plain MLP; it is what ``torch.utils.flop_counter`` reports on eager attention.

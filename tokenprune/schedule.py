@@ -1,4 +1,4 @@
-"""Per-layer keep-ratio schedules (design.md §3, algorithms.md "Schedules every method reduces to").
+"""Per-layer keep-ratio schedules: every method (FastV, PyramidDrop, VTW, searched schedules) reduces to one.
 
 ``keep_ratio[l]`` is the fraction of a sample's vision tokens present in the *input* of decoder layer
 ``l``. A sample with ``N`` vision tokens keeps ``keep_count(r, N) = ceil(r * N)`` of them. A cut sits

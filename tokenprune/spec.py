@@ -1,4 +1,4 @@
-"""Declarative model specs: *where* the language model, its layers and the vision tokens are (design.md §4).
+"""Declarative model specs: *where* the language model, its layers and the vision tokens are.
 
 A spec is a YAML file validated by pydantic (unknown keys rejected). Module paths are dotted attribute
 paths; vision token ids are *references* into the model config (``image_token_id``), never numbers.

@@ -1,4 +1,4 @@
-"""Quality benchmark (issue 5): the method grid, a tiny end-to-end run on the shipped model, resume, targets."""
+"""Quality benchmark: the method grid, a tiny end-to-end run on the shipped model, resume, targets."""
 
 from __future__ import annotations
 

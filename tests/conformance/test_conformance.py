@@ -1,4 +1,4 @@
-"""The conformance suite (issue 2), run for every bundled spec, both attention backends and two batch shapes."""
+"""The conformance suite, run for every bundled spec, both attention backends and two batch shapes."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from tokenprune.flops import TextShape
 
 
 def test_paper_convention_matches_the_published_worked_numbers():
-    # algorithms.md: LLaVA-1.5-7B at n=640 is 3.33 TFLOPs; FastV K=2 R=50% with 64 text tokens is 0.571.
+    # The FastV paper's numbers: LLaVA-1.5-7B at n=640 is 3.33 TFLOPs; FastV K=2 R=50% with 64 text tokens is 0.571.
     shape = TextShape(num_layers=32, hidden=4096, intermediate=11008, heads=32, kv_heads=32, head_dim=128)
     full = tp.prefill_flops(shape, tp.Schedule.keep_all(32), 64, 576, convention="paper")
     assert full.total / 1e12 == pytest.approx(3.33, abs=0.005)

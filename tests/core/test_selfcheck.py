@@ -74,7 +74,7 @@ def test_a_broken_rewrite_is_refused(monkeypatch, broken, mode, attn):
 
 @pytest.mark.parametrize("mode", ["layers", "full"])
 def test_a_config_rebuilt_from_its_fields_is_refused(monkeypatch, mode):
-    """tracing-facts.md §4: a config node rebuilt at run time loses the attention backend (eager, padded)."""
+    """A config node rebuilt at run time loses the attention backend (eager, padded)."""
     monkeypatch.setattr(tracer._LiveConfigTracer, "create_arg", torch.fx.Tracer.create_arg)
     case = load_case("llava", None)
     with pytest.raises(TraceError):

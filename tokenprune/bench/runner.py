@@ -1,4 +1,4 @@
-"""The two benchmark runs: ``run_speed`` (issue 6, every measurement of a preset) and ``run_prefill`` (issue 2).
+"""The two benchmark runs: ``run_speed`` (every measurement of a preset) and ``run_prefill`` (the prefill page).
 
 Both return a :class:`~tokenprune.bench.report.Report` and never assert on speed: targets are evaluated
 into the report (met / missed, by how much) because timings on shared machines are noisy.
@@ -86,7 +86,7 @@ def run_speed(preset: str = "llama-12l", device: str = "cpu", dtype: str = "floa
               warmup: int = 1, decode_tokens: int | None = None, decode_repeats: int = 2, node_repeats: int = 3,
               scaling: list[int] | None = None, scaling_repeats: int = 3, scaling_decode_tokens: int = 8,
               variants: list[str] | None = None, threads: int | None = None, echo=print) -> Report:
-    """Every measurement of issue 6 on one preset; a CPU run of a non-CPU preset only compiles (meta)."""
+    """Every speed-page measurement on one preset; a CPU run of a non-CPU preset only compiles (meta)."""
     if threads:
         torch.set_num_threads(threads)
     p = get_preset(preset)
@@ -143,7 +143,7 @@ def _schedule_variants(meta_model):
 
 def run_prefill(dtypes: list[str] | None = None, repeats: int = 7, warmup: int = 1, node_repeats: int = 3,
                 threads: int | None = None, device: str = "cpu", preset: str = "llama-12l", echo=print) -> Report:
-    """Issue 2's benchmark: original, keep-all and FastV(K=2, keep 25%) prefill, fp32 and bf16."""
+    """The prefill benchmark: original, keep-all and FastV(K=2, keep 25%) prefill, fp32 and bf16."""
     if threads:
         torch.set_num_threads(threads)
     p = get_preset(preset)

@@ -65,7 +65,7 @@ __all__ = [
 class _CallableModule(_types.ModuleType):
     """``tokenprune.search`` is both this package and the verb: ``tp.search(model, spec, calibration, ...)``.
 
-    design.md's public API calls ``tp.search(...)`` while the engine lives in the package of the same name;
+    The public API calls ``tp.search(...)`` while the engine lives in the package of the same name;
     making the package callable keeps both ``tp.search(...)`` and ``import tokenprune.search`` working without
     rebinding the package attribute to a function.
     """

@@ -1,6 +1,6 @@
 """G-Search (scenario I): prune as much as possible while the objective stays within a tolerance.
 
-tokenprune's definition (algorithms.md, "G-Search"):
+tokenprune's definition (docs/guides/search.md, "tokenprune's definitions"):
 
 1. ``base`` = objective of the unpruned schedule on the search split.
 2. For ``l = 1 .. L-1`` shallow to deep, with ``r[0..l-1]`` fixed, find the smallest grid value ``c <= r[l-1]``

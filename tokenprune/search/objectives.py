@@ -1,4 +1,4 @@
-"""Objectives: how good a pruned model is on a calibration batch (algorithms.md, "Objectives").
+"""Objectives: how good a pruned model is on a calibration batch (docs/guides/search.md, "Objectives").
 
 A built-in objective works on the *target logits* of a batch: the next-token logits at the positions it
 compares, picked from the right end of the sequence. Pruning removes only vision tokens, which sit before the

@@ -1,6 +1,6 @@
 """P-Sigmoid (scenario II): the best sigmoid schedule that spends a FLOPs budget.
 
-tokenprune's definition (algorithms.md, "P-Sigmoid"):
+tokenprune's definition (docs/guides/search.md, "tokenprune's definitions"):
 
 - ``r[l] = b + (1 - b) / (1 + exp(k (l - alpha)))`` for ``l >= 1``, ``r[0] = 1``.
 - For each ``(k, alpha)`` the floor ``b`` is the largest value whose schedule costs at most the budget, found

@@ -1,6 +1,6 @@
 """VTW layer search: the first layer from which every vision token can be withdrawn.
 
-tokenprune's definition (algorithms.md, "VTW layer search"): for ``K = start_layer, start_layer + 1, ...``
+tokenprune's definition (docs/guides/search.md, "tokenprune's definitions"): for ``K = start_layer, start_layer + 1, ...``
 evaluate the schedule ``VTW(K)`` (all vision tokens before layer ``K``, none from ``K`` on) and return the
 first ``K`` whose objective is within ``eta`` of the unpruned model's. With the default objective for this
 method -- mean KL divergence of the last prompt token's next-token distribution, pruned against unpruned --

@@ -1,4 +1,4 @@
-"""Quality benchmark (issue 5): accuracy against exact FLOPs for every pruning method on the reference model.
+"""Quality benchmark: accuracy against exact FLOPs for every pruning method on the reference model.
 
 ``python benchmarks/quality.py`` runs it on ``reference_model/checkpoint``; see docs/benchmarks/quality.md.
 """

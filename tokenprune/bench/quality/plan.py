@@ -1,6 +1,6 @@
 """What the quality benchmark measures: one :class:`Entry` per (method, setting), in dependency order.
 
-Issue 5's grid: unpruned; FastV K in {1, 2, 3} x R in {0.5, 0.75, 0.9}; PyramidDrop at several lambda; VTW at a
+The grid: unpruned; FastV K in {1, 2, 3} x R in {0.5, 0.75, 0.9}; PyramidDrop at several lambda; VTW at a
 few eta (layer from the KL search); G-Search at several tolerances; P-Sigmoid, FastV, PyramidDrop (matched) and
 the random scorer at each FLOPs budget. Searches see the calibration split only; every entry is then scored
 on the test split.

@@ -1,4 +1,4 @@
-"""Issue 5's quality targets (the source papers' claims), checked on the benchmark's rows."""
+"""The quality targets (the source papers' claims), checked on the benchmark's rows."""
 
 from __future__ import annotations
 
