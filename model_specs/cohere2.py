@@ -1,0 +1,19 @@
+"""Cohere 2 text models (specs ``aya_vision``, ``cohere2_vision``): their rope."""
+
+from __future__ import annotations
+
+import torch
+
+from tokenprune.plugins import register
+from tokenprune.rewrites.rope import rotate_interleaved
+
+
+@register("rope", "cohere2")
+def apply_cohere2(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn=None) -> torch.Tensor:
+    """Interleaved pairs, computed in fp32, and only in sliding-window layers (full layers use none)."""
+    if attn is not None and getattr(attn, "sliding_window", None) is None:
+        return x
+    dtype = x.dtype
+    xf = x.float()
+    out = (xf * cos.unsqueeze(1)) + (rotate_interleaved(xf) * sin.unsqueeze(1))  # (B, H, S, Dh)
+    return out.to(dtype)
