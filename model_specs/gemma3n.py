@@ -82,9 +82,8 @@ class Gemma3nPerLayerInputs(PerTokenInput):
 
 
 # ------------------------------------------------------------------ hidden-state layout
-
 @register("hidden_states", "gemma3n_altup")
-class AltUpHiddenStates(PlainHiddenStates):
+class Gemma3nAltUpHiddenStates(PlainHiddenStates):
     """A stack of ``altup_num_inputs`` hidden streams (streams, B, S, D). Each layer first predicts
     every stream from a per-token mix of all of them (``altup.predict``, router coefficients computed per token)
     and attends to the active stream's prediction, so dropping a token drops it from every stream."""

@@ -3,8 +3,9 @@
 ``hunyuan_vl_mrope_axes``: the text model's multimodal RoPE takes one position row per configured axis. It reads
 the number of axes from ``rope_parameters["mrope_section"]`` (3 or 4 by checkpoint) and branches on the rank and
 row count of ``position_ids``: 2-D ids are expanded to one row per axis, ``axes + 1`` rows would be a packed
-text row (which it then refuses), and ``axes`` rows are used as is. ``forward()`` (``get_rope_index``) and ``generate()`` (``_prepare_position_ids_for_generation``) both pass
-``axes`` rows, so one graph, traced with a proxy that reports that rank and row count, serves every call.
+text row (which it then refuses), and ``axes`` rows are used as is. ``forward()`` (``get_rope_index``) and
+``generate()`` (``_prepare_position_ids_for_generation``) both pass ``axes`` rows, so one graph, traced with a
+proxy that reports that rank and row count, serves every call.
 
 Test inputs: an image is one span of ``image_token_id`` covering everything the patch merger emits: a begin
 token, per merged row ``w`` patch tokens plus a newline token, and an end token (``h * (w + 1) + 2`` tokens, all

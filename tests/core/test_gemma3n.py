@@ -74,7 +74,8 @@ def test_unknown_hidden_states_layout_is_refused(spec, tmp_path):
     data["tracing"]["hidden_states"] = "stacked"
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(data))
-    with pytest.raises(SpecError, match=r"unknown hidden states 'stacked'.*tracing.hidden_states.*'gemma3n_altup', 'plain'"):
+    expected = r"unknown hidden states 'stacked'.*tracing.hidden_states.*'gemma3n_altup', 'plain'"
+    with pytest.raises(SpecError, match=expected):
         tp.load_spec(path)
 
 

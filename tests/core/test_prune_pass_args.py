@@ -118,7 +118,8 @@ def test_gather_tokens_keeps_rows_and_passes_decode_steps():
 
 def test_composed_hints_keep_the_inputs_another_hint_dropped(gemma4):
     lm = gemma4.models["eager"].model.language_model
-    hint = CompositeHint(["mask_dict", "gemma4_kv_sharing", "gemma4_per_layer_inputs"], lm, gemma4.models["eager"].config)
+    hints = ["mask_dict", "gemma4_kv_sharing", "gemma4_per_layer_inputs"]
+    hint = CompositeHint(hints, lm, gemma4.models["eager"].config)
     names = hint.input_names((None, "dict", None, "present"))
     assert "attention_mask" not in names and {"full_attention_mask", "per_layer_inputs"} <= set(names)
 
