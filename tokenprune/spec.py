@@ -235,6 +235,11 @@ class ModelSpec(_Strict):
     def windowed_layers(self) -> dict[str, WindowedLayer]:
         return {**DEFAULT_WINDOWED_LAYERS, **self.tracing.windowed_layers}
 
+    def __setstate__(self, state) -> None:
+        # A spec unpickled in another process (a search worker) imports the plug-in modules it names there too.
+        super().__setstate__(state)
+        load_plugins(self.plugins, f"spec {self.name!r}: plugins")
+
     # -------------------------------------------------------------- resolution
     def vision_token_ids(self, config) -> list[int]:
         """Resolve ``vision_tokens.token_ids`` references against a model config."""

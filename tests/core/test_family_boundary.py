@@ -173,3 +173,18 @@ def test_loading_a_spec_first_thing_imports_exactly_its_family_module():
                " 'hints': registry('tracing_hint').names(), 'uses': spec.tracing.hints}))")
     assert out["modules"] == ["tokenprune.model_specs.gemma4"]
     assert set(out["uses"]) <= set(out["hints"]) and "gemma4_kv_sharing" in out["uses"]
+
+
+def test_a_spec_unpickled_in_another_process_brings_its_family_module():
+    import pickle
+
+    script = ("import json, pickle, sys\n"
+              "spec = pickle.loads(sys.stdin.buffer.read())\n"
+              "from tokenprune.plugins import registry\n"
+              "print(json.dumps({'modules': sorted(m for m in sys.modules if m.startswith('tokenprune.model_specs.')),"
+              " 'registered': 'mistral_large4' in registry('qk')}))")
+    done = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(tp.load_spec("mistral_large4")),
+                          capture_output=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    out = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert out == {"modules": ["tokenprune.model_specs.mistral_large4"], "registered": True}
