@@ -164,27 +164,40 @@ def test_every_name_a_spec_uses_comes_from_the_core_or_its_own_plugins(providers
     assert "gemma4_kv_sharing" not in providers["core"]["tracing_hint"]
 
 
-def test_loading_a_spec_first_thing_imports_exactly_its_family_module():
-    out = _run("import json, sys\n"
-               "import tokenprune as tp\n"
-               "spec = tp.load_spec('gemma4')\n"
-               "from tokenprune.plugins import registry\n"
-               "print(json.dumps({'modules': sorted(m for m in sys.modules if m.startswith('tokenprune.model_specs.')),"
-               " 'hints': registry('tracing_hint').names(), 'uses': spec.tracing.hints}))")
-    assert out["modules"] == ["tokenprune.model_specs.gemma4"]
-    assert set(out["uses"]) <= set(out["hints"]) and "gemma4_kv_sharing" in out["uses"]
+# A fresh interpreter loads gemma4 first thing, then unpickles a mistral_large4 spec sent by this process.
+_FRESH = r"""
+import json, pickle, sys
+
+def family_modules():
+    return sorted(m for m in sys.modules if m.startswith("tokenprune.model_specs."))
+
+import tokenprune as tp
+from tokenprune.plugins import registry
+
+spec = tp.load_spec("gemma4")
+loaded = {"modules": family_modules(), "hints": registry("tracing_hint").names(), "uses": spec.tracing.hints}
+before = set(family_modules())
+pickle.loads(sys.stdin.buffer.read())
+unpickled = {"modules": sorted(set(family_modules()) - before), "registered": "mistral_large4" in registry("qk")}
+print(json.dumps({"loaded": loaded, "unpickled": unpickled}))
+"""
 
 
-def test_a_spec_unpickled_in_another_process_brings_its_family_module():
+@pytest.fixture(scope="module")
+def fresh() -> dict:
     import pickle
 
-    script = ("import json, pickle, sys\n"
-              "spec = pickle.loads(sys.stdin.buffer.read())\n"
-              "from tokenprune.plugins import registry\n"
-              "print(json.dumps({'modules': sorted(m for m in sys.modules if m.startswith('tokenprune.model_specs.')),"
-              " 'registered': 'mistral_large4' in registry('qk')}))")
-    done = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(tp.load_spec("mistral_large4")),
+    done = subprocess.run([sys.executable, "-c", _FRESH], input=pickle.dumps(tp.load_spec("mistral_large4")),
                           capture_output=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
-    out = json.loads(done.stdout.decode().strip().splitlines()[-1])
-    assert out == {"modules": ["tokenprune.model_specs.mistral_large4"], "registered": True}
+    return json.loads(done.stdout.decode().strip().splitlines()[-1])
+
+
+def test_loading_a_spec_first_thing_imports_exactly_its_family_module(fresh):
+    assert fresh["loaded"]["modules"] == ["tokenprune.model_specs.gemma4"]
+    assert set(fresh["loaded"]["uses"]) <= set(fresh["loaded"]["hints"])
+    assert "gemma4_kv_sharing" in fresh["loaded"]["uses"]
+
+
+def test_a_spec_unpickled_in_another_process_brings_its_family_module(fresh):
+    assert fresh["unpickled"] == {"modules": ["tokenprune.model_specs.mistral_large4"], "registered": True}
