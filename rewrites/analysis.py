@@ -16,8 +16,8 @@ from tokenprune.errors import TraceError, describe
 # (a mutable mapping of shared keys/values the layers fill): the analysis treats them like per-token inputs.
 PER_TOKEN_META = "tokenprune_per_token"
 
-# Tensor attributes that carry no tokens: reading a value's dtype or device from before a cut is harmless (Gemma
-# 3n's forward casts its output streams to ``inputs_embeds.dtype``). Its shape does carry the sequence length.
+# Tensor attributes that carry no tokens: reading a value's dtype or device from before a cut is harmless (a forward
+# may cast its output to ``inputs_embeds.dtype``). Its shape does carry the sequence length.
 _METADATA_ATTRIBUTES = ("dtype", "device")
 
 

@@ -1,8 +1,8 @@
 """Gathers for per-token decoder-layer arguments beyond masks, rotary values and position ids.
 
-``tokens``: a (B, S, ...) tensor laid out like the hidden states (Gemma 4's per-layer input).
+``tokens``: a (B, S, ...) tensor laid out like the hidden states (per-layer embeddings handed to each layer).
 ``shared_kv``: a mapping ``{key: (keys, values, ...)}`` of (B, H, S_k, D) tensors that a layer writes and later
-layers read instead of projecting their own (Gemma 4's KVSharingDict). The mapping is mutable state passed to
+layers read instead of projecting their own (a ``KVSharingDict``). The mapping is mutable state passed to
 every layer: a cut hands the later layers a *new* mapping of the same type holding the kept key columns, so the
 layers after the cut (and any layer after it that stores) never see the unpruned layout.
 """
@@ -44,7 +44,7 @@ def gather_shared_kv(shared, g: Gather):
 
 def hand_on_unread(value, g: Gather):
     """A per-token value the later layers receive but never read, handed on unchanged (so the probe self-check
-    sees what the original passes): Mistral Large 4's ``prev_topk_indices``, which a layer with its own indexer
-    ignores. Its entries still index the layout before the cut; the spec's qk layout refuses models where a
-    layer reads it."""
+    sees what the original passes): e.g. the ``prev_topk_indices`` of sparse-attention layers, which a
+    layer with its own indexer ignores. Its entries still index the layout before the cut; the spec's qk
+    layout refuses models where a layer reads it."""
     return value

@@ -3,8 +3,9 @@ composition.
 
 fx specialises Python branches at trace time without guards. A hint names the branches a family takes
 on its inputs (the *variants*), traces one graph per variant, and picks the right graph at run time,
-so no input ever runs through a graph specialised for another. The ``standard`` hint covers the
-Llama-style decoders (one variant); specs list extra hints under ``tracing.hints``.
+so no input ever runs through a graph specialised for another. The ``standard`` hint covers
+decoders called with 1-D position ids and one mask (one variant); specs list extra hints under ``tracing.hints``.
+Hints that serve one family live in that family's plug-in module (``model_specs/<family>.py``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class StandardHint(TracingHint):
             params["position_ids"] = (torch.arange(length, device=params["inputs_embeds"].device) + past_len)[None]
 
 
-class _StaticShapeProxy(fx.Proxy):
+class StaticShapeProxy(fx.Proxy):
     """A proxy whose rank and leading size are known at trace time (one graph is traced per value)."""
 
     def __init__(self, node, tracer, ndim: int, first: int):
@@ -77,7 +78,8 @@ class _LeadingShape:
 
 @register("tracing_hint", "mrope_position_ids")
 class MRopePositionIds(TracingHint):
-    """Qwen2-VL family: position ids are (3, B, S) for mRoPE, or (4, B, S) with a text row prepended."""
+    """Multimodal RoPE: position ids are (3, B, S), or (4, B, S) with a text row prepended; ``forward()`` and
+    ``generate()`` pass the two shapes and the text model branches on them."""
 
     name = "mrope_position_ids"
 
@@ -86,7 +88,7 @@ class MRopePositionIds(TracingHint):
 
     def placeholder_proxy(self, tracer, node, variant):
         if node.target == "position_ids":
-            return _StaticShapeProxy(node, tracer, ndim=3, first=variant)
+            return StaticShapeProxy(node, tracer, ndim=3, first=variant)
         return None
 
     def prepare(self, lm, params, past_len):
@@ -189,6 +191,9 @@ class CompositeHint:
             values.update(hint.graph_inputs(params, v))
         return values
 
+    def slot_stores_no_kv(self, slot) -> bool:
+        return any(h.slot_stores_no_kv(slot) for h in self.hints)
+
     def probe_variants(self, lm, params) -> list[tuple[tuple, dict]]:
         per_hint = [h.probe_variants(lm, params) for h in self.hints]
         out = []
@@ -202,16 +207,16 @@ class CompositeHint:
 
 @register("tracing_hint", "mask_dict")
 class MaskDict(TracingHint):
-    """Gemma3 family: the multimodal model passes a dict of full and sliding-window masks (carrying the
-    bidirectional block over each image). Traced with a tensor placeholder, the ``isinstance(dict)``
-    branch would be specialised away and the block lost (tracing-facts.md §7), so the dict variant
-    takes the two masks as separate placeholders and rebuilds the dict inside the graph."""
+    """The multimodal model passes a dict of full and sliding-window masks (carrying a bidirectional block over
+    each image). Traced with a tensor placeholder, the ``isinstance(dict)`` branch would be specialised away and
+    the block lost, so the dict variant takes the two masks as separate placeholders and rebuilds the dict
+    inside the graph."""
 
     name = "mask_dict"
     KEYS = ("full_attention", "sliding_attention")
 
     def variants(self):
-        # Only families with sliding-window layers receive a dict (e.g. PaliGemma 2, not PaliGemma 1).
+        # Only text models with sliding-window layers receive a dict (checkpoints of one family may differ).
         config = getattr(self.lm, "config", None)
         types = getattr(config, "layer_types", None) or []
         sliding = "sliding_attention" in types or getattr(config, "sliding_window", None) is not None
@@ -258,7 +263,7 @@ class MaskDict(TracingHint):
 
 @register("tracing_hint", "deepstack")
 class DeepStack(TracingHint):
-    """Qwen3-VL: visual features are added to the hidden states at vision positions after the first
+    """Visual features are added to the hidden states at vision positions after the first
     ``K`` layers (``visual_pos_masks``, ``deepstack_visual_embeds``). They become placeholders of their own
     graph variant; a cut before one of those layers is refused by the completeness analysis, because the
     added features are laid out by the unpruned vision positions."""
@@ -316,12 +321,3 @@ class DeepStack(TracingHint):
         feats = [torch.randn(int(mask.sum()), embeds.shape[-1], generator=gen).to(embeds) for _ in range(self.depth)]
         return [("plain", {}), ("deepstack", {"visual_pos_masks": mask, "deepstack_visual_embeds": feats})]
 
-
-# Hints of more families live in their own modules; importing them registers them.
-from . import hints_inputs  # noqa: E402,F401
-from . import hints_gemma4  # noqa: E402,F401
-from . import hints_gemma3n  # noqa: E402,F401
-from . import hints_kosmos  # noqa: E402,F401
-from . import hints_chameleon  # noqa: E402,F401
-from . import hints_mrope_axes  # noqa: E402,F401
-from . import hints_granite4v  # noqa: E402,F401

@@ -1,7 +1,7 @@
-"""Tracing hints for per-token inputs that a family's text model takes besides the standard ones.
+"""Tracing hints for per-token inputs that a text model takes besides the standard ones.
 
-A keyword such as Ernie 4.5 VL's ``moe_mm_token_type_ids`` (which tokens the vision experts process) is a
-named parameter of the text model's forward and is handed to every decoder layer. Traced without a
+A keyword such as a (B, S) token-type map that routes tokens to vision experts is a named parameter of the text
+model's forward and is handed to every decoder layer. Traced without a
 placeholder it would be specialised to its default (None) and the routing silently lost, so it becomes a
 placeholder of its own graph variant ("present"), alongside the variant without it ("absent": cached
 decode steps do not pass it). The spec declares how a cut gathers it (``tracing.layer_kwargs``).
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from tokenprune.plugins import register
 
 from .hints import STANDARD_INPUTS, TracingHint
 
@@ -47,19 +46,16 @@ class PerTokenInput(TracingHint):
         return [("absent", {}), ("present", {self.key: self.probe_value(params["inputs_embeds"])})]
 
 
-@register("tracing_hint", "moe_token_types")
-class MoeTokenTypes(PerTokenInput):
-    """Ernie 4.5 VL: ``moe_mm_token_type_ids`` (0 text, 1 image, 2 video, vision start/end tokens included)
-    routes each token to the text or the vision experts of every MoE layer. Declare it in the spec as
-    ``layer_kwargs: {moe_mm_token_type_ids: positions}`` (a (B, S) tensor, gathered like position ids)."""
 
-    name = "moe_token_types"
-    key = "moe_mm_token_type_ids"
+def random_per_layer_inputs(lm, embeds, key: str, seed: int) -> dict:
+    """Probe arguments for a per-layer-input keyword (per-layer embeddings, ``config.hidden_size_per_layer_input``):
+    random (B, S, layers, D_ple) inputs for the prefill and a (B, 1, layers, D_ple) slice for the probe's decode
+    step (random embeddings cannot be mapped back to ids)."""
+    cfg = lm.config
+    gen = torch.Generator(device="cpu").manual_seed(seed)
 
-    def prepare(self, lm, params, past_len):
-        types = params.get(self.key)
-        length = params["inputs_embeds"].shape[1]
-        if types is not None and types.shape[-1] < length:
-            # generate(use_cache=False) re-runs the prompt plus the generated tokens but does not extend this
-            # input (Hugging Face's own model fails there); the tokens it lacks are generated text: type 0.
-            params[self.key] = torch.nn.functional.pad(types, (0, length - types.shape[-1]))
+    def draw(length):
+        shape = (embeds.shape[0], length, cfg.num_hidden_layers, cfg.hidden_size_per_layer_input)
+        return torch.randn(shape, generator=gen).to(embeds)
+
+    return {key: draw(embeds.shape[1]), "tokenprune_decode_overrides": {key: draw(1)}}

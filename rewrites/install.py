@@ -127,7 +127,7 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
         cache = params.get("past_key_values")
         past_len = cache.get_seq_length() if cache is not None else 0
         hint.prepare(self, params, past_len)
-        inputs_embeds = params["inputs_embeds"]  # after the hints: one may merge image features into it (Kosmos-2)
+        inputs_embeds = params["inputs_embeds"]  # after the hints: one may merge image features into it
         variant = hint.choose(params)
         names = input_names[variant]
         if isinstance(params.get("attention_mask"), dict) and "attention_mask" in names:
@@ -150,7 +150,7 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
         session.begin(inputs_embeds, vision, mask2d, past_len, self.config._attn_implementation, probe=probe,
                       prompt_end=prompt_end)
         try:
-            _check_cache_lengths(session, cache, past_len, cut_layers)
+            _check_cache_lengths(session, cache, past_len, cut_layers, hint)
             declared = prompt_caches.declared_prompt_lengths(session, cache, keeping)
         except BaseException:
             session.end()
@@ -216,7 +216,7 @@ def _refuse_unknown_kwargs(extra: dict) -> None:
             "call the model without them, or open an issue with the use case"))
 
 
-def _check_cache_lengths(session: PruneSession, cache, past_len: int, cut_layers) -> None:
+def _check_cache_lengths(session: PruneSession, cache, past_len: int, cut_layers, hint) -> None:
     """On a continuation, each pruned layer's cache must hold exactly its kept prompt tokens plus the rest."""
     if past_len == 0 or cache is None:
         return
@@ -225,7 +225,7 @@ def _check_cache_lengths(session: PruneSession, cache, past_len: int, cut_layers
     for layer in cut_layers:
         sel = session.selections.get(layer)
         slots = getattr(cache, "layers", None) or []
-        if sel is None or (layer < len(slots) and _stores_no_kv(slots[layer])):
+        if sel is None or (layer < len(slots) and hint.slot_stores_no_kv(slots[layer])):
             continue  # nothing pruned, or a layer that stores no cache (it reuses another layer's K/V)
         expected = sel.layout.length + generated
         actual = cache.get_seq_length(layer)
@@ -261,8 +261,3 @@ def make_vision_hook(session: PruneSession, token_ids: list[int]) -> Callable:
 
     return hook
 
-
-def _stores_no_kv(slot) -> bool:
-    """A cache slot of a layer that reuses another layer's K/V: a DummyLayer (Gemma 4), or one whose K/V were never
-    written although the prompt ran (Mistral Large 4's KV-sharing layers keep only their indexer keys there)."""
-    return type(slot).__name__ == "DummyLayer" or getattr(slot, "is_initialized", True) is False

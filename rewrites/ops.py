@@ -29,7 +29,7 @@ def select_tokens(session: PruneSession, layer: int, prev_layer: int | None, hid
     """Decide the kept slots at the cut before ``layer`` and describe the gathers of this call.
 
     ``cache``: the KV cache the scoring layer received (None without one); it has just written its keys there.
-    ``shared_kv``: the shared key/value mapping the scoring layer received (Gemma 4), or None.
+    ``shared_kv``: the shared key/value mapping the scoring layer received, or None.
     ``position_ids``: the position ids the scoring layer received, or None.
     """
     g = _decide(session, layer, prev_layer, hidden_in, hidden_out, mask, rope, next_mask, next_rope, scoring_layer,
@@ -162,7 +162,7 @@ def gather_positions(position_ids, g: Gather):
 
 
 def gather_rope(rope, g: Gather):
-    """(cos, sin), each (B|1, n, Dh) or (R, B, n, Dh), or one such tensor (Llama 4's complex freqs_cis,
+    """(cos, sin), each (B|1, n, Dh) or (R, B, n, Dh), or one such tensor (a complex ``freqs_cis``,
     (B|1, n, Dh/2)) -> kept slots (axis -2)."""
     if rope is None or g.rows is None or g.identity:
         return rope

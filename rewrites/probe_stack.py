@@ -55,7 +55,7 @@ class RecordingLayer(torch.nn.Module):
         spec = plugins.spec
         attn = resolve_module(real, spec.layer.attention, "layer.attention")
         self._head_dim = int(getattr(attn, spec.attention.head_dim))
-        # A layer that reuses shared keys/values has no key projection and writes no cache (Gemma 4).
+        # A layer that reuses shared keys/values has no key projection and writes no cache.
         self._reuses = reuses_shared_kv(spec, attn)
         self._stores = stores_shared_kv(spec, attn)
         self._shared_key = shared_kv_key(spec, attn) if self._stores else None
@@ -82,7 +82,7 @@ class RecordingLayer(torch.nn.Module):
         snap = functools.partial(_snapshot, layer_idx=self._layer_idx)
         record = {"hidden": hidden, "args": tuple(map(snap, args)), "kwargs": {k: snap(v) for k, v in kwargs.items()}}
         self._log.append((self.index, record))
-        # Items after the hidden states (Mistral Large 4's top-k indices) become None: the same in both stacks.
+        # Items after the hidden states (e.g. top-k indices handed on) become None: the same in both stacks.
         out = (hidden, *[None] * (self._tuple_output - 1)) if self._tuple_output else hidden
         if self._reuses:
             return out
@@ -97,11 +97,11 @@ class RecordingLayer(torch.nn.Module):
 
 def tuple_output_layers(graphs: dict, layers_path: str) -> dict[int, int]:
     """Decoder layers that return a tuple with the hidden states first, mapped to its length, so their stand-ins
-    return one too: Chameleon's ``layer_outputs[0]``, Mistral Large 4's ``hidden_states, topk_indices = layer(...)``.
+    return one too (``layer_outputs[0]``, or ``hidden_states, topk_indices = layer(...)``).
     A layer's output is such a tuple when the traced forward reads it only by index and hands item 0 to the next
     layer (the last layer: when its predecessor's is a tuple read up to the same index), or when it reads only
-    item 0. Other indexing means a tensor indexed along its first axis (Gemma 3n's stack of AltUp streams, which
-    the next layer gets whole)."""
+    item 0. Other indexing means a tensor indexed along its first axis (a stack of hidden streams, which the next
+    layer gets whole)."""
     found: dict[int, int] = {}
     for gm in graphs.values():
         calls = {}
@@ -143,8 +143,8 @@ def _snapshot(value, layer_idx: int):
     if not _is_cache(value):
         return value
     layers = getattr(value, "layers", [])
-    if layer_idx < len(layers) and type(layers[layer_idx]).__name__ == "DummyLayer":
-        return ("cache", type(value).__name__, None)  # a layer that stores nothing (it reuses shared K/V)
+    if layer_idx < len(layers) and not hasattr(layers[layer_idx], "get_seq_length"):
+        return ("cache", type(value).__name__, None)  # a placeholder slot: its layer stores nothing (shared K/V)
     length = value.get_seq_length(layer_idx) if layer_idx < len(layers) else 0
     return ("cache", type(value).__name__, length)
 

@@ -1,6 +1,6 @@
 """Prompt-keeping sliding caches: layers whose KV cache keeps the whole prompt and slides only later tokens.
 
-Unlimited-OCR's reference sliding-window attention is one (spec ``tracing.windowed_layers`` with
+A reference sliding-window attention that keeps the prompt is one (spec ``tracing.windowed_layers`` with
 ``keeps_prompt: true``). Every layer slides the *same* decoded tokens, so a pruned layer stays exact past the
 window, provided that
 

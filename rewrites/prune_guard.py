@@ -68,7 +68,7 @@ def check_top_level_prunes(pruned: torch.nn.Module, lm: torch.nn.Module, session
 
 def _call(pruned: torch.nn.Module, base: torch.nn.Module, ids: torch.Tensor, vision: torch.Tensor):
     """``pruned(input_ids=ids)`` with the vision mask handed to ``base``. A top-level model that refuses a prompt
-    without images before it calls ``base`` (Kosmos-2 demands pixels; its ``generate()`` calls ``base`` itself)
+    without images before it calls ``base`` (one that demands pixels, whose ``generate()`` calls ``base`` itself)
     is probed at ``base``."""
     reached = []
     handle = base.register_forward_pre_hook(_marking(vision, reached), with_kwargs=True, prepend=True)

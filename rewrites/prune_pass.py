@@ -150,9 +150,9 @@ def _insert_cut(graph: fx.Graph, gm: fx.GraphModule, prefix: str, layers: list[f
                 # recomputing k_proj over every token. The node runs after the scoring layer (it reads
                 # ``hidden_out``), so the cache is filled by then.
                 "cache": _arg_of_kind(scoring, kinds[cut - 1], "cache"),
-                # Layers that read shared keys/values instead of projecting them (Gemma 4) are scored from them.
+                # Layers that read shared keys/values instead of projecting them are scored from them.
                 "shared_kv": _arg_of_kind(scoring, kinds[cut - 1], "shared_kv"),
-                # Layouts that scale queries by position (Mistral Large 4) read the layer's own position ids.
+                # Layouts that scale queries by position read the layer's own position ids.
                 "position_ids": scoring.kwargs.get("position_ids"),
             }, name=f"cut{cut}_select")
         inserted |= {select.name, *(n.name for n in select.all_input_nodes if n.op == "get_attr")}
@@ -161,7 +161,7 @@ def _insert_cut(graph: fx.Graph, gm: fx.GraphModule, prefix: str, layers: list[f
         target.args = (hidden, *target.args[1:])
         inserted.add(hidden.name)
     replaced: dict[fx.Node, fx.Node] = {}
-    # Values a layer after the cut computes (Mistral Large 4's top-k indices, handed from layer to layer) are in
+    # Values a layer after the cut computes (e.g. top-k indices handed from layer to layer) are in
     # the new layout already: only what comes from before the cut is gathered.
     after_cut = _downstream(target)
     for later, later_kinds in zip(layers[cut:], kinds[cut:]):
@@ -173,7 +173,7 @@ def _insert_cut(graph: fx.Graph, gm: fx.GraphModule, prefix: str, layers: list[f
             if value not in replaced:
                 args = ((value, select, *windows.get(value, (None, False))) if kind == "mask"
                         else (value, select))
-                # Before the first later layer that reads it: a value computed inside the layer loop (Gemma 4's
+                # Before the first later layer that reads it: a value computed inside the layer loop (e.g. a
                 # per-layer input) exists only from there on.
                 name = f"cut{cut}_{slot}" if isinstance(slot, str) else f"cut{cut}_arg{slot}"
                 with graph.inserting_before(later):

@@ -206,7 +206,7 @@ def _run(lm, embeds, step, mask, vision, overrides, log=None):
     recorded = len(log) if log is not None else 0
     first = lm(inputs_embeds=embeds, **{"attention_mask": mask, **overrides}, use_cache=True, **extra)
     if first.past_key_values is None and "past_key_values" not in overrides:
-        # A text model that creates no cache of its own (Granite 4 Vision's: generate() passes one): run the
+        # A text model that creates no cache of its own (generate() passes one): run the
         # prompt again with an empty cache, as generate() would (and the compiled model does), forgetting what
         # the stand-in layers recorded of the cache-less run.
         from transformers import DynamicCache

@@ -38,7 +38,7 @@ def windowed_layer_sizes(spec, config, cut_layers) -> dict[int, tuple[str, int]]
     if not cut_layers:
         return {}
     types = getattr(config, "layer_types", None)
-    if types is None:  # Mistral style: one window on every layer, or none
+    if types is None:  # no per-layer types: one window on every layer, or none
         kind = "sliding_attention" if getattr(config, "sliding_window", None) else "full_attention"
         types = [kind] * config.num_hidden_layers
     out = {}

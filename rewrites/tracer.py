@@ -69,7 +69,7 @@ class _LiveConfigTracer(_fx.Tracer):
                 self._constants[id(a)] = name
                 setattr(self.root, name, a)
             return self.create_node("get_attr", name, (), {})
-        node = self._hint.constant_node(self, a, self._variant)  # e.g. Gemma 3n's per-call KVSharingDict
+        node = self._hint.constant_node(self, a, self._variant)  # e.g. a per-call KVSharingDict
         if node is not None:
             return node
         return super().create_arg(a)

@@ -84,7 +84,7 @@ class AttentionAttrs(_Strict):
                                        "passed to every layer (Gemma 4); null for none.")
     qk: str | None = Field(None, description="Registered query/key layout (kind 'qk') for attention modules without "
                            "separate q_proj/k_proj (multi-head latent attention: 'mla'; fused query_key_value: "
-                           "'persimmon'). It replaces layer.q_proj/k_proj/q_norm/k_norm and attention.rope, "
+                           "'fused_qkv'). It replaces layer.q_proj/k_proj/q_norm/k_norm and attention.rope, "
                            "head_dim and q_scale; null for the standard layout.")
 
     @model_validator(mode="after")
@@ -149,8 +149,8 @@ class Tracing(_Strict):
     )
     hidden_states: str = Field(
         "plain", description="Registered layout (kind 'hidden_states') of the hidden states the decoder layers pass "
-        "each other: 'plain' for (B, S, D); 'altup' for Gemma 3n's stack of AltUp streams (streams, B, S, D), whose "
-        "attention reads input_norm(altup.predict(stack)[altup_active_idx]). Cuts gather along its token axis and "
+        "each other: 'plain' for (B, S, D); a family's own layout such as 'gemma3n_altup' for a stack of AltUp "
+        "streams (streams, B, S, D), whose attention reads input_norm(altup.predict(stack)[altup_active_idx]). Cuts gather along its token axis and "
         "the scorers read what the attention reads.",
     )
     length_limits: list[str] = Field(
@@ -233,6 +233,11 @@ class ModelSpec(_Strict):
     @property
     def windowed_layers(self) -> dict[str, WindowedLayer]:
         return {**DEFAULT_WINDOWED_LAYERS, **self.tracing.windowed_layers}
+
+    def __setstate__(self, state) -> None:
+        # A spec unpickled in another process (a search worker) imports the plug-in modules it names there too.
+        super().__setstate__(state)
+        load_plugins(self.plugins, f"spec {self.name!r}: plugins")
 
     # -------------------------------------------------------------- resolution
     def vision_token_ids(self, config) -> list[int]:

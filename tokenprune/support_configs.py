@@ -44,7 +44,7 @@ ANALYSIS_CONFIGS: dict[str, dict[str, Any]] = {
     },
     # Granite 4 Vision: the deepstack projectors need downsample_rate and deepstack_layer_map. (Its text model
     # adds projected vision features at the image positions before the layers deepstack_layer_map and
-    # spatial_target_layers name: the bundled spec's hint layer_features makes them placeholders.)
+    # spatial_target_layers name: the bundled spec's hint granite4_vision_layer_features makes them placeholders.)
     "Granite4VisionForConditionalGeneration": {
         "text_config": {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 64, "num_hidden_layers": 4,
                         "num_attention_heads": 4, "num_key_value_heads": 2},

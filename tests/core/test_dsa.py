@@ -10,11 +10,11 @@ from tests.conformance.cases import layers_of, load_case
 from tests.layer_io import capture_layer_io
 from tokenprune.errors import SpecError, UnsupportedError
 from tokenprune.flops import TextShape, prefill_flops
+from tokenprune.model_specs.dots3_note import Dots3LatentAttention
 from tokenprune.plugins import registry
 from tokenprune.plugins.resolve import resolve_spec
 from tokenprune.scoring.attention import attention_probs
 from tokenprune.scoring.dsa import restrict_to_topk
-from tokenprune.scoring.qk_dots3 import Dots3LatentAttention
 from tokenprune.spec import spec_from_dict
 
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import tokenprune as tp
-from tests.conformance.cases import greedy, layers_of, load_case
+from tests.conformance.cases import greedy, load_case
 from tokenprune.testing.masking import dropped_per_layer, kept_positions, masked_reference
-from tokenprune.errors import TraceError, UnsupportedError
+from tokenprune.errors import TraceError
 from tokenprune.testing import build_test_model, make_test_inputs
 
 

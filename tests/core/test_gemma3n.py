@@ -12,7 +12,7 @@ from tokenprune.errors import SpecError, TraceError, UnsupportedError
 from tokenprune.plugins import registry
 from tokenprune.plugins.resolve import resolve_spec
 from tokenprune.rewrites.analysis import PER_TOKEN_META, per_token_nodes
-from tokenprune.rewrites.hints_gemma4 import new_kv_sharing_dict
+from tokenprune.rewrites.hints_shared_kv import new_kv_sharing_dict
 from tokenprune.rewrites.ops import gather_hidden
 from tokenprune.rewrites.probe_stack import tuple_output_layers
 from tokenprune.rewrites.state import Gather
@@ -38,8 +38,8 @@ def _gather(rows: torch.Tensor) -> Gather:
     return Gather(rows=rows, cols=rows, col_pad=torch.zeros_like(rows, dtype=torch.bool), q_pos=rows, k_pos=rows)
 
 
-def test_altup_layout_gathers_every_stream_along_the_token_axis():
-    layout = registry("hidden_states").get("altup")()
+def test_altup_layout_gathers_every_stream_along_the_token_axis(spec):
+    layout = registry("hidden_states").get("gemma3n_altup")()
     stack = torch.randn(4, 2, 7, 8)  # (streams, B, S, D)
     rows = torch.tensor([[0, 2, 5], [1, 3, 6]])  # (B, kept)
     kept = gather_hidden(stack, _gather(rows), layout.token_axis, layout.batch_axis)
@@ -55,17 +55,17 @@ def test_altup_layout_gathers_every_stream_along_the_token_axis():
 def test_altup_attention_input_is_the_active_streams_prediction(model):
     layer = _layers(model)[1]
     stack = torch.randn(layer.config.altup_num_inputs, 2, 5, layer.config.hidden_size)
-    got = registry("hidden_states").get("altup")().attention_input(layer, stack)
+    got = registry("hidden_states").get("gemma3n_altup")().attention_input(layer, stack)
     with torch.no_grad():
         assert torch.equal(got, layer.altup.predict(stack)[layer.config.altup_active_idx])
     assert registry("hidden_states").get("plain")().attention_input(layer, stack) is stack
 
 
-def test_altup_layout_refuses_a_layer_without_altup():
+def test_altup_layout_refuses_a_layer_without_altup(spec):
     llama = build_test_model(tp.load_spec("llava"), attn_implementation="eager")
     layer = llama.model.language_model.layers[0]
-    with pytest.raises(SpecError, match="tracing.hidden_states: altup.*use tracing.hidden_states: plain"):
-        registry("hidden_states").get("altup")().attention_input(layer, torch.randn(2, 5, layer.hidden_size))
+    with pytest.raises(SpecError, match="tracing.hidden_states: gemma3n_altup.*use tracing.hidden_states: plain"):
+        registry("hidden_states").get("gemma3n_altup")().attention_input(layer, torch.randn(2, 5, layer.hidden_size))
 
 
 def test_unknown_hidden_states_layout_is_refused(spec, tmp_path):
@@ -75,7 +75,8 @@ def test_unknown_hidden_states_layout_is_refused(spec, tmp_path):
     data["tracing"]["hidden_states"] = "stacked"
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(data))
-    with pytest.raises(SpecError, match=r"unknown hidden states 'stacked'.*tracing.hidden_states.*'altup', 'plain'"):
+    expected = r"unknown hidden states 'stacked'.*tracing.hidden_states.*'gemma3n_altup', 'plain'"
+    with pytest.raises(SpecError, match=expected):
         resolve_spec(tp.load_spec(path))
 
 

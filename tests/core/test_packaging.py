@@ -1,4 +1,4 @@
-"""A built wheel (not only the checkout) installs one import root and finds the bundled specs."""
+"""A built wheel (not only the checkout) installs one import root and finds the bundled specs and family modules."""
 
 import site
 import subprocess
@@ -22,7 +22,7 @@ def test_wheel_installs_and_loads_bundled_specs(tmp_path):
     subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True)
     script = (
         "import sys, tokenprune, tokenprune.rewrites, tokenprune.model_specs;"
-        "spec = tokenprune.load_spec('llava');"
+        "spec = tokenprune.load_spec('llava'); tokenprune.load_spec('gemma4');"  # gemma4: a family plug-in module
         "print(sorted({m.__file__ for n, m in sys.modules.items() if n.startswith('tokenprune') and m.__file__}));"
         "print(spec.name, sorted(tokenprune.bundled_spec_names()))"
     )
@@ -30,6 +30,7 @@ def test_wheel_installs_and_loads_bundled_specs(tmp_path):
     files, names = out.strip().splitlines()
     # Every tokenprune module must come from the wheel, none from the checkout (an editable install leaks).
     assert str(env_dir) in files and str(ROOT / "tokenprune") not in files and str(ROOT / "rewrites") not in files
+    assert "model_specs/gemma4.py" in files and str(ROOT / "model_specs") not in files  # .py beside the YAMLs ships
     assert names.startswith("llava [") and "'internvl'" in names and "'llava_next'" in names
 
 

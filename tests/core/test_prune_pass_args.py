@@ -1,5 +1,5 @@
 """The prune pass beyond keyword arguments: positional per-token layer arguments, keys/values shared between
-layers (Gemma 4), hint-marked per-token state in the completeness analysis, the image_embeds_position_mask
+layers (Gemma 4), hint-marked per-token state in the completeness analysis, the Kosmos image-mask
 locator, and the Kosmos position quirk behind ``test_model.padded_decode_differs``."""
 
 import pytest
@@ -9,10 +9,10 @@ import tokenprune as tp
 from tests.conformance.cases import greedy, layers_of, load_case
 from tokenprune.testing.masking import dropped_per_layer, kept_positions, masked_reference
 from tokenprune.errors import TraceError, UnsupportedError
+from tokenprune.model_specs.kosmos2 import kosmos2_image_mask
 from tokenprune.rewrites.gathers import gather_shared_kv, gather_tokens
 from tokenprune.plugins import registry
 from tokenprune.rewrites.hints import CompositeHint
-from tokenprune.rewrites.locators import image_embeds_position_mask
 from tokenprune.rewrites.state import Gather
 from tokenprune.spec import spec_from_dict
 
@@ -119,22 +119,22 @@ def test_gather_tokens_keeps_rows_and_passes_decode_steps():
 
 def test_composed_hints_keep_the_inputs_another_hint_dropped(gemma4):
     lm = gemma4.models["eager"].model.language_model
-    hints = tuple(registry("tracing_hint").get(n) for n in ("mask_dict", "kv_sharing", "per_layer_inputs"))
+    hints = tuple(registry("tracing_hint").get(n) for n in ("mask_dict", "gemma4_kv_sharing", "gemma4_per_layer_inputs"))
     hint = CompositeHint(hints, lm, gemma4.models["eager"].config)
     names = hint.input_names((None, "dict", None, "present"))
     assert "attention_mask" not in names and {"full_attention_mask", "per_layer_inputs"} <= set(names)
 
 
-def test_image_embeds_position_mask_locator():
+def test_kosmos2_image_mask_locator():
     module = torch.nn.Module()
     module.forward = lambda input_ids=None, image_embeds_position_mask=None, inputs_embeds=None: None
     ids = torch.zeros(2, 4, dtype=torch.long)
     mask = torch.tensor([[0, 1, 1, 0], [0, 0, 1, 0]])
-    assert torch.equal(image_embeds_position_mask(module, (ids,), {"image_embeds_position_mask": mask}), mask != 0)
-    assert not image_embeds_position_mask(module, (), {"input_ids": ids}).any()  # no mask: no vision tokens
-    assert image_embeds_position_mask(module, (), {}) is None
+    assert torch.equal(kosmos2_image_mask(module, (ids,), {"image_embeds_position_mask": mask}), mask != 0)
+    assert not kosmos2_image_mask(module, (), {"input_ids": ids}).any()  # no mask: no vision tokens
+    assert kosmos2_image_mask(module, (), {}) is None
     with pytest.raises(UnsupportedError, match="one mask value per input position"):
-        image_embeds_position_mask(module, (ids,), {"image_embeds_position_mask": mask[:, :3]})
+        kosmos2_image_mask(module, (ids,), {"image_embeds_position_mask": mask[:, :3]})
 
 
 @pytest.mark.parametrize("name", ["kosmos2", "kosmos2_5"])

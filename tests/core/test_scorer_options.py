@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import tokenprune as tp
-from tokenprune.rewrites.rope import apply_exaone4, apply_rotate_half
+from tokenprune.model_specs.exaone4_5 import apply_exaone4
+from tokenprune.rewrites.rope import apply_rotate_half
 from tests.conformance.cases import layers_of, load_case
 from tokenprune.errors import SpecError
 from tokenprune.plugins.resolve import resolve_spec

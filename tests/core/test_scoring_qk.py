@@ -69,11 +69,11 @@ def test_layout_that_does_not_fit_is_refused():
     case = load_case("kimi_k25", None)
     attn = case.models["eager"].model.language_model.layers[0].self_attn
     with pytest.raises(SpecError, match="query_key_value"):
-        registry("qk").get("persimmon")().check(attn)
+        registry("qk").get("fused_qkv")().check(attn)
     fuyu = load_case("fuyu", None).models["eager"].model.language_model.layers[0].self_attn
     with pytest.raises(SpecError, match="kv_a_proj_with_mqa"):
         registry("qk").get("mla")().check(fuyu)
-    bad = case.spec.model_copy(update={"attention": case.spec.attention.model_copy(update={"qk": "persimmon"})})
+    bad = case.spec.model_copy(update={"attention": case.spec.attention.model_copy(update={"qk": "fused_qkv"})})
     with pytest.raises(SpecError, match="attention.qk"):
         tp.compile(case.models["eager"], bad, case.schedules()["fastv"])
 

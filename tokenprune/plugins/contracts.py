@@ -80,6 +80,11 @@ class TracingHint(abc.ABC):
         """Calls that exercise each variant in the self-check: ``(variant, lm keyword overrides)``."""
         return [(None, {})]
 
+    def slot_stores_no_kv(self, slot) -> bool:
+        """True for a KV-cache slot (``cache.layers[i]``) of a layer that writes no keys/values of its own (it
+        reuses another layer's): the runtime's cache-length checks skip it."""
+        return False
+
 
 class QKLayout(abc.ABC):
     """Kind ``qk``: queries and keys of an attention module without separate ``q_proj``/``k_proj``.

@@ -15,8 +15,6 @@ from tokenprune.errors import SpecError, describe
 from tokenprune.plugins.resolved import ResolvedSpec
 from tokenprune.spec import resolve_module
 
-from . import qk_dots3  # noqa: F401  (registers the 'dots3' layout)
-from . import qk_mistral_large4  # noqa: F401  (registers the 'mistral_large4' layout)
 from .keys import KeyLookup, find_cached_keys
 from .qk import layout_cached_keys
 from .shared_kv import find_shared_keys
@@ -51,13 +49,13 @@ def attention_probs(
     scaling = float(getattr(attn, attrs.scaling))
     apply_rope = plugins.rope
 
-    # What the layer's input norm receives: its input, or e.g. the active AltUp stream's prediction (Gemma 3n).
+    # What the layer's input norm receives: its input, or what the spec's hidden-state layout derives from it.
     hidden = plugins.hidden_states.attention_input(layer, hidden)  # (B, n, D)
     # Normalised over every row, then the query rows taken: the same numbers the layer's q_proj sees.
-    norm = paths.input_norm  # None: a post-norm layer attends to its raw input (Exaone 4)
+    norm = paths.input_norm  # None: a post-norm layer attends to its raw input
     x = resolve_module(layer, norm, "layer.input_norm")(hidden) if norm else hidden  # (B, n, D)
     layout = plugins.qk
-    if layout is not None:  # a registered layout (MLA, fused QKV) in place of q_proj/k_proj: see .qk
+    if layout is not None:  # a registered layout (MLA, fused QKV, ...) in place of q_proj/k_proj: see .qk
         q_rope = None if rope is None else tuple(_rows(t, query_slots, -2) for t in _rope_parts(rope))
         x_rows = _rows(x, query_slots, -2)  # (B, Q, D)
         q_ids = _rows(position_ids, query_slots, -1) if _is_1d_ids(position_ids) else None  # (B, Q)
@@ -111,7 +109,7 @@ def _queries(spec, layer, attn, x, rope, query_slots, head_dim, apply_rope) -> t
 def _early_qk_norm(spec, layer, key: str, proj: torch.Tensor, head_dim: int) -> torch.Tensor:
     """(B, S, H, Dh): a q_proj/k_proj output (B, S, H*Dh) split into heads, with the spec's ``key`` norm
     (``q_norm``/``k_norm``) applied where the layer applies it before RoPE: on the whole projection before the
-    split (``qk_norm_scope: projection``, OLMo 2) or per head after it (Qwen3)."""
+    split (``qk_norm_scope: projection``) or per head after it (``head``)."""
     path = getattr(spec.layer, key)
     norm = resolve_module(layer, path, f"layer.{key}") if path and not spec.attention.qk_norm_after_rope else None
     scope = spec.attention.qk_norm_scope
@@ -173,8 +171,8 @@ def _is_1d_ids(position_ids) -> bool:
 
 
 def _rope_parts(rope) -> tuple:
-    """The layer's position embeddings as the rope applier's tuple: (cos, sin), or one tensor (Llama 4's complex
-    freqs_cis); each with the token axis at -2."""
+    """The layer's position embeddings as the rope applier's tuple: (cos, sin), or one tensor (a complex
+    ``freqs_cis``); each with the token axis at -2."""
     return (rope,) if isinstance(rope, torch.Tensor) else tuple(rope)
 
 

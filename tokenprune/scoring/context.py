@@ -26,7 +26,7 @@ class ScoreContext:
     hidden_in: torch.Tensor  # (B, n, D) input of the scoring layer
     hidden_out: torch.Tensor  # (B, n, D) output of the scoring layer = input of `layer`
     mask: Any  # attention mask as the scoring layer received it: None, (B|1, 1, n, n) bool or additive float
-    rope: Any  # (cos, sin) as the scoring layer received them, each (B|1, n, Dh), or one tensor (Llama 4)
+    rope: Any  # (cos, sin) as the scoring layer received them, each (B|1, n, Dh), or one tensor (complex freqs_cis)
     next_mask: Any  # same, as layer `layer` would receive them before the cut
     next_rope: Any
     positions: torch.Tensor  # (B, n) long: original prompt index of each slot
@@ -38,5 +38,5 @@ class ScoreContext:
     cache: Any = None  # the call's KV cache (None under use_cache=False); the scoring layer already wrote to it
     key_policy: str = "auto"  # "auto": read the scoring layer's keys from ``cache`` when it holds them
     key_source: str | None = None  # set by the scorer: where its keys came from ("cache: ..."/"recompute: ...")
-    shared_kv: Any = None  # keys/values shared between layers, as the scoring layer received them (Gemma 4)
+    shared_kv: Any = None  # keys/values shared between layers, as the scoring layer received them
     position_ids: Any = None  # (B|1, n) position ids as the scoring layer received them (current layout), or None

@@ -1,6 +1,6 @@
 """DeepSeek sparse attention (DSA): the keys an indexer lets each query attend to.
 
-A DSA layer (DeepSeek-V3.2, GLM-MoE-DSA, Dots 3) runs a small *indexer* next to its attention: per query it
+A DSA layer runs a small *indexer* next to its attention: per query it
 scores every key with a few ReLU heads mixed by per-token weights, adds the layer's attention mask, keeps the
 ``index_topk`` best keys and masks every other key out of the attention. The scorer must attend exactly as the
 layer does, so it recomputes the indexer for its query rows and applies the same top-k.

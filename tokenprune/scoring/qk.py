@@ -5,12 +5,14 @@ module's own submodules, and says whether the layer's KV-cache entry holds those
 read them back) or something else (so the scorer recomputes and says why). Rotations call the attention
 module's own modeling-module functions, so they are exact by construction.
 
-* ``mla``: multi-head latent attention (DeepSeek-V2/V3, Kimi-K2.x, Mistral 4): ``q_proj`` or
+* ``mla``: plain multi-head latent attention: ``q_proj`` or
   ``q_a_proj -> q_a_layernorm -> q_b_proj``, keys from the compressed ``kv_a_proj_with_mqa`` latent through
   ``kv_a_layernorm`` and the module's own ``expand_kv``; RoPE on the ``qk_rope_head_dim`` part only, shared by
   every head of the key. The cache holds the latents, not the keys.
-* ``persimmon``: one fused ``query_key_value`` projection, per-head ``q_layernorm``/``k_layernorm`` and RoPE on
-  the first ``rotary_ndims`` channels (Persimmon, Fuyu). The cache holds the keys.
+* ``fused_qkv``: one fused ``query_key_value`` projection, per-head ``q_layernorm``/``k_layernorm`` and RoPE on
+  the first ``rotary_ndims`` channels. The cache holds the keys.
+
+Layouts of one family (extra scalings, sparse indexers) live in its plug-in module.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from tokenprune.errors import SpecError, describe
 from tokenprune.plugins import QKLayout, register
 
 from .keys import KeyLookup, find_cached_keys
+
+# The rope_parameters key of position-dependent query scaling (an HF config field name).
+_POSITION_SCALING_KEY = "llama_4_scaling_beta"
 
 __all__ = ["QKLayout", "MultiHeadLatentAttention", "FusedQueryKeyValue", "layout_cached_keys", "modeling_function"]
 
@@ -61,13 +66,12 @@ class MultiHeadLatentAttention(QKLayout):
         super().check(attn, where)
         rope_params = getattr(attn.config, "rope_parameters", None) or {}
         if (any(hasattr(attn, a) for a in ("softmax_scaling", "indexer", "k_rope_only_layernorm"))
-                or rope_params.get("llama_4_scaling_beta")):
-            # Query scaling by position (Mistral 4, Mistral Large 4), sparse top-k indexers and extra key
-            # norms change the weights: refused rather than scored wrongly (Dots 3 and Mistral Large 4 have their
-            # own 'dots3' and 'mistral_large4' layouts).
+                or rope_params.get(_POSITION_SCALING_KEY)):
+            # Query scaling by position, sparse top-k indexers and extra key norms change the weights: refused
+            # rather than scored wrongly (such variants register layouts of their own).
             raise SpecError(describe(
-                f"attention module {type(attn).__name__} is an MLA variant with more than the DeepSeek-V3 layout",
-                where, "DeepSeek-V3 style MLA (q projection(s), kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj)",
+                f"attention module {type(attn).__name__} is an MLA variant with more than the plain layout",
+                where, "plain MLA (q projection(s), kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj)",
                 "register a layout for this variant"))
 
     def queries(self, attn, x, rope, positions=None):
@@ -99,12 +103,12 @@ class MultiHeadLatentAttention(QKLayout):
     @staticmethod
     def _rope_fn(attn):
         name = "apply_rotary_pos_emb_interleave" if attn.config.rope_interleave else "apply_rotary_pos_emb"
-        return modeling_function(attn, name, "mla", "the DeepSeek-V3 rotary functions next to the attention class")
+        return modeling_function(attn, name, "mla", "the MLA rotary functions next to the attention class")
 
 
-@register("qk", "persimmon")
+@register("qk", "fused_qkv")
 class FusedQueryKeyValue(QKLayout):
-    name = "persimmon"
+    name = "fused_qkv"
     required = ("query_key_value", "num_heads", "head_dim", "rotary_ndims", "qk_layernorm")
     cache_holds_keys = True  # the layer caches its rotated, normed keys (B, H, n, Dh)
 

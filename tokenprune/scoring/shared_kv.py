@@ -1,4 +1,4 @@
-"""Layers that read keys/values another layer shared with them (Gemma 4's KV sharing, spec ``attention.shared_kv``).
+"""Layers that read keys/values another layer shared with them (KV sharing, spec ``attention.shared_kv``).
 
 Such a layer has no key projection: its attention uses the keys a *store* layer of the same type wrote into a
 mapping passed to every layer. The scorer reads them from that mapping, exactly as the layer does; the prune

@@ -98,38 +98,6 @@ def cosmos3_edge_inputs(model, images_per_sample, text_lengths, gen) -> TestBatc
                           special, vision=lambda ids: (ids == cfg.image_token_id) | (ids == cfg.video_token_id))
 
 
-def _ernie_visual_tokens(cfg, grid, is_video, gen, vocab, avoid):
-    """Ernie 4.5 VL layout: <image_start> image tokens <image_end>, <video_start> video tokens <video_end>;
-    a video's temporal patches are merged in pairs (``temporal_merge_size``)."""
-    vis = cfg.vision_config
-    n = grid[0] * grid[1] * grid[2] // (vis.spatial_merge_size ** 2)
-    if not is_video:
-        return [cfg.image_start_token_id] + [cfg.image_token_id] * n + [cfg.image_end_token_id], [0] + [1] * n + [0]
-    n //= vis.temporal_merge_size
-    return [cfg.video_start_token_id] + [cfg.video_token_id] * n + [cfg.video_end_token_id], [0] + [2] * n + [0]
-
-
-@register("test_inputs", "ernie4_5_vl")
-def ernie4_5_vl_inputs(model, images_per_sample, text_lengths, gen) -> TestBatch:
-    """Ernie 4.5 VL: patches (channels x patch x patch) with (t, h, w) grids; a sample's second visual input
-    is a video. Besides ``mm_token_type_ids`` (3-D positions) the model takes ``moe_mm_token_type_ids``,
-    which also types the start/end tokens (1 image, 2 video) and routes them to the vision experts."""
-    cfg = model.config
-    vis = cfg.vision_config
-    special = {cfg.image_token_id, cfg.video_token_id, cfg.image_start_token_id, cfg.image_end_token_id,
-               cfg.video_start_token_id, cfg.video_end_token_id}
-
-    def moe_types(ids):
-        image = torch.isin(ids, torch.tensor([cfg.image_token_id, cfg.image_start_token_id, cfg.image_end_token_id]))
-        video = torch.isin(ids, torch.tensor([cfg.video_token_id, cfg.video_start_token_id, cfg.video_end_token_id]))
-        return image.long() + 2 * video.long()
-
-    return _framed_inputs(model, images_per_sample, text_lengths, gen, _ernie_visual_tokens,
-                          lambda b, i: "video" if i % 2 == 1 else "image", vis.in_channels * vis.patch_size ** 2,
-                          special, vision=lambda ids: (ids == cfg.image_token_id) | (ids == cfg.video_token_id),
-                          derived={"moe_mm_token_type_ids": moe_types})
-
-
 def _start_end_visual_tokens(cfg, grid, is_video, gen, vocab, avoid):
     """<vision_start> image tokens <vision_end> (PaddleOCR-VL takes images only)."""
     n = grid[0] * grid[1] * grid[2] // (cfg.vision_config.spatial_merge_size ** 2)

@@ -1,4 +1,6 @@
-"""The ``dots3`` query/key layout (spec ``attention.qk``): Dots 3 Note's multi-head latent attention.
+"""Dots 3 Note (spec ``dots3_note``): its query/key layout and test inputs.
+
+``dots3`` (spec ``attention.qk``): multi-head latent attention.
 
 Dots3NoteTextAttention is DeepSeek-V3 style MLA (``q_a_proj -> q_a_layernorm -> q_b_proj``, keys expanded from
 the ``kv_a_proj_with_mqa`` latent by the module's own ``expand_kv``, interleaved RoPE on the ``qk_rope_head_dim``
@@ -8,7 +10,7 @@ part) with three differences the ``mla`` layout refuses:
 * the shared rotary key part goes through ``k_rope_only_layernorm`` before RoPE;
 * its ``indexed_attention`` layers carry a DeepSeek sparse-attention indexer (``attn.indexer``): each query
   attends only to the ``index_topk`` keys the indexer picks. :meth:`restrict_keys` reproduces that pick
-  (see :mod:`.dsa`), so the scores are HF's eager attention weights of the layer, zeros included.
+  (see ``tokenprune.scoring.dsa``), so the scores are HF's eager attention weights of the layer, zeros included.
 
 Its ``sliding_attention`` layers (and the ``full_attention`` layers of use_dsa=False configs) have no indexer;
 they attend densely inside the layer's own mask.
@@ -20,9 +22,8 @@ import torch
 
 from tokenprune.errors import SpecError, describe
 from tokenprune.plugins import register
-
-from .dsa import indexer_scores, restrict_to_topk
-from .qk import QKLayout, modeling_function
+from tokenprune.scoring.dsa import indexer_scores, restrict_to_topk
+from tokenprune.scoring.qk import QKLayout, modeling_function
 
 
 @register("qk", "dots3")
@@ -103,4 +104,29 @@ class Dots3LatentAttention(QKLayout):
 
     @staticmethod
     def _rope_fn(attn):
-        return modeling_function(attn, "apply_rotary_pos_emb_interleave", "dots3", "the Dots 3 rotary function next to the attention class")
+        return modeling_function(attn, "apply_rotary_pos_emb_interleave", "dots3",
+                                 "the Dots 3 rotary function next to the attention class")
+
+
+# ------------------------------------------------------------------ test inputs
+@register("test_inputs", "dots3_note")
+def dots3_note_inputs(model, images_per_sample, text_lengths, gen):
+    """Packed patches (N, C*p*p) with one (t, h, w) grid per image; the merger joins each
+    spatial_merge_size^2 block into one token, so an image is t*h*w / merge^2 tokens at the image token id."""
+    from tokenprune.testing.families_more import Media, _dtype, _flat_patches, media_batch
+
+    cfg = model.config
+    vis = cfg.vision_config
+    merge = vis.spatial_merge_size
+    grids = [[1, 2 * merge, 4 * merge] if i % 2 == 0 else [1, 4 * merge, 2 * merge]
+             for i in range(sum(images_per_sample))]  # two aspect ratios
+    patches, rows = _flat_patches(grids, vis.num_channels * vis.patch_size ** 2, gen, _dtype(model))
+
+    def image_kwargs(idx):
+        return {"pixel_values": torch.cat([patches[rows[i]] for i in idx]),
+                "image_grid_thw": torch.tensor([grids[i] for i in idx])}
+
+    media = Media(image_kwargs=image_kwargs, image_token=cfg.image_token_id,
+                  special={cfg.video_token_id, cfg.audio_token_id})
+    return media_batch(model, images_per_sample, text_lengths, gen, media,
+                       lambda i: grids[i][0] * grids[i][1] * grids[i][2] // merge ** 2)

@@ -1,4 +1,7 @@
-"""Tracing hint for Granite 4 Vision, whose text model adds vision features before chosen layers.
+"""Granite 4 Vision (spec ``granite4_vision``): the layer-features tracing hint and test inputs (LLaVA-NeXT any-res
+tiles through Window Q-Former projectors).
+
+``granite4_vision_layer_features``: the text model adds vision features before chosen layers.
 
 ``Granite4VisionTextModel.forward`` takes ``vision_mask`` (a ``(B, S, 1)`` bool mask of the image positions)
 and ``deepstack_features``, a dict mapping a decoder-layer index to ``(num_image_tokens, D)`` projected
@@ -16,13 +19,12 @@ import torch
 
 from tokenprune.errors import TraceError, describe
 from tokenprune.plugins import register
+from tokenprune.rewrites.hints import STANDARD_INPUTS, TracingHint
 
-from .hints import STANDARD_INPUTS, TracingHint
 
-
-@register("tracing_hint", "layer_features")
+@register("tracing_hint", "granite4_vision_layer_features")
 class LayerFeatures(TracingHint):
-    name = "layer_features"
+    name = "granite4_vision_layer_features"
 
     def __init__(self, lm=None, model_config=None):
         super().__init__(lm, model_config)
@@ -82,3 +84,48 @@ class LayerFeatures(TracingHint):
         n = int(mask.sum())
         feats = {layer: torch.randn(n, embeds.shape[-1], generator=gen).to(embeds) for layer in self.layers}
         return [("plain", {}), ("features", {"vision_mask": mask, "deepstack_features": feats})]
+
+
+# ------------------------------------------------------------------ test inputs
+def _granite4v_counts(model, pixel_kwargs) -> list[int]:
+    """Each image's token count from the model's own vision path: the length of its packed features (every
+    projector packs the same count; the first one sets the placeholder mask)."""
+    with torch.no_grad():
+        out = model.model.get_image_features(**pixel_kwargs)
+    _, packed = out.deepstack_features[0]
+    return [f.shape[0] for f in packed]
+
+
+@register("test_inputs", "granite4_vision")
+def granite4_vision_inputs(model, images_per_sample, text_lengths, gen):
+    """``pixel_values`` (images, max tiles, 3, H, W) padded with zero tiles and
+    ``image_sizes`` (images, 2), as the LLaVA-NeXT processor gives; sizes land on different any-res grids, so
+    samples carry different token counts (downsampled by ``downsample_rate``, unpadded, newline tokens)."""
+    from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
+
+    from tokenprune.testing.families import _batch, _image_ranges, _pixels, _prompts
+
+    cfg = model.config
+    side = cfg.vision_config.image_size
+    dtype = next(model.parameters()).dtype
+    shapes = [[side, 2 * side], [2 * side, 2 * side], [side + side // 4, side]]
+    total = sum(images_per_sample)
+    sizes = [shapes[i % 3] for i in range(total)]
+    patches = [image_size_to_num_patches(s, cfg.image_grid_pinpoints, side) for s in sizes]
+    pixels = torch.zeros((total, max(patches, default=1), 3, side, side), dtype=dtype)
+    for i, n in enumerate(patches):
+        pixels[i, :n] = _pixels(n, 3, side, gen, dtype)
+    image_sizes = torch.tensor(sizes, dtype=torch.long).reshape(total, 2)
+
+    def pixel_kwargs(idx):
+        return {"pixel_values": pixels[idx], "image_sizes": image_sizes[idx]}
+
+    counts = []
+    for i in range(total):
+        counts += _granite4v_counts(model, pixel_kwargs([i]))
+    ranges = _image_ranges(images_per_sample)
+    seqs = _prompts(images_per_sample, text_lengths, None, cfg.image_token_id, cfg.text_config.vocab_size, gen,
+                    per_sample_counts=[counts[r] for r in ranges])
+    extra = pixel_kwargs(list(range(total))) if total else {}
+    return _batch(model, seqs, extra, cfg.image_token_id,
+                  split=lambda b: pixel_kwargs(list(range(ranges[b].start, ranges[b].stop))))

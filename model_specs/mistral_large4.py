@@ -1,4 +1,6 @@
-"""The ``mistral_large4`` query/key layout (spec ``attention.qk``): Mistral Large 4's sparse latent attention.
+"""Mistral Large 4 (spec ``mistral_large4``): its query/key layout, its KV-sharing hint, and test weights and inputs.
+
+``mistral_large4`` (spec ``attention.qk``): sparse latent attention.
 
 MistralLarge4TextAttention is multi-head latent attention without a query latent (``q_proj``), keys expanded
 from the ``kv_a_proj_with_mqa`` latent by the module's own ``expand_kv`` and interleaved RoPE on the
@@ -10,10 +12,12 @@ from the ``kv_a_proj_with_mqa`` latent by the module's own ``expand_kv`` and int
 * NoPE layers (``use_rope`` 0, from ``config.no_rope_layers``): no rotation in the attention nor the indexer,
   and the whole query/key head is the "nope" part (``qk_rope_head_dim`` is 0 on the module);
 * a DeepSeek sparse-attention indexer on every layer: each query attends only to its ``index_topk`` best keys
-  (:meth:`restrict_keys`, see :mod:`.dsa`), so the scores are HF's eager attention weights of the layer;
+  (:meth:`restrict_keys`, see ``tokenprune.scoring.dsa``), so the scores are HF's eager attention weights of the
+  layer;
 * KV sharing (``config.kv_source_layers``): a layer pointing at an earlier one has no ``kv_a_proj_with_mqa`` and
   expands the latents (normed ``k_pass``, rotated ``k_rot``) its source stored under ``'rope'``/``'nope'`` in the
   ``KVSharingDict`` passed to every layer (:meth:`shared_keys`); the cuts gather that dict (kind ``shared_kv``).
+  The forward creates that dict itself: hint ``mistral_large4_kv_sharing`` makes it a per-call graph node.
 
 Refused (``check``): configs whose layers share the indexer's top-k (``indexer_types`` 'shared', from
 ``index_topk_freq > 1`` or ``index_topk_pattern``). Such a layer attends through the ``prev_topk_indices`` of the
@@ -23,6 +27,11 @@ a uniform average over *all* keys (future and dropped ones included), and no pru
 query whose picks were all vision tokens meets it when every vision token is withdrawn). Every other layer runs
 its own indexer and never reads the indices, so the spec declares that argument ``unread`` (see
 ``rewrites.gathers``).
+
+Test weights: a fresh MistralLarge4 model initialises ``softmax_scaling`` (per head:
+``scale * log(position_ids + 1) + bias``, on the attention's and the indexer's queries) to scale 0 and bias 1,
+and the LeRoPE ``alpha`` of its rotary module to 0: all identities. A scorer that forgot the scaling would then
+pass every test, so the test models draw them at random (the same draw for every build with the same seed).
 """
 
 from __future__ import annotations
@@ -31,9 +40,17 @@ import torch
 
 from tokenprune.errors import SpecError, TraceError, describe
 from tokenprune.plugins import register
+from tokenprune.rewrites.hints_shared_kv import ForwardCreatedKVSharing
+from tokenprune.scoring.dsa import indexer_scores, restrict_to_topk
+from tokenprune.scoring.qk import QKLayout, modeling_function
 
-from .dsa import indexer_scores, restrict_to_topk
-from .qk import QKLayout, modeling_function
+
+@register("tracing_hint", "mistral_large4_kv_sharing")
+class MistralLarge4KVSharing(ForwardCreatedKVSharing):
+    """The KVSharingDict the forward creates becomes a per-call graph node, marked as per-token state; the cache
+    slots of the sharing layers, which keep only their indexer keys, are skipped by the runtime's cache checks."""
+
+    name = "mistral_large4_kv_sharing"
 
 
 @register("qk", "mistral_large4")
@@ -117,7 +134,8 @@ class MistralLarge4SparseLatentAttention(QKLayout):
 
     @staticmethod
     def _rope_fn(attn):
-        return modeling_function(attn, "apply_rotary_pos_emb_interleave", "mistral_large4", "the Mistral Large 4 rotary function next to the attention class")
+        return modeling_function(attn, "apply_rotary_pos_emb_interleave", "mistral_large4",
+                                 "the Mistral Large 4 rotary function next to the attention class")
 
 
 def _interleaved(attn, t: torch.Tensor, rope) -> torch.Tensor:
@@ -141,3 +159,39 @@ def _require(positions, what: str) -> torch.Tensor:
             "the scoring layer's position_ids: its queries are scaled by scale * log(position_ids + 1) + bias",
             "call the layers with position_ids (the text model always does)"))
     return positions
+
+
+# ------------------------------------------------------------------ test model
+@register("test_weights", "mistral_large4")
+def randomise_mistral_large4(model: torch.nn.Module, gen: torch.Generator) -> None:
+    """Random per-head query scaling (scale in [-0.5, 0.5), bias in [0.5, 1.5)) and LeRoPE alpha, in module order."""
+    from transformers.models.mistral_large4 import modeling_mistral_large4 as modeling
+
+    for module in model.modules():
+        if isinstance(module, modeling.MistralLarge4TextSoftmaxScaling):
+            module.scale.copy_(torch.rand(module.scale.shape, generator=gen) - 0.5)
+            module.bias.copy_(torch.rand(module.bias.shape, generator=gen) + 0.5)
+        elif isinstance(module, modeling.MistralLarge4TextRotaryEmbedding):
+            module.alpha.copy_((torch.rand(module.alpha.shape, generator=gen) - 0.5) * 0.2)
+
+
+@register("test_inputs", "mistral_large4")
+def mistral_large4_inputs(model, images_per_sample, text_lengths, gen):
+    """Pixtral images (as for Mistral 3) plus explicit position ids that skip the left padding.
+
+    The query scaling depends on absolute position ids, so Hugging Face's own model is batch invariant only
+    when a padded sample's ids start at 0 after its padding: ``generate()`` derives them so from the mask, a
+    plain ``forward()`` without ids would number the padding. The batch passes them as ``generate()`` would."""
+    from tokenprune.testing.families import mistral3_inputs
+
+    batch = mistral3_inputs(model, images_per_sample, text_lengths, gen)
+    mask = batch.kwargs["attention_mask"]
+    batch.kwargs["position_ids"] = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # (B, S)
+    split = batch.extra["split"]
+    real = mask.bool()
+
+    def split_with_positions(b: int) -> dict:  # one sample without its padding: ids from 0
+        return {**split(b), "position_ids": torch.arange(int(real[b].sum()))[None]}
+
+    batch.extra["split"] = split_with_positions
+    return batch

@@ -1,4 +1,6 @@
-"""Tracing hints for Kosmos-2 and Kosmos-2.5, whose text transformers merge the image features themselves.
+"""Kosmos-2 and Kosmos-2.5 (specs ``kosmos2``, ``kosmos2_5``): tracing hints, locator and test inputs.
+
+Their text transformers merge the image features themselves.
 
 Their forward takes ``input_ids``, ``image_embeds`` and ``image_embeds_position_mask``: it embeds the ids,
 scatters the image features into the rows the mask marks (an item assignment the trace cannot record), adds
@@ -13,7 +15,7 @@ exactly as the forward would, and the traced root never receives ids or image fe
 * Kosmos-2.5: ``image_embeds_position_mask`` (zeros when absent, the same segment embedding as the forward's
   branch for an absent mask).
 
-The vision tokens are the rows of the mask (locator ``image_embeds_position_mask``).
+The vision tokens are the rows of the mask (locator ``kosmos2_image_mask``).
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 
-from tokenprune.errors import TraceError, describe
+from tokenprune.errors import TraceError, UnsupportedError, describe
 from tokenprune.plugins import register
-
-from .hints import TracingHint
+from tokenprune.rewrites.hints import TracingHint
+from tokenprune.rewrites.locators import call_arguments
 
 _MASK = "image_embeds_position_mask"
 
@@ -137,3 +139,75 @@ class Kosmos2_5(_ImageMergeHint):
 
     def image_rows(self, mask):
         return mask == 1
+
+
+# ------------------------------------------------------------------ locator
+
+@register("locator", "kosmos2_image_mask")
+def kosmos2_image_mask(module: torch.nn.Module, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """The text model scatters the image features where ``image_embeds_position_mask``
+    is 1; those slots hold an ordinary token id (the BOS id), so no config token id marks them. A call without
+    the mask (a cached decode step, a text-only prompt) has no vision tokens."""
+    bound = call_arguments(module, args, kwargs)
+    mask, ids = bound.get(_MASK), bound.get("input_ids")
+    reference = ids if ids is not None else bound.get("inputs_embeds")
+    if mask is None:
+        return None if reference is None else torch.zeros(reference.shape[:2], dtype=torch.bool,
+                                                           device=reference.device)
+    if reference is not None and tuple(mask.shape) != tuple(reference.shape[:2]):
+        raise UnsupportedError(describe(
+            f"image_embeds_position_mask of shape {tuple(mask.shape)} for {tuple(reference.shape[:2])} input positions",
+            "locator kosmos2_image_mask", "one mask value per input position"))
+    return mask != 0
+
+
+# ------------------------------------------------------------------ test inputs
+def _kosmos_batch(model, images_per_sample, text_lengths, gen, pixel_key: str, pixels: torch.Tensor):
+    """One image per sample (the text model scatters (B, latent_query_num, D) features into the rows of
+    ``image_embeds_position_mask``); its slots hold the BOS id, as the processors write them. Left-padded with the
+    pad id, which the text model's positions skip (so a sample's prefill does not depend on its padding)."""
+    from tokenprune.testing.builders import TestBatch, left_pad, random_text
+
+    if any(n != 1 for n in images_per_sample):
+        raise ValueError(f"Kosmos test prompts carry exactly one image each, got {images_per_sample}")
+    cfg = model.config
+    text = cfg.text_config
+    per_image = cfg.latent_query_num
+    special = {text.bos_token_id, text.pad_token_id, text.eos_token_id}
+    seqs, slots = [], []
+    for n_text in text_lengths:
+        head = random_text(max(1, n_text // 3), text.vocab_size, special, gen)
+        tail = random_text(max(1, n_text - len(head)), text.vocab_size, special, gen)
+        seqs.append(head + [text.bos_token_id] * per_image + tail)
+        slots.append([0] * len(head) + [1] * per_image + [0] * len(tail))
+    ids, attention = left_pad(seqs, text.pad_token_id)
+    mask, _ = left_pad(slots, 0)  # (B, S) 1 at the image rows
+    real = attention.bool()
+    kwargs = {"input_ids": ids, "attention_mask": attention, pixel_key: pixels, _MASK: mask}
+    return TestBatch(kwargs=kwargs, vision_mask=mask.bool(), image_token_id=text.bos_token_id,
+                     extra={"split": lambda b: {pixel_key: pixels[b:b + 1], _MASK: mask[b:b + 1, real[b]]}},
+                     vision_token_ids=[text.bos_token_id])
+
+
+@register("test_inputs", "kosmos2")
+def kosmos2_inputs(model, images_per_sample, text_lengths, gen):
+    """Kosmos-2: one (3, H, W) image per sample, resampled to ``latent_query_num`` tokens."""
+    from tokenprune.testing.families_more import _dtype
+
+    vis = model.config.vision_config
+    pixels = torch.randn((len(text_lengths), 3, vis.image_size, vis.image_size), generator=gen).to(_dtype(model))
+    return _kosmos_batch(model, images_per_sample, text_lengths, gen, "pixel_values", pixels)
+
+
+@register("test_inputs", "kosmos2_5")
+def kosmos2_5_inputs(model, images_per_sample, text_lengths, gen):
+    """Kosmos-2.5: Pix2Struct-style ``flattened_patches`` (B, patches, 2 + patch_dim): row and column index,
+    then the patch pixels; resampled to ``latent_query_num`` tokens."""
+    from tokenprune.testing.families_more import _dtype
+
+    vis = model.config.vision_config
+    rows, cols = 4, 4
+    index = torch.stack(torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij"), -1).view(-1, 2)
+    patches = torch.randn((len(text_lengths), rows * cols, vis.patch_embed_hidden_size), generator=gen)
+    flat = torch.cat([index.float().expand(len(text_lengths), -1, -1), patches], dim=-1).to(_dtype(model))
+    return _kosmos_batch(model, images_per_sample, text_lengths, gen, "flattened_patches", flat)
