@@ -11,6 +11,7 @@ from tokenprune.peft_support import is_peft_model, peft_base_model, wrap_like
 from tokenprune.rewrites import prompt_caches
 from tokenprune.rewrites.accelerate_hooks import check_loadable_outside_forward, install_forward
 from tokenprune.rewrites.hints import CompositeHint
+from tokenprune.rewrites.dynamo_nesting import resume_inside_calls
 from tokenprune.rewrites.install import clone_path, make_language_model_forward, make_vision_hook, shallow_clone
 from tokenprune.rewrites.output_flags import defer_output_capture
 from tokenprune.rewrites.prune_guard import check_top_level_prunes
@@ -113,6 +114,7 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
     if keeping := prompt_caches.keeping_layers(spec, lm.config, schedule.cuts):  # refuse before any work
         object.__setattr__(pruned, "generate", prompt_caches.guard_generate(pruned.generate, keeping))
     object.__setattr__(pruned, "_tokenprune_language_model", lm)
+    resume_inside_calls(pruned)  # torch.compile: no graph break of its own before the language-model call
     session.record_self_check(run_self_check(self_check, lm_original, lm, session, hint, graphs=graphs,
                                              input_names=names, cut_layers=schedule.cuts))
     if not session.self_check.startswith("skipped"):
