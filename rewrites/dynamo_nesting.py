@@ -3,13 +3,13 @@
 Each cut's selection runs eagerly behind a graph break, deep inside the language-model call. By default dynamo
 does not resume inside a nested call after a break: it ends the caller's graph before the whole call, so the
 ops of the multimodal model just before the language model (LLaVA's ``masked_scatter`` of the image features)
-become a graph of their own, one break more than the cuts need. With ``nested_graph_breaks`` dynamo ends the
-graph at the break itself and resumes in the innermost frame; the original model's own breaks then cost less
-too, which pays for the eager Python around the traced language model.
+become a graph of their own. With ``nested_graph_breaks`` dynamo ends the graph at the break itself and resumes
+in the innermost frame; the original model's own breaks inside nested calls then cost a graph less too.
 
-The flag is switched on only while dynamo traces the pruned model (``patch_dynamo_config`` is traceable), so
-other compiled code keeps the default. It has to cover every frame from the compiled root down to the breaks,
-hence it wraps the top-level model's ``forward``.
+The flag is switched on only while dynamo traces the pruned model (``patch_dynamo_config`` is traceable) and,
+in the compiled code, around each break; other compiled code keeps the default. It has to cover every frame
+from the compiled root down to the breaks (switched on deeper, dynamo fails an internal assertion), hence it
+wraps the top-level model's ``forward``.
 """
 
 from __future__ import annotations
