@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 
 from .accelerate_hooks import _OLD_FORWARD, install_forward, is_hooked
+from .output_flags import records_outputs, recording_chain
 
 
 def _nesting_available() -> bool:
@@ -45,10 +46,31 @@ def resuming_inside_calls(forward: Callable) -> Callable:
     return forward_resuming_inside_calls
 
 
-def resume_inside_calls(model: torch.nn.Module) -> None:
-    """Give the top-level compiled ``model`` a forward that ``torch.compile`` resumes inside (no-op on a torch
-    without nested graph breaks). An accelerate hook on ``model`` stays outermost."""
+def resume_inside_calls(pruned: torch.nn.Module, original: torch.nn.Module, language_model_path: str) -> None:
+    """Give the top-level ``pruned`` model a forward that ``torch.compile`` resumes inside (nothing on a torch
+    without nested graph breaks). An accelerate hook on ``pruned`` stays outermost."""
     if not _nesting_available():
         return
-    current = model.__dict__[_OLD_FORWARD] if is_hooked(model) else model.forward
-    install_forward(model, resuming_inside_calls(current))
+    _install_encoder_capture_hooks(original, language_model_path)
+    current = pruned.__dict__[_OLD_FORWARD] if is_hooked(pruned) else pruned.forward
+    install_forward(pruned, resuming_inside_calls(current))
+
+
+def _install_encoder_capture_hooks(original: torch.nn.Module, language_model_path: str) -> None:
+    """Install transformers' output-capture hooks on the recording models outside the language model (the vision
+    tower), which the pruned model shares with ``original``.
+
+    transformers installs them lazily, at the first call that asks a model for its outputs (LLaVA's image
+    features always ask the vision tower for hidden states). Traced with nested graph breaks, that installation
+    makes dynamo fail internally (a signature bound after the module's hook dicts changed). Installed now,
+    outside any trace, they are what the first eager call would install; the language model's are left to
+    :func:`.output_flags.defer_output_capture` (installed only when an output flag asks for them).
+    """
+    from transformers import PreTrainedModel
+    from transformers.utils.output_capturing import maybe_install_capturing_hooks
+
+    language_model = original.get_submodule(language_model_path) if language_model_path else original
+    skipped = {id(m) for m in (*recording_chain(original, language_model_path), *language_model.modules())}
+    for module in original.modules():
+        if isinstance(module, PreTrainedModel) and id(module) not in skipped and records_outputs(type(module).forward):
+            maybe_install_capturing_hooks(module)
