@@ -2,7 +2,8 @@
 
 The copy shares every parameter and every submodule except the few on the path from the root to the
 language model, which are shallow clones; only the clone of the language model gets a new instance
-``forward`` and only the clone of the multimodal model gets a pre-forward hook. A clone of a module with an
+``forward`` (and the top-level clone one that only sets a ``torch.compile`` option, :mod:`.dynamo_nesting`),
+and only the clone of the multimodal model gets a pre-forward hook. A clone of a module with an
 accelerate hook gets the hook re-bound to itself (:mod:`.accelerate_hooks`). The input model is
 untouched, ``state_dict()`` keys are unchanged, and no class is patched.
 """

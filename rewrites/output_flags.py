@@ -36,7 +36,7 @@ def defer_output_capture(original: torch.nn.Module, compiled: torch.nn.Module, l
     call with an output flag install transformers' hooks on the matching models of ``original``."""
     from transformers.utils.output_capturing import maybe_install_capturing_hooks
 
-    originals = _recording_chain(original, language_model_path)
+    originals = recording_chain(original, language_model_path)
 
     def install_on_first_flagged_call(module, args, kwargs):
         config = getattr(module, "config", None)
@@ -44,22 +44,22 @@ def defer_output_capture(original: torch.nn.Module, compiled: torch.nn.Module, l
             for model in originals:  # outermost first, as calls nest
                 maybe_install_capturing_hooks(model)
 
-    for clone in _recording_chain(compiled, language_model_path):
+    for clone in recording_chain(compiled, language_model_path):
         clone._output_capturing_hooks_installed = True
         clone.register_forward_pre_hook(install_on_first_flagged_call, with_kwargs=True)
 
 
-def _recording_chain(model: torch.nn.Module, language_model_path: str) -> list[torch.nn.Module]:
+def recording_chain(model: torch.nn.Module, language_model_path: str) -> list[torch.nn.Module]:
     """The models from ``model`` down to its language model whose forward records outputs, outermost first."""
     from transformers import PreTrainedModel
 
     chain = [model]
     for name in [p for p in language_model_path.split(".") if p]:
         chain.append(getattr(chain[-1], name))
-    return [m for m in chain if isinstance(m, PreTrainedModel) and _records_outputs(type(m).forward)]
+    return [m for m in chain if isinstance(m, PreTrainedModel) and records_outputs(type(m).forward)]
 
 
-def _records_outputs(forward: Callable) -> bool:
+def records_outputs(forward: Callable) -> bool:
     """Whether ``forward`` is wrapped by transformers' ``capture_outputs`` (whose wrappers copy the name)."""
     while hasattr(forward, "__wrapped__"):
         if "capture_outputs" in forward.__code__.co_qualname:
