@@ -2,7 +2,7 @@
 
 Each cut's selection runs eagerly behind a graph break, deep inside the language-model call. By default dynamo
 does not resume inside a nested call after a break: it ends the caller's graph before the whole call, so the
-ops of the multimodal model just before the language model (LLaVA's ``masked_scatter`` of the image features)
+ops of the multimodal model just before the language model (e.g. a ``masked_scatter`` of the image features)
 become a graph of their own. With ``nested_graph_breaks`` dynamo ends the graph at the break itself and resumes
 in the innermost frame; the original model's own breaks inside nested calls then cost a graph less too.
 
@@ -60,7 +60,7 @@ def _install_encoder_capture_hooks(original: torch.nn.Module, language_model_pat
     """Install transformers' output-capture hooks on the recording models outside the language model (the vision
     tower), which the pruned model shares with ``original``.
 
-    transformers installs them lazily, at the first call that asks a model for its outputs (LLaVA's image
+    transformers installs them lazily, at the first call that asks a model for its outputs (image
     features always ask the vision tower for hidden states). Traced with nested graph breaks, that installation
     makes dynamo fail internally (a signature bound after the module's hook dicts changed). Installed now,
     outside any trace, they are what the first eager call would install; the language model's are left to

@@ -94,7 +94,7 @@ def rewrite(model: torch.nn.Module, spec: str | Path | ModelSpec, schedule: Sche
     if keeping := prompt_caches.keeping_layers(spec, lm.config, schedule.cuts):  # refuse before any work
         object.__setattr__(pruned, "generate", prompt_caches.guard_generate(pruned.generate, keeping))
     object.__setattr__(pruned, "_tokenprune_language_model", lm)
-    resume_inside_calls(pruned, model, spec.language_model)  # torch.compile: no graph break of its own before the LM call
+    resume_inside_calls(pruned, model, spec.language_model)  # under torch.compile: no graph break of its own
     session.record_self_check(run_self_check(self_check, lm_original, lm, session, hint, graphs=graphs,
                                              input_names=names, cut_layers=schedule.cuts))
     if not session.self_check.startswith("skipped"):

@@ -86,6 +86,8 @@ import yaml
 
 import tokenprune as tp
 from tokenprune.plugins import load_plugins, registry
+import tokenprune.plugins.resolve  # the core's built-in runtime entries (registered when a spec is resolved)
+import tokenprune.testing  # the core's built-in test builders (registered when test models are built)
 
 KINDS = ("rope", "qk", "tracing_hint", "hidden_states", "locator", "test_inputs", "test_stand_in", "test_weights")
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import tokenprune as tp
-import tokenprune.api as api
+import tokenprune.rewrite as rewrite_module
 from tokenprune.errors import TraceError
 from tokenprune.rewrites import install
 from tokenprune.rewrites.state import HookHandoff
@@ -38,7 +38,7 @@ def test_guard_fails_when_the_top_level_forward_runs_the_input_model(model, monk
         root.forward = original.forward  # as an accelerate hook bound to the input model would
         return root, clones
 
-    monkeypatch.setattr(api, "clone_path", clone_then_unbind)
+    monkeypatch.setattr(rewrite_module, "clone_path", clone_then_unbind)
     for mode in ("layers", "full"):
         with pytest.raises(TraceError, match=r"does not prune: a call of LlavaForConditionalGeneration with 2 "
                                              r"vision tokens among 6 returned 6 positions and recorded kept sets at "
@@ -68,7 +68,7 @@ def test_guard_fails_when_no_vision_token_reaches_the_cuts(model, monkeypatch):
 
         return hook
 
-    monkeypatch.setattr(api, "make_vision_hook", blind_vision_hook)
+    monkeypatch.setattr(rewrite_module, "make_vision_hook", blind_vision_hook)
     with pytest.raises(TraceError, match=r"returned 6 positions and recorded kept sets at cuts \[\].*expected 5 "
                                          r"positions and kept sets at cuts \[2\]"):
         tp.compile(model, SPEC, FASTV)
@@ -80,7 +80,7 @@ def test_guard_reports_a_failing_top_level_call(model, monkeypatch):
         clones[SPEC.multimodal_model].register_forward_pre_hook(lambda m, a, k: 1 / 0, with_kwargs=True)
         return root, clones
 
-    monkeypatch.setattr(api, "clone_path", clone_then_break)
+    monkeypatch.setattr(rewrite_module, "clone_path", clone_then_break)
     with pytest.raises(TraceError, match="failed on the pruning probe .2 vision tokens.: ZeroDivisionError"):
         tp.compile(model, SPEC, FASTV)
 
