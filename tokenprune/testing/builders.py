@@ -14,6 +14,7 @@ import torch
 
 from tokenprune.registry import lookup
 from tokenprune.spec import ModelSpec
+from tokenprune.spec_testdata import TestModelSpec, load_test_model
 
 
 @dataclass
@@ -43,12 +44,11 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def build_test_config(spec: ModelSpec, variant: str | None = None):
+def build_test_config(spec: ModelSpec, variant: str | None = None, test: TestModelSpec | None = None):
+    """The transformers config of the spec's tiny model; ``test`` overrides the test data beside the spec."""
     import transformers
 
-    test = spec.test_model
-    if test is None:
-        raise ValueError(f"spec {spec.name!r} has no test_model section")
+    test = test or load_test_model(spec)
     kwargs = copy.deepcopy(test.config if variant is None else _deep_merge(test.config, test.variants[variant]))
     for key, stand_in in test.stand_ins.items():  # sub-configs whose pinned class cannot build a model here
         kwargs[key] = lookup("test_stand_in", stand_in)(**kwargs.get(key, {}))
@@ -56,24 +56,26 @@ def build_test_config(spec: ModelSpec, variant: str | None = None):
 
 
 def build_test_model(spec: ModelSpec, variant: str | None = None, attn_implementation: str = "sdpa",
-                     dtype: torch.dtype = torch.float32, seed: int = 0):
-    """A tiny random model of the spec's first architecture, in eval mode."""
+                     dtype: torch.dtype = torch.float32, seed: int = 0, test: TestModelSpec | None = None):
+    """A tiny random model of the spec's first architecture, in eval mode, from the spec's test data (the
+    ``*.test.yaml`` file beside it, see :func:`tokenprune.spec_testdata.load_test_model`) or from ``test``."""
     import transformers
 
-    config = build_test_config(spec, variant)
+    test = test or load_test_model(spec)
+    config = build_test_config(spec, variant, test)
     torch.manual_seed(seed)
     cls = getattr(transformers, spec.architectures[0])
     model = cls._from_config(config, attn_implementation=attn_implementation, dtype=dtype)
-    if spec.test_model.weights:  # parameters the family's init leaves at an identity, drawn at random
+    if test.weights:  # parameters the family's init leaves at an identity, drawn at random
         with torch.no_grad():
-            lookup("test_weights", spec.test_model.weights)(model, torch.Generator().manual_seed(seed))
+            lookup("test_weights", test.weights)(model, torch.Generator().manual_seed(seed))
     return model.eval()
 
 
 def make_test_inputs(spec: ModelSpec, model, images_per_sample: list[int], text_lengths: list[int],
-                     seed: int = 0) -> TestBatch:
+                     seed: int = 0, test: TestModelSpec | None = None) -> TestBatch:
     """A left-padded batch: sample ``b`` has ``images_per_sample[b]`` images and ``text_lengths[b]`` text tokens."""
-    builder = lookup("test_inputs", spec.test_model.inputs)
+    builder = lookup("test_inputs", (test or load_test_model(spec)).inputs)
     gen = torch.Generator().manual_seed(seed)
     return builder(model, images_per_sample, text_lengths, gen)
 
