@@ -5,8 +5,8 @@ Gemma 3n's checkpoints use a timm MobileNetV5 tower (``TimmWrapperModel``). timm
 needs torchvision, whose PyPI wheel for our torch is built against CUDA torch), and unlike FastVLM's or
 PerceptionLM's, Gemma 3n's config pins its ``vision_config`` to ``Gemma3nVisionConfig`` (a dict is always read
 as one, whatever its ``model_type``), so no transformers tower can stand in through the config alone. The
-stand-in is a ``Gemma3nVisionConfig`` subclass of its own model type, built by the spec's
-``test_model.stand_ins``, whose model is a tiny convolutional tower with the timm tower's output layout:
+stand-in is a ``Gemma3nVisionConfig`` subclass of its own model type, built by the
+``stand_ins`` of the spec's test data, whose model is a tiny convolutional tower with the timm tower's output layout:
 (images, hidden_size, h, w), flattened by Gemma 3n's own ``get_image_features`` to h * w soft tokens.
 tokenprune works on the text model after the features are merged, which is Gemma 3n's own.
 """
