@@ -6,7 +6,7 @@ import difflib
 from pathlib import Path
 
 from tokenprune.errors import SpecError, UnsupportedError, describe
-from tokenprune.spec_testdata import load_test_model, testdata_location
+from tokenprune.spec_testdata import load_test_model, locate_test_model
 
 
 class Loaded:
@@ -41,7 +41,7 @@ def load_model(name: str, spec: str | None = None, attn: str = "sdpa", family_co
         spec_obj = tp.load_spec(spec or name)
         if load_test_model(spec_obj, required=False) is None:
             raise SpecError(describe(f"spec {spec_obj.name!r} has no test model file", "MODEL",
-                                     f"test data in {testdata_location(spec_obj)}, or a model directory",
+                                     f"test data in {locate_test_model(spec_obj)}, or a model directory",
                                      "write that file, or pass --model DIR or --family-config CONFIG.json"))
         return Loaded(build_test_model(spec_obj, attn_implementation=attn), spec_obj, test_model=True)
     near = difflib.get_close_matches(name, tp.bundled_spec_names(), n=3)

@@ -282,7 +282,7 @@ def format_validation_error(err: ValidationError, source: str, what: str = "mode
     return f"invalid {what} {source}:\n  " + "\n  ".join(lines)
 
 
-def testdata_path(spec_file: Path | Traversable) -> Path | Traversable:
+def sibling_test_file(spec_file: Path | Traversable) -> Path | Traversable:
     """The test-data file beside a spec file: x.yaml -> x.test.yaml."""
     stem = spec_file.name.rsplit(".", 1)[0]
     return spec_file.parent / f"{stem}{TESTDATA_SUFFIX}" if isinstance(spec_file, Path) else \
@@ -294,7 +294,7 @@ def spec_from_dict(data: dict, source: str = "<dict>", source_file: Path | Trave
     if not isinstance(data, dict):
         raise SpecError(describe(f"spec is a {type(data).__name__}", source, "a YAML mapping"))
     if "test_model" in data:
-        target = str(testdata_path(source_file)) if source_file is not None else f"NAME{TESTDATA_SUFFIX}"
+        target = str(sibling_test_file(source_file)) if source_file is not None else f"NAME{TESTDATA_SUFFIX}"
         raise SpecError(describe(
             "the spec has an inline 'test_model' section; test data now lives in a file of its own",
             f"{source}: test_model", f"only runtime keys in the spec, the test data in {target} beside it",
@@ -408,10 +408,10 @@ def json_schema() -> dict:
 
 def write_json_schemas(folder: Path) -> None:
     """Write ``spec.schema.json`` (specs) and ``test.schema.json`` (their ``*.test.yaml`` files) into ``folder``."""
-    from .spec_testdata import testdata_json_schema
+    from .spec_testdata import json_schema_of_test_model
 
     (folder / "spec.schema.json").write_text(json.dumps(json_schema(), indent=2) + "\n")
-    (folder / "test.schema.json").write_text(json.dumps(testdata_json_schema(), indent=2) + "\n")
+    (folder / "test.schema.json").write_text(json.dumps(json_schema_of_test_model(), indent=2) + "\n")
 
 
 if __name__ == "__main__":  # python -m tokenprune.spec: regenerate the shipped JSON Schemas

@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError
 
 from .errors import SpecError, describe
 from .registry import registry_for
-from .spec import BUNDLED_PACKAGE, TESTDATA_SUFFIX, ModelSpec, _Strict, format_validation_error, testdata_path
+from .spec import BUNDLED_PACKAGE, TESTDATA_SUFFIX, ModelSpec, _Strict, format_validation_error, sibling_test_file
 
 
 class TestModelSpec(_Strict):
@@ -52,7 +52,7 @@ class TestModelSpec(_Strict):
                                 "position-dependent query scaling).")
 
 
-def testdata_from_dict(data: Any, source: str = "<dict>") -> TestModelSpec:
+def parse_test_model(data: Any, source: str = "<dict>") -> TestModelSpec:
     """Validate a test-data mapping (the content of a ``*.test.yaml`` file)."""
     if not isinstance(data, dict):
         raise SpecError(describe(f"test data is a {type(data).__name__}", source,
@@ -71,16 +71,16 @@ def testdata_from_dict(data: Any, source: str = "<dict>") -> TestModelSpec:
     return test
 
 
-def testdata_location(spec_or_name: ModelSpec | str | Path) -> Path | Traversable | None:
+def locate_test_model(spec_or_name: ModelSpec | str | Path) -> Path | Traversable | None:
     """Where the test data of a spec is (or would be): the ``*.test.yaml`` file beside it; None for a spec that
     was not read from a file (``spec_from_dict``)."""
     if isinstance(spec_or_name, ModelSpec):
-        return testdata_path(spec_or_name.source_file) if spec_or_name.source_file is not None else None
+        return sibling_test_file(spec_or_name.source_file) if spec_or_name.source_file is not None else None
     text = str(spec_or_name)
     if text.endswith(TESTDATA_SUFFIX):
         return Path(text)
     if text.endswith((".yaml", ".yml")) or Path(text).exists():
-        return testdata_path(Path(text))
+        return sibling_test_file(Path(text))
     return resources.files(BUNDLED_PACKAGE) / f"{text}{TESTDATA_SUFFIX}"
 
 
@@ -89,7 +89,7 @@ def load_test_model(spec_or_name: ModelSpec | str | Path, *, required: bool = Tr
 
     A spec without a test file gives None when ``required`` is false, else a :class:`SpecError` naming the file.
     """
-    location = testdata_location(spec_or_name)
+    location = locate_test_model(spec_or_name)
     name = spec_or_name.name if isinstance(spec_or_name, ModelSpec) else str(spec_or_name)
     if location is None or not location.is_file():
         if not required:
@@ -110,9 +110,9 @@ def load_test_model(spec_or_name: ModelSpec | str | Path, *, required: bool = Tr
         data = yaml.safe_load(location.read_text())
     except yaml.YAMLError as err:
         raise SpecError(describe(f"YAML syntax error: {err}", source, "valid YAML")) from None
-    return testdata_from_dict(data, source)
+    return parse_test_model(data, source)
 
 
-def testdata_json_schema() -> dict:
+def json_schema_of_test_model() -> dict:
     """The JSON Schema of a test model file (exported to ``model_specs/test.schema.json`` and the docs)."""
     return TestModelSpec.model_json_schema()

@@ -7,7 +7,7 @@ import yaml
 import tokenprune as tp
 from tokenprune.errors import SpecError, SpecMatchError
 from tokenprune.spec import json_schema
-from tokenprune.spec_testdata import TestModelSpec, load_test_model, testdata_json_schema
+from tokenprune.spec_testdata import TestModelSpec, load_test_model, json_schema_of_test_model
 from tokenprune.testing import build_test_model, make_test_inputs
 
 SPECS = Path(tp.spec.__file__).parents[1] / "model_specs"
@@ -73,7 +73,7 @@ def test_user_spec_builds_its_test_model_from_the_file_beside_it(tmp_path):
 
 def test_test_file_typo_and_unknown_builder_are_named(tmp_path):
     (tmp_path / "my_model.test.yaml").write_text(yaml.safe_dump({**LLAVA_TEST, "first_cutt": 2}))
-    with pytest.raises(SpecError, match=r"invalid test model file .*my_model.test.yaml.*unknown key 'first_cutt'"):
+    with pytest.raises(SpecError, match=r"(?s)invalid test model file .*my_model.test.yaml.*unknown key 'first_cutt'"):
         load_test_model(_write(tmp_path, LLAVA))
     (tmp_path / "my_model.test.yaml").write_text(yaml.safe_dump({**LLAVA_TEST, "inputs": "lava"}))
     with pytest.raises(SpecError, match=r"unknown test inputs 'lava'.*my_model.test.yaml: inputs"):
@@ -153,6 +153,6 @@ def test_json_schema_is_exported_and_current():
     assert shipped == json_schema(), "run `python -m tokenprune.spec` to regenerate model_specs/spec.schema.json"
     assert shipped["additionalProperties"] is False and "test_model" not in shipped["properties"]
     shipped_test = json.loads((SPECS / "test.schema.json").read_text())
-    assert shipped_test == testdata_json_schema(), "run `python -m tokenprune.spec` to regenerate the schemas"
+    assert shipped_test == json_schema_of_test_model(), "run `python -m tokenprune.spec` to regenerate the schemas"
     assert shipped_test["additionalProperties"] is False and {"config_class", "config", "inputs"} <= set(
         shipped_test["required"])

@@ -43,12 +43,12 @@ def _section(name: str, schema: dict) -> str:
 
 def generate_schema_page() -> None:
     from tokenprune.spec import json_schema
-    from tokenprune.spec_testdata import testdata_json_schema
+    from tokenprune.spec_testdata import json_schema_of_test_model
 
-    schema, test_schema = json_schema(), testdata_json_schema()
+    schema, test_schema = json_schema(), json_schema_of_test_model()
     parts = ["# Spec format reference\n\n",
              "Generated from `tokenprune.spec.json_schema()` (the pydantic model `ModelSpec`) and "
-             "`tokenprune.spec_testdata.testdata_json_schema()` (`TestModelSpec`) on every docs build. The same "
+             "`tokenprune.spec_testdata.json_schema_of_test_model()` (`TestModelSpec`) on every docs build. The same "
              "schemas ship as `tokenprune/model_specs/spec.schema.json` (a spec `NAME.yaml`) and "
              "`tokenprune/model_specs/test.schema.json` (its test data `NAME.test.yaml`, beside it); editors that "
              "understand JSON Schema can validate the files with them. How to write a spec is explained in "
