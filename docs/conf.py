@@ -28,7 +28,8 @@ extensions = [
 ]
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
-exclude_patterns = ["_build", "generated/fragments/*", "examples/*", "_data/*", "README.md"]
+exclude_patterns = ["_build", "generated/fragments/*", "examples/*", "_data/*", "README.md",
+                    "models/*"]  # per-family notes, included in the generated spec pages
 
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3

@@ -10,7 +10,8 @@ states at the masked positions. The keys come from the config (``deepstack_layer
 ``spatial_target_layers``), so the dict becomes one placeholder per key (plus the mask) in a graph variant of
 its own; the loop's ``layer_idx in deepstack_features`` is then answered at trace time, exactly as at run time.
 The features are laid out by the unpruned image positions, so the completeness analysis refuses a cut that an
-injection reads from after it (cuts must sit at the last injection layer or deeper: ``test_model.first_cut``).
+injection reads from after it (cuts must sit at the last injection layer or deeper: the test data's
+``first_cut``).
 """
 
 from __future__ import annotations

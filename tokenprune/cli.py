@@ -179,15 +179,16 @@ def validate(spec_file: Path = typer.Argument(..., help="The spec YAML file to v
              model: Optional[Path] = typer.Option(None, "--model", help="A local model directory to check against."),
              family_config: Optional[Path] = typer.Option(
                  None, "--family-config", help="A config JSON/YAML to build a random model of the spec's family from "
-                 "(when the spec has no test_model and no --model is given)."),
+                 "(when the spec has no test model file and no --model is given)."),
              inputs: Optional[str] = typer.Option(
                  None, "--inputs", help="Registered test-input builder (llava, llava_next, idefics3, internvl, ...) "
-                 "for models without test_model or processor."),
+                 "for models without a test model file or a processor."),
              schedule: Optional[str] = typer.Option(None, help=SCHEDULE_HELP),
              trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP)) -> None:
     """Validate a spec YAML, then run a mini conformance check: keep-all is exact, a 2-cut schedule matches the
     masking reference, and its kept sets are the top-k of the model's own eager attention (one line per check)."""
     import tokenprune as tp
+    from tokenprune.spec_testdata import load_test_model
     from tokenprune.testing.conformance import run_mini_conformance
 
     steps = ["spec", "model", "inputs", "conformance"]
@@ -205,7 +206,7 @@ def validate(spec_file: Path = typer.Argument(..., help="The spec YAML file to v
         loaded = load_model(str(spec_file), spec=str(spec_file), attn="eager")
     bar.update(1)
     bar.set_description("building inputs")
-    batch = sample_inputs(loaded, batch=2 if (loaded.spec.test_model or inputs) else 1, builder=inputs)
+    batch = sample_inputs(loaded, batch=2 if (load_test_model(loaded.spec, required=False) or inputs) else 1, builder=inputs)
     bar.update(1)
     bar.set_description("conformance")
     sched = schedule_for(loaded, schedule)

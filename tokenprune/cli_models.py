@@ -6,6 +6,7 @@ import difflib
 from pathlib import Path
 
 from tokenprune.errors import SpecError, UnsupportedError, describe
+from tokenprune.spec_testdata import load_test_model, locate_test_model
 
 
 class Loaded:
@@ -38,10 +39,10 @@ def load_model(name: str, spec: str | None = None, attn: str = "sdpa", family_co
         from tokenprune.testing import build_test_model
 
         spec_obj = tp.load_spec(spec or name)
-        if spec_obj.test_model is None:
-            raise SpecError(describe(f"spec {spec_obj.name!r} has no test_model section", "MODEL",
-                                     "a spec with test_model, or a model directory",
-                                     "pass --model DIR or --family-config CONFIG.json"))
+        if load_test_model(spec_obj, required=False) is None:
+            raise SpecError(describe(f"spec {spec_obj.name!r} has no test model file", "MODEL",
+                                     f"test data in {locate_test_model(spec_obj)}, or a model directory",
+                                     "write that file, or pass --model DIR or --family-config CONFIG.json"))
         return Loaded(build_test_model(spec_obj, attn_implementation=attn), spec_obj, test_model=True)
     near = difflib.get_close_matches(name, tp.bundled_spec_names(), n=3)
     raise SpecError(describe(f"MODEL {name!r} is neither a bundled spec nor a directory", "MODEL",
@@ -76,11 +77,12 @@ def _model_from_config(spec, config_path: Path, attn: str):
     if not path.is_file():
         raise SpecError(describe(f"config file {str(path)!r} not found", "--family-config", "a JSON or YAML file"))
     data = yaml.safe_load(path.read_text())
-    if not isinstance(data, dict) or ("model_type" not in data and spec.test_model is None):
+    test = load_test_model(spec, required=False)
+    if not isinstance(data, dict) or ("model_type" not in data and test is None):
         raise SpecError(describe(f"{str(path)!r} has no 'model_type'", "--family-config",
                                  "a config mapping with model_type (as in a checkpoint's config.json)"))
     config = transformers.AutoConfig.for_model(**data) if "model_type" in data else \
-        getattr(transformers, spec.test_model.config_class)(**data)
+        getattr(transformers, test.config_class)(**data)
     torch.manual_seed(0)
     cls = getattr(transformers, spec.architectures[0])
     return cls._from_config(config, attn_implementation=attn).eval()
@@ -108,7 +110,7 @@ def sample_inputs(loaded: Loaded, batch: int = 1, builder: str | None = None) ->
         gen = torch.Generator().manual_seed(0)
         make = registry("test_inputs").get(builder, "--inputs")
         return make(loaded.model, [1] * batch, [5 + 3 * i for i in range(batch)], gen).kwargs
-    if spec.test_model is not None:
+    if load_test_model(spec, required=False) is not None:
         from tokenprune.testing import make_test_inputs
 
         images = [1] * batch
@@ -119,7 +121,7 @@ def sample_inputs(loaded: Loaded, batch: int = 1, builder: str | None = None) ->
         return prompt_inputs(loaded.processor, synthetic_image(), "what is in the picture ?",
                              next(loaded.model.parameters()).dtype)
     raise UnsupportedError(describe("no way to build inputs for this model", "inputs",
-                                    "a spec with test_model, a model directory with a processor, or --inputs NAME",
+                                    "a spec with a test model file, a model directory with a processor, or --inputs NAME",
                                     "name a registered test-input builder with --inputs (e.g. llava)"))
 
 
@@ -138,7 +140,8 @@ def schedule_for(loaded: Loaded, text: str | None):
     from tokenprune.saving import read_schedule
     from tokenprune.testing.conformance import two_cut_schedule
 
-    first = loaded.spec.test_model.first_cut if loaded.spec.test_model is not None else 1
+    test = load_test_model(loaded.spec, required=False)
+    first = test.first_cut if test is not None else 1
     return two_cut_schedule(loaded.num_layers, first) if text is None else read_schedule(text, loaded.num_layers)
 
 

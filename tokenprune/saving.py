@@ -65,6 +65,9 @@ class PruningSetup:
             raise SpecError(describe(f"format {data['format']!r}", f"{source}: format", f"{FORMAT_VERSION}",
                                      "upgrade tokenprune to read this file"))
         raw = data["spec"]
+        if isinstance(raw, dict):
+            # Files saved while specs held their test data inline carry it; a loaded pruned model never uses it.
+            raw = {key: value for key, value in raw.items() if key != "test_model"}
         spec = spec_from_dict(raw, f"{source}: spec") if isinstance(raw, dict) else load_spec(str(raw))
         return cls(spec=spec, schedule=Schedule.from_dict(data["schedule"]),
                    scorer=str(data.get("scorer", "last-token-attention")), seed=int(data.get("seed", 0)))

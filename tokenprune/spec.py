@@ -9,16 +9,19 @@ from __future__ import annotations
 import difflib
 import json
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import SpecError, SpecMatchError, TokenPruneError, describe
 from .plugins import load_plugins
 
 BUNDLED_PACKAGE = "tokenprune.model_specs"
+# A spec x.yaml keeps its test data (tokenprune.spec_testdata) in x.test.yaml beside it.
+TESTDATA_SUFFIX = ".test.yaml"
 
 # How a decoder-layer argument carries per-token data, i.e. how a cut must gather it. Besides the masks, rotary
 # values and position ids: "tokens" is a (B, S, ...) tensor laid out like the hidden states (Gemma 4's per-layer
@@ -162,39 +165,12 @@ class Tracing(_Strict):
     )
 
 
-class TestModel(_Strict):
-    """A tiny random configuration of the family, so the conformance suite needs no downloads."""
-
-    config_class: str = Field(description="Name of the transformers config class, e.g. 'LlavaConfig'.")
-    config: dict[str, Any] = Field(description="Keyword arguments for the config class.")
-    inputs: str = Field(description="Registered name of the test-input builder (pixel values and image tokens).")
-    variants: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Named overrides of `config` (deep-merged), each tested as well."
-    )
-    max_images_per_sample: int = Field(4, ge=1, description="Most images one prompt of this family may carry.")
-    first_cut: int = Field(1, ge=1, description="Shallowest layer the conformance schedules cut before "
-                           "(families that add per-token features in early layers refuse shallower cuts).")
-    eager_only: list[str] = Field(default_factory=list, description="Variants ('default' for the base config) "
-                                  "whose text model has no sdpa implementation in transformers.")
-    stand_ins: dict[str, str] = Field(default_factory=dict, description="Keys of `config` built by a registered "
-                                      "stand-in (kind 'test_stand_in') from their mapping before the config class "
-                                      "gets them: for sub-configs the family's config class pins to a class whose "
-                                      "model cannot be built here (Gemma 3n's timm vision tower).")
-    padded_decode_differs: bool = Field(False, description="Hugging Face's own model generates differently with "
-                                        "and without a KV cache for a left-padded sample (Kosmos-2 / 2.5: positions "
-                                        "skip padding in a prefill, not in a cached step); the suite then compares "
-                                        "cached and uncached generation on unpadded samples only.")
-    weights: str | None = Field(None, description="Registered test-weight initialiser (kind 'test_weights') "
-                                "applied after the family's own initialisation: for parameters a fresh model "
-                                "sets to an identity that a scorer must nevertheless reproduce (Mistral Large 4's "
-                                "position-dependent query scaling).")
-
-
 class ModelSpec(_Strict):
     """Where a multimodal model keeps its language model, decoder layers and vision tokens."""
 
     name: str = Field(description="Short name, used by load_spec(name).")
-    description: str = ""
+    description: str = Field("", description="A few lines on the family; how tokenprune handles it in detail "
+                             "belongs in its docs page (bundled specs: docs/models/NAME.md).")
     architectures: list[str] = Field(description="HF architecture class names this spec matches.")
     plugins: list[str] = Field([], description="Plug-in modules whose registered entries the spec names: a bundled "
                                "family module (the .py beside the family's YAML) or an entry point of the "
@@ -210,7 +186,18 @@ class ModelSpec(_Strict):
     attention: AttentionAttrs = AttentionAttrs()
     vision_tokens: VisionTokens
     tracing: Tracing = Tracing()
-    test_model: TestModel | None = None
+    # The file the spec was read from (None for one built from a mapping): its test data sits beside it.
+    _source_file: Path | Traversable | None = PrivateAttr(None)
+
+    @property
+    def source_file(self) -> Path | Traversable | None:
+        return self._source_file
+
+    def __eq__(self, other: object) -> bool:
+        # Two specs with the same keys are the same spec wherever they were read from.
+        if not isinstance(other, ModelSpec):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
 
     @field_validator("architectures")
     @classmethod
@@ -288,7 +275,7 @@ def resolve_module(root, path: str, where: str):
 
 
 # ------------------------------------------------------------------ loading
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str, what: str = "model spec") -> str:
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "<root>"
@@ -300,28 +287,44 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
             lines.append(f"missing key {loc!r}: it is required")
         else:
             lines.append(f"{loc}: {e['msg']}{got_text}")
-    return f"invalid model spec {source}:\n  " + "\n  ".join(lines)
+    return f"invalid {what} {source}:\n  " + "\n  ".join(lines)
 
 
-def spec_from_dict(data: dict, source: str = "<dict>") -> ModelSpec:
+def sibling_test_file(spec_file: Path | Traversable) -> Path | Traversable:
+    """The test-data file beside a spec file: x.yaml -> x.test.yaml."""
+    stem = spec_file.name.rsplit(".", 1)[0]
+    return spec_file.parent / f"{stem}{TESTDATA_SUFFIX}" if isinstance(spec_file, Path) else \
+        resources.files(BUNDLED_PACKAGE) / f"{stem}{TESTDATA_SUFFIX}"
+
+
+def spec_from_dict(data: dict, source: str = "<dict>", source_file: Path | Traversable | None = None) -> ModelSpec:
+    """Validate a spec mapping; ``source_file`` is the file it was read from (its test data sits beside it)."""
     if not isinstance(data, dict):
         raise SpecError(describe(f"spec is a {type(data).__name__}", source, "a YAML mapping"))
+    if "test_model" in data:
+        target = str(sibling_test_file(source_file)) if source_file is not None else f"NAME{TESTDATA_SUFFIX}"
+        raise SpecError(describe(
+            "the spec has an inline 'test_model' section; test data now lives in a file of its own",
+            f"{source}: test_model", f"only runtime keys in the spec, the test data in {target} beside it",
+            f"move the keys under test_model (config_class, config, inputs, ...) to the top level of {target}, "
+            "unindented, and delete the section from the spec"))
     try:
         spec = ModelSpec.model_validate(data)
     except ValidationError as err:
-        raise SpecError(_format_validation_error(err, source)) from None
+        raise SpecError(format_validation_error(err, source)) from None
     try:
         load_plugins(spec.plugins, f"{source}: plugins")
     except TokenPruneError as err:
         raise SpecError(str(err)) from None
     # The names of plug-in entries are checked when the spec is resolved (tokenprune.plugins.resolve): the core's
     # built-in entries import this module, so it cannot load them here without an import circle.
+    spec._source_file = source_file
     return spec
 
 
 def bundled_spec_names() -> list[str]:
     files = resources.files(BUNDLED_PACKAGE).iterdir()
-    return sorted(f.name[:-5] for f in files if f.name.endswith(".yaml"))
+    return sorted(f.name[:-5] for f in files if f.name.endswith(".yaml") and not f.name.endswith(TESTDATA_SUFFIX))
 
 
 def load_spec(name_or_path: str | Path | ModelSpec) -> ModelSpec:
@@ -330,10 +333,13 @@ def load_spec(name_or_path: str | Path | ModelSpec) -> ModelSpec:
         return name_or_path
     text_path = str(name_or_path)
     path = Path(text_path)
+    if text_path.endswith(TESTDATA_SUFFIX):
+        raise SpecError(describe(f"{text_path!r} is a test model file, not a spec", "load_spec",
+                                 "the spec file beside it", f"pass {text_path[:-len(TESTDATA_SUFFIX)]}.yaml"))
     if text_path.endswith((".yaml", ".yml")) or path.exists():
         if not path.is_file():
             raise SpecError(describe(f"spec file {text_path!r} not found", "load_spec", "an existing YAML file"))
-        source, text = str(path), path.read_text()
+        source, text, file = str(path), path.read_text(), path
     else:
         resource = resources.files(BUNDLED_PACKAGE) / f"{text_path}.yaml"
         if not resource.is_file():
@@ -342,12 +348,12 @@ def load_spec(name_or_path: str | Path | ModelSpec) -> ModelSpec:
             raise SpecError(describe(f"no bundled spec named {text_path!r}", "load_spec",
                                      f"one of {names}", f"did you mean {near}?" if near else
                                      "or pass the path of a YAML file"))
-        source, text = f"bundled spec {text_path!r}", resource.read_text()
+        source, text, file = f"bundled spec {text_path!r}", resource.read_text(), resource
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise SpecError(describe(f"YAML syntax error: {err}", source, "valid YAML")) from None
-    return spec_from_dict(data, source)
+    return spec_from_dict(data, source, file)
 
 
 def bundled_specs() -> list[ModelSpec]:
@@ -397,11 +403,3 @@ def text_only_message(arch: str, where: str) -> str:
 def json_schema() -> dict:
     """The JSON Schema of the spec format (exported to ``model_specs/spec.schema.json`` and the docs)."""
     return ModelSpec.model_json_schema()
-
-
-def write_json_schema(path: Path) -> None:
-    path.write_text(json.dumps(json_schema(), indent=2) + "\n")
-
-
-if __name__ == "__main__":  # python -m tokenprune.spec: regenerate the shipped JSON Schema
-    write_json_schema(Path(__file__).resolve().parents[1] / "model_specs" / "spec.schema.json")

@@ -7,7 +7,7 @@ RoPE section); for those, the keyword arguments below are passed to ``AutoConfig
 the analysis sees the real module tree. Each entry is the smallest config that builds and keeps the
 family's layer layout (layer types, MoE, indexer) as its checkpoints have it; keep them tiny.
 
-Architectures with a bundled spec never need an entry: their spec's ``test_model`` builds them.
+Architectures with a bundled spec never need an entry: their spec's test data (``NAME.test.yaml``) builds them.
 """
 
 from __future__ import annotations

@@ -87,10 +87,25 @@ def test_validate_reports_missing_module_path_with_nearest_names(tmp_path):
     assert "FAIL" in result.output and "query_proj" in result.output and "q_proj" in result.output
 
 
+def test_validate_docs_example_builds_the_test_model_beside_it():
+    result = runner.invoke(app, ["validate", str(ROOT / "docs" / "examples" / "my_llava.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "PASS  pruned matches masking reference" in result.output
+
+
+def test_validate_spec_without_test_file_names_where_it_goes(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text((ROOT / "docs" / "examples" / "my_llava.yaml").read_text())
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert "has no test model file" in result.output and str(tmp_path / "mine.test.yaml") in result.output
+
+
 def test_validate_without_inputs_source_says_how(tmp_path):
     examples = ROOT / "docs" / "examples"
-    result = runner.invoke(app, ["validate", str(examples / "my_llava.yaml"), "--family-config",
-                                 str(examples / "tiny_llava_config.json")])
+    path = tmp_path / "mine.yaml"  # a spec without test data beside it
+    path.write_text((examples / "my_llava.yaml").read_text())
+    result = runner.invoke(app, ["validate", str(path), "--family-config", str(examples / "tiny_llava_config.json")])
     assert result.exit_code == 2
     assert "--inputs" in result.output
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 import tokenprune as tp
+from tokenprune.spec_testdata import TestModelSpec, load_test_model
 from tokenprune.testing import build_test_model, make_test_inputs
 from tokenprune.testing.masking import decoder_layers
 
@@ -19,15 +20,14 @@ BATCHES = {"batch1": ([1], [6]), "batch3": ([1, 2, 1], [5, 9, 3])}
 def spec_cases() -> list[tuple[str, str | None]]:
     cases = []
     for name in tp.bundled_spec_names():
-        spec = tp.load_spec(name)
         cases.append((name, None))
-        cases += [(name, variant) for variant in spec.test_model.variants]
+        cases += [(name, variant) for variant in load_test_model(name).variants]
     return cases
 
 
 def backends(name: str, variant: str | None) -> tuple[str, ...]:
     """Attention backends the family's text model has in transformers (Gemma 2 has no sdpa)."""
-    eager_only = tp.load_spec(name).test_model.eager_only
+    eager_only = load_test_model(name).eager_only
     return ("eager",) if (variant or "default") in eager_only else ATTENTION
 
 
@@ -48,6 +48,7 @@ def pair_id(pair) -> str:
 @dataclass
 class Case:
     spec: tp.ModelSpec
+    test: TestModelSpec  # the spec's test data (NAME.test.yaml)
     variant: str | None
     models: dict  # attention implementation -> model (same weights)
 
@@ -61,12 +62,12 @@ class Case:
 
     def batch(self, model, key: str):
         images, texts = BATCHES[key]
-        if self.spec.test_model.max_images_per_sample == 1:
+        if self.test.max_images_per_sample == 1:
             images = [1] * len(images)
         return make_test_inputs(self.spec, model, images, texts, seed=len(images))
 
     def schedules(self) -> dict[str, tp.Schedule]:
-        n, first = self.num_layers, self.spec.test_model.first_cut
+        n, first = self.num_layers, self.test.first_cut
         multi = [1.0] * first + [0.75, 0.5, 0.25] + [0.25] * n
         return {"fastv": tp.Schedule.fastv(n, layer=max(2, first), keep=0.5), "multi": tp.Schedule(multi[:n]),
                 "withdraw": tp.Schedule.vtw(n, layer=max(2, first))}
@@ -80,7 +81,7 @@ def load_case(name: str, variant: str | None) -> Case:
     for model in models.values():
         for key, value in model.state_dict().items():
             assert torch.equal(value, ref[key]), f"seeded builds differ at {key}"
-    return Case(spec, variant, models)
+    return Case(spec, load_test_model(spec), variant, models)
 
 
 # The compiled models of the case whose tests are running. Those tests only call them (forward, generate,

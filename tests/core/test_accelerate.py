@@ -17,6 +17,7 @@ import tokenprune as tp
 from tests.conformance.cases import greedy
 from tokenprune.errors import UnsupportedError
 from tokenprune.rewrites import accelerate_hooks
+from tokenprune.spec_testdata import load_test_model
 from tokenprune.testing import build_test_model, make_test_inputs
 from tokenprune.testing.device_maps import layer_offload_map
 
@@ -75,8 +76,9 @@ def _unhooked(name: str):
     spec = tp.load_spec(name)
     model = build_test_model(spec)
     layers = model.config.get_text_config().num_hidden_layers
-    schedule = tp.Schedule.fastv(layers, layer=max(2, spec.test_model.first_cut), keep=0.5)
-    batch = make_test_inputs(spec, model, [1] * 3 if spec.test_model.max_images_per_sample == 1 else [1, 2, 1],
+    test = load_test_model(spec)
+    schedule = tp.Schedule.fastv(layers, layer=max(2, test.first_cut), keep=0.5)
+    batch = make_test_inputs(spec, model, [1] * 3 if test.max_images_per_sample == 1 else [1, 2, 1],
                              [5, 9, 3], seed=3)
     pruned = tp.compile(model, spec, schedule)
     with torch.no_grad():

@@ -7,6 +7,7 @@ import tokenprune as tp
 from tests.conformance.cases import greedy, load_case
 from tokenprune.testing.masking import dropped_per_layer, kept_positions, masked_reference
 from tokenprune.errors import TraceError
+from tokenprune.spec_testdata import load_test_model
 from tokenprune.testing import build_test_model, make_test_inputs
 
 
@@ -35,16 +36,15 @@ def test_image_and_video_spans_are_counted_together_per_sample():
 
 
 def _gemma3_small_window():
-    spec = tp.load_spec("gemma3")
-    config = spec.test_model.model_copy(update={"config": {**spec.test_model.config,
-                                                           "text_config": {**spec.test_model.config["text_config"],
-                                                                           "sliding_window": 16}}})
-    return spec.model_copy(update={"test_model": config})
+    """The Gemma 3 spec and its test data with a 16-token window."""
+    test = load_test_model("gemma3")
+    text = {**test.config["text_config"], "sliding_window": 16}
+    return tp.load_spec("gemma3"), test.model_copy(update={"config": {**test.config, "text_config": text}})
 
 
 def test_gemma3_prefill_longer_than_the_window_matches_the_masking_reference():
-    spec = _gemma3_small_window()
-    model, eager = build_test_model(spec), build_test_model(spec, attn_implementation="eager")
+    spec, test = _gemma3_small_window()
+    model, eager = build_test_model(spec, test=test), build_test_model(spec, attn_implementation="eager", test=test)
     batch = make_test_inputs(spec, model, [2, 1], [9, 4])
     assert batch.input_ids.shape[1] > 16
     schedule = tp.Schedule([1.0, 0.5, 0.5, 0.25])
@@ -62,8 +62,8 @@ def test_gemma3_prefill_longer_than_the_window_matches_the_masking_reference():
 
 
 def test_gemma3_cached_decoding_past_the_window_equals_no_cache():
-    spec = _gemma3_small_window()
-    model = build_test_model(spec)
+    spec, test = _gemma3_small_window()
+    model = build_test_model(spec, test=test)
     batch = make_test_inputs(spec, model, [1], [3])
     compiled = tp.compile(model, spec, tp.Schedule([1.0, 0.5, 0.5, 0.25]))
     assert batch.input_ids.shape[1] + 4 > 16  # (every family with windows: tests/core/test_sliding_windows.py)

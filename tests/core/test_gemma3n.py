@@ -16,6 +16,7 @@ from tokenprune.rewrites.hints_shared_kv import new_kv_sharing_dict
 from tokenprune.rewrites.ops import gather_hidden
 from tokenprune.rewrites.probe_stack import tuple_output_layers
 from tokenprune.rewrites.state import Gather
+from tokenprune.spec_testdata import load_test_model
 from tokenprune.testing import build_test_model, make_test_inputs
 from tokenprune.testing.builders import build_test_config
 
@@ -128,15 +129,16 @@ def test_stand_in_vision_tower_has_the_timm_towers_layout(spec, model):
     assert batch.vision_mask.sum(dim=1).tolist() == [16, 32]
 
 
-def test_unknown_stand_in_is_refused(spec, tmp_path):
+def test_unknown_stand_in_is_refused(tmp_path):
     import yaml
 
-    data = spec.model_dump(exclude_defaults=True)
-    data["test_model"]["stand_ins"] = {"vision_config": "timm_mobilenet"}
-    path = tmp_path / "bad.yaml"
+    data = load_test_model("gemma3n").model_dump(exclude_defaults=True)
+    data["stand_ins"] = {"vision_config": "timm_mobilenet"}
+    path = tmp_path / "bad.test.yaml"
     path.write_text(yaml.safe_dump(data))
-    with pytest.raises(SpecError, match=r"unknown test stand in 'timm_mobilenet'.*test_model.stand_ins"):
-        build_test_model(tp.load_spec(path))
+    test = load_test_model(path)  # stand-in names are checked when the test model is built
+    with pytest.raises(SpecError, match=r"unknown test stand in 'timm_mobilenet'.*stand_ins.*did you mean"):
+        build_test_model(tp.load_spec("gemma3n"), test=test)
 
 
 def test_dtype_and_device_reads_carry_no_tokens():

@@ -10,22 +10,28 @@ from tokenprune.errors import UnsupportedError
 from tokenprune.plugins import registry
 from tokenprune.rewrites.ops import gather_rope
 from tokenprune.rewrites.state import Gather
+from tokenprune.spec_testdata import TestModelSpec, load_test_model
 from tokenprune.testing import build_test_model, make_test_inputs
 
 
-def _spec(**text):
-    spec = tp.load_spec("llama4")
-    config = {**spec.test_model.config, "text_config": {**spec.test_model.config["text_config"], **text}}
-    return spec.model_copy(update={"test_model": spec.test_model.model_copy(update={"config": config})})
+SPEC = tp.load_spec("llama4")
+
+
+def _test(**text) -> TestModelSpec:
+    """The spec's test data with ``text`` merged into its text config."""
+    test = load_test_model(SPEC)
+    config = {**test.config, "text_config": {**test.config["text_config"], **text}}
+    return test.model_copy(update={"config": config})
 
 
 def _layers(model):
     return model.language_model.model.layers
 
 
-def _pruned_vs_reference(spec, attn="sdpa"):
+def _pruned_vs_reference(spec, test, attn="sdpa"):
     """Max |pruned - masking reference| over the kept positions' logits of a 2-sample padded batch."""
-    model, eager = build_test_model(spec, attn_implementation=attn), build_test_model(spec, attn_implementation="eager")
+    model = build_test_model(spec, attn_implementation=attn, test=test)
+    eager = build_test_model(spec, attn_implementation="eager", test=test)
     batch = make_test_inputs(spec, model, [2, 1], [9, 4])
     compiled = tp.compile(model, spec, tp.Schedule([1.0, 0.75, 0.5, 0.25]))
     with torch.no_grad():
@@ -44,7 +50,7 @@ def _pruned_vs_reference(spec, attn="sdpa"):
 def test_rope_matches_hf_apply_rotary_emb_then_qk_norm():
     from transformers.models.llama4 import modeling_llama4 as hf
 
-    model = build_test_model(_spec())
+    model = build_test_model(SPEC)
     rope_layer, nope_layer = _layers(model)[0].self_attn, _layers(model)[1].self_attn
     assert rope_layer.use_rope and hasattr(rope_layer, "qk_norm") and not nope_layer.use_rope
     q, k = torch.randn(2, 5, 4, 16), torch.randn(2, 5, 2, 16)  # (B, S, H, Dh) as the layer holds them
@@ -69,11 +75,11 @@ def test_a_single_rope_tensor_is_gathered_along_the_token_axis():
 def test_temperature_tuning_is_refused_from_floor_scale_on_and_would_be_wrong_there():
     # floor_scale 16: NoPE layers scale queries by a factor computed from each layer's own slot index, so a
     # pruned layer (fewer slots) scales differently once prompts reach 16 tokens.
-    spec = _spec(floor_scale=16, attn_scale=2.0)
+    spec, test = SPEC, _test(floor_scale=16, attn_scale=2.0)
     unchecked = spec.model_copy(update={"tracing": spec.tracing.model_copy(update={"length_limits": []})})
-    diff, batch = _pruned_vs_reference(unchecked)
+    diff, batch = _pruned_vs_reference(unchecked, test)
     assert batch.input_ids.shape[1] >= 16 and diff > 1e-2  # why the limit exists
-    model = build_test_model(spec)
+    model = build_test_model(spec, test=test)
     compiled = tp.compile(model, spec, tp.Schedule([1.0, 0.75, 0.5, 0.25]))
     with pytest.raises(UnsupportedError, match=r"\d+ tokens \(prompt \+ generated\) reach floor_scale=16"):
         with torch.no_grad():
@@ -84,8 +90,8 @@ def test_temperature_tuning_is_refused_from_floor_scale_on_and_would_be_wrong_th
 
 
 def test_generation_stops_with_a_clear_error_at_floor_scale():
-    spec = _spec(floor_scale=64)
-    model = build_test_model(spec)
+    spec = SPEC
+    model = build_test_model(spec, test=_test(floor_scale=64))
     batch = make_test_inputs(spec, model, [1], [6])
     prompt = batch.input_ids.shape[1]
     compiled = tp.compile(model, spec, tp.Schedule.fastv(4, layer=2, keep=0.5))
@@ -96,10 +102,10 @@ def test_generation_stops_with_a_clear_error_at_floor_scale():
 
 
 def test_chunked_prefill_and_decoding_past_a_chunk_are_exact():
-    spec = _spec(attention_chunk_size=16)
-    diff, batch = _pruned_vs_reference(spec)
+    spec, test = SPEC, _test(attention_chunk_size=16)
+    diff, batch = _pruned_vs_reference(spec, test)
     assert batch.input_ids.shape[1] > 16 and diff < 1e-4
-    model, eager = build_test_model(spec), build_test_model(spec, attn_implementation="eager")
+    model, eager = build_test_model(spec, test=test), build_test_model(spec, attn_implementation="eager", test=test)
     compiled = tp.compile(model, spec, tp.Schedule.fastv(4, layer=2, keep=0.5))
     tokens = greedy(compiled, batch, steps=3)  # the chunked caches are kept whole, the chunked mask slides
     assert torch.equal(tokens, greedy(compiled, batch, steps=3, use_cache=False))
@@ -111,8 +117,7 @@ def test_chunked_prefill_and_decoding_past_a_chunk_are_exact():
 def test_length_limits_and_windowed_layers_are_validated():
     from tokenprune.errors import SpecError
 
-    spec = _spec()
-    spec = spec.model_copy(update={"tracing": spec.tracing.model_copy(update={"length_limits": ["floor_scal"]})})
+    spec = SPEC.model_copy(update={"tracing": SPEC.tracing.model_copy(update={"length_limits": ["floor_scal"]})})
     with pytest.raises(SpecError, match=r"config has no attribute 'floor_scal'.*nearest names: \['floor_scale'"):
         tp.compile(build_test_model(spec), spec, tp.Schedule.fastv(4, layer=2, keep=0.5))
     with pytest.raises(SpecError, match=r"unknown key 'tracing.windowed_layers.chunked_attention.keep'"):

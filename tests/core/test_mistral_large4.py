@@ -20,6 +20,7 @@ from tokenprune.rewrites.gathers import hand_on_unread
 from tokenprune.rewrites.probe_stack import tuple_output_layers
 from tokenprune.plugins.resolve import resolve_spec
 from tokenprune.scoring.attention import attention_probs
+from tokenprune.spec_testdata import load_test_model
 from tokenprune.testing import build_test_model
 from tokenprune.testing.builders import _deep_merge
 
@@ -45,9 +46,9 @@ def _last_query_scores(case, layer, seen, mask_2d, position_ids, shared_kv=None)
 
 def _model_with(text_overrides: dict):
     """A tiny eager model of the spec's test config with ``text_overrides`` merged into its text config."""
-    spec = tp.load_spec(NAME)
-    kwargs = _deep_merge(copy.deepcopy(spec.test_model.config), {"text_config": text_overrides})
-    config = getattr(transformers, spec.test_model.config_class)(**kwargs)
+    test = load_test_model(NAME)
+    kwargs = _deep_merge(copy.deepcopy(test.config), {"text_config": text_overrides})
+    config = getattr(transformers, test.config_class)(**kwargs)
     torch.manual_seed(0)
     return transformers.MistralLarge4ForConditionalGeneration._from_config(config, attn_implementation="eager")
 

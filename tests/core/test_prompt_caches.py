@@ -11,6 +11,7 @@ from tokenprune.testing.masking import dropped_per_layer, masked_reference
 from tokenprune.errors import UnsupportedError
 from tokenprune.rewrites.prompt_caches import without_evicted
 from tokenprune.rewrites.state import CallState, Gather, Layout, Mode
+from tokenprune.spec_testdata import load_test_model
 from tokenprune.testing import build_test_model, make_test_inputs
 
 WINDOW = 4
@@ -19,11 +20,10 @@ STEPS = 12  # evicts decoded tokens from step WINDOW + 2 on
 
 @functools.lru_cache(maxsize=None)
 def _models():
-    spec = tp.load_spec("unlimited_ocr")
-    text = {**spec.test_model.config["text_config"], "sliding_window": WINDOW}
-    spec = spec.model_copy(update={"test_model": spec.test_model.model_copy(
-        update={"config": {**spec.test_model.config, "text_config": text}})})
-    models = {attn: build_test_model(spec, attn_implementation=attn) for attn in ("eager", "sdpa")}
+    spec, test = tp.load_spec("unlimited_ocr"), load_test_model("unlimited_ocr")
+    text = {**test.config["text_config"], "sliding_window": WINDOW}
+    test = test.model_copy(update={"config": {**test.config, "text_config": text}})
+    models = {attn: build_test_model(spec, attn_implementation=attn, test=test) for attn in ("eager", "sdpa")}
     return spec, models
 
 

@@ -1,6 +1,6 @@
 """The prune pass beyond keyword arguments: positional per-token layer arguments, keys/values shared between
 layers (Gemma 4), hint-marked per-token state in the completeness analysis, the Kosmos image-mask
-locator, and the Kosmos position quirk behind ``test_model.padded_decode_differs``."""
+locator, and the Kosmos position quirk behind the test data's ``padded_decode_differs``."""
 
 import pytest
 import torch

@@ -12,6 +12,7 @@ import tokenprune as tp
 from tests.conformance.cases import backends, greedy
 from tokenprune.testing.masking import dropped_per_layer, masked_reference
 from tokenprune.errors import UnsupportedError
+from tokenprune.spec_testdata import TestModelSpec, load_test_model
 from tokenprune.rewrites.sliding import WholeWindowLayer
 from tokenprune.testing import build_test_model, make_test_inputs
 from tokenprune.testing.builders import build_test_config
@@ -27,7 +28,7 @@ def _windowed_cases() -> list[tuple[str, str | None]]:
     cases = []
     for name in tp.bundled_spec_names():
         spec = tp.load_spec(name)
-        for variant in (None, *spec.test_model.variants):
+        for variant in (None, *load_test_model(spec).variants):
             text = build_test_config(spec, variant).get_text_config()
             types = set(getattr(text, "layer_types", None) or ["sliding_attention"])
             policies = [spec.windowed_layers.get(kind) for kind in types]
@@ -44,15 +45,16 @@ def _case_id(case) -> str:
     return name if variant is None else f"{name}-{variant}"
 
 
-def _small_window(name: str, variant: str | None) -> tp.ModelSpec:
-    """The spec with ``variant`` merged into its test configuration and every window shrunk to ``WINDOW``."""
+def _small_window(name: str, variant: str | None) -> tuple[tp.ModelSpec, TestModelSpec]:
+    """The spec and its test data with ``variant`` merged into the configuration and every window shrunk to
+    ``WINDOW``."""
     spec = tp.load_spec(name)
-    test = spec.test_model
+    test = load_test_model(spec)
     config = test.config if variant is None else _merge(test.config, test.variants[variant])
     text = {k: (WINDOW if k in WINDOW_KEYS and v else v) for k, v in config["text_config"].items()}
     eager_only = ["default"] if (variant or "default") in test.eager_only else []
     update = {"config": {**config, "text_config": text}, "variants": {}, "eager_only": eager_only}
-    return spec.model_copy(update={"test_model": test.model_copy(update=update)})
+    return spec, test.model_copy(update=update)
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -62,8 +64,9 @@ def _merge(base: dict, over: dict) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _models(name: str, variant: str | None):
-    spec = _small_window(name, variant)
-    return spec, {attn: build_test_model(spec, attn_implementation=attn, seed=0) for attn in backends(name, variant)}
+    spec, test = _small_window(name, variant)
+    return spec, {attn: build_test_model(spec, attn_implementation=attn, seed=0, test=test)
+                  for attn in backends(name, variant)}
 
 
 def _backends_under_test(name: str, models: dict) -> list[str]:
@@ -76,7 +79,7 @@ def _layers(spec, model):
 
 
 def _schedule(spec, num_layers: int) -> tp.Schedule:
-    first = max(1, spec.test_model.first_cut)
+    first = max(1, load_test_model(spec).first_cut)
     return tp.Schedule([1.0] * first + [0.5] + [0.25] * (num_layers - first - 1))
 
 

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 import tokenprune as tp
 from tokenprune.cli import app
 from tokenprune.errors import SpecError
+from tokenprune.spec_testdata import TestModelSpec, load_test_model
 from tokenprune.testing import build_test_model, make_test_inputs
 from tokenprune.testing.conformance import CheckResult, run_mini_conformance
 from tokenprune.testing.eager_topk import eager_topk_agreement
@@ -23,9 +24,7 @@ EAGER_CHECK = "kept set is the top-k of the model's own eager attention"
 def llava_spec(text_type: str, layer: dict | None = None, attention: dict | None = None) -> dict:
     """The bundled LLaVA spec as a dict, on a ``text_type`` (qwen3, olmo2, ...) text model of the same size."""
     spec = tp.load_spec("llava").model_dump(mode="json", exclude_unset=True)
-    spec["name"] = f"llava_{text_type}"
-    text = spec["test_model"]["config"]["text_config"]
-    text.update(model_type=text_type, head_dim=16, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    spec["name"] = f"llava_{text_type}"  # build() reads the text type back from the name
     spec["layer"] = {**spec.get("layer", {}), **(layer or {})}
     spec["attention"] = attention or {}
     return spec
@@ -34,16 +33,25 @@ def llava_spec(text_type: str, layer: dict | None = None, attention: dict | None
 QWEN3 = llava_spec("qwen3", {"q_norm": "self_attn.q_norm", "k_norm": "self_attn.k_norm"})
 
 
+def llava_test(text_type: str) -> TestModelSpec:
+    """The bundled LLaVA test data on a ``text_type`` text model of the same size."""
+    test = load_test_model("llava")
+    text = {**test.config["text_config"], "model_type": text_type, "head_dim": 16, "bos_token_id": 1,
+            "eos_token_id": 2, "pad_token_id": 0}
+    return test.model_copy(update={"config": {**test.config, "text_config": text}})
+
+
 def build(spec: dict, dtype=torch.float32):
     """The spec's tiny eager model, its norm weights drawn away from 1 (a fresh model's norms are identities,
     which would hide a wrong norm path), and a left-padded batch of two samples."""
-    model = build_test_model(tp.spec.spec_from_dict(spec), attn_implementation="eager", dtype=dtype)
+    test = llava_test(spec["name"].removeprefix("llava_"))
+    model = build_test_model(tp.spec.spec_from_dict(spec), attn_implementation="eager", dtype=dtype, test=test)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "norm" in name and param.dim() == 1:
                 param.copy_(1 + 0.5 * torch.randn(param.shape, generator=gen))
-    batch = make_test_inputs(tp.spec.spec_from_dict(spec), model, [1, 1], [5, 8], seed=0)
+    batch = make_test_inputs(tp.spec.spec_from_dict(spec), model, [1, 1], [5, 8], seed=0, test=test)
     return model, batch.kwargs
 
 
@@ -139,6 +147,8 @@ def test_qk_norm_scope_is_validated(attention, layer, message):
 def test_cli_prints_one_line_per_check(tmp_path):
     path = tmp_path / "qwen3_without_norms.yaml"
     path.write_text(yaml.safe_dump({**QWEN3, "layer": {}}))
+    test = llava_test("qwen3").model_dump(mode="json", exclude_defaults=True)
+    (tmp_path / "qwen3_without_norms.test.yaml").write_text(yaml.safe_dump(test))
     result = CliRunner().invoke(app, ["validate", str(path)])
     assert result.exit_code == 1, result.output
     verdicts = [line for line in result.stdout.splitlines() if line.startswith(("PASS", "FAIL"))]  # bars: stderr

@@ -15,6 +15,7 @@ import tokenprune as tp
 from tokenprune.errors import UnsupportedError
 from tokenprune.rewrites.probe_stack import tuple_output_layers
 from tokenprune.support import analyse, support_rows
+from tokenprune.spec_testdata import load_test_model
 from tokenprune.testing import build_test_model, make_test_inputs
 from tokenprune.testing.conformance import run_mini_conformance
 
@@ -42,13 +43,13 @@ def test_support_table_lists_them_as_supported():
 
 def _chameleon(swin: bool = False):
     """The bundled Chameleon spec and its tiny model; ``swin``: a swin_norm model and the spec for it."""
-    spec = tp.load_spec("chameleon")
+    spec, test = tp.load_spec("chameleon"), load_test_model("chameleon")
     if swin:
-        test = spec.test_model.model_copy(update={"config": {**spec.test_model.config, "swin_norm": True}})
+        test = test.model_copy(update={"config": {**test.config, "swin_norm": True}})
         spec = spec.model_copy(update={
             "layer": spec.layer.model_copy(update={"input_norm": None}),
-            "tracing": spec.tracing.model_copy(update={"hints": ["chameleon_swin"]}), "test_model": test})
-    return spec, build_test_model(spec, attn_implementation="eager")
+            "tracing": spec.tracing.model_copy(update={"hints": ["chameleon_swin"]})})
+    return spec, build_test_model(spec, attn_implementation="eager", test=test)
 
 
 def test_chameleon_merges_images_before_the_graph():

@@ -49,6 +49,15 @@ def test_custom_spec_is_saved_in_full(tiny, tmp_path):
     assert tp.schedule_of(recompiled) == setup.schedule
 
 
+def test_setup_saved_with_inline_test_data_still_loads(tiny, tmp_path):
+    spec, _, _ = tiny
+    old = {**spec.model_dump(mode="json", exclude_defaults=True), "name": "my-llava",
+           "test_model": {"config_class": "LlavaConfig", "config": {}, "inputs": "llava"}}
+    schedule = {"keep_ratio": [1.0, 0.5, 0.25, 0.25]}
+    (tmp_path / FILE_NAME).write_text(yaml.safe_dump({"spec": old, "schedule": schedule}))
+    assert read_setup(tmp_path).spec == spec.model_copy(update={"name": "my-llava"})
+
+
 def test_setup_file_errors_are_readable(tmp_path):
     with pytest.raises(tp.SpecError, match="no tokenprune.yaml"):
         read_setup(tmp_path)

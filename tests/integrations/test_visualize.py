@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import tokenprune as tp
+from tokenprune.spec_testdata import load_test_model
 from tokenprune.testing import build_test_model, make_test_inputs
 from tokenprune.visualize import infer_grid, kept_patch_masks, plot_kept_patches, vision_positions
 
@@ -50,15 +51,15 @@ def test_overlay_has_the_image_then_one_panel_per_distinct_cut(compiled, tmp_pat
 def _figure_for(schedule: tp.Schedule, grid_side: int, **kwargs):
     """A figure for a LLaVA test model whose image is ``grid_side``² vision tokens."""
     spec = tp.load_spec("llava")
-    config = spec.test_model.config
+    test = load_test_model(spec)
+    config = test.config
     layers = schedule.num_layers
     text = {**config["text_config"], "num_hidden_layers": layers}
     vision = {**config["vision_config"], "image_size": 4 * grid_side}
-    variant = spec.model_copy(update={"test_model": spec.test_model.model_copy(
-        update={"config": {**config, "text_config": text, "vision_config": vision}})})
-    model = build_test_model(variant)
-    batch = make_test_inputs(variant, model, [1], [5], seed=0)
-    return plot_kept_patches(tp.compile(model, variant, schedule), batch.kwargs, **kwargs)
+    model = build_test_model(spec, test=test.model_copy(
+        update={"config": {**config, "text_config": text, "vision_config": vision}}))
+    batch = make_test_inputs(spec, model, [1], [5], seed=0)
+    return plot_kept_patches(tp.compile(model, spec, schedule), batch.kwargs, **kwargs)
 
 
 SPANS = {  # 12 layers; the last cuts lower the ratio without changing ceil(r * N), so they keep the same tokens

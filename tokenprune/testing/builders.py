@@ -15,6 +15,7 @@ import torch
 
 from tokenprune.plugins import registry
 from tokenprune.spec import ModelSpec
+from tokenprune.spec_testdata import TestModelSpec, load_test_model, locate_test_model
 
 
 @dataclass
@@ -44,39 +45,46 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def build_test_config(spec: ModelSpec, variant: str | None = None):
+def test_source(spec: ModelSpec) -> str:
+    """Where a spec's test data comes from, for error messages."""
+    return str(locate_test_model(spec) or f"the test data of spec {spec.name!r}")
+
+
+def build_test_config(spec: ModelSpec, variant: str | None = None, test: TestModelSpec | None = None):
+    """The transformers config of the spec's tiny model; ``test`` overrides the test data beside the spec."""
     import transformers
 
-    test = spec.test_model
-    if test is None:
-        raise ValueError(f"spec {spec.name!r} has no test_model section")
+    test = test or load_test_model(spec)
     kwargs = copy.deepcopy(test.config if variant is None else _deep_merge(test.config, test.variants[variant]))
     for key, stand_in in test.stand_ins.items():  # sub-configs whose pinned class cannot build a model here
-        make = registry("test_stand_in").get(stand_in, f"spec {spec.name!r}: test_model.stand_ins")
+        make = registry("test_stand_in").get(stand_in, f"{test_source(spec)}: stand_ins")
         kwargs[key] = make(**kwargs.get(key, {}))
     return getattr(transformers, test.config_class)(**kwargs)
 
 
 def build_test_model(spec: ModelSpec, variant: str | None = None, attn_implementation: str = "sdpa",
-                     dtype: torch.dtype = torch.float32, seed: int = 0):
-    """A tiny random model of the spec's first architecture, in eval mode."""
+                     dtype: torch.dtype = torch.float32, seed: int = 0, test: TestModelSpec | None = None):
+    """A tiny random model of the spec's first architecture, in eval mode, from the spec's test data (the
+    ``*.test.yaml`` file beside it, see :func:`tokenprune.spec_testdata.load_test_model`) or from ``test``."""
     import transformers
 
-    config = build_test_config(spec, variant)
+    test = test or load_test_model(spec)
+    config = build_test_config(spec, variant, test)
     torch.manual_seed(seed)
     cls = getattr(transformers, spec.architectures[0])
     model = cls._from_config(config, attn_implementation=attn_implementation, dtype=dtype)
-    if spec.test_model.weights:  # parameters the family's init leaves at an identity, drawn at random
+    if test.weights:  # parameters the family's init leaves at an identity, drawn at random
         with torch.no_grad():
-            randomise = registry("test_weights").get(spec.test_model.weights, f"spec {spec.name!r}: test_model.weights")
+            randomise = registry("test_weights").get(test.weights, f"{test_source(spec)}: weights")
             randomise(model, torch.Generator().manual_seed(seed))
     return model.eval()
 
 
 def make_test_inputs(spec: ModelSpec, model, images_per_sample: list[int], text_lengths: list[int],
-                     seed: int = 0) -> TestBatch:
+                     seed: int = 0, test: TestModelSpec | None = None) -> TestBatch:
     """A left-padded batch: sample ``b`` has ``images_per_sample[b]`` images and ``text_lengths[b]`` text tokens."""
-    builder = registry("test_inputs").get(spec.test_model.inputs, f"spec {spec.name!r}: test_model.inputs")
+    inputs = (test or load_test_model(spec)).inputs
+    builder = registry("test_inputs").get(inputs, f"{test_source(spec)}: inputs")
     gen = torch.Generator().manual_seed(seed)
     return builder(model, images_per_sample, text_lengths, gen)
 

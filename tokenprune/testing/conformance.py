@@ -26,6 +26,7 @@ import torch
 from tokenprune.errors import TokenPruneError, UnsupportedError, describe
 from tokenprune.schedule import Schedule
 from tokenprune.spec import ModelSpec, resolve_module
+from tokenprune.spec_testdata import load_test_model
 
 from .eager_topk import eager_topk_agreement, scorer_keys, summary
 from .masking import decoder_layers, dropped_per_layer, kept_rows, masked_reference
@@ -58,7 +59,7 @@ class ConformanceReport:
 
 def two_cut_schedule(num_layers: int, first_cut: int = 1) -> Schedule:
     """Cuts before layers ``first_cut`` and ``first_cut + 1`` (keep 1/2, then 1/4) when the stack is deep
-    enough, else one cut. ``first_cut`` is the spec's ``test_model.first_cut`` (families that add per-token
+    enough, else one cut. ``first_cut`` is the ``first_cut`` of the spec's test data (families that add per-token
     features in early layers refuse shallower cuts)."""
     if num_layers >= first_cut + 2:
         return Schedule([1.0] * first_cut + [0.5] + [0.25] * (num_layers - first_cut - 1), name="two-cut")
@@ -78,7 +79,8 @@ def run_mini_conformance(model, spec: ModelSpec, inputs: dict, *, schedule: Sche
 
     report = ConformanceReport(spec.name)
     layers = decoder_layers(model, spec)
-    first = spec.test_model.first_cut if spec.test_model is not None else 1
+    test = load_test_model(spec, required=False)
+    first = test.first_cut if test is not None else 1
     schedule = schedule or two_cut_schedule(len(layers), first)
     note = progress or (lambda _msg: None)
     dtype = weight_dtype(layers)
@@ -176,10 +178,8 @@ def check_spec(spec: ModelSpec, variant: str | None = None, progress=None) -> Co
     The report's ``pruned_model`` is the test model compiled with the 2-cut schedule."""
     from .builders import build_test_model, make_test_inputs
 
-    if spec.test_model is None:
-        raise UnsupportedError(describe(f"spec {spec.name!r} has no test_model section", "check_spec",
-                                        "a tiny test configuration", "pass a real model instead"))
-    model = build_test_model(spec, variant, attn_implementation="eager")
-    images = [1, 1] if spec.test_model.max_images_per_sample == 1 else [1, 2]
-    batch = make_test_inputs(spec, model, images, [5, 8], seed=0)
+    test = load_test_model(spec)
+    model = build_test_model(spec, variant, attn_implementation="eager", test=test)
+    images = [1, 1] if test.max_images_per_sample == 1 else [1, 2]
+    batch = make_test_inputs(spec, model, images, [5, 8], seed=0, test=test)
     return run_mini_conformance(model, spec, batch.kwargs, progress=progress)

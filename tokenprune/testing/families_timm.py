@@ -3,7 +3,7 @@
 
 timm cannot be installed in CI (it needs torchvision, whose PyPI wheel for our torch is built against CUDA
 torch and fails to import on CPU torch). These families' configs build the vision tower with
-``AutoModel.from_config(config.vision_config)``, so their specs' ``test_model`` gives a tiny *transformers*
+``AutoModel.from_config(config.vision_config)``, so their specs' test data give a tiny *transformers*
 vision config of the same output layout instead (SegFormer for FastVLM's hierarchical FastViT-HD, CLIP with a
 class token for PerceptionLM's PE encoder). Only the test model's vision tower differs from a checkpoint's:
 tokenprune works on the text model after the features are merged, which is unchanged. A real checkpoint

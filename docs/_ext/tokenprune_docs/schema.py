@@ -43,15 +43,20 @@ def _section(name: str, schema: dict) -> str:
 
 def generate_schema_page() -> None:
     from tokenprune.spec import json_schema
+    from tokenprune.spec_testdata import json_schema_of_test_model
 
-    schema = json_schema()
+    schema, test_schema = json_schema(), json_schema_of_test_model()
     parts = ["# Spec format reference\n\n",
-             "Generated from `tokenprune.spec.json_schema()` (the pydantic model `ModelSpec`) on every docs "
-             "build. The same schema ships as `tokenprune/model_specs/spec.schema.json`; editors that understand "
-             "JSON Schema can validate spec files with it. How to write a spec is explained in "
+             "Generated from `tokenprune.spec.json_schema()` (the pydantic model `ModelSpec`) and "
+             "`tokenprune.spec_testdata.json_schema_of_test_model()` (`TestModelSpec`) on every docs build. The same "
+             "schemas ship as `tokenprune/model_specs/spec.schema.json` (a spec `NAME.yaml`) and "
+             "`tokenprune/model_specs/test.schema.json` (its test data `NAME.test.yaml`, beside it); editors that "
+             "understand JSON Schema can validate the files with them. How to write a spec is explained in "
              "{doc}`/reference/spec-format` and {doc}`/guides/add-a-model`.\n\n",
              _section("ModelSpec", schema)]
     for name, sub in sorted(schema.get("$defs", {}).items()):
         parts.append(_section(name, sub))
-    parts.append("## The JSON Schema\n\n" + code(json.dumps(schema, indent=2), "json"))
+    parts.append(_section("TestModelSpec", test_schema))
+    parts.append("## The JSON Schemas\n\n`spec.schema.json`:\n\n" + code(json.dumps(schema, indent=2), "json"))
+    parts.append("\n`test.schema.json`:\n\n" + code(json.dumps(test_schema, indent=2), "json"))
     write_page("spec-schema.md", "".join(parts))

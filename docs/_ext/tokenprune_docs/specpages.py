@@ -1,5 +1,6 @@
-"""One reference page per bundled spec: what each key locates, the traced graph of its tiny test model
-(2-cut schedule, inserted nodes marked, as text and as a picture) and a mini conformance check.
+"""One reference page per bundled spec: how tokenprune handles the family (hand-written notes in
+``docs/models/<name>.md``), what each key locates, the spec and its test data, the traced graph of its tiny test
+model (2-cut schedule, inserted nodes marked, as text and as a picture) and a mini conformance check.
 
 Returns the per-spec check results so the support table can show them.
 """
@@ -7,14 +8,17 @@ Returns the per-spec check results so the support table can show them.
 from __future__ import annotations
 
 import json
+import re
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .common import GENERATED, IMAGES, code, md_table, save_figure, write_page, write_text
+from .common import DOCS, GENERATED, IMAGES, code, md_table, save_figure, write_page, write_text
 
 # Pages are regenerated when their inputs change: the key hashes the sources, the spec and the versions.
 CACHE = GENERATED / ".cache"
+# Hand-written notes per family (how it is handled, its quirks), included in its generated page.
+NOTES = DOCS / "models"
 
 FIELD_NOTES = {
     "multimodal_model": "module that receives `input_ids` (vision positions are read from its input)",
@@ -92,7 +96,9 @@ def cache_key(name: str) -> str:
     paths += sorted(p for p in package.glob("*.py") if p.name not in ("visualize.py", "saving.py", "demo.py"))
     for path in paths:  # what compiling, checking and drawing a spec depends on (not search/bench/...)
         digest.update(path.read_bytes())
-    digest.update((resources.files("tokenprune.model_specs") / f"{name}.yaml").read_bytes())
+    specs = resources.files("tokenprune.model_specs")
+    for data in (specs / f"{name}.yaml", specs / f"{name}.test.yaml", NOTES / f"{name}.md"):
+        digest.update(data.read_bytes() if data.is_file() else b"-")
     digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()
 
@@ -115,12 +121,14 @@ def write_cache(name: str, key: str, body: str, checks: dict) -> None:
 
 def _text_models(spec) -> list[str]:
     """The text model types the spec's test configuration (and its variants) build."""
-    if spec.test_model is None:
-        return []
+    from tokenprune.spec_testdata import load_test_model
     from tokenprune.testing.builders import build_test_config
 
+    test = load_test_model(spec, required=False)
+    if test is None:
+        return []
     found = []
-    for variant in [None, *spec.test_model.variants]:
+    for variant in [None, *test.variants]:
         try:
             kind = build_test_config(spec, variant).get_text_config().model_type
         except Exception:  # reported by the page itself
@@ -133,32 +141,42 @@ def _text_models(spec) -> list[str]:
 def _page(spec, outcome: SpecOutcome) -> str:
     import tokenprune as tp
     from tokenprune.cli import graph_lines
+    from tokenprune.spec_testdata import load_test_model
     from tokenprune.testing import build_test_model, make_test_inputs
     from tokenprune.testing.conformance import run_mini_conformance, two_cut_schedule
 
-    parts = [f"# `{spec.name}`\n\n", (spec.description or "").strip() + "\n\n",
+    # The description's pointer to the notes is dropped: the notes follow on this page.
+    description = re.sub(r"\s*How tokenprune handles it: docs/models/\S+\.md$", "", spec.description.strip())
+    parts = [f"# `{spec.name}`\n\n", description + "\n\n",
              f"Load it with `tp.load_spec(\"{spec.name}\")`; `tp.compile(model, \"auto\", ...)` picks it for "
              f"{', '.join(f'`{a}`' for a in spec.architectures)}.\n\n"]
+    notes = NOTES / f"{spec.name}.md"
+    if notes.is_file():
+        parts.append("## How tokenprune handles this family\n\n" + _without_comments(notes.read_text()) + "\n")
     parts.append("## What each key locates\n\n")
-    if spec.test_model is None:
+    test = load_test_model(spec, required=False)
+    if test is None:
         parts.append(_keys_table(spec, None))
-        parts.append("\n## The spec file\n\n" + code(_spec_yaml(spec.name), "yaml"))
-        parts.append("\nThis spec has no `test_model`, so no graph is drawn here.\n")
+        parts.append("\n## The spec file\n\n" + code(_bundled_text(f"{spec.name}.yaml"), "yaml"))
+        parts.append(f"\nThis spec has no test model file (`{spec.name}.test.yaml`), so no graph is drawn here.\n")
         return "".join(parts)
-    model = build_test_model(spec, attn_implementation="eager")
+    model = build_test_model(spec, attn_implementation="eager", test=test)
     parts.append(_keys_table(spec, model))
-    parts.append("\n## The spec file\n\n" + code(_spec_yaml(spec.name), "yaml"))
+    parts.append("\n## The spec file\n\n" + code(_bundled_text(f"{spec.name}.yaml"), "yaml"))
+    parts.append(f"\n## The test model file\n\n`{spec.name}.test.yaml` beside the spec: the tiny random "
+                 "configuration the conformance suite and this page build (format: {doc}`/generated/spec-schema`)."
+                 "\n\n" + code(_bundled_text(f"{spec.name}.test.yaml"), "yaml"))
     n_layers = model.config.get_text_config().num_hidden_layers
-    schedule = two_cut_schedule(n_layers, spec.test_model.first_cut)
-    images = [1, 1] if spec.test_model.max_images_per_sample == 1 else [1, 2]
-    batch = make_test_inputs(spec, model, images, [5, 8], seed=0)
+    schedule = two_cut_schedule(n_layers, test.first_cut)
+    images = [1, 1] if test.max_images_per_sample == 1 else [1, 2]
+    batch = make_test_inputs(spec, model, images, [5, 8], seed=0, test=test)
     report = run_mini_conformance(model, spec, batch.kwargs, schedule=schedule)
     outcome.checks["default"] = report
     compiled = report.pruned_model or tp.compile(model, spec, schedule, self_check="off")
     graph = tp.graph_of(compiled).graph
     picture = save_figure(draw_graph(graph, f"{spec.name}: traced language model, schedule {schedule.name}"),
                           f"graph_{spec.name}")
-    parts.append(f"\n## Traced graph of the tiny test model\n\nThe tiny random model (`test_model`, {n_layers} "
+    parts.append(f"\n## Traced graph of the tiny test model\n\nThe tiny random model (test model file, {n_layers} "
                  f"decoder layers, text model `{_text_models(spec)[0]}`) compiled with `{schedule!r}`: cuts before "
                  f"layers {list(schedule.cuts)}. Nodes tokenprune inserted are orange in the picture and marked "
                  f"`<<` in the listing (`cutL_select` scores and selects, the `cutL_*` gathers reshape the hidden "
@@ -169,17 +187,23 @@ def _page(spec, outcome: SpecOutcome) -> str:
                  "`tokenprune.testing.conformance.run_mini_conformance` (eager attention, a left-padded batch of "
                  "2, default configuration; recomputed whenever the package sources or this spec change):\n\n")
     parts += [f"- {line}\n" for line in report.lines()]
-    variants = list(spec.test_model.variants)
+    variants = list(test.variants)
     if variants:
         parts.append(f"\nConfig variants {', '.join(f'`{v}`' for v in variants)} are covered by the full "
                      "conformance suite (`pytest tests/conformance`).\n")
     return "".join(parts)
 
 
-def _spec_yaml(name: str) -> str:
+def _bundled_text(filename: str) -> str:
+    """A file of the bundled spec folder (a spec or its test data)."""
     from importlib import resources
 
-    return (resources.files("tokenprune.model_specs") / f"{name}.yaml").read_text()
+    return (resources.files("tokenprune.model_specs") / filename).read_text()
+
+
+def _without_comments(text: str) -> str:
+    """The notes without their HTML comments (a note for editors of the file, not for readers of the page)."""
+    return re.sub(r"<!--.*?-->\n?", "", text, flags=re.DOTALL).strip() + "\n"
 
 
 def _keys_table(spec, model) -> str:

@@ -37,7 +37,7 @@ def suite_results() -> dict[str, dict[str, int]] | None:
 def _status(outcome) -> str:
     """The mini check in a few words: "pass" when every variant passed, else the variants that did not."""
     if not outcome.checks:
-        return "not checked (no `test_model`)"
+        return "not checked (no test model file)"
     failed = []
     for label, report in outcome.checks.items():
         if isinstance(report, str):
