@@ -7,7 +7,6 @@ paths; vision token ids are *references* into the model config (``image_token_id
 from __future__ import annotations
 
 import difflib
-import json
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
