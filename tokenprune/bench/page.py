@@ -14,9 +14,8 @@ GPU_COMMAND = "python benchmarks/speed.py --preset llava-7b --device cuda --dtyp
 
 TORCH_COMPILE_NOTE = (
     "`<variant>-compiled` is that variant under `torch.compile` (default inductor backend), timed after its first "
-    "calls (which compile; their seconds are the last column). The pruned model compiles with one graph break per "
-    "cut (the selection runs eagerly) plus one at the language-model call; see *torch.compile* in "
-    "docs/guides/loading-and-running.md.\n")
+    "calls (which compile; their seconds are the last column). The pruned model's selections run eagerly, behind "
+    "graph breaks at its cuts; *torch.compile* in docs/guides/loading-and-running.md gives their number and why.\n")
 
 
 def _ms(seconds) -> str:
