@@ -75,7 +75,8 @@ def test_unknown_kinds_and_new_kinds():
 def test_builtin_entries_meet_their_contracts():
     import tokenprune.search.objectives  # noqa: F401  (the search's built-in objectives register on import)
 
-    for kind in ("tracing_hint", "rope", "qk", "hidden_states", "locator", "scorer", "objective"):
+    # The only locator is a family's (Kosmos-2's image mask), so the core ships none of its own.
+    for kind in ("tracing_hint", "rope", "qk", "hidden_states", "scorer", "objective"):
         assert registry(kind).names(), f"no built-in {kind}"
     assert issubclass(registry("tracing_hint").get("mask_dict"), TracingHint)
 
