@@ -1,9 +1,9 @@
 """The functions the inserted graph nodes call: select at a cut, then gather every per-token value.
 
 A cut keeps, per sample, the ``ceil(r * N)`` vision tokens its selector chooses (by default the top ones by
-score) plus every other token, in their original order. Samples that keep fewer tokens than the longest are left-padded with *batch-padding
-slots* (masked everywhere) so the batch stays rectangular and each sample's result does not depend on
-its neighbours.
+score) plus every other token, in their original order. Samples that keep fewer tokens than the longest are
+left-padded with *batch-padding slots* (masked everywhere) so the batch stays rectangular and each sample's
+result does not depend on its neighbours.
 """
 
 from __future__ import annotations

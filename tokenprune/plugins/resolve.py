@@ -1,8 +1,8 @@
 """Resolve a spec once: look up every plug-in it names in its kind's registry and hold them in a ResolvedSpec.
 
 Importing this module registers the core's built-in entries (generic rope appliers, hidden-state layouts,
-standard hints, locators, q/k layouts, scorers, drop-selectors): their modules import only the leaf registry, so no registry
-ever imports them and no import circle forms. A spec's own plug-in modules were loaded with the spec.
+standard hints, locators, q/k layouts, scorers, drop-selectors): their modules import only the leaf registry,
+so no registry ever imports them and no import circle forms. A spec's own plug-in modules were loaded with the spec.
 """
 
 from __future__ import annotations

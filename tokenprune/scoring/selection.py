@@ -59,7 +59,7 @@ def find_selector(name: str, where: str = "compile(scorer=)") -> Selector:
 
 
 def check_keep(keep, ctx: ScoreContext, counts: torch.Tensor, name: str) -> torch.Tensor:
-    """``keep`` if it is a (B, n) bool mask True at exactly ``counts[b]`` still-kept vision slots; else a clear error."""
+    """``keep`` if it is a (B, n) bool mask True at exactly ``counts[b]`` still-kept vision slots, else an error."""
     where = f"selector {name!r} at the cut before layer {ctx.layer}"
     shape = tuple(ctx.vision.shape)
     if not isinstance(keep, torch.Tensor) or keep.dtype != torch.bool or tuple(keep.shape) != shape:
