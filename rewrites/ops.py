@@ -1,9 +1,9 @@
 """The functions the inserted graph nodes call: select at a cut, then gather every per-token value.
 
-A cut keeps, per sample, the top ``ceil(r * N)`` vision tokens by score plus every other token, in their
-original order. Samples that keep fewer tokens than the longest are left-padded with *batch-padding
-slots* (masked everywhere) so the batch stays rectangular and each sample's result does not depend on
-its neighbours.
+A cut keeps, per sample, the ``ceil(r * N)`` vision tokens its selector chooses (by default the top ones by
+score) plus every other token, in their original order. Samples that keep fewer tokens than the longest are
+left-padded with *batch-padding slots* (masked everywhere) so the batch stays rectangular and each sample's
+result does not depend on its neighbours.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch
 from tokenprune.errors import UnsupportedError, describe
 from tokenprune.schedule import keep_count
 from tokenprune.scoring.context import ScoreContext
+from tokenprune.scoring.selection import check_keep
 
 from .prompt_caches import without_evicted
 from .state import CutSelection, Gather, Layout, Mode, PruneSession
@@ -55,9 +56,10 @@ def _decide(session: PruneSession, layer: int, prev_layer: int | None, hidden_in
                            pad_offset=call.pad_offset, query_position=call.query_position, seed=session.seed,
                            cache=cache, key_policy=session.scoring_keys, shared_kv=shared_kv,
                            position_ids=position_ids)
-        scores = session.plugins.scorer(ctx).float()  # (B, n)
+        keep = session.plugins.selector(ctx, counts)  # (B, n) bool: the vision slots that survive
+        keep = check_keep(keep, ctx, counts, session.plugins.scorer_name)
         session.key_sources[layer] = ctx.key_source
-        index, layout = _select(scores, prev, counts)
+        index, layout = _select(keep, prev)
         has_pad = not bool(layout.valid.all())  # one host sync per cut, at prefill only
         session.selections[layer] = CutSelection(index, layout, prev.length, has_pad)
         return _prefill_gather(index, layout, extra=0, prompt_len=call.query_len, has_pad=has_pad)
@@ -74,16 +76,11 @@ def _keep_counts(ratio: float, num_vision: torch.Tensor) -> torch.Tensor:
     return torch.tensor([keep_count(ratio, int(n)) for n in num_vision.tolist()], device=num_vision.device)
 
 
-def _select(scores: torch.Tensor, prev: Layout, counts: torch.Tensor) -> tuple[torch.Tensor, Layout]:
-    """Top ``counts[b]`` vision slots of each sample plus all other real slots, original order kept."""
-    bsz, n = scores.shape
-    device = scores.device
-    candidates = prev.vision & prev.valid  # (B, n)
-    masked = scores.masked_fill(~candidates, float("-inf"))
-    order = torch.sort(masked, dim=1, descending=True, stable=True).indices  # (B, n), ties by slot order
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(n, device=device).expand(bsz, n))
-    keep = (candidates & (rank < counts[:, None])) | (~prev.vision & prev.valid)  # (B, n)
+def _select(kept_vision: torch.Tensor, prev: Layout) -> tuple[torch.Tensor, Layout]:
+    """The selected vision slots (B, n) of each sample plus all other real slots, original order kept."""
+    bsz = kept_vision.shape[0]
+    device = kept_vision.device
+    keep = kept_vision | (~prev.vision & prev.valid)  # (B, n)
 
     kept = keep.sum(dim=1)  # (B,)
     width = int(kept.max())

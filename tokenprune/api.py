@@ -47,6 +47,10 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
     Models loaded with accelerate hooks (``device_map``, disk/cpu offload) are compiled with their hooks re-bound
     to the compiled copy (docs: 'Loading and running models').
 
+    ``scorer``: which vision tokens survive each cut, by name: a ranking scorer (kept: its top ``ceil(r * N_b)``,
+    default ``"last-token-attention"``) or a drop-selector (``"divprune"``, ``"dart"``, ``"cdpruner"``,
+    ``"random-keep"``, ...), both plug-in kinds of :mod:`tokenprune.scoring.selection` (docs: 'Add a selector').
+
     ``scoring_keys``: where the attention scorers get the keys of the layer before a cut. ``"auto"`` reads
     the keys that layer has just written to the KV cache when the call has one that provably holds them,
     and recomputes them otherwise (no cache, sliding window shorter than the prompt, other cache kinds);

@@ -230,7 +230,7 @@ def visualize(model: str = typer.Argument(..., help=MODEL_HELP),
               question: Optional[str] = typer.Option(None, "--question", "-q", help="The question (default: the test "
                                                      "picture's own question, or 'what is in the picture ?')."),
               schedule: Optional[str] = typer.Option(None, help=SCHEDULE_HELP),
-              scorer: str = typer.Option("last-token-attention", help="Registered scorer name."),
+              scorer: str = typer.Option("last-token-attention", help="Registered scorer or selector."),
               grid: Optional[str] = typer.Option(None, help="Patch grid ROWSxCOLS when the tokens are not a square."),
               out: Path = typer.Option(Path("kept_patches.png"), "--out", "-o", help="PNG to write."),
               trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP)) -> None:

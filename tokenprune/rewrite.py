@@ -38,7 +38,7 @@ from tokenprune.scoring.attention import query_scale
 from tokenprune.scoring.keys import KEY_POLICIES
 from tokenprune.spec import ModelSpec, load_spec, match_spec, resolve_module
 from tokenprune.plugins.resolve import ResolvedSpec, resolve_spec
-from tokenprune.plugins.registry import registry
+from tokenprune.scoring.selection import find_selector
 
 _SUPPORTED_ATTENTION = ("eager", "sdpa")
 
@@ -104,7 +104,7 @@ def rewrite(model: torch.nn.Module, spec: str | Path | ModelSpec, schedule: Sche
 
 def check_rewrite_options(scorer: str, self_check: str, scoring_keys: str) -> None:
     """Refuse an unknown scorer, self-check or key policy (``compile`` calls it before searching)."""
-    registry("scorer").get(scorer, "compile(scorer=)", error=ScheduleError)  # clear error if unknown
+    find_selector(scorer)  # clear error if unknown
     if self_check not in SELF_CHECKS or scoring_keys not in KEY_POLICIES:
         raise ScheduleError(describe(f"self_check={self_check!r}, scoring_keys={scoring_keys!r}", "compile",
                                      f"self_check in {SELF_CHECKS} and scoring_keys in {KEY_POLICIES}"))

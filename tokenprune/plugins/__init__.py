@@ -15,10 +15,10 @@ once into a :class:`tokenprune.plugins.resolve.ResolvedSpec` holding the typed e
 """
 
 from .contracts import (HiddenStateLayout, Locator, Objective, ObjectiveFunction, QKLayout, RopeApplier, Scorer,
-                        TestInputBuilder, TestStandIn, TestWeights, TracingHint)
+                        Selector, TestInputBuilder, TestStandIn, TestWeights, TracingHint)
 from .registry import (ENTRY_POINT_GROUP, PluginContractError, Registry, add_kind, load_plugins, register,
                        registry)
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginContractError", "Registry", "add_kind", "load_plugins", "register",
            "registry", "HiddenStateLayout", "Locator", "Objective", "ObjectiveFunction", "QKLayout", "RopeApplier",
-           "Scorer", "TestInputBuilder", "TestStandIn", "TestWeights", "TracingHint"]
+           "Scorer", "Selector", "TestInputBuilder", "TestStandIn", "TestWeights", "TracingHint"]

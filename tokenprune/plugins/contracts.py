@@ -169,6 +169,15 @@ class Scorer(Protocol):
     def __call__(self, ctx: Any) -> torch.Tensor: ...
 
 
+class Selector(Protocol):
+    """Kind ``selector``: which vision tokens survive a cut. Given the cut's ``ScoreContext`` (``n`` slots per
+    sample) and ``counts`` (B,) long, return a (B, n) bool keep mask that is True at exactly ``counts[b]`` of
+    sample ``b``'s still-kept vision slots (``ctx.vision & ctx.valid``) and nowhere else. Every registered
+    scorer is also a selector (its top ``counts[b]`` scores, see ``tokenprune.scoring.selection``)."""
+
+    def __call__(self, ctx: Any, counts: torch.Tensor) -> torch.Tensor: ...
+
+
 class TestInputBuilder(Protocol):
     """Kind ``test_inputs``: a left-padded ``TestBatch`` for a tiny model, sample ``b`` with
     ``images_per_sample[b]`` images and ``text_lengths[b]`` text tokens."""

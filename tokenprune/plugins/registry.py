@@ -151,6 +151,7 @@ _REGISTRIES: dict[str, Registry] = {
     "hidden_states": Registry("hidden_states", SubclassOf(contracts.HiddenStateLayout)),
     "locator": Registry("locator", CallableAs(contracts.Locator)),
     "scorer": Registry("scorer", CallableAs(contracts.Scorer)),
+    "selector": Registry("selector", CallableAs(contracts.Selector)),
     "objective": Registry("objective", AnyOf(InstanceOf(contracts.Objective),
                                              CallableAs(contracts.ObjectiveFunction))),
     "test_inputs": Registry("test_inputs", CallableAs(contracts.TestInputBuilder)),

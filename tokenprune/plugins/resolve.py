@@ -1,8 +1,8 @@
 """Resolve a spec once: look up every plug-in it names in its kind's registry and hold them in a ResolvedSpec.
 
 Importing this module registers the core's built-in entries (generic rope appliers, hidden-state layouts,
-standard hints, locators, q/k layouts, scorers): their modules import only the leaf registry, so no registry
-ever imports them and no import circle forms. A spec's own plug-in modules were loaded with the spec.
+standard hints, locators, q/k layouts, scorers, drop-selectors): their modules import only the leaf registry,
+so no registry ever imports them and no import circle forms. A spec's own plug-in modules were loaded with the spec.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import tokenprune.rewrites.hints  # noqa: F401
 import tokenprune.rewrites.locators  # noqa: F401
 import tokenprune.rewrites.rope  # noqa: F401
 import tokenprune.scoring.qk  # noqa: F401
+import tokenprune.scoring.drop_selectors  # noqa: F401
 import tokenprune.scoring.scorers  # noqa: F401
-from tokenprune.errors import ScheduleError
 from tokenprune.scoring.scorers import DEFAULT_SCORER
+from tokenprune.scoring.selection import find_selector
 from tokenprune.spec import ModelSpec
 
 from .registry import registry
@@ -22,10 +23,14 @@ from .resolved import ResolvedSpec
 
 
 def resolve_spec(spec: ModelSpec, scorer: str = DEFAULT_SCORER) -> ResolvedSpec:
-    """``spec``'s plug-ins, typed and checked against their registries; a clear error names the spec key."""
+    """``spec``'s plug-ins, typed and checked against their registries; a clear error names the spec key.
+
+    ``scorer``: the name of a selector or of a ranking scorer (``compile(scorer=)``), see
+    :func:`tokenprune.scoring.selection.find_selector`."""
     where = f"spec {spec.name!r}: "
     qk = spec.attention.qk
     locator = spec.vision_tokens.locator
+    selector = find_selector(scorer)
     return ResolvedSpec(
         spec=spec,
         hint_types=tuple(registry("tracing_hint").get(n, where + "tracing.hints") for n in spec.tracing.hints),
@@ -33,6 +38,7 @@ def resolve_spec(spec: ModelSpec, scorer: str = DEFAULT_SCORER) -> ResolvedSpec:
         qk=registry("qk").get(qk, where + "attention.qk")() if qk else None,
         hidden_states=registry("hidden_states").get(spec.tracing.hidden_states, where + "tracing.hidden_states")(),
         locator=registry("locator").get(locator, where + "vision_tokens.locator") if locator else None,
-        scorer=registry("scorer").get(scorer, "compile(scorer=)", error=ScheduleError),
+        selector=selector,
+        scorer=getattr(selector, "scorer", None),
         scorer_name=scorer,
     )

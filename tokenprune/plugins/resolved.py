@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from tokenprune.spec import ModelSpec
 
-from .contracts import HiddenStateLayout, Locator, QKLayout, RopeApplier, Scorer, TracingHint
+from .contracts import HiddenStateLayout, Locator, QKLayout, RopeApplier, Scorer, Selector, TracingHint
 
 
 @dataclass(frozen=True, eq=False)
@@ -26,5 +26,6 @@ class ResolvedSpec:
     qk: QKLayout | None  # spec attention.qk; None: separate q_proj/k_proj
     hidden_states: HiddenStateLayout  # spec tracing.hidden_states
     locator: Locator | None  # spec vision_tokens.locator; None: config token ids mark the vision tokens
-    scorer: Scorer
-    scorer_name: str
+    selector: Selector  # compile(scorer=): a drop-selector, or a ranking scorer's top-k
+    scorer: Scorer | None  # the ranking scorer behind ``selector``; None for a drop-selector
+    scorer_name: str  # the name compile(scorer=) was given

@@ -1,4 +1,4 @@
-"""What a scorer sees at a cut."""
+"""What a scorer or selector sees at a cut."""
 
 from __future__ import annotations
 
@@ -40,3 +40,16 @@ class ScoreContext:
     key_source: str | None = None  # set by the scorer: where its keys came from ("cache: ..."/"recompute: ...")
     shared_kv: Any = None  # keys/values shared between layers, as the scoring layer received them
     position_ids: Any = None  # (B|1, n) position ids as the scoring layer received them (current layout), or None
+    scores: torch.Tensor | None = None  # (B, n) fp32 set by a ranking scorer's selector: what it ranked by
+
+    @property
+    def text(self) -> torch.Tensor:
+        """(B, n) bool: the prompt's own text tokens (not vision, not left padding, not batch padding, not past
+        the prompt's end)."""
+        inside = (self.positions >= self.pad_offset[:, None]) & (self.positions <= self.query_position[:, None])
+        return ~self.vision & self.valid & inside
+
+    def entering_states(self) -> torch.Tensor:
+        """(B, n, D) the hidden states entering the cut as the next layer's attention reads them (before its input
+        norm), in the batch-first layout whatever the family's hidden-state layout is."""
+        return self.plugins.hidden_states.attention_input(self.next_layer, self.hidden_out)
