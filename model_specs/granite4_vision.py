@@ -26,6 +26,7 @@ from tokenprune.rewrites.hints import STANDARD_INPUTS, TracingHint
 @register("tracing_hint", "granite4_vision_layer_features")
 class LayerFeatures(TracingHint):
     name = "granite4_vision_layer_features"
+    consumed_kwargs = ("vision_mask", "deepstack_features")
 
     def __init__(self, lm=None, model_config=None):
         super().__init__(lm, model_config)
@@ -51,11 +52,6 @@ class LayerFeatures(TracingHint):
         out = {k: v for k, v in inputs.items() if k not in keys}
         out["deepstack_features"] = {layer: inputs[self._key(layer)] for layer in self.layers}
         return out
-
-    def consume(self, extra: dict, params: dict) -> None:
-        for key in ("vision_mask", "deepstack_features"):
-            if key in extra:  # named parameters of the forward arrive in params already
-                params[key] = extra.pop(key)
 
     def choose(self, params, variant_key):
         features = params.get("deepstack_features")

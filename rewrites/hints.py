@@ -269,6 +269,7 @@ class DeepStack(TracingHint):
     added features are laid out by the unpruned vision positions."""
 
     name = "deepstack"
+    consumed_kwargs = ("visual_pos_masks", "deepstack_visual_embeds")
     leaf_methods = ("_deepstack_process",)
 
     def __init__(self, lm=None, model_config=None):
@@ -291,11 +292,6 @@ class DeepStack(TracingHint):
         out = {k: v for k, v in inputs.items() if not k.startswith("deepstack_")}
         out["deepstack_visual_embeds"] = [inputs[f"deepstack_{i}"] for i in range(self.depth)]
         return out
-
-    def consume(self, extra: dict, params: dict) -> None:
-        for key in ("visual_pos_masks", "deepstack_visual_embeds"):
-            if key in extra:  # named parameters of the forward arrive in params already
-                params[key] = extra.pop(key)
 
     def choose(self, params, variant_key):
         embeds = params.get("deepstack_visual_embeds")

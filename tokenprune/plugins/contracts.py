@@ -66,8 +66,13 @@ class TracingHint(abc.ABC):
     def prepare(self, lm, params: dict, past_len: int) -> None:
         """Fill run-time defaults the traced graph does not compute (the branches specialised away)."""
 
+    consumed_kwargs: tuple[str, ...] = ()  # call keywords this hint handles (the default ``consume`` moves them)
+
     def consume(self, extra: dict, params: dict) -> None:
         """Move the call keywords this hint handles from ``extra`` (otherwise refused) into ``params``."""
+        for key in self.consumed_kwargs:
+            if key in extra:  # named parameters of the forward arrive in params already
+                params[key] = extra.pop(key)
 
     def choose(self, params: dict, variant_key) -> Hashable:
         return None
