@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -174,13 +175,29 @@ class Scorer(Protocol):
     def __call__(self, ctx: Any) -> torch.Tensor: ...
 
 
+@dataclass(frozen=True)
+class CutMerge:
+    """A selector's answer that merges as well as drops.
+
+    ``owner`` (B, n) long names, for each still-kept vision slot of the cut's context, the slot whose output
+    token absorbs it: the slot itself for a survivor, another surviving vision slot for a token merged into it,
+    -1 for a dropped token; entries at other slots are ignored. A survivor's hidden state becomes the
+    ``sizes``-weighted mean (1 per slot when omitted) of the hidden states it absorbs; it keeps its own slot's
+    position. The survivors (owner == own slot) count as the kept tokens.
+    """
+
+    owner: torch.Tensor                 # (B, n) long
+    sizes: torch.Tensor | None = None   # (B, n) original tokens each slot already stands for
+
+
 class Selector(Protocol):
     """Kind ``selector``: which vision tokens survive a cut. Given the cut's ``ScoreContext`` (``n`` slots per
     sample) and ``counts`` (B,) long, return a (B, n) bool keep mask that is True at exactly ``counts[b]`` of
-    sample ``b``'s still-kept vision slots (``ctx.vision & ctx.valid``) and nowhere else. Every registered
-    scorer is also a selector (its top ``counts[b]`` scores, see ``tokenprune.scoring.selection``)."""
+    sample ``b``'s still-kept vision slots (``ctx.vision & ctx.valid``) and nowhere else, or a :class:`CutMerge`
+    whose survivors are exactly those. Every registered scorer is also a selector (its top ``counts[b]``
+    scores, see ``tokenprune.scoring.selection``)."""
 
-    def __call__(self, ctx: Any, counts: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, ctx: Any, counts: torch.Tensor) -> torch.Tensor | CutMerge: ...
 
 
 class TestInputBuilder(Protocol):
