@@ -12,9 +12,11 @@ import torch
 
 from tokenprune.errors import UnsupportedError, describe
 from tokenprune.schedule import keep_count
+from tokenprune.plugins.contracts import CutMerge
 from tokenprune.scoring.context import ScoreContext
-from tokenprune.scoring.selection import check_keep
+from tokenprune.scoring.selection import check_keep, merge_owner
 
+from .merging import MergePlan, carried_sizes, merge_hidden, plan_merge
 from .prompt_caches import without_evicted
 from .state import CutSelection, Gather, Layout, Mode, PruneSession
 
@@ -49,26 +51,30 @@ def _decide(session: PruneSession, layer: int, prev_layer: int | None, hidden_in
             return _identity(prev)
         ratio = session.schedule.keep_ratio[layer]
         counts = prev.vision.sum(dim=1) if call.mode is Mode.PROBE else _keep_counts(ratio, call.num_vision)
+        sizes = prev_sel.sizes if prev_sel is not None else None  # None: every slot stands for one token
         ctx = ScoreContext(layer=layer, spec=session.spec, plugins=session.plugins, scoring_layer=scoring_layer,
                            next_layer=next_layer,
                            hidden_in=hidden_in, hidden_out=hidden_out, mask=mask, rope=rope, next_mask=next_mask,
                            next_rope=next_rope, positions=prev.positions, vision=prev.vision, valid=prev.valid,
                            pad_offset=call.pad_offset, query_position=call.query_position, seed=session.seed,
                            cache=cache, key_policy=session.scoring_keys, shared_kv=shared_kv,
-                           position_ids=position_ids)
-        keep = session.plugins.selector(ctx, counts)  # (B, n) bool: the vision slots that survive
-        keep = check_keep(keep, ctx, counts, session.plugins.scorer_name)
+                           position_ids=position_ids, sizes=sizes)
+        answer = session.plugins.selector(ctx, counts)  # (B, n) bool: the vision slots that survive, or a CutMerge
+        keep = check_keep(answer, ctx, counts, session.plugins.scorer_name)
         session.key_sources[layer] = ctx.key_source
         index, layout = _select(keep, prev)
         has_pad = not bool(layout.valid.all())  # one host sync per cut, at prefill only
-        session.selections[layer] = CutSelection(index, layout, prev.length, has_pad)
-        return _prefill_gather(index, layout, extra=0, prompt_len=call.query_len, has_pad=has_pad)
+        merge = plan_merge(*merge_owner(answer, ctx), index, layout.valid, prev.positions) \
+            if isinstance(answer, CutMerge) else None
+        session.selections[layer] = CutSelection(index, layout, prev.length, has_pad, merge,
+                                                 carried_sizes(sizes, merge, index))
+        return _prefill_gather(index, layout, extra=0, prompt_len=call.query_len, has_pad=has_pad, merge=merge)
     sel = session.selections.get(layer)
     if sel is None:  # the prefill had no vision tokens: nothing was pruned
         return _identity(prev)
-    if call.mode is Mode.PINNED:
+    if call.mode is Mode.PINNED:  # a no-cache re-run of the prompt merges again, exactly as its prefill did
         return _prefill_gather(_with_extra(sel.index, sel.prev_length, call.extra), sel.layout, call.extra,
-                               session.prompt_length, sel.has_pad)
+                               session.prompt_length, sel.has_pad, sel.merge)
     return _cached_gather(sel, call.extra, session.prompt_length, call.query_len)
 
 
@@ -117,9 +123,10 @@ def _extra_positions(layout: Layout, extra: int, prompt_len: int) -> tuple[torch
     return pos, pad
 
 
-def _prefill_gather(index: torch.Tensor, layout: Layout, extra: int, prompt_len: int, has_pad: bool) -> Gather:
+def _prefill_gather(index: torch.Tensor, layout: Layout, extra: int, prompt_len: int, has_pad: bool,
+                    merge: MergePlan | None = None) -> Gather:
     pos, pad = _extra_positions(layout, extra, prompt_len)
-    return Gather(rows=index, cols=index, col_pad=pad, q_pos=pos, k_pos=pos, has_pad=has_pad)
+    return Gather(rows=index, cols=index, col_pad=pad, q_pos=pos, k_pos=pos, has_pad=has_pad, merge=merge)
 
 
 def _cached_gather(sel: CutSelection, extra: int, prompt_len: int, query_len: int) -> Gather:
@@ -148,7 +155,8 @@ def gather_hidden(hidden: torch.Tensor, g: Gather, token_axis: int = 1, batch_ax
     """(B, n, D) -> (B, n_new, D); other layouts (spec tracing.hidden_states) along their own axes."""
     if g.rows is None or g.identity:
         return hidden
-    return _take(hidden, g.rows, seq_dim=token_axis, batch_dim=batch_axis)
+    kept = _take(hidden, g.rows, seq_dim=token_axis, batch_dim=batch_axis)
+    return kept if g.merge is None else merge_hidden(hidden, kept, g.merge, token_axis, batch_axis)
 
 
 def gather_positions(position_ids, g: Gather):

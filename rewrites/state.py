@@ -19,6 +19,8 @@ from tokenprune.plugins.resolved import ResolvedSpec
 from tokenprune.schedule import Schedule
 from tokenprune.spec import ModelSpec
 
+from .merging import MergePlan
+
 
 _CACHE_MARKS = "_tokenprune_prefills"  # on a KV cache: per compiled model, the prefill that filled it
 
@@ -51,6 +53,8 @@ class CutSelection:
     layout: Layout  # layout after the cut
     prev_length: int  # slots in the previous layout
     has_pad: bool = False  # some sample keeps fewer tokens than the longest (batch-padding slots exist)
+    merge: MergePlan | None = None  # the selector merged tokens into survivors (None: a plain drop)
+    sizes: torch.Tensor | None = None  # (B, n_new) fp32 original tokens per slot; None while nothing merged
 
 
 @dataclass
@@ -69,6 +73,7 @@ class Gather:
     # torch.compile traces never reads the session's per-call state (no guards on it, no recompiles).
     call: CallState | None = None
     prompt_length: int = 0  # slots of the pinned prompt
+    merge: MergePlan | None = None  # the hidden states' gather also merges (prefill only)
 
 
 @dataclass

@@ -4,7 +4,7 @@
     pruned = tp.compile(model, "auto", tp.Schedule.fastv(num_layers=32, layer=2, keep=0.5))
 """
 
-from .api import compile, graph_of, last_selection, schedule_of, scoring_key_sources, self_check_of
+from .api import compile, graph_of, last_merges, last_selection, schedule_of, scoring_key_sources, self_check_of
 from .errors import (ScheduleError, SpecError, SpecMatchError, TokenPruneError, TraceError,
                      UnsupportedError)
 from .flops import FlopsReport, prefill_flops
@@ -16,7 +16,7 @@ from . import search  # noqa: E402,F401  the package is callable: tp.search(mode
 from .version import __version__  # noqa: E402,F401  (tp.__version__)
 
 __all__ = [
-    "compile", "last_selection", "graph_of", "schedule_of", "scoring_key_sources", "self_check_of", "Schedule",
+    "compile", "last_selection", "last_merges", "graph_of", "schedule_of", "scoring_key_sources", "self_check_of", "Schedule",
     "keep_count", "prefill_flops",
     "FlopsReport", "ModelSpec", "load_spec", "match_spec", "bundled_spec_names", "TokenPruneError", "SpecError",
     "SpecMatchError", "ScheduleError", "TraceError", "UnsupportedError",

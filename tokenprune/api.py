@@ -8,11 +8,12 @@ import torch
 
 from tokenprune.errors import ScheduleError, describe
 from tokenprune.rewrite import check_rewrite_options, graph_of, rewrite, session_of
+from tokenprune.rewrites.merging import merge_matrix
 from tokenprune.schedule import Schedule
 from tokenprune.scoring import DEFAULT_SCORER
 from tokenprune.spec import ModelSpec
 
-__all__ = ["compile", "graph_of", "last_selection", "schedule_of", "scoring_key_sources", "self_check_of"]
+__all__ = ["compile", "graph_of", "last_merges", "last_selection", "schedule_of", "scoring_key_sources", "self_check_of"]
 
 
 def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budget=None, *,
@@ -95,6 +96,16 @@ def last_selection(model) -> dict[int, list[torch.Tensor]]:
     and a thread that has not run a prefill of this model gets ``{}``.
     """
     return session_of(model).kept_vision_positions()
+
+
+def last_merges(model) -> dict[int, torch.Tensor]:
+    """Per cut layer whose selector merged tokens, a (B, P, P) fp32 tensor over prompt positions: row ``p`` holds
+    the weights of the mean that replaced the hidden state of the kept token at ``p`` (over the positions whose
+    hidden states entering the cut it averages, ``p`` itself included); rows of tokens that absorbed nothing are
+    zero. Cuts that only dropped are absent. Like :func:`last_selection`, the calling thread's last prefill."""
+    session = session_of(model)
+    return {layer: merge_matrix(sel.merge, sel.layout.positions, session.prompt_length)
+            for layer, sel in sorted(session.selections.items()) if sel.merge is not None}
 
 
 def scoring_key_sources(model) -> dict[int, str | None]:

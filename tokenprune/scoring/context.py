@@ -41,6 +41,12 @@ class ScoreContext:
     shared_kv: Any = None  # keys/values shared between layers, as the scoring layer received them
     position_ids: Any = None  # (B|1, n) position ids as the scoring layer received them (current layout), or None
     scores: torch.Tensor | None = None  # (B, n) fp32 set by a ranking scorer's selector: what it ranked by
+    # (B, n) fp32: original tokens each slot stands for (earlier cuts may have merged tokens into it); ones if None
+    sizes: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.sizes is None:
+            self.sizes = torch.ones(self.vision.shape, device=self.vision.device)
 
     @property
     def text(self) -> torch.Tensor:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import describe
-from ._common import Merge, SelectorInputError, check_shape, check_valid, merge_into, ranks_descending, unit_rows
+from ._common import (Merge, SelectorInputError, check_selector_inputs, check_shape, check_valid, merge_into,
+                      ranks_descending, unit_rows)
 
 
 def tome_merge(x: torch.Tensor, valid: torch.Tensor, r: torch.Tensor, *, metric: torch.Tensor | None = None,
@@ -50,3 +51,29 @@ def tome_merge(x: torch.Tensor, valid: torch.Tensor, r: torch.Tensor, *, metric:
     slot_ids = torch.arange(slots, device=x.device).expand(batch, slots)
     owner = torch.where(merged, match, torch.where(valid, slot_ids, -1))   # (B, N)
     return merge_into(x, owner, sizes)
+
+
+def tome_merge_to(metric: torch.Tensor, valid: torch.Tensor, k: torch.Tensor,
+                  sizes: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, N) long owners: merge sample ``b``'s tokens down to ``k[b]`` by bipartite soft matching, in as many
+    rounds as it takes (one round merges at most half of them; each asks for what is left to merge, capped
+    by that half). Between rounds the merged tokens' ``metric`` rows are their size-weighted means, as their
+    features would be. ``owner[b, i]`` is the surviving slot token ``i`` ended in (itself for a survivor), -1 at
+    padding and for every token of a sample with ``k[b] == 0`` (nothing to merge into: all dropped)."""
+    check_selector_inputs("tome_merge_to", valid, k, metric)
+    batch, slots = valid.shape
+    slot_ids = torch.arange(slots, device=valid.device).expand(batch, slots)
+    column = torch.where(valid & (k[:, None] > 0), slot_ids, -1)           # (B, N) current column of each token
+    slot_of_column = slot_ids                                              # (B, N_cur) its original slot
+    current, alive, weight = metric, valid, sizes
+    while True:
+        tokens = alive.sum(dim=1)                                          # (B,)
+        left = torch.where(k > 0, tokens - k, 0).clamp_min(0)              # (B,) merges still to do
+        if not bool((left > 0).any()):
+            break
+        room = torch.where(tokens > 1, (tokens + 1) // 2, 0)               # |A| of this round
+        merge = tome_merge(current, alive, torch.minimum(left, room), sizes=weight)
+        column = torch.where(column >= 0, merge.destination.gather(1, column.clamp_min(0)), -1)
+        slot_of_column = slot_of_column.gather(1, merge.indices)          # (B, N_next)
+        current, alive, weight = merge.features, merge.mask, merge.sizes
+    return torch.where(column >= 0, slot_of_column.gather(1, column.clamp_min(0)), -1)

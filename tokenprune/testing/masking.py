@@ -1,5 +1,8 @@
 """The masking reference: the *original* model with dropped vision tokens masked out of every later layer.
 
+A cut that merges replaces, in the reference too, each survivor's hidden state entering the cut by the weighted
+mean of the tokens it absorbs (:func:`add_merge_hooks`); the absorbed tokens are then masked like dropped ones.
+
 Dropping a token while keeping its original position is mathematically the same as masking it out of the keys
 of every later layer, so a pruned model's outputs must match this to float tolerance. It shares no code with
 tokenprune's rewrite: plain forward pre-hooks that edit the 4-D attention mask each decoder layer of an
@@ -74,14 +77,15 @@ DroppedPerLayer = Sequence[torch.Tensor] | Callable[[int], torch.Tensor | None]
 
 
 @contextlib.contextmanager
-def masked_reference(layers, dropped: DroppedPerLayer):
+def masked_reference(layers, dropped: DroppedPerLayer, merges: dict[int, torch.Tensor] | None = None):
     """Mask, in every call, the key columns of dropped prompt positions (prefill and decode alike).
 
     ``dropped``: per layer, a (B, P) bool mask (:func:`dropped_per_layer`), or a function of the layer index
     returning it (``None``: nothing hidden in that layer), called when the layer runs. A sliding-window cache
     that has evicted its oldest tokens gets a mask whose columns start that many positions late (they end at
-    the query); a cache that keeps the prompt gets one whose columns start at 0."""
-    handles = add_mask_hooks(layers, dropped)
+    the query); a cache that keeps the prompt gets one whose columns start at 0.
+    ``merges``: per cut layer, (B, P, P) merge weights (``tokenprune.last_merges``), see :func:`add_merge_hooks`."""
+    handles = add_merge_hooks(layers, merges or {}) + add_mask_hooks(layers, dropped)
     try:
         yield
     finally:
@@ -95,6 +99,38 @@ def add_mask_hooks(layers, dropped: DroppedPerLayer) -> list:
     past: dict[str, int] = {}  # cache length before this call, read when the first layer runs
     return [layer.register_forward_pre_hook(_mask_hook(dropped_at, j, past), with_kwargs=True)
             for j, layer in enumerate(layers)]
+
+
+def add_merge_hooks(layers, merges: dict[int, torch.Tensor], token_axis: int = 1, batch_axis: int = 0) -> list:
+    """Hooks that merge as a cut does: in every call that carries the whole prompt (a prefill, or a re-run
+    without cache), the hidden state entering layer ``cut`` at prompt position ``p`` becomes
+    ``merges[cut][b, p] @ hidden[b, :P]`` wherever that row is not zero. Decode steps pass: the keys and values
+    the later layers stored at prefill are the merged tokens'. Hidden states (B, S, D), or other layouts by axes."""
+    return [layers[cut].register_forward_pre_hook(_merge_hook(weights, token_axis, batch_axis), with_kwargs=True)
+            for cut, weights in merges.items()]
+
+
+def _merge_hook(weights: torch.Tensor, token_axis: int, batch_axis: int):
+    def hook(module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        states = hidden.movedim((batch_axis, token_axis), (0, 1))  # (B, S, ...)
+        prompt_len = weights.shape[-1]
+        if states.shape[1] < prompt_len:  # a decode step
+            return args, kwargs
+        w = weights.to(states.device)  # (B, P, P)
+        if w.shape[0] != states.shape[0]:  # beam search expands each sample to num_beams rows
+            w = w.repeat_interleave(states.shape[0] // w.shape[0], dim=0)
+        prompt = states[:, :prompt_len]  # (B, P, ...)
+        dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+        mean = torch.bmm(w.to(dtype), prompt.reshape(*prompt.shape[:2], -1).to(dtype))  # (B, P, F)
+        merged_rows = (w.sum(dim=2) > 0).view(*w.shape[:2], *[1] * (prompt.dim() - 2))  # (B, P, 1...)
+        prompt = torch.where(merged_rows, mean.to(hidden.dtype).view(prompt.shape), prompt)
+        merged = torch.cat([prompt, states[:, prompt_len:]], dim=1).movedim((0, 1), (batch_axis, token_axis))
+        if args:
+            return (merged, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": merged}
+
+    return hook
 
 
 def _mask_hook(dropped_at: Callable[[int], torch.Tensor | None], layer: int, past: dict[str, int]):
