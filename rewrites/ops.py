@@ -155,8 +155,14 @@ def gather_hidden(hidden: torch.Tensor, g: Gather, token_axis: int = 1, batch_ax
     """(B, n, D) -> (B, n_new, D); other layouts (spec tracing.hidden_states) along their own axes."""
     if g.rows is None or g.identity:
         return hidden
-    kept = _take(hidden, g.rows, seq_dim=token_axis, batch_dim=batch_axis)
-    return kept if g.merge is None else merge_hidden(hidden, kept, g.merge, token_axis, batch_axis)
+    return take_hidden(hidden, g.rows, g.merge, token_axis, batch_axis)
+
+
+def take_hidden(hidden: torch.Tensor, rows: torch.Tensor, merge: MergePlan | None, token_axis: int = 1,
+                batch_axis: int = 0) -> torch.Tensor:
+    """The slots ``rows`` (B, n_new) of ``hidden`` along its token axis, merged where the cut merged."""
+    kept = _take(hidden, rows, seq_dim=token_axis, batch_dim=batch_axis)
+    return kept if merge is None else merge_hidden(hidden, kept, merge, token_axis, batch_axis)
 
 
 def gather_positions(position_ids, g: Gather):

@@ -22,7 +22,8 @@ import torch
 from transformers.utils import ModelOutput
 
 
-from .ops import _take, _with_extra
+from .merging import MergePlan
+from .ops import _with_extra, take_hidden
 from .state import Mode, PruneSession
 
 CALL_RECORD_KWARG = "_tokenprune_call_record"  # a dict the compiled forward fills with this call's cut rows
@@ -68,15 +69,17 @@ def records_outputs(forward: Callable) -> bool:
     return False
 
 
-def cut_rows(session: PruneSession) -> dict[int, torch.Tensor]:
-    """Per cut layer, the (B, n_new) slots of the previous layer's sequence that this call's cut kept.
+def cut_rows(session: PruneSession) -> dict[int, tuple[torch.Tensor, MergePlan | None]]:
+    """Per cut layer, the (B, n_new) slots of the previous layer's sequence that this call's cut kept, and how
+    it merged them (None: a plain drop).
 
     Empty on a cached continuation (its new tokens are never pruned) and when nothing was pruned."""
     call = session.call
     if call is None or call.mode is Mode.CACHED:
         return {}
     extra = call.extra if call.mode is Mode.PINNED else 0  # a no-cache re-run keeps every token past the prompt
-    return {layer: _with_extra(sel.index, sel.prev_length, extra) for layer, sel in session.selections.items()}
+    return {layer: (_with_extra(sel.index, sel.prev_length, extra), sel.merge)
+            for layer, sel in session.selections.items()}
 
 
 def pruning_hidden_states(forward: Callable, session: PruneSession, num_layers: int) -> Callable:
@@ -88,15 +91,14 @@ def pruning_hidden_states(forward: Callable, session: PruneSession, num_layers: 
         as_tuple = kwargs.get("return_dict") is False
         if as_tuple:
             kwargs["return_dict"] = True
-        record: dict[int, torch.Tensor] = {}
+        record: dict[int, tuple[torch.Tensor, MergePlan | None]] = {}
         out = forward(self, *args, **{CALL_RECORD_KWARG: record}, **kwargs)
         hidden = out.get("hidden_states") if isinstance(out, ModelOutput) else None
         if record and hidden is not None and len(hidden) == num_layers + 1:
             # Entry 0 is the first layer's input, which a cut before it has already pruned.
-            out.hidden_states = tuple(h if h is None or i == 0 or i not in record
-                                      else _take(h, record[i], seq_dim=layout.token_axis, batch_dim=layout.batch_axis)
+            axes = (layout.token_axis, layout.batch_axis)
+            out.hidden_states = tuple(h if h is None or i == 0 or i not in record else take_hidden(h, *record[i], *axes)
                                       for i, h in enumerate(hidden))
         return out.to_tuple() if as_tuple else out
 
     return forward_with_aligned_outputs
-

@@ -66,7 +66,7 @@ def test_selector_conformance(setup, name):
     # The pruned model equals the unpruned eager model with the dropped tokens masked out.
     eager = case.models["eager"]
     dropped = dropped_per_layer(batch.vision_mask, selection, case.num_layers)
-    with masked_reference(layers_of(case, eager), dropped):
+    with masked_reference(layers_of(case, eager), dropped, tp.last_merges(compiled)):  # merging selectors too
         ref_logits = _logits(eager, batch)
         ref_tokens = greedy(eager, batch, steps=4)
     for _, got, expected in kept_rows(logits, ref_logits, batch.vision_mask, selection,
