@@ -69,8 +69,8 @@ def merge_hidden(hidden: torch.Tensor, gathered: torch.Tensor, plan: MergePlan, 
     src = hidden.movedim((batch_axis, token_axis), (0, 1))  # (B, n_call, ...)
     out = gathered.movedim((batch_axis, token_axis), (0, 1))  # (B, K_call, ...)
     extra = out.shape[1] - plan.rows.shape[1]  # trailing non-prompt tokens: never merged
-    weights = F.pad(plan.weights, (0, extra, 0, extra))  # (B, K_call, n_call)
-    rows = F.pad(plan.rows, (0, extra))  # (B, K_call)
+    weights = F.pad(plan.weights.to(src.device), (0, extra, 0, extra))  # (B, K_call, n_call)
+    rows = F.pad(plan.rows.to(src.device), (0, extra))  # (B, K_call)
     flat = src.reshape(*src.shape[:2], -1)  # (B, n_call, F)
     dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
     merged = torch.bmm(weights.to(dtype), flat.to(dtype)).to(hidden.dtype).view(out.shape)  # (B, K_call, ...)

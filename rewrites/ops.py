@@ -3,7 +3,8 @@
 A cut keeps, per sample, the ``ceil(r * N)`` vision tokens its selector chooses (by default the top ones by
 score) plus every other token, in their original order. Samples that keep fewer tokens than the longest are
 left-padded with *batch-padding slots* (masked everywhere) so the batch stays rectangular and each sample's
-result does not depend on its neighbours.
+result does not depend on its neighbours. A selector may also merge: the hidden states' gather then folds the
+tokens it absorbs into their survivors (see :mod:`.merging`).
 """
 
 from __future__ import annotations

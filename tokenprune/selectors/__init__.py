@@ -1,7 +1,8 @@
 """Selectors: which vision tokens survive a cut, as pure tensor functions.
 
 ``tokenprune.scoring.drop_selectors`` registers the drop-selectors among them for ``compile(scorer=NAME)`` at cuts
-inside the language model; merging and the cut before the first layer are not wired yet.
+inside the language model, ``tokenprune.scoring.merge_selectors`` the merging ``tome``; the cut before the first
+layer is not wired yet.
 
 Pure, batched tensor functions with no model dependency. Common inputs: ``x`` (B, N, D) vision token features,
 ``valid`` (B, N) bool (False at padding slots), ``k`` (B,) long keep counts (``keep_counts(valid, ratio)`` gives
