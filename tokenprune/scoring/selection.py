@@ -85,9 +85,14 @@ def merge_owner(merge: CutMerge, ctx: ScoreContext) -> tuple[torch.Tensor, torch
     """A checked ``merge``'s owners (B, n) long, -1 outside the still-kept vision slots (whose entries the
     contract ignores), and the sizes (B, n) fp32 its means weight by (1 where it gives none)."""
     candidates = ctx.vision & ctx.valid  # (B, n)
-    owner = torch.where(candidates, merge.owner.to(candidates.device).long(), -1)
+    owner = _owner_at(candidates, merge.owner)
     sizes = torch.ones(owner.shape, device=owner.device) if merge.sizes is None else merge.sizes.float()
     return owner, torch.where(candidates, sizes.to(owner.device), 0.0)
+
+
+def _owner_at(candidates: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    """(B, n) long ``owner`` at the still-kept vision slots ``candidates``, -1 elsewhere."""
+    return torch.where(candidates, owner.to(candidates.device).long(), -1)
 
 
 def _check_merge(merge: CutMerge, ctx: ScoreContext, where: str) -> torch.Tensor:
@@ -101,7 +106,7 @@ def _check_merge(merge: CutMerge, ctx: ScoreContext, where: str) -> torch.Tensor
             f"its CutMerge owner is {_described(owner)}", where, f"a {shape} long tensor of slot indices",
             "name, per still-kept vision slot, itself (survives), a surviving slot (merged into it) or -1 (dropped)"))
     candidates = ctx.vision & ctx.valid  # (B, n)
-    owner = torch.where(candidates, owner.to(candidates.device).long(), -1)
+    owner = _owner_at(candidates, owner)
     n = shape[1]
     slots = torch.arange(n, device=owner.device)
     survivors = candidates & (owner == slots)  # (B, n)
