@@ -1,4 +1,5 @@
-"""Synthetic visual question answering: seeded scenes of shapes and characters on a 3x3 grid.
+"""Synthetic visual question answering: seeded scenes of shapes and characters on a 3x3 grid; ``photo``: a
+second generator of photo-like scenes (576 patches, mostly background).
 
 Self-contained (PIL only); it imports nothing else from tokenprune.
 
@@ -26,9 +27,10 @@ from .scene import COLORS, GRID, IMAGE_SIZE, SHAPES, Item, Scene, random_scene, 
 from .glyphs import CHARACTERS
 from .grounding import relevant_cells
 from .vocab import SPECIAL_TOKENS, words
+from . import photo
 
 __all__ = [
     "ANSWERS", "BALANCED_BLOCK", "DESCRIBE_QUESTION", "describe", "CHARACTERS", "COLORS", "IMAGE_SIZE", "IMAGE_TOKEN", "QUESTION_TYPES",
     "GRID", "SHAPES", "SPECIAL_TOKENS", "SPLITS", "Item", "Question", "Sample", "Scene", "extra_questions",
-    "make_sample", "make_split", "random_scene", "relevant_cells", "render", "target_for", "words",
+    "make_sample", "make_split", "photo", "random_scene", "relevant_cells", "render", "target_for", "words",
 ]
