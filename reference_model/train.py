@@ -167,9 +167,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def pick_device(name: str) -> torch.device:
+    """``auto``: the GPU when one is visible, else the CPU; otherwise the named torch device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"--device {name!r} is not a torch device ({error}); use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name!r}: no CUDA device is visible on this machine; use --device auto or cpu")
+    return device
 
 
 def main(argv=None):
