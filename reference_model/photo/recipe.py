@@ -52,11 +52,11 @@ PHASES = (
     Phase("phase3", 1500, 5e-4, 2, warm_types="relation", warm_steps=500, warmup=50),
 )
 COMMON = ("--suite", "photo", "--patch-aux", "1", "--position-aux", "1", "--attention-aux", "1",
-          "--questions-per-image", "16", "--eval-every", "250")
-STAGE_STEPS = 250  # steps per stage; the README's timing says how long one takes
+          "--questions-per-image", "16", "--eval-every", "300")
+STAGE_STEPS = 150  # steps per stage: under an hour even on the loaded 2-core machine (README: timing)
 # A test-sized recipe: the same phases and code paths, a few steps of a narrow model.
-TINY = {"steps": (3, 2, 2), "stage_steps": 2,
-        "args": ("--images-per-step", "1", "--questions-per-image", "2", "--eval-every", "2", "--eval-samples", "2",
+TINY = {"steps": (2, 1, 1), "stage_steps": 1,
+        "args": ("--images-per-step", "1", "--questions-per-image", "2", "--eval-every", "2", "--eval-samples", "0",
                  "--text-hidden", "32", "--text-intermediate", "64", "--describe", "0")}
 
 

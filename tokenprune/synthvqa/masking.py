@@ -42,6 +42,16 @@ def keys_hidden(model, from_layer: int, hidden: torch.Tensor, queries: torch.Ten
             h.remove()
 
 
+def draw_dropped(is_image: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """(B, T) bool: for each row, ``round(fraction * n)`` of its ``n`` vision positions (``is_image``), uniformly."""
+    dropped = torch.zeros_like(is_image)
+    for row in range(len(is_image)):
+        positions = is_image[row].nonzero()[:, 0]  # (n,)
+        order = torch.randperm(len(positions), generator=generator)
+        dropped[row, positions[order[: round(fraction * len(positions))]]] = True
+    return dropped
+
+
 def random_drop(model, fraction: float, from_layer: int, seed: int = 0):
     """A ``context(input_ids)`` for ``answers.predict``: each prompt loses ``round(fraction * n)`` of its ``n``
     vision tokens, drawn uniformly (seeded, one draw per prompt in order), from decoder layer ``from_layer`` on."""
@@ -50,14 +60,4 @@ def random_drop(model, fraction: float, from_layer: int, seed: int = 0):
                          "to drop, e.g. 0.75")
     generator = torch.Generator().manual_seed(seed)
     image_id = model.config.image_token_id
-
-    def context(input_ids: torch.Tensor):
-        is_image = input_ids == image_id  # (B, T)
-        hidden = torch.zeros_like(is_image)
-        for row in range(len(input_ids)):
-            positions = is_image[row].nonzero()[:, 0]  # (n,)
-            order = torch.randperm(len(positions), generator=generator)
-            hidden[row, positions[order[: round(fraction * len(positions))]]] = True
-        return keys_hidden(model, from_layer, hidden)
-
-    return context
+    return lambda input_ids: keys_hidden(model, from_layer, draw_dropped(input_ids == image_id, fraction, generator))
