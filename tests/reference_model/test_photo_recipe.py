@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from ._scripts import PHOTO, build, recipe, train
 
-
-def _load(name: str, path: Path):
-    sys.path.insert(0, str(ROOT / "reference_model"))
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-build = _load("reference_model_build", ROOT / "reference_model" / "build.py")
-train = _load("reference_model_train", ROOT / "reference_model" / "train.py")
-recipe = _load("reference_model_photo_recipe", ROOT / "reference_model" / "photo" / "recipe.py")
-PHOTO = build.SUITES["photo"]
-TINY = ["--suite", "photo", "--images-per-step", "1", "--questions-per-image", "2", "--eval-samples", "2",
+TINY = ["--suite", "photo", "--images-per-step", "1", "--questions-per-image", "2", "--eval-samples", "0",
         "--text-hidden", "32", "--text-intermediate", "64", "--describe", "0", "--patch-aux", "1",
         "--position-aux", "1", "--attention-aux", "1", "--warmup", "1"]
 

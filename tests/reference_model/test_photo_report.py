@@ -11,7 +11,7 @@ from tokenprune.synthvqa import photo, photo_report
 from tokenprune.synthvqa.masking import draw_dropped, keys_hidden, random_drop
 from tokenprune.synthvqa.photo_scene import item_patches
 
-from .test_photo_recipe import PHOTO, build
+from ._scripts import PHOTO, build
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +74,10 @@ def test_report_script_measures_a_checkpoint(tiny, tmp_path):
     model, processor = tiny
     model.save_pretrained(tmp_path / "ckpt")
     processor.save_pretrained(tmp_path / "ckpt")
-    report = photo_report.main(["--out", str(tmp_path / "out"), "--n", "6", "--checkpoint", str(tmp_path / "ckpt")])
+    report = photo_report.main(["--out", str(tmp_path / "out"), "--n", "2", "--checkpoint", str(tmp_path / "ckpt")])
     saved = json.loads((tmp_path / "out" / "photo_redundancy.json").read_text())
     assert saved == json.loads(json.dumps(report))
     assert list(saved["random_drop"]) == ["all", "0.500", "0.750", "0.889"]
-    assert all(v["n"] == 6 for v in saved["random_drop"].values())
+    assert all(v["n"] == 2 for v in saved["random_drop"].values())
     text = (tmp_path / "out" / "photo_redundancy.md").read_text()
     assert "patches on no object" in text and "| 89% |" in text
