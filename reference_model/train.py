@@ -258,7 +258,9 @@ def main(argv=None):
     position_targets = suite.position_of_patch.to(device)
     t0 = time.time()
     step = start - 1
-    for step in range(start, args.steps):
+    # A resumed run that already reached --stop-at has nothing left to do (a recipe rerun after a crash).
+    end = args.steps if args.stop_at is None else min(args.steps, args.stop_at)
+    for step in range(start, end):
         first = step * args.images_per_step
         indices = range(first, first + args.images_per_step)
         chosen = synthvqa.QUESTION_TYPES
@@ -302,7 +304,6 @@ def main(argv=None):
             aux_text += f" position_aux {where.item():.4f}" if args.position_aux else ""
             aux_text += f" attention_aux {routing.item():.4f}" if routing is not None else ""
             print(f"step {step} loss {loss.item():.4f} feat_ms {penalty.item():.4f}{aux_text} lr {opt.param_groups[0]['lr']:.2e} {time.time() - t0:.0f}s", flush=True)
-        stopping = args.stop_at is not None and step + 1 >= args.stop_at
         if (step + 1) % args.eval_every == 0 or step == args.steps - 1:
             model.eval()
             acc = accuracy(model, processor, eval_set)
@@ -312,10 +313,8 @@ def main(argv=None):
             copy.deepcopy(model).to(getattr(torch, args.save_dtype)).save_pretrained(args.out)
             processor.save_pretrained(args.out)
             (Path(args.out) / "training_log.json").write_text(json.dumps({"args": vars(args), "log": log}, indent=1))
-        if args.state is not None and (stopping or (step + 1) % args.eval_every == 0 or step == args.steps - 1):
+        if args.state is not None and ((step + 1) % args.eval_every == 0 or step + 1 == end):
             train_state.save(args.state, step + 1, model, heads, opt, data_rng, log)
-        if stopping:
-            break
     print(f"trained {step + 1} steps in {time.time() - t0:.0f}s", flush=True)
 
 
