@@ -9,10 +9,9 @@ on the patches the question is about (the suite's ``evidence_keys``: ``synthvqa.
 from __future__ import annotations
 
 import torch
+from build import GRID, synthvqa
 from torch import nn
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
-from build import GRID, synthvqa
 
 
 def sample_indices(types, seed_types=synthvqa.QUESTION_TYPES):

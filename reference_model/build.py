@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from suites import PATCH_SIZE, SUITES, Suite, synthvqa
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
     CLIPImageProcessorPil,
@@ -13,9 +14,6 @@ from transformers import (
     LlavaProcessor,
     PreTrainedTokenizerFast,
 )
-
-from suites import PATCH_SIZE, SUITES, Suite, synthvqa  # noqa: F401  (synthvqa: used by the other scripts)
-
 
 GRID = SUITES["grid"]
 IMAGE_SIZE = GRID.image_size  # 48 -> 12 x 12 = 144 patches

@@ -37,10 +37,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.append(str(HERE.parent))
 
-from aids import AttentionAux, attention_targets, sample_indices  # noqa: E402
-from build import CELL_OF_PATCH, GRID, SUITES, build_model, build_processor, synthvqa  # noqa: E402,F401
-from evaluate import accuracy  # noqa: E402
-import train_state  # noqa: E402
+import train_state
+from aids import AttentionAux, attention_targets, sample_indices
+from build import CELL_OF_PATCH, GRID, SUITES, build_model, build_processor, synthvqa  # noqa: F401
+from evaluate import accuracy
 
 
 def pack_batch(samples, tokenizer, image_processor, questions_per_image, seed, layer0_blind_p, rng, describe=True,

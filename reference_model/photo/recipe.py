@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-import train  # noqa: E402
+import train
 
 
 @dataclass(frozen=True)

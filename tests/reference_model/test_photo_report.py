@@ -59,7 +59,7 @@ def test_hidden_keys_compute_what_removed_tokens_would(tiny):
 
 
 def test_random_drop_draws_the_asked_share_per_prompt_seeded(tiny):
-    model, processor = tiny
+    model, _ = tiny
     is_image = torch.zeros((2, 600), dtype=torch.bool)
     is_image[:, 10:586] = True  # (B, T) 576 vision positions per prompt
     dropped = draw_dropped(is_image, 512 / 576, torch.Generator().manual_seed(5))

@@ -14,8 +14,18 @@ from dataclasses import dataclass
 
 from .glyphs import CHARACTERS
 from .photo_questions import PHOTO_ANSWERS, PHOTO_ASKERS, PHOTO_QUESTION_TYPES, SIZES
-from .photo_scene import (IMAGE_SIZE, NUM_PATCHES, PATCH, PATCHES_PER_SIDE, REGION_NAMES, PhotoScene,
-                          background_patches, item_patches, random_photo_scene, render_photo)
+from .photo_scene import (
+    IMAGE_SIZE,
+    NUM_PATCHES,
+    PATCH,
+    PATCHES_PER_SIDE,
+    REGION_NAMES,
+    PhotoScene,
+    background_patches,
+    item_patches,
+    random_photo_scene,
+    render_photo,
+)
 from .questions import COUNT_ANSWERS, YES_NO
 from .sampling import Generator, Question, Sample
 from .scene import COLORS, SHAPES
@@ -78,8 +88,7 @@ def describe(scene: PhotoScene) -> list[str]:
     return out
 
 
-_TEMPLATE_WORDS = ("what color is the shape object how many shapes are there is there a left of above "
-                   "character on sign at ? describe").split()
+_TEMPLATE_WORDS = ["what", "color", "is", "the", "shape", "object", "how", "many", "shapes", "are", "there", "is", "there", "a", "left", "of", "above", "character", "on", "sign", "at", "?", "describe"]
 
 
 def words() -> list[str]:
