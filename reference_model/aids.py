@@ -1,17 +1,17 @@
 """Training aids shared by train.py and symbolic_lm.py: the attention aid and a question-type curriculum.
 
 The attention aid pushes the first heads of one decoder layer, at every "?" token, to put their attention mass
-on the patches of the grid cells the question is about (``synthvqa.relevant_cells``); its loss is
+on the patches the question is about (the suite's ``evidence_keys``: ``synthvqa.relevant_cells``' cells, or
+``synthvqa.photo.evidence_patches``); its loss is
 ``-log(sum of attention probabilities on those patches)``. Only its gradient shapes the model; nothing is saved.
 """
 
 from __future__ import annotations
 
 import torch
+from build import GRID, synthvqa
 from torch import nn
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
-from build import CELL_OF_PATCH, NUM_IMAGE_TOKENS, synthvqa
 
 
 def sample_indices(types, seed_types=synthvqa.QUESTION_TYPES):
@@ -20,20 +20,19 @@ def sample_indices(types, seed_types=synthvqa.QUESTION_TYPES):
     return (i for i in range(10**9) if i % len(seed_types) in allowed)
 
 
-def attention_targets(samples, input_ids, qmark_id, questions_per_image, seed, types):
+def attention_targets(samples, input_ids, qmark_id, questions_per_image, seed, types, suite=GRID):
     """Query positions (N, 2) as (row, column) of the packed batch and their target keys (N, T) bool."""
     positions, targets = [], []
     T = input_ids.shape[1]
     for b, sample in enumerate(samples):
-        questions = [sample.question] + synthvqa.extra_questions(sample, questions_per_image - 1, seed, types)
-        marks = (input_ids[b] == qmark_id).nonzero()[:, 0].tolist()  # one "?" per question, in order
+        questions = [sample.question] + suite.extra_questions(sample, questions_per_image - 1, seed, types)
+        marks = (input_ids[b].cpu() == qmark_id).nonzero()[:, 0].tolist()  # one "?" per question, in order
         for question, t in zip(questions, marks):
-            cells = synthvqa.relevant_cells(sample.scene, question)
-            if not cells:
+            evidence = suite.evidence_keys(sample, question)  # (N,) bool
+            if not evidence.any():
                 continue
             keys = torch.zeros(T, dtype=torch.bool)
-            for row, col in cells:
-                keys[1 : 1 + NUM_IMAGE_TOKENS] |= CELL_OF_PATCH == (row - 1) * synthvqa.GRID + (col - 1)
+            keys[1 : 1 + suite.num_image_tokens] = evidence
             positions.append((b, t))
             targets.append(keys)
     if not positions:

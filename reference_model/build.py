@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
+from suites import PATCH_SIZE, SUITES, Suite, synthvqa
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
     CLIPImageProcessorPil,
@@ -17,43 +15,16 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-
-def import_synthvqa():
-    """``tokenprune.synthvqa``; falls back to loading the folder on its own if the package cannot import."""
-    try:
-        from tokenprune import synthvqa
-    except ImportError:
-        import importlib.util
-
-        path = Path(__file__).resolve().parent.parent / "tokenprune" / "synthvqa" / "__init__.py"
-        spec = importlib.util.spec_from_file_location("synthvqa", path, submodule_search_locations=[str(path.parent)])
-        synthvqa = importlib.util.module_from_spec(spec)
-        sys.modules["synthvqa"] = synthvqa
-        spec.loader.exec_module(synthvqa)
-    return synthvqa
-
-
-synthvqa = import_synthvqa()
-PATCH_SIZE = 4
-IMAGE_SIZE = synthvqa.IMAGE_SIZE  # 48 -> 12 x 12 = 144 patches
-NUM_IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2
+GRID = SUITES["grid"]
+IMAGE_SIZE = GRID.image_size  # 48 -> 12 x 12 = 144 patches
+NUM_IMAGE_TOKENS = GRID.num_image_tokens
+CELL_OF_PATCH = GRID.position_of_patch  # (144,) grid cell (row-major, 0..8) of each patch in raster order
 PROJECTOR_OUT_SCALE = 0.5
 
 
-def _cell_of_patch() -> torch.Tensor:
-    """(144,) grid-cell index (row-major, 0..8) of each patch in raster order."""
-    side = IMAGE_SIZE // PATCH_SIZE
-    per_cell = side // synthvqa.GRID
-    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
-    return ((rows // per_cell) * synthvqa.GRID + cols // per_cell).flatten()
-
-
-CELL_OF_PATCH = _cell_of_patch()
-
-
-def build_tokenizer() -> PreTrainedTokenizerFast:
+def build_tokenizer(suite: Suite = GRID) -> PreTrainedTokenizerFast:
     """Word-level tokenizer over the suite's vocabulary; prepends <s>; pads on the left."""
-    vocab = {tok: i for i, tok in enumerate(list(synthvqa.SPECIAL_TOKENS) + synthvqa.words())}
+    vocab = {tok: i for i, tok in enumerate(list(synthvqa.SPECIAL_TOKENS) + suite.words())}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     core.post_processor = processors.TemplateProcessing(
@@ -71,34 +42,35 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return tok
 
 
-def build_processor() -> LlavaProcessor:
+def build_processor(suite: Suite = GRID) -> LlavaProcessor:
     image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": IMAGE_SIZE},
-        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        size={"shortest_edge": suite.image_size},
+        crop_size={"height": suite.image_size, "width": suite.image_size},
         do_resize=True,
         do_center_crop=True,
         do_convert_rgb=True,
     )
     return LlavaProcessor(
         image_processor=image_processor,
-        tokenizer=build_tokenizer(),
+        tokenizer=build_tokenizer(suite),
         patch_size=PATCH_SIZE,
-        vision_feature_select_strategy="default",  # drops CLS: 144 image tokens
+        vision_feature_select_strategy="default",  # drops CLS: one image token per patch
         num_additional_image_tokens=1,  # the CLS token of the CLIP tower
         image_token="<image>",
     )
 
 
 def build_model(
-    tokenizer: PreTrainedTokenizerFast, seed: int, text_hidden: int = 128, text_intermediate: int = 384
+    tokenizer: PreTrainedTokenizerFast, seed: int, text_hidden: int = 128, text_intermediate: int = 384,
+    suite: Suite = GRID,
 ) -> LlavaForConditionalGeneration:
     torch.manual_seed(seed)
     vision = CLIPVisionConfig(
         hidden_size=128,
         intermediate_size=256,
-        num_hidden_layers=2,
+        num_hidden_layers=suite.vision_layers,
         num_attention_heads=4,
-        image_size=IMAGE_SIZE,
+        image_size=suite.image_size,
         patch_size=PATCH_SIZE,
         num_channels=3,
         hidden_act="quick_gelu",
@@ -111,7 +83,7 @@ def build_model(
         num_hidden_layers=12,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=suite.max_positions,
         initializer_range=0.02,
         rms_norm_eps=1e-5,
         tie_word_embeddings=False,

@@ -8,7 +8,6 @@ Accuracy is exact match of the first generated token (greedy) with the one-token
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import json
 import sys
@@ -23,38 +22,16 @@ sys.path.append(str(HERE.parent))
 from build import synthvqa  # noqa: E402
 
 answers = importlib.import_module(synthvqa.__name__ + ".answers")  # works for the fallback import too
+masking = importlib.import_module(synthvqa.__name__ + ".masking")
 
 
-@contextlib.contextmanager
 def vision_withdrawn(model, from_layer: int, image_token_mask: torch.Tensor):
     """Mask the vision-token columns out of the 4-D attention mask of decoder layers >= ``from_layer``.
 
     Rows of non-vision tokens lose every vision key; this is VTW's "withdraw all vision tokens" (needs eager
     attention, whose layers receive the 4-D mask as the ``attention_mask`` keyword).
     """
-    layers = model.model.language_model.layers
-
-    def hook(module, args, kwargs):
-        mask = kwargs.get("attention_mask")
-        if mask is None or mask.ndim != 4:
-            raise RuntimeError("vision_withdrawn needs a 4-D attention mask (use attn_implementation='eager')")
-        T = mask.shape[-1]
-        vis = image_token_mask[:, -T:]  # (B, T)
-        drop = (~vis)[:, None, :, None] & vis[:, None, None, :]  # (B, 1, Tq, Tk)
-        mask = mask.clone()
-        if mask.dtype == torch.bool:
-            mask[drop.expand_as(mask)] = False
-        else:
-            mask = mask.masked_fill(drop, torch.finfo(mask.dtype).min)
-        kwargs["attention_mask"] = mask
-        return args, kwargs
-
-    handles = [layer.register_forward_pre_hook(hook, with_kwargs=True) for layer in layers[from_layer:]]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+    return masking.keys_hidden(model, from_layer, image_token_mask, queries=~image_token_mask)
 
 
 def _withdrawal(model, withdraw_from_layer: int | None):

@@ -1,17 +1,21 @@
 """Train the reference LLaVA model on the synthetic VQA suite (seeded; single-threaded CPU).
 
-    python reference_model/train.py --out reference_model/checkpoint
+    python reference_model/train.py --out reference_model/checkpoint [--suite grid|photo] [--device auto|cpu|cuda]
 
 Each training sequence is one image and several questions about it, packed with a block mask: every question
-sees <s> and the 144 image tokens and its own tokens only, and gets the position ids it would have alone, so
-a packed sequence computes exactly what separate prompts ``<s> <image>x144 question ? answer`` would. The loss
+sees <s> and the image tokens (144 for the grid suite, 576 for the photo suite) and its own tokens only, and gets the position ids it would have alone, so
+a packed sequence computes exactly what separate prompts ``<s> <image>xN question ? answer`` would. The loss
 is on the answer token (predicted after "?") and on the </s> after it only; with ``--describe 1`` each image also
-gets a dense branch ``describe ? <two words per grid cell> </s>`` (a training aid, not a benchmark question).
+gets a dense branch ``describe ? <two words per grid cell or object> </s>`` (a training aid, not a benchmark question).
 
 Regulariser: for half of the images, the question tokens may not attend to the image tokens in decoder layer
 0 (they still do in layers 1-11). This is meant to make the model read the image in later layers, so that
 withdrawing the vision tokens from layer 1 on removes the visual information (the issue's "vision is really
 needed" gate); its effect has not been measured in isolation.
+
+Resuming: with ``--state FILE`` the full training state (float32 weights, optimiser, step, data stream) is
+saved at every evaluation and when ``--stop-at`` ends the run, and a run whose FILE exists continues from it;
+on one thread a stopped and resumed run saves the same bytes as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -33,23 +37,23 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.append(str(HERE.parent))
 
-from aids import AttentionAux, attention_targets, sample_indices  # noqa: E402
-from build import (CELL_OF_PATCH, IMAGE_SIZE, NUM_IMAGE_TOKENS, PATCH_SIZE, build_model, build_processor,  # noqa: E402
-                   synthvqa)
-from evaluate import accuracy  # noqa: E402
+import train_state
+from aids import AttentionAux, attention_targets, sample_indices
+from build import CELL_OF_PATCH, GRID, SUITES, build_model, build_processor, synthvqa  # noqa: F401
+from evaluate import accuracy
 
 
 def pack_batch(samples, tokenizer, image_processor, questions_per_image, seed, layer0_blind_p, rng, describe=True,
-               question_types=synthvqa.QUESTION_TYPES):
+               question_types=synthvqa.QUESTION_TYPES, suite=GRID):
     """Token ids, position ids, labels, the two 4-D boolean masks (layer 0 / other layers) and pixels."""
     bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
     image_id = tokenizer.convert_tokens_to_ids("<image>")
     vocab = tokenizer.get_vocab()
-    prefix = 1 + NUM_IMAGE_TOKENS
+    prefix = 1 + suite.num_image_tokens
     rows = []
     for s in samples:
-        qs = [s.question] + synthvqa.extra_questions(s, questions_per_image - 1, seed, question_types)
-        ids, pos, labels, branch = [bos] + [image_id] * NUM_IMAGE_TOKENS, list(range(prefix)), [-100] * prefix, [0] * prefix
+        qs = [s.question] + suite.extra_questions(s, questions_per_image - 1, seed, question_types)
+        ids, pos, labels, branch = [bos] + [image_id] * suite.num_image_tokens, list(range(prefix)), [-100] * prefix, [0] * prefix
         for b, q in enumerate(qs, start=1):
             words = q.question.split() + ["?"]
             q_ids = [vocab[w] for w in words] + [vocab[q.answer]]
@@ -59,7 +63,7 @@ def pack_batch(samples, tokenizer, image_processor, questions_per_image, seed, l
             branch += [b] * len(q_ids)
         if describe:
             # Dense target: "describe ?" -> two words per grid cell, then </s>.
-            desc = synthvqa.describe(s.scene)
+            desc = suite.describe(s.scene)
             words = [synthvqa.DESCRIBE_QUESTION, "?"] + desc
             d_ids = [vocab[w] for w in words]
             ids += d_ids
@@ -95,29 +99,8 @@ def pack_batch(samples, tokenizer, image_processor, questions_per_image, seed, l
     return input_ids, position_ids, label_t, mask[:, None], mask0[:, None], pixel_values
 
 
-CELL_CLASSES = (
-    ["empty"]
-    + [f"{color} {shape}" for color in synthvqa.COLORS for shape in synthvqa.SHAPES]
-    + [f"character {char}" for char in synthvqa.CHARACTERS]
-)
-
-
-def patch_targets(samples) -> torch.Tensor:
-    """(B, 144) class of the grid cell each patch lies in (an index into CELL_CLASSES), patches in raster order."""
-    side = IMAGE_SIZE // PATCH_SIZE  # 12 patches per side
-    per_cell = side // synthvqa.GRID  # 4 patches per cell side
-    targets = torch.zeros((len(samples), side, side), dtype=torch.long)
-    for b, s in enumerate(samples):
-        for row, words in enumerate(_cells(s.scene)):
-            r, c = divmod(row, synthvqa.GRID)
-            cls = CELL_CLASSES.index(" ".join(words)) if words[0] != "empty" else 0
-            targets[b, r * per_cell : (r + 1) * per_cell, c * per_cell : (c + 1) * per_cell] = cls
-    return targets.flatten(1)
-
-
-def _cells(scene):
-    words = synthvqa.describe(scene)
-    return [words[i : i + 2] for i in range(0, len(words), 2)]
+CELL_CLASSES = GRID.patch_classes  # empty, 12 colour-shape pairs, 8 characters
+patch_targets = GRID.patch_targets  # (B, 144) class of the grid cell each patch lies in
 
 
 def lr_at(step, total, peak, warmup):
@@ -127,7 +110,7 @@ def lr_at(step, total, peak, warmup):
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def main(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(HERE / "checkpoint"))
     parser.add_argument("--seed", type=int, default=0)
@@ -167,18 +150,43 @@ def main(argv=None):
     parser.add_argument("--warm-steps", type=int, default=0, help="curriculum: steps on --warm-types only")
     parser.add_argument("--init-from", default=None, help="start from this checkpoint's weights (a second stage)")
     parser.add_argument("--stop-at", type=int, default=None, help="end after this many steps (schedule still --steps)")
+    parser.add_argument("--suite", choices=sorted(SUITES), default="grid", help="which synthvqa generator to train on")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--save-dtype", choices=("float16", "float32"), default="float16",
+                        help="dtype of the saved checkpoint (float32 for a stage another stage starts from)")
+    parser.add_argument("--state", default=None,
+                        help="resumable training state: saved at every evaluation and at --stop-at; resumed if it exists")
     args = parser.parse_args(argv)
     warm_types = tuple(t for t in args.warm_types.split(",") if t)
     unknown = sorted(set(warm_types) - set(synthvqa.QUESTION_TYPES))
     if unknown or (args.warm_steps and not warm_types):
         parser.error(f"--warm-types: got {args.warm_types!r} with --warm-steps {args.warm_steps}; expected a "
                      f"comma-separated subset of {list(synthvqa.QUESTION_TYPES)}")
+    args.warm_type_list = warm_types
+    return args
 
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: the GPU when one is visible, else the CPU; otherwise the named torch device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"--device {name!r} is not a torch device ({error}); use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name!r}: no CUDA device is visible on this machine; use --device auto or cpu")
+    return device
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    warm_types, suite, device = args.warm_type_list, SUITES[args.suite], pick_device(args.device)
     torch.set_num_threads(args.threads)
     random.seed(args.seed)
-    processor = build_processor()
+    processor = build_processor(suite)
     tok = processor.tokenizer
-    model = build_model(tok, args.seed, args.text_hidden, args.text_intermediate)
+    model = build_model(tok, args.seed, args.text_hidden, args.text_intermediate, suite=suite)
     with torch.no_grad():
         # Knobs kept from the search for a recipe that leaves the text-only plateau (see README): re-initialising
         # the embeddings (default: same std as the config's initializer_range) and a gain on the projector.
@@ -194,6 +202,7 @@ def main(argv=None):
         trained = LlavaForConditionalGeneration.from_pretrained(args.init_from, dtype=torch.float32)
         model.load_state_dict(trained.state_dict())
     model.set_attn_implementation("sdpa")
+    model.to(device)
     model.train()
     groups = {}
     for n, p in model.named_parameters():
@@ -201,10 +210,10 @@ def main(argv=None):
         decay = p.ndim >= 2 and "embed" not in n
         groups.setdefault((vision, decay), []).append(p)
     # Training aids (not saved; off by default, see README "What was tried"): linear probes on each projected
-    # image token, predicting its grid cell's content and which cell it lies in ("what" and "where").
+    # image token, predicting what it shows and which of the 3x3 regions it lies in ("what" and "where").
     hidden = model.config.text_config.hidden_size
-    probe = torch.nn.Linear(hidden, len(CELL_CLASSES)) if args.patch_aux else None
-    position_probe = torch.nn.Linear(hidden, synthvqa.GRID**2) if args.position_aux else None
+    probe = torch.nn.Linear(hidden, len(suite.patch_classes)).to(device) if args.patch_aux else None
+    position_probe = torch.nn.Linear(hidden, suite.num_positions).to(device) if args.position_aux else None
     for head in (probe, position_probe):
         if head is not None:
             groups[(True, True)].append(head.weight)
@@ -236,27 +245,38 @@ def main(argv=None):
             layer = model.model.language_model.layers[args.attention_layer]
             attention_aid = AttentionAux(layer.self_attn, args.attention_heads)
     qmark = tok.convert_tokens_to_ids("?")
-    eval_set = synthvqa.make_split("calibration", args.eval_samples)
+    eval_set = suite.make_split("calibration", args.eval_samples)
     data_rng = random.Random(f"train-mask/{args.seed}")
-    log = []
+    heads = {"probe": probe, "position_probe": position_probe}
+    start, log = 0, []
+    if args.state is not None and Path(args.state).is_file():
+        start, log = train_state.load(args.state, model, heads, opt, data_rng, device)
+        if warm_stream is not None:  # skip the curriculum samples the stopped run used
+            for _ in range(min(start, args.warm_steps) * args.images_per_step):
+                next(warm_stream)
+        print(f"resumed from {args.state} at step {start}", flush=True)
+    position_targets = suite.position_of_patch.to(device)
     t0 = time.time()
-    for step in range(args.steps):
+    step = start - 1
+    # A resumed run that already reached --stop-at has nothing left to do (a recipe rerun after a crash).
+    end = args.steps if args.stop_at is None else min(args.steps, args.stop_at)
+    for step in range(start, end):
         first = step * args.images_per_step
         indices = range(first, first + args.images_per_step)
         chosen = synthvqa.QUESTION_TYPES
         if step < args.warm_steps:
             indices, chosen = [next(warm_stream) for _ in range(args.images_per_step)], warm_types
-        samples = [synthvqa.make_sample("train", i, args.seed) for i in indices]
-        ids, pos, labels, mask, mask0, pixels = pack_batch(
+        samples = [suite.make_sample("train", i, args.seed) for i in indices]
+        ids, pos, labels, mask, mask0, pixels = (t.to(device) for t in pack_batch(
             samples, tok, processor.image_processor, args.questions_per_image, args.seed, args.layer0_blind_p, data_rng,
-            describe=args.describe, question_types=chosen,
-        )
+            describe=args.describe, question_types=chosen, suite=suite,
+        ))
         current_mask0["mask0"] = mask0
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup) * group["lr_scale"]
         if attention_aid is not None:
-            targets = attention_targets(samples, ids, qmark, args.questions_per_image, args.seed, chosen)
-            attention_aid.batch, attention_aid.loss = (*targets, mask), None
+            targets = attention_targets(samples, ids, qmark, args.questions_per_image, args.seed, chosen, suite)
+            attention_aid.batch, attention_aid.loss = (*(t.to(device) for t in targets), mask), None
         out = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, position_ids=pos)
         current_mask0.clear()
         routing = None
@@ -264,14 +284,14 @@ def main(argv=None):
             # Evaluation forwards get no target; no tensor stays on the hook (the checkpoint copy deep-copies it).
             routing, attention_aid.batch, attention_aid.loss = attention_aid.loss, None, None
         loss = F.cross_entropy(out.logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
-        image_features = features.pop("image").float()  # (B, 144, hidden)
+        image_features = features.pop("image").float()  # (B, N, hidden)
         penalty = image_features.pow(2).mean()
         loss_total = loss + args.feature_penalty * penalty
         if args.patch_aux:
-            aux = F.cross_entropy(probe(image_features).flatten(0, 1), patch_targets(samples).flatten())
+            aux = F.cross_entropy(probe(image_features).flatten(0, 1), suite.patch_targets(samples).to(device).flatten())
             loss_total = loss_total + args.patch_aux * aux
         if args.position_aux:
-            where = F.cross_entropy(position_probe(image_features).flatten(0, 1), CELL_OF_PATCH.repeat(len(samples)))
+            where = F.cross_entropy(position_probe(image_features).flatten(0, 1), position_targets.repeat(len(samples)))
             loss_total = loss_total + args.position_aux * where
         if routing is not None:
             loss_total = loss_total + args.attention_aux * routing
@@ -290,11 +310,11 @@ def main(argv=None):
             model.train()
             print(f"step {step + 1} calibration accuracy {acc['overall']:.3f} {json.dumps(acc['per_type'])}", flush=True)
             log.append({"step": step + 1, "loss": loss.item(), "calibration": acc, "seconds": time.time() - t0})
-            copy.deepcopy(model).half().save_pretrained(args.out)
+            copy.deepcopy(model).to(getattr(torch, args.save_dtype)).save_pretrained(args.out)
             processor.save_pretrained(args.out)
             (Path(args.out) / "training_log.json").write_text(json.dumps({"args": vars(args), "log": log}, indent=1))
-        if args.stop_at is not None and step + 1 >= args.stop_at:
-            break
+        if args.state is not None and ((step + 1) % args.eval_every == 0 or step + 1 == end):
+            train_state.save(args.state, step + 1, model, heads, opt, data_rng, log)
     print(f"trained {step + 1} steps in {time.time() - t0:.0f}s", flush=True)
 
 

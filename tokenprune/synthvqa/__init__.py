@@ -1,4 +1,5 @@
-"""Synthetic visual question answering: seeded scenes of shapes and characters on a 3x3 grid.
+"""Synthetic visual question answering: seeded scenes of shapes and characters on a 3x3 grid; ``photo``: a
+second generator of photo-like scenes (576 patches, mostly background).
 
 Self-contained (PIL only); it imports nothing else from tokenprune.
 
@@ -8,27 +9,51 @@ Self-contained (PIL only); it imports nothing else from tokenprune.
 ('<image> what color is the object in row 2 column 1 ?', 'red')
 """
 
+from . import photo
 from .dataset import (
     BALANCED_BLOCK,
     DESCRIBE_QUESTION,
-    describe,
     IMAGE_TOKEN,
     SPLITS,
     Question,
     Sample,
+    describe,
     extra_questions,
     make_sample,
     make_split,
     target_for,
 )
-from .questions import ANSWERS, QUESTION_TYPES
-from .scene import COLORS, GRID, IMAGE_SIZE, SHAPES, Item, Scene, random_scene, render
 from .glyphs import CHARACTERS
 from .grounding import relevant_cells
+from .questions import ANSWERS, QUESTION_TYPES
+from .scene import COLORS, GRID, IMAGE_SIZE, SHAPES, Item, Scene, random_scene, render
 from .vocab import SPECIAL_TOKENS, words
 
 __all__ = [
-    "ANSWERS", "BALANCED_BLOCK", "DESCRIBE_QUESTION", "describe", "CHARACTERS", "COLORS", "IMAGE_SIZE", "IMAGE_TOKEN", "QUESTION_TYPES",
-    "GRID", "SHAPES", "SPECIAL_TOKENS", "SPLITS", "Item", "Question", "Sample", "Scene", "extra_questions",
-    "make_sample", "make_split", "random_scene", "relevant_cells", "render", "target_for", "words",
+    "ANSWERS",
+    "BALANCED_BLOCK",
+    "CHARACTERS",
+    "COLORS",
+    "DESCRIBE_QUESTION",
+    "GRID",
+    "IMAGE_SIZE",
+    "IMAGE_TOKEN",
+    "QUESTION_TYPES",
+    "SHAPES",
+    "SPECIAL_TOKENS",
+    "SPLITS",
+    "Item",
+    "Question",
+    "Sample",
+    "Scene",
+    "describe",
+    "extra_questions",
+    "make_sample",
+    "make_split",
+    "photo",
+    "random_scene",
+    "relevant_cells",
+    "render",
+    "target_for",
+    "words",
 ]

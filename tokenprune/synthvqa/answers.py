@@ -29,6 +29,7 @@ def predict(model, processor, samples: Sequence[Sample], batch_size: int = 48,
         chunk = samples[start : start + batch_size]
         enc = processor(text=[s.prompt for s in chunk], images=[s.image for s in chunk], return_tensors="pt",
                         padding=True)
+        enc = enc.to(model.device)  # a model on a GPU gets its inputs there
         enc["pixel_values"] = enc["pixel_values"].to(model.dtype)
         position_ids = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # (B, T); left padding
         with context(enc["input_ids"]) if context is not None else contextlib.nullcontext():

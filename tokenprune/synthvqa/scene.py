@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-from .glyphs import CHARACTERS, glyph_pixels
+from .drawing import draw_glyph, draw_shape, jitter_color
+from .glyphs import CHARACTERS, GLYPH_HEIGHT, GLYPH_WIDTH
 
 GRID = 3  # cells per side
 CELL = 16  # pixels per cell side (4x4 patches of 4 pixels)
@@ -64,32 +65,19 @@ def random_scene(rng: random.Random) -> Scene:
     return Scene(tuple(items))
 
 
-def _jitter_color(rgb: tuple[int, int, int], rng: random.Random) -> tuple[int, int, int]:
-    return tuple(max(0, min(255, v + rng.randint(-15, 15))) for v in rgb)  # type: ignore[return-value]
-
-
 def _draw_shape(draw: ImageDraw.ImageDraw, item: Item, x0: int, y0: int, rng: random.Random) -> None:
     size = rng.randint(13, 16)
     dx = rng.randint(0, CELL - size)
     dy = rng.randint(0, CELL - size)
-    left, top = x0 + dx, y0 + dy
-    right, bottom = left + size - 1, top + size - 1
-    fill = _jitter_color(COLORS[item.color], rng)
-    if item.shape == "square":
-        draw.rectangle([left + 1, top + 1, right - 1, bottom - 1], fill=fill)
-    elif item.shape == "circle":
-        draw.ellipse([left, top, right, bottom], fill=fill)
-    else:  # triangle, apex up
-        draw.polygon([((left + right) / 2, top), (left, bottom), (right, bottom)], fill=fill)
+    draw_shape(draw, item.shape, x0 + dx, y0 + dy, size, jitter_color(COLORS[item.color], rng))
 
 
 def _draw_glyph(draw: ImageDraw.ImageDraw, item: Item, x0: int, y0: int, rng: random.Random) -> None:
     scale = 2
-    width, height = 5 * scale, 7 * scale
+    width, height = GLYPH_WIDTH * scale, GLYPH_HEIGHT * scale
     left = x0 + rng.randint(0, CELL - width)
     top = y0 + rng.randint(0, CELL - height)
-    for x, y in glyph_pixels(item.char):
-        draw.rectangle([left + x * scale, top + y * scale, left + x * scale + scale - 1, top + y * scale + scale - 1], fill=INK)
+    draw_glyph(draw, item.char, left, top, scale, INK)
 
 
 def render(scene: Scene, rng: random.Random) -> Image.Image:

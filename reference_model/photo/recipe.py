@@ -1,0 +1,124 @@
+"""The photo reference model's training recipe: three phases of ``train.py --suite photo``, each cut into
+stages short enough for the shared 2-core CPU machine, with the full training state saved between stages.
+
+    python reference_model/photo/recipe.py                     # runs (or resumes) every stage left to run
+    python reference_model/photo/recipe.py --stages 1          # runs the next stage only, then stops
+    python reference_model/photo/recipe.py --device cuda       # the same recipe on a GPU
+
+Rerunning resumes: finished stages are skipped (``WORK/progress.json``), an interrupted stage continues from
+its last saved state. Each phase starts from the previous phase's float32 weights; the last one writes the
+float16 checkpoint to ``--out``. Seeded: on one CPU thread a stopped-and-resumed recipe saves the same bytes as
+an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import train
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    steps: int  # one cosine schedule
+    lr: float
+    seed: int  # fresh training samples per phase
+    warm_types: str = ""  # curriculum: these question types alone for the first warm_steps steps
+    warm_steps: int = 0
+    warmup: int = 100
+
+    def argv(self) -> list[str]:
+        return ["--steps", str(self.steps), "--lr", str(self.lr), "--seed", str(self.seed), "--warmup",
+                str(self.warmup), "--warm-types", self.warm_types, "--warm-steps", str(self.warm_steps)]
+
+    def tiny(self, steps: int) -> Phase:
+        return replace(self, steps=steps, warm_steps=min(1, self.warm_steps), warmup=1)
+
+
+# The first model's recipe (reference_model/recipe.sh), which met its gate: the attention aid on a curriculum
+# that starts with one question type, a second schedule on fresh samples, then a relation phase.
+PHASES = (
+    Phase("phase1", 3000, 1e-3, 0, warm_types="color", warm_steps=600),
+    Phase("phase2", 3000, 7e-4, 1),
+    Phase("phase3", 1500, 5e-4, 2, warm_types="relation", warm_steps=500, warmup=50),
+)
+COMMON = ("--suite", "photo", "--patch-aux", "1", "--position-aux", "1", "--attention-aux", "1",
+          "--questions-per-image", "16", "--eval-every", "300")
+STAGE_STEPS = 150  # steps per stage: under an hour even on the loaded 2-core machine (README: timing)
+# A test-sized recipe: the same phases and code paths, a few steps of a narrow model.
+TINY = {"steps": (2, 1, 1), "stage_steps": 1,
+        "args": ("--images-per-step", "1", "--questions-per-image", "2", "--eval-every", "2", "--eval-samples", "0",
+                 "--text-hidden", "32", "--text-intermediate", "64", "--describe", "0")}
+
+
+def stages(phases=PHASES, stage_steps: int = STAGE_STEPS) -> list[tuple[Phase, int]]:
+    """``(phase, last step)`` of every stage in order."""
+    out = []
+    for phase in phases:
+        out += [(phase, min(end, phase.steps)) for end in range(stage_steps, phase.steps + stage_steps, stage_steps)]
+    return out
+
+
+def stage_argv(phase: Phase, end: int, work: Path, out: Path, previous: Phase | None, last: bool,
+               device: str, threads: int, extra: tuple[str, ...] = ()) -> list[str]:
+    argv = [*COMMON, *phase.argv(), *extra, "--stop-at", str(end), "--state", str(work / phase.name / "state.pt"), "--device", device,
+            "--threads", str(threads), "--out", str(out if last else work / phase.name / "checkpoint"),
+            "--save-dtype", "float16" if last else "float32"]
+    if previous is not None:
+        argv += ["--init-from", str(work / previous.name / "checkpoint")]
+    return argv
+
+
+def run(work: Path, out: Path, device: str = "auto", threads: int = 1, max_stages: int | None = None,
+        tiny: bool = False) -> int:
+    """Run the stages not yet done, at most ``max_stages`` of them; returns how many stages are done in all."""
+    phases, stage_steps, extra = PHASES, STAGE_STEPS, ()
+    if tiny:
+        phases = tuple(p.tiny(n) for p, n in zip(PHASES, TINY["steps"]))
+        stage_steps, extra = TINY["stage_steps"], TINY["args"]
+    work.mkdir(parents=True, exist_ok=True)
+    progress_file = work / "progress.json"
+    done = json.loads(progress_file.read_text())["done"] if progress_file.is_file() else 0
+    plan = stages(phases, stage_steps)
+    ran = 0
+    for k, (phase, end) in enumerate(plan):
+        if k < done:
+            continue
+        if max_stages is not None and ran == max_stages:
+            break
+        index = phases.index(phase)
+        previous = phases[index - 1] if index else None
+        last = index == len(phases) - 1
+        print(f"stage {k + 1}/{len(plan)}: {phase.name} to step {end}", flush=True)
+        train.main(stage_argv(phase, end, work, out, previous, last, device, threads, extra))
+        done, ran = k + 1, ran + 1
+        progress_file.write_text(json.dumps({"done": done, "stages": len(plan)}) + "\n")
+    if done == len(plan):
+        for phase in phases[:-1]:
+            shutil.copy(work / phase.name / "checkpoint" / "training_log.json", out / f"training_log_{phase.name}.json")
+    return done
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(HERE / "checkpoint"))
+    parser.add_argument("--work", default=str(HERE / "work"), help="training states and progress (resumable)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--stages", type=int, default=None, help="run at most this many stages, then stop")
+    parser.add_argument("--tiny", action="store_true", help="a few steps of a narrow model (tests)")
+    args = parser.parse_args(argv)
+    return run(Path(args.work), Path(args.out), args.device, args.threads, args.stages, args.tiny)
+
+
+if __name__ == "__main__":
+    main()

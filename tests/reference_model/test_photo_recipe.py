@@ -1,0 +1,80 @@
+"""The photo reference model's build and recipe: sizes, resumable training, and a staged run that resumes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ._scripts import PHOTO, build, recipe, train
+
+TINY = ["--suite", "photo", "--images-per-step", "1", "--questions-per-image", "2", "--eval-samples", "0",
+        "--text-hidden", "32", "--text-intermediate", "64", "--describe", "0", "--patch-aux", "1",
+        "--position-aux", "1", "--attention-aux", "1", "--warmup", "1"]
+
+
+def test_photo_model_sees_576_patches_and_speaks_the_photo_vocabulary():
+    processor = build.build_processor(PHOTO)
+    model = build.build_model(processor.tokenizer, seed=0, text_hidden=32, text_intermediate=64, suite=PHOTO)
+    assert model.config.text_config.num_hidden_layers >= 12
+    vision = model.config.vision_config
+    assert (vision.image_size // vision.patch_size) ** 2 == PHOTO.num_image_tokens == 576
+    sample = PHOTO.make_sample("test", 3)
+    enc = processor(text=[sample.prompt], images=[sample.image], return_tensors="pt")
+    assert int((enc["input_ids"] == model.config.image_token_id).sum()) == 576
+    assert processor.tokenizer.unk_token_id not in enc["input_ids"][0].tolist()
+    with torch.no_grad():
+        assert model(**enc).logits.shape[-1] == len(processor.tokenizer)
+
+
+def test_photo_aid_targets_follow_the_ground_truth():
+    photo = build.synthvqa.photo
+    sample = PHOTO.make_sample("train", 4)
+    (target,) = PHOTO.patch_targets([sample])  # (576,)
+    background = photo.background_patches(sample.scene)
+    assert (target[background] == 0).all() and (target != 0).sum() == 576 - len(background)
+    keys = PHOTO.evidence_keys(sample, sample.question)
+    assert keys.nonzero()[:, 0].tolist() == photo.evidence_patches(sample.scene, sample.question)
+    assert PHOTO.position_of_patch.view(24, 24)[23, 0].item() == 6  # bottom left
+
+
+def test_stopped_and_resumed_training_saves_the_same_bytes(tmp_path):
+    common = [*TINY, "--steps", "2", "--eval-every", "2"]
+    train.main(["--out", str(tmp_path / "whole"), *common])
+    state = tmp_path / "state.pt"
+    for _ in range(2):  # a rerun of a stage that already ended (say after a crash) trains nothing more
+        train.main(["--out", str(tmp_path / "parts"), "--state", str(state), "--stop-at", "1", *common])
+        assert torch.load(state, weights_only=False)["step"] == 1
+    train.main(["--out", str(tmp_path / "parts"), "--state", str(state), *common])
+    whole = (tmp_path / "whole" / "model.safetensors").read_bytes()
+    assert (tmp_path / "parts" / "model.safetensors").read_bytes() == whole
+
+
+def test_recipe_stops_after_a_stage_and_resumes_to_the_uninterrupted_result(tmp_path):
+    assert recipe.run(tmp_path / "w1", tmp_path / "out1", device="cpu", tiny=True) == 4
+    assert recipe.run(tmp_path / "w2", tmp_path / "out2", device="cpu", tiny=True, max_stages=1) == 1
+    assert not (tmp_path / "out2").exists()
+    assert json.loads((tmp_path / "w2" / "progress.json").read_text()) == {"done": 1, "stages": 4}
+    assert recipe.run(tmp_path / "w2", tmp_path / "out2", device="cpu", tiny=True) == 4
+    final = (tmp_path / "out1" / "model.safetensors").read_bytes()
+    assert (tmp_path / "out2" / "model.safetensors").read_bytes() == final
+    assert (tmp_path / "out2" / "training_log_phase1.json").is_file()
+    # A finished recipe has nothing left to run.
+    assert recipe.run(tmp_path / "w2", tmp_path / "out2", device="cpu", tiny=True) == 4
+
+
+def test_recipe_stages_cover_every_phase_in_short_steps():
+    plan = recipe.stages()
+    for phase in recipe.PHASES:
+        ends = [end for p, end in plan if p is phase]
+        steps = [b - a for a, b in zip([0] + ends, ends)]
+        assert ends[-1] == phase.steps and max(steps) <= recipe.STAGE_STEPS and min(steps) > 0
+
+
+def test_unusable_devices_are_refused_with_a_reason():
+    with pytest.raises(ValueError, match="not a torch device"):
+        train.pick_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            train.pick_device("cuda")
