@@ -119,6 +119,7 @@ class ThreadState:
     call: CallState | None = None
     prompt: PinnedPrompt = field(default_factory=PinnedPrompt)
     handoff: HookHandoff = field(default_factory=HookHandoff)
+    vision_capture: object = None  # the call's vision-tower record (rewrites/vision_capture.py), if captured
 
 
 class _PerThread(threading.local):

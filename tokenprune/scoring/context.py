@@ -41,6 +41,7 @@ class ScoreContext:
     shared_kv: Any = None  # keys/values shared between layers, as the scoring layer received them
     position_ids: Any = None  # (B|1, n) position ids as the scoring layer received them (current layout), or None
     scores: torch.Tensor | None = None  # (B, n) fp32 set by a ranking scorer's selector: what it ranked by
+    vision_capture: Any = None  # the call's vision-tower record, for selectors that declare needs_vision_side
 
     @property
     def text(self) -> torch.Tensor:
@@ -48,6 +49,13 @@ class ScoreContext:
         the prompt's end)."""
         inside = (self.positions >= self.pad_offset[:, None]) & (self.positions <= self.query_position[:, None])
         return ~self.vision & self.valid & inside
+
+    @property
+    def vision_side(self):
+        """The vision tower's attention and grids at this cut's slots (:class:`~.vision_side.VisionSide`)."""
+        from .vision_side import VisionSide  # local: the view imports this module
+
+        return VisionSide(self)
 
     def entering_states(self) -> torch.Tensor:
         """(B, n, D) the hidden states entering the cut as the next layer's attention reads them (before its input
