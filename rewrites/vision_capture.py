@@ -4,8 +4,10 @@ Installed only for a selector that declares ``needs_vision_side``. The modules o
 and to the read layer's attention module become shallow clones in the pruned model (the input model keeps its
 own, hook-free modules), and three forward pre-hooks record, per call and per thread:
 
-- on the multimodal model: a fresh :class:`VisionCapture` holding the call's ``input_ids``;
 - on the tower: one :class:`TowerCall` per tower call (images, then videos), with its ``grid_thw`` if any;
+- on the multimodal model: the call's ``input_ids``. ``generate`` runs the tower *before* the multimodal model's
+  forward (it hands the encoder outputs in), so tower calls made since the last multimodal call belong to the
+  next one; a forward hook closes the record when the multimodal call ends;
 - on the read layer's attention module: the attention each language-model token of that call receives
   (:mod:`tokenprune.scoring.tower_attention`).
 
@@ -38,10 +40,12 @@ class TowerCall:
 class VisionCapture:
     """One call's record of the tower."""
 
-    input_ids: torch.Tensor | None  # (B, S) as the multimodal model received them
     fill_ids: list[int]  # spec vision_side.token_ids resolved: the ids the tower calls fill, in call order
     vision_ids: list[int]  # spec vision_tokens.token_ids resolved: every vision token id
+    input_ids: torch.Tensor | None = None  # (B, S) as the multimodal model received them
     calls: list[TowerCall] = field(default_factory=list)
+    claimed: bool = False  # a multimodal call has started with it
+    done: bool = False  # that multimodal call has ended
     maps: object = None  # the prompt-position maps built from it (tokenprune.scoring.vision_side), once
 
 
@@ -75,16 +79,27 @@ def install_vision_capture(pruned: torch.nn.Module, original: torch.nn.Module, b
     attention_clone = _clone_down(pruned, original, attention_path)
     read = READERS[side.reader]
 
+    def open_capture(claiming: bool) -> VisionCapture:
+        capture = session.thread.vision_capture
+        if capture is None or capture.done or (claiming and capture.claimed):
+            capture = session.thread.vision_capture = VisionCapture(fill_ids, vision_ids)
+        return capture
+
     @torch.compiler.disable  # Python bookkeeping on the session's thread state
-    def open_capture(module, args, kwargs):
-        input_ids = kwargs.get("input_ids", args[0] if args else None)
-        session.thread.vision_capture = VisionCapture(input_ids, fill_ids, vision_ids)
+    def open_call(module, args, kwargs):
+        capture = open_capture(claiming=True)
+        capture.input_ids, capture.claimed = kwargs.get("input_ids", args[0] if args else None), True
+
+    @torch.compiler.disable
+    def close_call(module, args, kwargs, output):
+        capture = session.thread.vision_capture
+        if capture is not None:
+            capture.done = True
 
     @torch.compiler.disable
     def open_tower_call(module, args, kwargs):
-        capture = session.thread.vision_capture
-        if capture is not None:
-            capture.calls.append(TowerCall(kwargs.get("grid_thw", args[1] if len(args) > 1 else None)))
+        grid_thw = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
+        open_capture(claiming=False).calls.append(TowerCall(grid_thw))
 
     @torch.compiler.disable
     def read_layer(module, args, kwargs):
@@ -95,7 +110,8 @@ def install_vision_capture(pruned: torch.nn.Module, original: torch.nn.Module, b
         with torch.no_grad():
             call.scores = read(module, args, kwargs, layout, grid_thw=call.grid_thw, tower=tower_clone)
 
-    base.register_forward_pre_hook(open_capture, with_kwargs=True)
+    base.register_forward_pre_hook(open_call, with_kwargs=True)
+    base.register_forward_hook(close_call, with_kwargs=True, always_call=True)
     tower_clone.register_forward_pre_hook(open_tower_call, with_kwargs=True)
     attention_clone.register_forward_pre_hook(read_layer, with_kwargs=True)
 

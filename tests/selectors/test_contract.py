@@ -20,12 +20,15 @@ from ..conformance.cases import greedy, layers_of, load_case
 from ..conformance.test_conformance import _single
 
 # Selectors that refuse every bundled test model, with the words their refusal must contain.
+# grid-downsample needs whole grids: it works at the first cut of RATIOS and refuses the second.
 REFUSES = {"grid-downsample": "patch grid"}
+# Selectors answering with a CutMerge: until the cut path merges, their output is checked in test_vision_selectors.
+MERGING = {"visionzip", "grid-pool"}
 MODELS = [(("llava", None), "eager"), (("llava", None), "sdpa"), (("qwen2_5_vl", None), "sdpa")]
 ATOL = 1e-4
 # Cuts before layers 1, 2 and 3; a ratio just under 1 keeps ceil(r N) = N tokens: cuts that must change nothing.
 RATIOS = {"multi": [1.0, 0.75, 0.5, 0.25], "keep-every-token": [1.0, 0.9999, 0.9998, 0.9997]}
-WORKING = [name for name in registry("selector").names() if name not in REFUSES]
+WORKING = [name for name in registry("selector").names() if name not in REFUSES and name not in MERGING]
 
 
 def _schedule(case, key: str) -> tp.Schedule:
@@ -47,7 +50,7 @@ def setup(request):
 
 
 def test_every_selector_is_checked():
-    assert WORKING and set(WORKING) | set(REFUSES) == set(registry("selector").names())
+    assert WORKING and set(WORKING) | set(REFUSES) | MERGING == set(registry("selector").names())
 
 
 @pytest.mark.parametrize("name", WORKING)
