@@ -46,6 +46,7 @@ class VisionCapture:
     calls: list[TowerCall] = field(default_factory=list)
     claimed: bool = False  # a multimodal call has started with it
     done: bool = False  # that multimodal call has ended
+    probe: bool = False  # a call of the compile self-check (text tokens marked as vision, no tower)
     maps: object = None  # the prompt-position maps built from it (tokenprune.scoring.vision_side), once
 
 
@@ -82,7 +83,8 @@ def install_vision_capture(pruned: torch.nn.Module, original: torch.nn.Module, b
     def open_capture(claiming: bool) -> VisionCapture:
         capture = session.thread.vision_capture
         if capture is None or capture.done or (claiming and capture.claimed):
-            capture = session.thread.vision_capture = VisionCapture(fill_ids, vision_ids)
+            capture = VisionCapture(fill_ids, vision_ids, probe=session.thread.probing)
+            session.thread.vision_capture = capture
         return capture
 
     @torch.compiler.disable  # Python bookkeeping on the session's thread state

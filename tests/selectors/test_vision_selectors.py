@@ -307,3 +307,13 @@ def test_grid_pool_merges_each_token_into_its_nearest_kept_point(name, monkeypat
         got = {int(positions[b, s]): int(positions[b, answer.owner[b, s]]) for s in candidates[b].nonzero()[:, 0]}
         assert got == {p: o for (sample, p), o in owner.items() if sample == b}
         assert sorted(p for p, o in got.items() if p == o) == kept[b]
+
+
+@pytest.mark.parametrize("name", ["fastervlm", "grid-downsample"])
+def test_compile_self_check_passes_without_images(name):
+    """The self-check's pruning probe marks text tokens as vision tokens and runs no tower: it must still prune."""
+    case, model, batch = _setup("llava")
+    compiled = tp.compile(model, case.spec, _schedule(case, [1.0, 0.5]), scorer=name)
+    assert session_of(compiled).thread.vision_capture is None  # the probe's record is not left behind
+    _logits(compiled, batch)
+    assert len(tp.last_selection(compiled)[1][1]) == tp.keep_count(0.5, int(batch.vision_mask[1].sum()))

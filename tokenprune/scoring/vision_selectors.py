@@ -25,7 +25,9 @@ from .drop_selectors import vision_view
 
 def vision_selector(name: str):
     """Register a selector that reads the vision tower (the capture is installed at compile for it). A cut that
-    keeps every candidate or none chooses nothing and reads nothing (the compile self-check's probe keeps all)."""
+    keeps every candidate or none chooses nothing and reads nothing (the compile self-check's probe keeps all).
+    The self-check's pruning probe marks text tokens as vision tokens and runs no tower: there the first
+    ``counts[b]`` candidates stand in, since that probe checks only that the call prunes."""
 
     def deco(select):
         @functools.wraps(select)
@@ -35,6 +37,9 @@ def vision_selector(name: str):
                 return torch.zeros_like(candidates)
             if torch.equal(counts.to(candidates.device), candidates.sum(dim=1)):
                 return candidates
+            capture = ctx.vision_capture
+            if capture is not None and capture.probe and not capture.calls:
+                return candidates & (candidates.long().cumsum(dim=1) <= counts[:, None].to(candidates.device))
             return select(ctx, counts)
 
         guarded.needs_vision_side = True
