@@ -14,10 +14,9 @@ import tokenprune as tp
 from tokenprune.errors import ScheduleError, UnsupportedError
 from tokenprune.plugins import register, registry
 from tokenprune.scoring.selection import SelectorOutputError
-from tokenprune.testing.masking import dropped_per_layer, kept_rows, masked_reference
 
-from ..conformance.cases import greedy, layers_of, load_case
-from ..conformance.test_conformance import _single
+from ..conformance.cases import load_case
+from .conformance_checks import check_selector_call
 
 # Selectors that refuse every bundled test model, with the words their refusal must contain.
 # grid-downsample needs whole grids: it works at the first cut of RATIOS and refuses the second.
@@ -25,7 +24,6 @@ REFUSES = {"grid-downsample": "patch grid"}
 # Selectors answering with a CutMerge: until the cut path merges, their output is checked in test_vision_selectors.
 MERGING = {"visionzip", "grid-pool"}
 MODELS = [(("llava", None), "eager"), (("llava", None), "sdpa"), (("qwen2_5_vl", None), "sdpa")]
-ATOL = 1e-4
 # Cuts before layers 1, 2 and 3; a ratio just under 1 keeps ceil(r N) = N tokens: cuts that must change nothing.
 RATIOS = {"multi": [1.0, 0.75, 0.5, 0.25], "keep-every-token": [1.0, 0.9999, 0.9998, 0.9997]}
 WORKING = [name for name in registry("selector").names() if name not in REFUSES and name not in MERGING]
@@ -58,37 +56,12 @@ def test_selector_conformance(setup, name):
     case, model, batch = setup
     schedule = _schedule(case, "multi")
     compiled = tp.compile(model, case.spec, schedule, scorer=name, self_check="off")
-    logits = _logits(compiled, batch)
-    selection = tp.last_selection(compiled)
+    selection = check_selector_call(case, batch, compiled)
     assert sorted(selection) == list(schedule.cuts) == [1, 2, 3]
     for layer, per_sample in selection.items():
         for b, kept in enumerate(per_sample):
             assert len(kept) == tp.keep_count(schedule.keep_ratio[layer], int(batch.vision_mask[b].sum()))
             assert bool(batch.vision_mask[b, kept].all()), "only vision tokens are pruned"
-
-    # The pruned model equals the unpruned eager model with the dropped tokens masked out.
-    eager = case.models["eager"]
-    dropped = dropped_per_layer(batch.vision_mask, selection, case.num_layers)
-    with masked_reference(layers_of(case, eager), dropped):
-        ref_logits = _logits(eager, batch)
-        ref_tokens = greedy(eager, batch, steps=4)
-    for _, got, expected in kept_rows(logits, ref_logits, batch.vision_mask, selection,
-                                      batch.kwargs["attention_mask"]):
-        torch.testing.assert_close(got, expected, atol=ATOL, rtol=1e-4)
-    cached = greedy(compiled, batch, steps=4, use_cache=True)
-    assert torch.equal(cached, ref_tokens)
-    assert torch.equal(greedy(compiled, batch, steps=4, use_cache=False), cached)
-
-    # Each sample alone keeps the tokens it keeps in the batch.
-    _logits(compiled, batch)
-    together = tp.last_selection(compiled)
-    for b in range(batch.input_ids.shape[0]):
-        single = _single(batch, b)
-        alone = _logits(compiled, single)
-        offset = batch.input_ids.shape[1] - single.input_ids.shape[1]
-        for layer, per_sample in tp.last_selection(compiled).items():
-            assert torch.equal(per_sample[0] + offset, together[layer][b]), (layer, b)
-        torch.testing.assert_close(logits[b, -alone.shape[1]:], alone[0], atol=ATOL, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", WORKING)

@@ -17,23 +17,15 @@ from tokenprune.errors import UnsupportedError
 from tokenprune.plugins import registry
 from tokenprune.plugins.contracts import CutMerge
 from tokenprune.rewrite import session_of
-from tokenprune.scoring import vision_selectors
-from tokenprune.testing.masking import dropped_per_layer, kept_rows, masked_reference
 
-from ..conformance.cases import greedy, layers_of, load_case
-from ..conformance.test_conformance import _single
+from ..conformance.cases import load_case
+from .conformance_checks import check_selector_call, logits_of
 
 CASES = ["llava", "qwen2_5_vl"]
-ATOL = 1e-4
 
 
 def _schedule(case, ratios) -> tp.Schedule:
     return tp.Schedule((ratios + [ratios[-1]] * case.num_layers)[:case.num_layers])
-
-
-def _logits(model, batch):
-    with torch.no_grad():
-        return model(**batch.kwargs).logits
 
 
 def _setup(name):
@@ -121,7 +113,7 @@ def _top(scores_row: torch.Tensor, positions: torch.Tensor, k: int) -> list[int]
 def test_captured_tower_attention_matches_the_eager_weights(name, monkeypatch):
     case, model, batch = _setup(name)
     compiled = tp.compile(model, case.spec, _schedule(case, [1.0, 0.5]), scorer="fastervlm", self_check="off")
-    _logits(compiled, batch)
+    logits_of(compiled, batch)
     maps = session_of(compiled).thread.vision_capture.maps
     reference, grids, counts = _reference_at_prompt(case, batch, monkeypatch)
     vision = batch.vision_mask
@@ -134,7 +126,7 @@ def test_fastervlm_keeps_the_tokens_cls_attends_most_at_every_cut(name, monkeypa
     case, model, batch = _setup(name)
     schedule = _schedule(case, [1.0, 0.75, 0.5, 0.25])
     compiled = tp.compile(model, case.spec, schedule, scorer="fastervlm", self_check="off")
-    _logits(compiled, batch)
+    logits_of(compiled, batch)
     reference, _, _ = _reference_at_prompt(case, batch, monkeypatch)
     selection = tp.last_selection(compiled)
     assert sorted(selection) == [1, 2, 3]
@@ -183,38 +175,12 @@ def _grid_reference(case, batch, monkeypatch, ratio: float, owners: bool = False
     return {b: sorted(v) for b, v in kept.items()}, owner
 
 
-def _check_conformance(case, model, batch, compiled, schedule):
-    """Masking reference, cached == uncached generation, batch invariance (as the selector contract test)."""
-    logits = _logits(compiled, batch)
-    selection = tp.last_selection(compiled)
-    eager = case.models["eager"]
-    with masked_reference(layers_of(case, eager), dropped_per_layer(batch.vision_mask, selection, case.num_layers)):
-        ref_logits = _logits(eager, batch)
-        ref_tokens = greedy(eager, batch, steps=4)
-    for _, got, expected in kept_rows(logits, ref_logits, batch.vision_mask, selection,
-                                      batch.kwargs["attention_mask"]):
-        torch.testing.assert_close(got, expected, atol=ATOL, rtol=1e-4)
-    cached = greedy(compiled, batch, steps=4, use_cache=True)
-    assert torch.equal(cached, ref_tokens)
-    assert torch.equal(greedy(compiled, batch, steps=4, use_cache=False), cached)
-    _logits(compiled, batch)
-    together = tp.last_selection(compiled)
-    for b in range(batch.input_ids.shape[0]):
-        single = _single(batch, b)
-        alone = _logits(compiled, single)
-        offset = batch.input_ids.shape[1] - single.input_ids.shape[1]
-        for layer, per_sample in tp.last_selection(compiled).items():
-            assert torch.equal(per_sample[0] + offset, together[layer][b]), (layer, b)
-        torch.testing.assert_close(logits[b, -alone.shape[1]:], alone[0], atol=ATOL, rtol=1e-4)
-    return selection
-
-
 @pytest.mark.parametrize("name", CASES)
 def test_grid_downsample_keeps_each_images_even_subgrid(name, monkeypatch):
     case, model, batch = _setup(name)
     schedule = _schedule(case, [1.0, 0.3])
     compiled = tp.compile(model, case.spec, schedule, scorer="grid-downsample", self_check="off")
-    selection = _check_conformance(case, model, batch, compiled, schedule)
+    selection = check_selector_call(case, batch, compiled)
     expected, _ = _grid_reference(case, batch, monkeypatch, 0.3)
     assert {b: kept.tolist() for b, kept in enumerate(selection[1])} == expected
 
@@ -224,7 +190,7 @@ def test_grid_downsample_refuses_a_cut_without_whole_grids():
     compiled = tp.compile(model, case.spec, _schedule(case, [1.0, 0.75, 0.5]), scorer="grid-downsample",
                           self_check="off")
     with pytest.raises(UnsupportedError, match=r"whole patch grid.*first cut"):
-        _logits(compiled, batch)
+        logits_of(compiled, batch)
 
 
 def test_a_spec_without_a_vision_side_is_refused_at_compile():
@@ -238,12 +204,12 @@ def test_the_input_model_keeps_its_tower_untouched():
     case, model, batch = _setup("llava")
     tower = model.model.vision_tower
     hooks = [dict(m._forward_pre_hooks) for m in tower.modules()]
-    before = _logits(model, batch)
+    before = logits_of(model, batch)
     compiled = tp.compile(model, case.spec, _schedule(case, [1.0, 0.5]), scorer="fastervlm", self_check="off")
-    _logits(compiled, batch)
+    logits_of(compiled, batch)
     assert model.model.vision_tower is tower and compiled.model.vision_tower is not tower
     assert [dict(m._forward_pre_hooks) for m in tower.modules()] == hooks
-    assert torch.equal(_logits(model, batch), before)
+    assert torch.equal(logits_of(model, batch), before)
 
 
 # ------------------------------------------------------------------------------ merging selectors' answers
@@ -269,7 +235,7 @@ def test_visionzip_merges_as_the_paper_defines(name, monkeypatch):
     seen = []
     _recording(monkeypatch, "visionzip", seen)
     compiled = tp.compile(model, case.spec, _schedule(case, [1.0, 0.5, 0.25]), scorer="visionzip", self_check="off")
-    _logits(compiled, batch)
+    logits_of(compiled, batch)
     reference, _, _ = _reference_at_prompt(case, batch, monkeypatch)
     assert [layer for layer, *_ in seen] == [1, 2]
     for layer, positions, candidates, states, counts, answer in seen:
@@ -299,9 +265,9 @@ def test_grid_pool_merges_each_token_into_its_nearest_kept_point(name, monkeypat
     seen = []
     _recording(monkeypatch, "grid-pool", seen)
     compiled = tp.compile(model, case.spec, _schedule(case, [1.0, 0.3]), scorer="grid-pool", self_check="off")
-    _logits(compiled, batch)
+    logits_of(compiled, batch)
     kept, owner = _grid_reference(case, batch, monkeypatch, 0.3, owners=True)
-    (layer, positions, candidates, _, _, answer), = seen
+    (_, positions, candidates, _, _, answer), = seen
     assert tp.last_selection(compiled)[1] and isinstance(answer, CutMerge)
     for b in range(positions.shape[0]):
         got = {int(positions[b, s]): int(positions[b, answer.owner[b, s]]) for s in candidates[b].nonzero()[:, 0]}
@@ -315,5 +281,5 @@ def test_compile_self_check_passes_without_images(name):
     case, model, batch = _setup("llava")
     compiled = tp.compile(model, case.spec, _schedule(case, [1.0, 0.5]), scorer=name)
     assert session_of(compiled).thread.vision_capture is None  # the probe's record is not left behind
-    _logits(compiled, batch)
+    logits_of(compiled, batch)
     assert len(tp.last_selection(compiled)[1][1]) == tp.keep_count(0.5, int(batch.vision_mask[1].sum()))

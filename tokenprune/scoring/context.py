@@ -10,6 +10,8 @@ import torch
 from tokenprune.plugins.resolved import ResolvedSpec
 from tokenprune.spec import ModelSpec
 
+from .vision_side import VisionSide
+
 
 @dataclass
 class ScoreContext:
@@ -53,8 +55,6 @@ class ScoreContext:
     @property
     def vision_side(self):
         """The vision tower's attention and grids at this cut's slots (:class:`~.vision_side.VisionSide`)."""
-        from .vision_side import VisionSide  # local: the view imports this module
-
         return VisionSide(self)
 
     def entering_states(self) -> torch.Tensor:
