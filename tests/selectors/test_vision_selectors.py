@@ -283,3 +283,36 @@ def test_compile_self_check_passes_without_images(name):
     assert session_of(compiled).thread.vision_capture is None  # the probe's record is not left behind
     logits_of(compiled, batch)
     assert len(tp.last_selection(compiled)[1][1]) == tp.keep_count(0.5, int(batch.vision_mask[1].sum()))
+
+
+def _pixel_shuffle_reference(case, batch):
+    """Per image, the tower attention summed over the patches the model's own pixel shuffle merges into each
+    language-model token (InternVL: [CLS] attention; Idefics3: mean attention over queries)."""
+    eager = case.models["eager"]
+    pixels = batch.kwargs["pixel_values"]
+    if case.spec.name == "internvl":
+        with torch.no_grad():
+            weights = eager.model.vision_tower(pixels, output_attentions=True).attentions[-1]  # (N, H, T, T)
+        scores = weights[:, :, 0, 1:].mean(dim=1)  # (N, P)
+        side = math.isqrt(scores.shape[1])
+        merged = eager.model.pixel_shuffle(scores.reshape(-1, side, side, 1), eager.config.downsample_ratio)
+    else:
+        pixels = pixels.flatten(0, 1)
+        pixels = pixels[pixels.flatten(1).abs().sum(dim=1) > 0]  # the model drops all-zero padding images
+        with torch.no_grad():
+            weights = eager.model.vision_model(pixels, output_attentions=True).attentions[-1]
+        scores = weights.sum(dim=2).mean(dim=1) / weights.shape[-1]  # (N, P) mean over queries
+        merged = eager.model.connector.pixel_shuffle(scores[:, :, None], eager.config.scale_factor)
+    return merged.sum(dim=-1).reshape(-1)
+
+
+@pytest.mark.parametrize("name", ["internvl", "idefics3"])
+def test_pixel_shuffle_families_map_patches_as_the_model_does(name):
+    case = load_case(name, None)
+    model = case.models["sdpa"]
+    batch = case.batch(model, "batch3")
+    compiled = tp.compile(model, case.spec, _schedule(case, [1.0, 0.5]), scorer="fastervlm", self_check="off")
+    logits_of(compiled, batch)
+    maps = session_of(compiled).thread.vision_capture.maps
+    torch.testing.assert_close(maps.attention[batch.vision_mask], _pixel_shuffle_reference(case, batch),
+                               atol=1e-6, rtol=1e-4)
