@@ -59,7 +59,7 @@ def _decide(session: PruneSession, layer: int, prev_layer: int | None, hidden_in
                            next_rope=next_rope, positions=prev.positions, vision=prev.vision, valid=prev.valid,
                            pad_offset=call.pad_offset, query_position=call.query_position, seed=session.seed,
                            cache=cache, key_policy=session.scoring_keys, shared_kv=shared_kv,
-                           position_ids=position_ids, sizes=sizes)
+                           position_ids=position_ids, sizes=sizes, vision_capture=session.thread.vision_capture)
         answer = session.plugins.selector(ctx, counts)  # (B, n) bool: the vision slots that survive, or a CutMerge
         keep = check_keep(answer, ctx, counts, session.plugins.scorer_name)
         session.key_sources[layer] = ctx.key_source

@@ -124,6 +124,8 @@ class ThreadState:
     call: CallState | None = None
     prompt: PinnedPrompt = field(default_factory=PinnedPrompt)
     handoff: HookHandoff = field(default_factory=HookHandoff)
+    vision_capture: object = None  # the call's vision-tower record (rewrites/vision_capture.py), if captured
+    probing: bool = False  # inside ``isolated()``: the self-check's own calls (text tokens marked as vision)
 
 
 class _PerThread(threading.local):
@@ -230,12 +232,13 @@ class PruneSession:
     def isolated(self):
         """Run with a fresh state for this thread, then restore it (the self-check must not pin its probe)."""
         state = self.thread
-        saved = (state.call, state.prompt, state.handoff)
-        state.call, state.prompt, state.handoff = None, PinnedPrompt(), HookHandoff()
+        saved = (state.call, state.prompt, state.handoff, state.vision_capture, state.probing)
+        state.call, state.prompt, state.handoff, state.vision_capture, state.probing = \
+            None, PinnedPrompt(), HookHandoff(), None, True
         try:
             yield
         finally:
-            state.call, state.prompt, state.handoff = saved
+            state.call, state.prompt, state.handoff, state.vision_capture, state.probing = saved
 
     # ---------------------------------------------------------------- calls
     def begin(self, inputs_embeds: torch.Tensor, vision: torch.Tensor | None, attention_mask, past_len: int,

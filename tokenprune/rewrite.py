@@ -32,6 +32,7 @@ from tokenprune.rewrites.prune_pass import insert_cuts
 from tokenprune.rewrites.selfcheck import SELF_CHECKS, run_self_check, scoring_modules
 from tokenprune.rewrites.state import PruneSession
 from tokenprune.rewrites.tracer import trace_language_model
+from tokenprune.rewrites.vision_capture import install_vision_capture, needs_vision_side
 from tokenprune.schedule import Schedule
 from tokenprune.scoring import DEFAULT_SCORER
 from tokenprune.scoring.attention import query_scale
@@ -95,6 +96,8 @@ def rewrite(model: torch.nn.Module, spec: str | Path | ModelSpec, schedule: Sche
         object.__setattr__(pruned, "generate", prompt_caches.guard_generate(pruned.generate, keeping))
     object.__setattr__(pruned, "_tokenprune_language_model", lm)
     resume_inside_calls(pruned, model, spec.language_model)  # under torch.compile: no graph break of its own
+    if needs_vision_side(plugins.selector):
+        install_vision_capture(pruned, model, base, session)
     session.record_self_check(run_self_check(self_check, lm_original, lm, session, hint, graphs=graphs,
                                              input_names=names, cut_layers=schedule.cuts))
     if not session.self_check.startswith("skipped"):

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from .errors import SpecError, SpecMatchError, TokenPruneError, describe
 from .plugins import load_plugins
+from .spec_vision import VisionSide
 
 BUNDLED_PACKAGE = "tokenprune.model_specs"
 # A spec x.yaml keeps its test data (tokenprune.spec_testdata) in x.test.yaml beside it.
@@ -185,6 +186,9 @@ class ModelSpec(_Strict):
     attention: AttentionAttrs = AttentionAttrs()
     vision_tokens: VisionTokens
     tracing: Tracing = Tracing()
+    vision_side: VisionSide | None = Field(
+        None, description="Where the vision tower's attention is and how its tokens map to the language model's "
+        "vision tokens; needed only by selectors that read the vision encoder (fastervlm, visionzip, grid-*).")
     # The file the spec was read from (None for one built from a mapping): its test data sits beside it.
     _source_file: Path | Traversable | None = PrivateAttr(None)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tokenprune.selectors import SelectorInputError, grid_downsample, grid_pool
+from tokenprune.selectors import SelectorInputError, grid_downsample, grid_pool, grid_pool_around
 
 from .helpers import RATIOS, assert_batch_invariant, assert_keep_all, assert_valid_selection, counts, kept_positions
 from .helpers import padded_batch, tokens_of
@@ -75,3 +75,19 @@ def test_a_grid_that_does_not_fit_is_refused():
     _, valid, grid = _batch(0, False)
     with pytest.raises(SelectorInputError, match="rows \\* columns = N_b"):
         grid_downsample(valid, counts(valid, 0.5), grid.flip(0))
+
+
+@pytest.mark.parametrize("scattered", [False, True])
+def test_grid_pool_around_merges_into_the_nearest_downsampled_point(scattered):
+    x, valid = padded_batch(7, [h * w for h, w in GRIDS], scattered=scattered)
+    grid = torch.tensor(GRIDS)
+    k = counts(valid, 0.4)
+    merged = grid_pool_around(x, valid, k, grid)
+    for b, (h, w) in enumerate(GRIDS):
+        points = reference_downsample(h, w, int(k[b]))
+        owner = [min(points, key=lambda p: ((p // w - j // w) ** 2 + (p % w - j % w) ** 2, p)) for j in range(h * w)]
+        assert kept_positions(merged.selection(), valid, b) == sorted(points)
+        tokens = tokens_of(x, valid, b)
+        for column, point in enumerate(sorted(points)):
+            group = [j for j in range(h * w) if owner[j] == point]
+            np.testing.assert_allclose(merged.features[b, column].numpy(), tokens[group].mean(axis=0), rtol=1e-12)

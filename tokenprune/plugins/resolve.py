@@ -14,6 +14,7 @@ import tokenprune.rewrites.rope  # noqa: F401
 import tokenprune.scoring.qk  # noqa: F401
 import tokenprune.scoring.drop_selectors  # noqa: F401
 import tokenprune.scoring.merge_selectors  # noqa: F401
+import tokenprune.scoring.vision_selectors  # noqa: F401
 import tokenprune.scoring.scorers  # noqa: F401
 from tokenprune.scoring.scorers import DEFAULT_SCORER
 from tokenprune.scoring.selection import find_selector

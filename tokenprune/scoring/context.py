@@ -10,6 +10,8 @@ import torch
 from tokenprune.plugins.resolved import ResolvedSpec
 from tokenprune.spec import ModelSpec
 
+from .vision_side import VisionSide
+
 
 @dataclass
 class ScoreContext:
@@ -43,6 +45,7 @@ class ScoreContext:
     scores: torch.Tensor | None = None  # (B, n) fp32 set by a ranking scorer's selector: what it ranked by
     # (B, n) fp32: original tokens each slot stands for (earlier cuts may have merged tokens into it); ones if None
     sizes: torch.Tensor | None = None
+    vision_capture: Any = None  # the call's vision-tower record, for selectors that declare needs_vision_side
 
     def __post_init__(self) -> None:
         if self.sizes is None:
@@ -54,6 +57,11 @@ class ScoreContext:
         the prompt's end)."""
         inside = (self.positions >= self.pad_offset[:, None]) & (self.positions <= self.query_position[:, None])
         return ~self.vision & self.valid & inside
+
+    @property
+    def vision_side(self):
+        """The vision tower's attention and grids at this cut's slots (:class:`~.vision_side.VisionSide`)."""
+        return VisionSide(self)
 
     def entering_states(self) -> torch.Tensor:
         """(B, n, D) the hidden states entering the cut as the next layer's attention reads them (before its input

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import torch
 
 from tokenprune import selectors
-from tokenprune.errors import UnsupportedError, describe
 from tokenprune.plugins import register
 from tokenprune.selectors._common import keep_mask_of, valid_order
 
@@ -99,14 +98,3 @@ def random_keep(ctx: ScoreContext, counts: torch.Tensor) -> torch.Tensor:
     chosen = selectors.random_keep(view.valid, counts, seeds=ctx.seed * 1_000_003 + ctx.layer)
     return view.unpack(chosen, ctx.vision.shape[1])
 
-
-@drop_selector("grid-downsample")
-def grid_downsample(ctx: ScoreContext, counts: torch.Tensor) -> torch.Tensor:
-    """Even spatial downsampling of the patch grid: refused until a spec or call can say what the grid is."""
-    raise UnsupportedError(describe(
-        "grid-downsample needs each sample's vision tokens as one (rows, columns) patch grid",
-        f"selector 'grid-downsample' at the cut before layer {ctx.layer} (spec {ctx.spec.name!r})",
-        "a known grid per sample: no spec key or call argument gives the patch grid yet, and a cut after "
-        "another cut no longer holds a whole grid",
-        "use 'random-keep', 'divprune', 'dart' or 'cdpruner', or call "
-        "tokenprune.selectors.grid_downsample(valid, k, grid) on your own grid"))

@@ -13,11 +13,12 @@ from ._common import Merge, Selection, SelectorInputError, keep_counts
 from .cdpruner import cdpruner, instruction_relevance
 from .dart import dart
 from .divprune import divprune
-from .grid import grid_downsample, grid_pool
+from .grid import grid_downsample, grid_pool, grid_pool_around
 from .random_keep import random_keep
 from .tome import tome_merge, tome_merge_to
 from .visionzip import default_contextual, visionzip
 
 __all__ = ["Merge", "Selection", "SelectorInputError", "keep_counts", "cdpruner", "instruction_relevance", "dart",
-           "divprune", "grid_downsample", "grid_pool", "random_keep", "tome_merge", "tome_merge_to", "visionzip",
+           "divprune", "grid_downsample", "grid_pool", "grid_pool_around", "random_keep", "tome_merge", "tome_merge_to",
+           "visionzip",
            "default_contextual"]

@@ -9,6 +9,10 @@ columns; of its ``P = h' w' >= k`` points (row-major) the ones numbered ``floor(
 
 *Pooling* averages every ``window = (sh, sw)`` block (clipped at the border) into one token placed at the
 block's top-left slot. Its output count is fixed by the grid and window, not by ``k``.
+
+*Pooling around the downsampled points* keeps ``k`` tokens exactly: the ``k`` points of the downsampling are the
+kept tokens, every other token joins the nearest of them on the grid (squared row and column distance, ties to
+the earlier point), and each group is averaged.
 """
 
 from __future__ import annotations
@@ -64,4 +68,22 @@ def grid_pool(x: torch.Tensor, valid: torch.Tensor, grid: torch.Tensor, window: 
     row, col = nth // width, nth % width
     corner = (row - row % window[0]) * width + (col - col % window[1])     # (B, N) block's top-left, among valid
     owner = torch.where(valid, valid_order(valid).gather(1, corner), -1)   # (B, N) actual slot
+    return merge_into(x, owner)
+
+
+def grid_pool_around(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor, grid: torch.Tensor) -> Merge:
+    """Merge sample ``b``'s ``grid[b]`` patch grid into the ``k[b]`` points :func:`grid_downsample` keeps: every
+    other token joins its nearest kept point."""
+    where = "grid_pool_around"
+    check_selector_inputs(where, valid, k, x)
+    _check_grid(where, valid, grid)
+    slots = valid.shape[1]
+    centre = grid_downsample(valid, k, grid).keep_mask(slots)             # (B, N)
+    width = grid[:, 1:2]                                                   # (B, 1)
+    nth = (valid.long().cumsum(dim=1) - 1).clamp_min(0)                    # (B, N) index among valid slots
+    row, col = nth // width, nth % width
+    distance = (row[:, :, None] - row[:, None, :]) ** 2 + (col[:, :, None] - col[:, None, :]) ** 2  # (B, N, N)
+    distance = distance.masked_fill(~centre[:, None, :], torch.iinfo(distance.dtype).max)
+    nearest = distance.argmin(dim=2)                                       # (B, N) first minimum: earlier point
+    owner = torch.where(valid & centre.any(dim=1, keepdim=True), nearest, -1)
     return merge_into(x, owner)

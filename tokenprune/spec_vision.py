@@ -1,0 +1,60 @@
+"""The optional ``vision_side`` section of a model spec: where the vision tower's attention is and how its tokens
+become the language model's vision tokens, for the selectors that read the vision encoder (VisionZip, FasterVLM,
+grid downsampling).
+
+A leaf module (pydantic only) so that :mod:`tokenprune.spec` can reference it without an import circle.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# How the attention probabilities of a tower layer are recomputed from what its attention module receives.
+TowerAttention = Literal["qk_proj", "qwen2_vl", "qwen2_5_vl"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VisionSide(_Strict):
+    """The vision tower seen from the language model's vision tokens."""
+
+    tower: str = Field(description="Dotted path (from the loaded model) of the vision tower: the module the "
+                       "multimodal model calls once per batch of images (or of videos) with their pixels.")
+    encoder_layers: str = Field(description="Dotted path, relative to the tower, of its list of encoder layers.")
+    layer: int | str = Field(
+        -1, description="Which encoder layer's attention is read: an index into encoder_layers (negative counts "
+        "from the end), or a dotted reference into the model config whose value is a Hugging Face "
+        "`vision_feature_layer` (an index into the tower's hidden states, whose entry 0 is the embeddings: -2 is "
+        "the output of the penultimate layer). Default: the layer whose output feeds the projector.")
+    attention: str = Field("self_attn", description="Path of the attention module, relative to an encoder layer.")
+    reader: TowerAttention = Field(
+        "qk_proj", description="How the layer's attention probabilities are recomputed from its attention module's "
+        "input (towers run sdpa/flash and return no weights): 'qk_proj', separate q_proj/k_proj (optional q_norm/"
+        "k_norm over the whole projection), num_heads and scale (CLIP, SigLIP, InternViT); 'qwen2_vl', a fused "
+        "qkv with the vision rotary embedding, attention within cu_seqlens blocks; 'qwen2_5_vl', the same inside "
+        "the tower's window order, mapped back to the image's order.")
+    cls_token: int | None = Field(None, description="Index of the [CLS] token in each image's tower sequence; "
+                                  "null for towers without one (the score is then the mean attention over queries).")
+    cls_in_features: str | None = Field(
+        None, description="Dotted reference into the model config whose value 'full' means the [CLS] token is "
+        "kept as a language-model vision token (Hugging Face `vision_feature_select_strategy`); otherwise it is "
+        "dropped. Null: always dropped.")
+    merge: int | str = Field(
+        1, description="Patches per side merged into one language-model token (pixel shuffle, spatial merger): 1 "
+        "for a 1:1 mapping, or a dotted config reference (e.g. 'vision_config.spatial_merge_size'; a value below 1 "
+        "such as InternVL's downsample_ratio 0.5 is read as its inverse).")
+    merge_order: Literal["blocks", "consecutive"] = Field(
+        "blocks", description="Where a merged token's patches are in the tower sequence: 'blocks', a merge x merge "
+        "block of the row-major patch grid (pixel shuffle); 'consecutive', merge**2 consecutive tower tokens "
+        "(Qwen2-VL's merger).")
+    grid: Literal["square", "grid_thw"] = Field(
+        "square", description="Each image's patch grid: 'square', the square root of its patch count; 'grid_thw', "
+        "the (t, h, w) rows of the tower's `grid_thw` argument (a video's frames are stacked as rows).")
+    token_ids: list[str] = Field(
+        default_factory=list, description="For towers called once per modality (images, then videos): dotted "
+        "config references of the vision token ids each call fills, in call order (the calls fill the ids present "
+        "in the prompt, in this order). Empty: one call fills every vision token.")
