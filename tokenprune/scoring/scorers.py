@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from tokenprune.errors import UnsupportedError, describe
 from tokenprune.plugins import register
 
 from .attention import attention_probs
@@ -23,11 +24,27 @@ def _last_query(ctx: ScoreContext) -> torch.Tensor:
 
 def _scoring_layer_probs(ctx: ScoreContext, query_slots: torch.Tensor) -> torch.Tensor:
     """(B, Q, n) attention in the layer before the cut; that layer has run, so its keys may be in the cache."""
+    require_scoring_layer(ctx)
     probs, found = attention_probs(ctx.plugins, ctx.scoring_layer, ctx.hidden_in, ctx.rope, ctx.mask, ctx.positions,
                                    ctx.valid, query_slots, cache=ctx.cache, key_policy=ctx.key_policy,
                                    shared_kv=ctx.shared_kv, position_ids=ctx.position_ids)
     ctx.key_source = f"{found.source}: {found.reason}"
     return probs
+
+
+# Selectors that need no layer before the cut, so they can act on the embeddings entering the first layer.
+LAYER0_SELECTORS = ("divprune", "dart", "cdpruner", "random-keep", "random", "next-layer-attention")
+
+
+def require_scoring_layer(ctx: ScoreContext) -> None:
+    """Refuse a cut before the first decoder layer: there is no layer before it whose attention could rank."""
+    if ctx.scoring_layer is None:
+        raise UnsupportedError(describe(
+            "this scorer ranks by the attention of the layer before the cut, and a cut before layer 0 has none",
+            f"the cut before layer {ctx.layer} (keep_ratio[0] < 1, spec {ctx.spec.name!r})",
+            "a cut at layer 1 or later for attention scorers of the previous layer",
+            f"start the schedule at keep_ratio[0] = 1.0, or use a selector that works before the first layer: "
+            f"{', '.join(LAYER0_SELECTORS)}"))
 
 
 @register("scorer", "last-token-attention")
@@ -71,5 +88,5 @@ def random_scores(ctx: ScoreContext) -> torch.Tensor:
     """Seeded random baseline, drawn per position in the unpadded prompt (so it is batch invariant)."""
     prompt_pos = ctx.positions - ctx.pad_offset[:, None]  # (B, n) index in the sample's own prompt
     gen = torch.Generator(device="cpu").manual_seed(ctx.seed * 1_000_003 + ctx.layer)
-    table = torch.rand(int(prompt_pos.max().item()) + 1, generator=gen).to(ctx.hidden_in.device)
+    table = torch.rand(int(prompt_pos.max().item()) + 1, generator=gen).to(ctx.positions.device)
     return table[prompt_pos.clamp_min(0)]
