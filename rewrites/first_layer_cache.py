@@ -15,6 +15,7 @@ from transformers.cache_utils import DynamicLayer
 
 from tokenprune.errors import UnsupportedError, describe
 
+from .prompt_caches import keeping_layers
 from .sliding import WholeWindowLayer
 from .state import Mode, PruneSession
 
@@ -42,6 +43,19 @@ class UnprunedLengthWindowLayer(_ReportsUnprunedLength, WholeWindowLayer):
 
 
 _REPLACEMENTS = {DynamicLayer: UnprunedLengthLayer, WholeWindowLayer: UnprunedLengthWindowLayer}
+
+
+def check_first_layer_kind(spec, config, cut_layers) -> None:
+    """At compile: refuse a cut before layer 0 when layer 0's type keeps the prompt in a sliding cache of its own
+    kind, which cannot report the unpruned length (a cut after the first layer of that type is exact)."""
+    if 0 in cut_layers and 0 in keeping_layers(spec, config, cut_layers):
+        kind = config.layer_types[0]
+        raise UnsupportedError(describe(
+            f"a cut before the first decoder layer, whose type {kind!r} keeps the prompt in a sliding cache",
+            f"keep_ratio[0] < 1 (spec {spec.name!r}, tracing.windowed_layers keeps_prompt)",
+            "layer 0 of a type whose cache tokenprune can make report the unpruned length (full attention, or a "
+            "sliding window that does not keep the prompt)",
+            "start the schedule at keep_ratio[0] = 1.0 and cut after the first layer of each windowed type"))
 
 
 def prepare_first_layer(cache, cut_layers, past_len: int) -> None:

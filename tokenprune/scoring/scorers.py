@@ -36,18 +36,35 @@ def _scoring_layer_probs(ctx: ScoreContext, query_slots: torch.Tensor) -> torch.
 LAYER0_SELECTORS = ("divprune", "dart", "cdpruner", "random-keep", "random", "next-layer-attention")
 
 
+def _no_scoring_layer(name: str, spec_name: str) -> UnsupportedError:
+    return UnsupportedError(describe(
+        f"scorer {name!r} ranks by the attention of the layer before the cut, and a cut before layer 0 has none",
+        f"the cut before layer 0 (keep_ratio[0] < 1, spec {spec_name!r})",
+        "a cut at layer 1 or later for scorers that read the previous layer's attention",
+        f"start the schedule at keep_ratio[0] = 1.0, or use a selector that works before the first layer: "
+        f"{', '.join(LAYER0_SELECTORS)}"))
+
+
+def needs_scoring_layer(scorer):
+    """Mark a scorer that reads the layer before the cut (refused at a cut before layer 0, at compile time)."""
+    scorer.needs_scoring_layer = True
+    return scorer
+
+
+def check_first_layer_cut(plugins, cuts) -> None:
+    """At compile: refuse a cut before layer 0 for a ranking scorer marked :func:`needs_scoring_layer`."""
+    if 0 in cuts and getattr(plugins.scorer, "needs_scoring_layer", False):
+        raise _no_scoring_layer(plugins.scorer_name, plugins.spec.name)
+
+
 def require_scoring_layer(ctx: ScoreContext) -> None:
-    """Refuse a cut before the first decoder layer: there is no layer before it whose attention could rank."""
+    """At run time, for any scorer reading the previous layer (plug-ins included): refuse a cut before layer 0."""
     if ctx.scoring_layer is None:
-        raise UnsupportedError(describe(
-            "this scorer ranks by the attention of the layer before the cut, and a cut before layer 0 has none",
-            f"the cut before layer {ctx.layer} (keep_ratio[0] < 1, spec {ctx.spec.name!r})",
-            "a cut at layer 1 or later for attention scorers of the previous layer",
-            f"start the schedule at keep_ratio[0] = 1.0, or use a selector that works before the first layer: "
-            f"{', '.join(LAYER0_SELECTORS)}"))
+        raise _no_scoring_layer(ctx.plugins.scorer_name, ctx.spec.name)
 
 
 @register("scorer", "last-token-attention")
+@needs_scoring_layer
 def last_token_attention(ctx: ScoreContext) -> torch.Tensor:
     """FastV: attention of the last prompt token in the layer before the cut, averaged over heads."""
     return _scoring_layer_probs(ctx, _last_query(ctx))[:, 0]  # (B, n)
@@ -67,6 +84,7 @@ def next_layer_attention(ctx: ScoreContext) -> torch.Tensor:
 
 
 @register("scorer", "text-mean-attention")
+@needs_scoring_layer
 def text_mean_attention(ctx: ScoreContext) -> torch.Tensor:
     """Attention in the layer before the cut, averaged over heads and over every real text query."""
     bsz, n = ctx.vision.shape
