@@ -1,7 +1,7 @@
 """Selectors: which vision tokens survive a cut, as pure tensor functions.
 
-``tokenprune.scoring.drop_selectors`` registers the drop-selectors among them for ``compile(scorer=NAME)`` at cuts
-inside the language model; merging and the cut before the first layer are not wired yet.
+``tokenprune.scoring.drop_selectors`` registers the drop-selectors among them for ``compile(scorer=NAME)`` at any
+cut of a schedule, the cut before the first decoder layer (``keep_ratio[0] < 1``) included; merging is not wired yet.
 
 Pure, batched tensor functions with no model dependency. Common inputs: ``x`` (B, N, D) vision token features,
 ``valid`` (B, N) bool (False at padding slots), ``k`` (B,) long keep counts (``keep_counts(valid, ratio)`` gives
