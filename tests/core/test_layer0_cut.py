@@ -103,6 +103,18 @@ def test_layer0_cut_keeping_every_token_is_bit_identical(setup):
     assert torch.equal(greedy(compiled, batch, steps=3), greedy(model, batch, steps=3))
 
 
+def test_layer0_beam_search_matches_the_reference():
+    case = load_case("qwen2_5_vl", None)
+    model, eager = case.models["sdpa"], case.models["eager"]
+    batch = case.batch(model, "batch3")
+    compiled = tp.compile(model, case.spec, _schedule(case.num_layers), scorer="dart")
+    got = greedy(compiled, batch, steps=4, num_beams=2)
+    _logits(compiled, batch)  # the selection of the batch itself (beam search expands it)
+    dropped = dropped_per_layer(batch.vision_mask, tp.last_selection(compiled), case.num_layers)
+    with masked_reference(layers_of(case, eager), dropped):
+        assert torch.equal(got, greedy(eager, batch, steps=4, num_beams=2))
+
+
 def test_layer0_cache_reports_the_unpruned_length():
     """Hugging Face numbers decode positions and sizes decode masks from layer 0's cache length."""
     case = load_case("llava", None)
