@@ -1,8 +1,9 @@
 """The fx pass: insert *select -> gather* nodes at every cut of a schedule.
 
 For a cut before layer ``l`` it adds ``cut{l}_select`` (scores the tokens with layer ``l-1`` and picks the
-survivors; a cut before layer 0 has no scoring layer, its selector sees the embeddings entering layer 0) and one ``cut{l}_<name>`` gather node per per-token value the later layers read (hidden
-state, attention mask, rotary cos/sin, position ids, per-token positional arguments, shared keys/values).
+survivors; a cut before layer 0 has no scoring layer, its selector sees the embeddings entering layer 0) and
+one ``cut{l}_<name>`` gather node per per-token value layer ``l`` and the later layers read (hidden state,
+attention mask, rotary cos/sin, position ids, per-token positional arguments, shared keys/values).
 Later layers are rewired to the gathered values;
 the pass then proves with :mod:`.analysis` that nothing per-token skips the cut, and lints the graph.
 """
