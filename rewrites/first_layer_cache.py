@@ -11,12 +11,12 @@ Face then sizes for the unpruned layout is the one the cut gathers to the kept c
 
 from __future__ import annotations
 
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
 from tokenprune.errors import UnsupportedError, describe
 
 from .prompt_caches import keeping_layers
-from .sliding import WholeWindowLayer
+from .sliding import WholeWindowLayer, windowed_layer_sizes
 from .state import Mode, PruneSession
 
 
@@ -56,6 +56,34 @@ def check_first_layer_kind(spec, config, cut_layers) -> None:
             "layer 0 of a type whose cache tokenprune can make report the unpruned length (full attention, or a "
             "sliding window that does not keep the prompt)",
             "start the schedule at keep_ratio[0] = 1.0 and cut after the first layer of each windowed type"))
+    if 0 in cut_layers:
+        kind = _default_first_layer_kind(spec, config, cut_layers)
+        if kind is not None and kind not in _REPLACEMENTS:
+            raise _unsupported_kind(kind)
+
+
+def _default_first_layer_kind(spec, config, cut_layers) -> type | None:
+    """The class of layer 0's slot in the cache ``generate()`` creates, after tokenprune's own swaps (None: the
+    config builds no cache here, so the check waits for the first call)."""
+    try:
+        slots = DynamicCache(config=config).layers
+    except Exception:  # a config transformers cannot build a cache from outside its model: checked at the call
+        return None
+    if not slots:
+        return DynamicLayer
+    if type(slots[0]) is DynamicSlidingWindowLayer and 0 in windowed_layer_sizes(spec, config, cut_layers):
+        return WholeWindowLayer
+    return type(slots[0])
+
+
+def _unsupported_kind(kind: type) -> UnsupportedError:
+    return UnsupportedError(describe(
+        f"a cut before the first decoder layer with layer 0's KV cache of kind {kind.__name__}",
+        "past_key_values (layer 0) under keep_ratio[0] < 1",
+        "an empty DynamicCache whose first layer is a plain or sliding-window layer (the default of generate() "
+        "for most families): it must report the unpruned length, which Hugging Face reads for positions and masks",
+        "let generate() create the cache or pass DynamicCache(); for other cache kinds, start the schedule at "
+        "keep_ratio[0] = 1.0 and cut at layer 1 or later"))
 
 
 def prepare_first_layer(cache, cut_layers, past_len: int) -> None:
@@ -75,14 +103,7 @@ def prepare_first_layer(cache, cut_layers, past_len: int) -> None:
         return
     replacement = _REPLACEMENTS.get(type(slot))
     if replacement is None or slot.get_seq_length() != 0:
-        raise UnsupportedError(describe(
-            f"a cut before the first decoder layer with layer 0's KV cache of kind {type(slot).__name__}",
-            "past_key_values (layer 0) under keep_ratio[0] < 1",
-            "an empty DynamicCache (the default of generate() and of a call without past_key_values): its first "
-            "layer must report the unpruned length, which Hugging Face reads for positions and masks",
-            "let generate() create the cache or pass DynamicCache(); for a windowed type that keeps the prompt "
-            "in its cache, or any other cache kind, start the schedule at keep_ratio[0] = 1.0 and cut at layer 1 "
-            "or later"))
+        raise _unsupported_kind(type(slot))
     fresh = replacement() if replacement is UnprunedLengthLayer else replacement(slot.sliding_window)
     slots[0] = fresh
 

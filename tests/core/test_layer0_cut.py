@@ -166,6 +166,9 @@ def test_families_that_cannot_cut_before_layer_0_refuse_at_compile():
     ocr = load_case("unlimited_ocr", None)  # layer 0 keeps the prompt in a sliding cache of its own
     with pytest.raises(UnsupportedError, match="first decoder layer, whose type 'reference_sliding_attention'"):
         tp.compile(ocr.models["eager"], ocr.spec, _schedule(ocr.num_layers), scorer="divprune")
+    dsa = load_case("mistral_large4", None)  # layer 0's cache is an indexed (sparse-attention) layer
+    with pytest.raises(UnsupportedError, match="layer 0's KV cache of kind DynamicIndexedLayer"):
+        tp.compile(dsa.models["sdpa"], dsa.spec, _schedule(dsa.num_layers), scorer="divprune")
     qwen3 = load_case("qwen3_vl", None)  # DeepStack adds features at the unpruned vision positions after layer 0
     with pytest.raises(TraceError, match="after the cut before layer 0 reads per-token value 'visual_pos_masks'"):
         tp.compile(qwen3.models["sdpa"], qwen3.spec, _schedule(qwen3.num_layers), scorer="divprune")
