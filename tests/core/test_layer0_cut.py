@@ -182,3 +182,11 @@ def test_prefill_flops_count_layer_0_at_the_kept_length():
     assert report.per_layer[0] == layer_flops(shape, 35) < report.unpruned_per_layer[0] == layer_flops(shape, 110)
     cheapest_inside = tp.prefill_flops(shape, tp.Schedule.vtw(4, 1), 10, 100).fraction
     assert tp.prefill_flops(shape, tp.Schedule.vtw(4, 0), 10, 100).fraction < cheapest_inside
+
+
+def test_the_masking_benchmark_baseline_refuses_a_layer0_cut():
+    from tokenprune.bench.masking import MaskingBaseline
+
+    case = load_case("llava", None)
+    with pytest.raises(UnsupportedError, match="cut before layer 0 in the masking baseline"):
+        MaskingBaseline(case.models["eager"], _schedule(case.num_layers))
