@@ -16,7 +16,7 @@ from tokenprune.errors import TraceError, describe
 from tokenprune.schedule import Schedule
 from tokenprune.spec import GatherKind
 
-from . import gathers, ops
+from . import gathers, ops, vision_features
 from .analysis import check_cuts_complete, layer_nodes
 from .state import PruneSession
 from .tracer import TracedLanguageModel
@@ -80,10 +80,16 @@ def insert_cuts(traced: TracedLanguageModel, schedule: Schedule, session: PruneS
     hidden_axes = (layout.token_axis, layout.batch_axis)  # where a cut gathers the hidden states
     gathered: dict[int, set[str]] = {}
     previous_cut = None
+    # Vision features added between layers at vision positions (hint-declared inputs), in the current layout.
+    masks, rows = vision_features.declared_inputs(session.plugins.hint_types, graph)
+    current = {node: node for node in (*masks.values(), *rows)}
     for cut in schedule.cuts:
         windows = _mask_windows(layers, traced.config, session.spec.windowed_layers)
         gathered[cut] = _insert_cut(graph, gm, traced.layer_prefix, layers, kinds, cut, previous_cut, session_node,
                                     windows, hidden_axes)
+        select = next(n for n in graph.nodes if n.name == f"cut{cut}_select")
+        gathered[cut] |= vision_features.insert_position_gathers(graph, select, layers[cut], _downstream(layers[cut]),
+                                                                  current, rows, cut)
         previous_cut = cut
     exempt = {n.name for n in graph.nodes if n.op == "placeholder" and n.target == "past_key_values"}
     token_inputs = tuple(n for n in traced.input_names if n != "past_key_values")

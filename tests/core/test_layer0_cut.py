@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import tokenprune as tp
-from tokenprune.errors import TraceError, UnsupportedError
+from tokenprune.errors import UnsupportedError
 from tokenprune.flops import TextShape, layer_flops
 from tokenprune.plugins import registry
 from tokenprune.scoring.scorers import LAYER0_SELECTORS
@@ -169,9 +169,19 @@ def test_families_that_cannot_cut_before_layer_0_refuse_at_compile():
     dsa = load_case("mistral_large4", None)  # layer 0's cache is an indexed (sparse-attention) layer
     with pytest.raises(UnsupportedError, match="layer 0's KV cache of kind DynamicIndexedLayer"):
         tp.compile(dsa.models["sdpa"], dsa.spec, _schedule(dsa.num_layers), scorer="divprune")
-    qwen3 = load_case("qwen3_vl", None)  # DeepStack adds features at the unpruned vision positions after layer 0
-    with pytest.raises(TraceError, match="after the cut before layer 0 reads per-token value 'visual_pos_masks'"):
-        tp.compile(qwen3.models["sdpa"], qwen3.spec, _schedule(qwen3.num_layers), scorer="divprune")
+
+
+@pytest.mark.parametrize("name, mask", [("qwen3_vl", "visual_pos_masks"), ("granite4_vision", "vision_mask")])
+def test_features_added_at_vision_positions_follow_a_layer0_cut(name, mask):
+    """Qwen3-VL's DeepStack and Granite 4 Vision add vision features after the first layers, one row per vision
+    position: the cut gathers the position mask and the kept rows for those additions."""
+    case = load_case(name, None)
+    model = case.models["sdpa"]
+    _check_against_reference(case, model, case.batch(model, "batch3"), "divprune")
+    compiled = tp.compile(model, case.spec, _schedule(case.num_layers), scorer="divprune")
+    graphs = compiled._tokenprune_language_model._tokenprune_graphs.values()
+    names = {node.name for gm in graphs for node in gm.graph.nodes}
+    assert f"cut0_{mask}" in names and f"cut2_{mask}" not in names  # nothing is added after layer 2
 
 
 def test_prefill_flops_count_layer_0_at_the_kept_length():
