@@ -1,8 +1,8 @@
 """Vision features added to the hidden states at vision positions between decoder layers, across a cut.
 
-Some families add more vision features after the first layers (Qwen3-VL's DeepStack, Granite 4 Vision): a graph input marks the
-vision positions (a (B, S) or (B, S, 1) bool mask) and others hold one row per marked position, in row-major order of the
-mask ((M, D) features). A cut before such an addition must hand it the mask of the kept slots and the rows of the
+Some families add more vision features after the first layers (a "deep stack" of encoder levels): a graph input
+marks the vision positions (a (B, S) or (B, S, 1) bool mask) and others hold one row per marked position, in
+row-major order of the mask ((M, D) features). A cut before such an addition must hand it the mask of the kept slots and the rows of the
 kept positions; a hint declares which graph inputs these are (``TracingHint.vision_position_inputs``) and the
 cut gathers them for the nodes after it, as it gathers the layers' own arguments.
 """
