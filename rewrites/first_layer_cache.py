@@ -3,11 +3,11 @@
 Hugging Face reads the length of the prompt and of every decoded step from the cache of layer 0
 (``cache.get_seq_length()``): decode position ids, the decode-step mask's key count, the deltas of 3-D rotary
 positions, ``generate()``'s slicing of a continued prompt, and tokenprune's own count of the tokens past the
-prompt. Every
-cut at layer 1 or later leaves layer 0 whole, so those reads see the unpruned numbering. A cut before layer 0
-prunes its cache too; its cache layer then adds back the slots the cut dropped when asked for its length
-(:class:`UnprunedLengthLayer`), so every reader keeps the unpruned numbering. The decode-step mask Hugging
-Face then sizes for the unpruned layout is the one the cut gathers to the kept columns, as at any other cut.
+prompt. Every cut at layer 1 or later leaves layer 0 whole, so those reads see the unpruned numbering. A cut
+before layer 0 prunes its cache too; its cache layer then adds back the slots the cut dropped when asked for its
+length (:class:`UnprunedLengthLayer`), so every reader keeps the unpruned numbering. The decode-step mask
+Hugging Face then sizes for the unpruned layout is the one the cut gathers to the kept columns, as at any other
+cut.
 """
 
 from __future__ import annotations

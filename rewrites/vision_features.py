@@ -2,9 +2,10 @@
 
 Some families add more vision features after the first layers (a "deep stack" of encoder levels): a graph input
 marks the vision positions (a (B, S) or (B, S, 1) bool mask) and others hold one row per marked position, in
-row-major order of the mask ((M, D) features). A cut before such an addition must hand it the mask of the kept slots and the rows of the
-kept positions; a hint declares which graph inputs these are (``TracingHint.vision_position_inputs``) and the
-cut gathers them for the nodes after it, as it gathers the layers' own arguments.
+row-major order of the mask ((M, D) features). A cut before such an addition must hand it the mask of the kept
+slots and the rows of the kept positions; a hint declares which graph inputs these are
+(``TracingHint.vision_position_inputs``) and the cut gathers them for the nodes after it, as it gathers the
+layers' own arguments.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def declared_inputs(hint_types, graph: fx.Graph) -> tuple[dict[str, fx.Node], di
     masks: dict[str, fx.Node] = {}
     rows: dict[fx.Node, fx.Node] = {}
     for hint in hint_types:
-        for prefix, mask_name in getattr(hint, "vision_position_inputs", {}).items():
+        for prefix, mask_name in hint.vision_position_inputs.items():
             if mask_name not in placeholders:
                 continue  # a variant without these inputs
             masks[mask_name] = placeholders[mask_name]
