@@ -9,9 +9,8 @@ features. Inside the layer loop, before every layer whose index is a key, it add
 states at the masked positions. The keys come from the config (``deepstack_layer_map`` llm layers and
 ``spatial_target_layers``), so the dict becomes one placeholder per key (plus the mask) in a graph variant of
 its own; the loop's ``layer_idx in deepstack_features`` is then answered at trace time, exactly as at run time.
-The features are laid out by the unpruned image positions, so the completeness analysis refuses a cut that an
-injection reads from after it (cuts must sit at the last injection layer or deeper: the test data's
-``first_cut``).
+The features are laid out by the image positions: a cut before an injection gathers the mask and the rows of the
+kept positions (``vision_position_inputs``, see ``tokenprune.rewrites.vision_features``).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from tokenprune.rewrites.hints import STANDARD_INPUTS, TracingHint
 class LayerFeatures(TracingHint):
     name = "granite4_vision_layer_features"
     consumed_kwargs = ("vision_mask", "deepstack_features")
+    vision_position_inputs = {"layer_features_": "vision_mask"}  # placeholder prefix -> the mask its rows follow
 
     def __init__(self, lm=None, model_config=None):
         super().__init__(lm, model_config)

@@ -265,11 +265,12 @@ class MaskDict(TracingHint):
 class DeepStack(TracingHint):
     """Visual features are added to the hidden states at vision positions after the first
     ``K`` layers (``visual_pos_masks``, ``deepstack_visual_embeds``). They become placeholders of their own
-    graph variant; a cut before one of those layers is refused by the completeness analysis, because the
-    added features are laid out by the unpruned vision positions."""
+    graph variant; a cut before one of those layers gathers the mask and the rows of the kept vision positions
+    (:mod:`.vision_features`)."""
 
     name = "deepstack"
     consumed_kwargs = ("visual_pos_masks", "deepstack_visual_embeds")
+    vision_position_inputs = {"deepstack_": "visual_pos_masks"}  # placeholder prefix -> the mask its rows follow
     leaf_methods = ("_deepstack_process",)
 
     def __init__(self, lm=None, model_config=None):

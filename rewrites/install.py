@@ -19,7 +19,7 @@ import torch
 
 from tokenprune.errors import TraceError, UnsupportedError, describe
 
-from . import prompt_caches, sliding
+from . import first_layer_cache, prompt_caches, sliding
 from .accelerate_hooks import rebind_hooks
 from .output_flags import CALL_RECORD_KWARG, cut_rows, pruning_hidden_states
 from .state import HookHandoff, PruneSession
@@ -146,6 +146,7 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
         if prompt_end is None:
             prompt_end = pending.prompt_end
         sliding.keep_windows_whole(cache, windowed, cut_layers)
+        first_layer_cache.prepare_first_layer(cache, cut_layers, past_len)
         _check_length_limits(limits, cut_layers, past_len + inputs_embeds.shape[1])
         prompt_caches.check_padded_eviction(keeping, past_len, session.prompt_length, mask2d)
         session.begin(inputs_embeds, vision, mask2d, past_len, self.config._attn_implementation, probe=probe,
@@ -165,6 +166,7 @@ def make_language_model_forward(lm: torch.nn.Module, graphs: dict, input_names: 
         try:
             if not failed:
                 session.mark_cache(cache)
+                first_layer_cache.record_dropped(session, cache)
                 prompt_caches.settle_prompt_lengths(session, cache, declared)
                 if record is not None:
                     record.update(cut_rows(session))
@@ -229,7 +231,7 @@ def _check_cache_lengths(session: PruneSession, cache, past_len: int, cut_layers
         if sel is None or (layer < len(slots) and hint.slot_stores_no_kv(slots[layer])):
             continue  # nothing pruned, or a layer that stores no cache (it reuses another layer's K/V)
         expected = sel.layout.length + generated
-        actual = cache.get_seq_length(layer)
+        actual = first_layer_cache.stored_length(cache, layer)
         if actual != expected:
             raise UnsupportedError(describe(
                 f"layer {layer}'s KV cache holds {actual} tokens, the pruned prefill leaves {expected}",

@@ -1,8 +1,9 @@
 """The fx pass: insert *select -> gather* nodes at every cut of a schedule.
 
 For a cut before layer ``l`` it adds ``cut{l}_select`` (scores the tokens with layer ``l-1`` and picks the
-survivors) and one ``cut{l}_<name>`` gather node per per-token value the later layers read (hidden
-state, attention mask, rotary cos/sin, position ids, per-token positional arguments, shared keys/values).
+survivors; a cut before layer 0 has no scoring layer, its selector sees the embeddings entering layer 0) and
+one ``cut{l}_<name>`` gather node per per-token value layer ``l`` and the later layers read (hidden state,
+attention mask, rotary cos/sin, position ids, per-token positional arguments, shared keys/values).
 Later layers are rewired to the gathered values;
 the pass then proves with :mod:`.analysis` that nothing per-token skips the cut, and lints the graph.
 """
@@ -15,7 +16,7 @@ from tokenprune.errors import TraceError, describe
 from tokenprune.schedule import Schedule
 from tokenprune.spec import GatherKind
 
-from . import gathers, ops
+from . import gathers, ops, vision_features
 from .analysis import check_cuts_complete, layer_nodes
 from .state import PruneSession
 from .tracer import TracedLanguageModel
@@ -79,10 +80,16 @@ def insert_cuts(traced: TracedLanguageModel, schedule: Schedule, session: PruneS
     hidden_axes = (layout.token_axis, layout.batch_axis)  # where a cut gathers the hidden states
     gathered: dict[int, set[str]] = {}
     previous_cut = None
+    # Vision features added between layers at vision positions (hint-declared inputs), in the current layout.
+    masks, rows = vision_features.declared_inputs(session.plugins.hint_types, graph)
+    current = {node: node for node in (*masks.values(), *rows)}
     for cut in schedule.cuts:
         windows = _mask_windows(layers, traced.config, session.spec.windowed_layers)
         gathered[cut] = _insert_cut(graph, gm, traced.layer_prefix, layers, kinds, cut, previous_cut, session_node,
                                     windows, hidden_axes)
+        select = next(n for n in graph.nodes if n.name == f"cut{cut}_select")
+        gathered[cut] |= vision_features.insert_position_gathers(graph, select, layers[cut], _downstream(layers[cut]),
+                                                                  current, rows, cut)
         previous_cut = cut
     exempt = {n.name for n in graph.nodes if n.op == "placeholder" and n.target == "past_key_values"}
     token_inputs = tuple(n for n in traced.input_names if n != "past_key_values")
@@ -130,30 +137,42 @@ def _arg_of_kind(layer: fx.Node, kinds: dict[Slot, GatherKind], kind: GatherKind
     return next((_arg(layer, slot) for slot, k in kinds.items() if k == kind), None)
 
 
+def _scoring_inputs(graph: fx.Graph, prefix: str, layers: list[fx.Node], kinds: list[dict[Slot, GatherKind]],
+                    cut: int) -> dict:
+    """What the select node reads from the layer before the cut; a cut before the first layer has none (None)."""
+    if cut == 0:
+        return dict.fromkeys(("hidden_in", "mask", "rope", "scoring_layer", "cache", "shared_kv", "position_ids"))
+    scoring, scoring_kinds = layers[cut - 1], kinds[cut - 1]
+    return {
+        "hidden_in": scoring.args[0],
+        "mask": _arg_of_kind(scoring, scoring_kinds, "mask"),
+        "rope": _arg_of_kind(scoring, scoring_kinds, "rope"),
+        "scoring_layer": graph.create_node("get_attr", f"{prefix}.{cut - 1}", name=f"cut{cut}_scoring_layer"),
+        # The scoring layer has written its keys there; the scorer reads them back instead of recomputing k_proj
+        # over every token. The node runs after the scoring layer (it reads ``hidden_out``), so the cache is
+        # filled by then.
+        "cache": _arg_of_kind(scoring, scoring_kinds, "cache"),
+        # Layers that read shared keys/values instead of projecting them are scored from them.
+        "shared_kv": _arg_of_kind(scoring, scoring_kinds, "shared_kv"),
+        # Layouts that scale queries by position read the layer's own position ids.
+        "position_ids": scoring.kwargs.get("position_ids"),
+    }
+
+
 def _insert_cut(graph: fx.Graph, gm: fx.GraphModule, prefix: str, layers: list[fx.Node],
                 kinds: list[dict[Slot, GatherKind]], cut: int, previous_cut: int | None,
                 session_node: fx.Node, windows: dict, hidden_axes: tuple[int, int]) -> set[str]:
-    scoring, target = layers[cut - 1], layers[cut]
+    target = layers[cut]
     inserted: set[str] = set()
     with graph.inserting_before(target):
         select = graph.create_node(
             "call_function", ops.select_tokens, (), {
                 "session": session_node, "layer": cut, "prev_layer": previous_cut,
-                "hidden_in": scoring.args[0], "hidden_out": target.args[0],
-                "mask": _arg_of_kind(scoring, kinds[cut - 1], "mask"),
-                "rope": _arg_of_kind(scoring, kinds[cut - 1], "rope"),
+                "hidden_out": target.args[0],
                 "next_mask": _arg_of_kind(target, kinds[cut], "mask"),
                 "next_rope": _arg_of_kind(target, kinds[cut], "rope"),
-                "scoring_layer": graph.create_node("get_attr", f"{prefix}.{cut - 1}", name=f"cut{cut}_scoring_layer"),
                 "next_layer": graph.create_node("get_attr", f"{prefix}.{cut}", name=f"cut{cut}_next_layer"),
-                # The scoring layer has written its keys there; the scorer reads them back instead of
-                # recomputing k_proj over every token. The node runs after the scoring layer (it reads
-                # ``hidden_out``), so the cache is filled by then.
-                "cache": _arg_of_kind(scoring, kinds[cut - 1], "cache"),
-                # Layers that read shared keys/values instead of projecting them are scored from them.
-                "shared_kv": _arg_of_kind(scoring, kinds[cut - 1], "shared_kv"),
-                # Layouts that scale queries by position read the layer's own position ids.
-                "position_ids": scoring.kwargs.get("position_ids"),
+                **_scoring_inputs(graph, prefix, layers, kinds, cut),
             }, name=f"cut{cut}_select")
         inserted |= {select.name, *(n.name for n in select.all_input_nodes if n.op == "get_attr")}
         hidden = graph.create_node("call_function", ops.gather_hidden, (target.args[0], select, *hidden_axes), {},

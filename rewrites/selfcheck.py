@@ -97,7 +97,7 @@ def scoring_modules(lm: torch.nn.Module, spec, cut_layers) -> list[tuple[str, to
     layers = resolve_module(lm, layers_path, "decoder_layers")
     paths = spec.layer
     out = []
-    for cut in cut_layers:
+    for cut in (c for c in cut_layers if c > 0):  # a cut before layer 0 has no scoring layer
         # A layer that reuses shared keys/values has no key projection (its keys come from a store layer).
         own_keys = not reuses_shared_kv(spec, resolve_module(layers[cut - 1], paths.attention, "layer.attention"))
         keys = (paths.k_proj, paths.k_norm) if own_keys else ()

@@ -154,7 +154,8 @@ def summary_lines(loaded: Loaded, sched) -> list[str]:
             f"attention:       layer.{s.layer.attention} -> {type(attn).__name__}",
             f"vision tokens:   {refs or '(none)'}{locator}",
             f"schedule:        {sched!r}",
-            f"cuts:            before layers {list(sched.cuts)} (scored in layers {[c - 1 for c in sched.cuts]})"]
+            f"cuts:            before layers {list(sched.cuts)} (scored in layers "
+            f"{[c - 1 if c else 'none: the embeddings' for c in sched.cuts]})"]
 
 
 def graph_lines(graph) -> list[str]:

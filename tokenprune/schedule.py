@@ -2,7 +2,8 @@
 
 ``keep_ratio[l]`` is the fraction of a sample's vision tokens present in the *input* of decoder layer
 ``l``. A sample with ``N`` vision tokens keeps ``keep_count(r, N) = ceil(r * N)`` of them. A cut sits
-before every layer whose ratio drops below the previous layer's.
+before every layer whose ratio drops below the previous layer's; ``keep_ratio[0] < 1`` is a cut before the first
+decoder layer (on the projector's output as it enters the language model), where pre-LLM selectors act.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def keep_count(ratio: float, num_vision_tokens: int) -> int:
 
 @dataclass(frozen=True)
 class Schedule:
-    """A non-increasing list of keep ratios, one per decoder layer, starting at 1.0."""
+    """A non-increasing list of keep ratios, one per decoder layer (the entering tokens count as ratio 1.0)."""
 
     keep_ratio: tuple[float, ...]
     name: str = field(default="custom", compare=False)
@@ -47,11 +48,6 @@ class Schedule:
                     describe(f"keep ratio {value!r} out of range", f"keep_ratio[{i}]", "a value in [0, 1]",
                              "use 1.0 to keep every vision token and 0.0 to withdraw them all")
                 )
-        if r[0] != 1.0:
-            raise ScheduleError(
-                describe(f"keep_ratio[0] is {r[0]!r}", "keep_ratio[0]", "1.0 (cuts sit between layers)",
-                         "prune from layer 1 on at the earliest")
-            )
         for i in range(1, len(r)):
             if r[i] > r[i - 1]:
                 raise ScheduleError(
@@ -66,9 +62,9 @@ class Schedule:
 
     @property
     def cuts(self) -> tuple[int, ...]:
-        """Layer indices ``l`` before which the ratio drops (the scoring layer is ``l - 1``)."""
+        """Layer indices ``l`` before which the ratio drops (the scoring layer is ``l - 1``; a cut at 0 has none)."""
         r = self.keep_ratio
-        return tuple(i for i in range(1, len(r)) if r[i] < r[i - 1])
+        return tuple(i for i in range(len(r)) if r[i] < (r[i - 1] if i else 1.0))
 
     def is_keep_all(self) -> bool:
         return not self.cuts
@@ -92,7 +88,8 @@ class Schedule:
 
     @classmethod
     def fastv(cls, num_layers: int, layer: int = 2, keep: float = 0.5) -> Schedule:
-        """FastV(K, R): all tokens before layer ``K``, ``keep = 1 - R`` from layer ``K`` on."""
+        """FastV(K, R): all tokens before layer ``K``, ``keep = 1 - R`` from layer ``K`` on (``K = 0``: before the
+        language model, as pre-LLM selectors prune)."""
         _check_layer_index(layer, num_layers, "layer")
         return cls([1.0 if i < layer else keep for i in range(num_layers)], name=f"fastv(K={layer},keep={keep:g})")
 
@@ -179,7 +176,8 @@ def sigmoid_ratio(layer: float, k: float, alpha: float, floor: float) -> float:
 
 
 def _check_layer_index(layer: int, num_layers: int, name: str) -> None:
-    if not (1 <= layer < num_layers):
+    if not (0 <= layer < num_layers):
         raise ScheduleError(
-            describe(f"{name}={layer} is not a layer a cut can sit before", name, f"1 <= {name} < {num_layers}")
+            describe(f"{name}={layer} is not a layer a cut can sit before", name, f"0 <= {name} < {num_layers}",
+                     "0 cuts before the first decoder layer, num_layers - 1 before the last")
         )

@@ -44,7 +44,6 @@ def test_yaml_round_trip_is_exact(schedule):
     ([1.0, 0.5, 0.7], "schedule increases from 0.5 to 0.7 (at keep_ratio[2]); expected a non-increasing sequence"),
     ([1.0, 1.2], "keep ratio 1.2 out of range (at keep_ratio[1]); expected a value in [0, 1]"),
     ([1.0, -0.1], "keep ratio -0.1 out of range (at keep_ratio[1])"),
-    ([0.5, 0.5], "keep_ratio[0] is 0.5 (at keep_ratio[0]); expected 1.0 (cuts sit between layers)"),
     ([], "empty schedule"),
 ])
 def test_invalid_schedules_are_refused_with_clear_messages(ratios, message):
@@ -54,9 +53,18 @@ def test_invalid_schedules_are_refused_with_clear_messages(ratios, message):
 
 
 def test_constructor_arguments_are_checked():
-    with pytest.raises(ScheduleError, match=r"layer=0 is not a layer a cut can sit before \(at layer\); expected 1 <= layer < 4"):
-        tp.Schedule.fastv(4, layer=0)
+    with pytest.raises(ScheduleError, match=r"layer=4 is not a layer a cut can sit before \(at layer\); expected 0 <= layer < 4"):
+        tp.Schedule.fastv(4, layer=4)
     with pytest.raises(ScheduleError, match=r"steepness k=0"):
         tp.Schedule.sigmoid(4, k=0, alpha=1, floor=0.1)
     with pytest.raises(ScheduleError, match="unknown keys"):
         tp.Schedule.from_yaml("keep_ratio: [1.0]\nratio: 3\n")
+
+
+def test_a_first_ratio_below_one_is_a_cut_before_the_first_layer():
+    s = tp.Schedule([0.5, 0.5, 0.25])
+    assert s.cuts == (0, 2) and not s.is_keep_all()
+    assert s.keep_counts(10) == [5, 5, 3]
+    assert tp.Schedule.fastv(3, layer=0, keep=0.25).keep_ratio == (0.25, 0.25, 0.25)
+    assert tp.Schedule.vtw(3, layer=0).cuts == (0,)
+    assert tp.Schedule.from_yaml(s.to_yaml()) == s

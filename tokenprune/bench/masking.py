@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tokenprune.errors import UnsupportedError, describe
 from tokenprune.schedule import Schedule, keep_count
 from tokenprune.testing.masking import add_mask_hooks
 
@@ -48,6 +49,11 @@ class MaskingBaseline:
         self.image_token_id = image_token_id
         self.layers = eager_model.model.language_model.layers
         schedule.check_layers(len(self.layers))
+        if 0 in schedule.cuts:  # it ranks by the last prompt token's attention in the layer before each cut
+            raise UnsupportedError(describe(
+                "a cut before layer 0 in the masking baseline", "MaskingBaseline(schedule)",
+                "cuts at layer 1 or later: the baseline ranks by the previous layer's last-token attention",
+                "start the schedule at keep_ratio[0] = 1.0"))
         self.state = _MaskState()
         self._handles: list = []
 

@@ -39,6 +39,10 @@ class TracingHint(abc.ABC):
     # Public names of the modeling module that must stay the real objects while tracing (fx autowraps every
     # public callable of it, classes included, which breaks ``isinstance`` checks against them).
     plain_globals: tuple[str, ...] = ()
+    # Graph inputs that add vision features at vision positions between layers: placeholder-name prefix of the
+    # (M, D) feature rows -> name of the (B, S[, 1]) bool mask of those positions. A cut gathers both for the
+    # nodes after it (``tokenprune.rewrites.vision_features``).
+    vision_position_inputs: dict[str, str] = {}
 
     def __init__(self, lm=None, model_config=None):
         self.lm = lm

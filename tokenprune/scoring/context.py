@@ -17,15 +17,17 @@ from .vision_side import VisionSide
 class ScoreContext:
     """Inputs of a cut before layer ``layer``; the scoring layer is ``layer - 1``.
 
-    Token axes are the *current* layout (after earlier cuts), ``n`` slots per sample.
+    Token axes are the *current* layout (after earlier cuts), ``n`` slots per sample. A cut before the first layer
+    (``layer == 0``) has no scoring layer: ``scoring_layer``, ``hidden_in``, ``mask``, ``rope``, ``cache``,
+    ``shared_kv`` and ``position_ids`` are None, and ``hidden_out`` holds the embeddings entering layer 0.
     """
 
     layer: int
     spec: ModelSpec
     plugins: ResolvedSpec  # the spec's resolved plug-ins (rope, q/k layout, hidden-state layout) the scorers use
-    scoring_layer: torch.nn.Module  # decoder layer layer-1
+    scoring_layer: torch.nn.Module | None  # decoder layer layer-1 (None at a cut before layer 0)
     next_layer: torch.nn.Module  # decoder layer `layer`
-    hidden_in: torch.Tensor  # (B, n, D) input of the scoring layer
+    hidden_in: torch.Tensor | None  # (B, n, D) input of the scoring layer
     hidden_out: torch.Tensor  # (B, n, D) output of the scoring layer = input of `layer`
     mask: Any  # attention mask as the scoring layer received it: None, (B|1, 1, n, n) bool or additive float
     rope: Any  # (cos, sin) as the scoring layer received them, each (B|1, n, Dh), or one tensor (complex freqs_cis)

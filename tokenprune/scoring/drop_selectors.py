@@ -1,9 +1,10 @@
-"""The drop-selectors of :mod:`tokenprune.selectors`, registered for cuts inside the language model.
+"""The drop-selectors of :mod:`tokenprune.selectors`, registered for the cuts of a schedule.
 
 Each one sees the cut's still-kept vision tokens packed into a padded batch (:func:`vision_view`) and uses as
-features the hidden states entering the cut (:meth:`ScoreContext.entering_states`). The papers mostly select on
-the vision encoder's / projector's outputs before the first decoder layer; that cut is not wired yet, so here
-the same algorithms act on the language model's hidden states at a cut at layer >= 1.
+features the hidden states entering the cut (:meth:`ScoreContext.entering_states`). At a cut before the first
+decoder layer (``keep_ratio[0] < 1``, where the papers mostly select) those are the embeddings entering layer 0:
+the projector's output merged into the text embeddings, as layer 0's attention reads them. At deeper cuts the
+same algorithms act on the language model's hidden states.
 """
 
 from __future__ import annotations

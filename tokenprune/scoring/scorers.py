@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from tokenprune.errors import UnsupportedError, describe
 from tokenprune.plugins import register
 
 from .attention import attention_probs
@@ -23,6 +24,7 @@ def _last_query(ctx: ScoreContext) -> torch.Tensor:
 
 def _scoring_layer_probs(ctx: ScoreContext, query_slots: torch.Tensor) -> torch.Tensor:
     """(B, Q, n) attention in the layer before the cut; that layer has run, so its keys may be in the cache."""
+    require_scoring_layer(ctx)
     probs, found = attention_probs(ctx.plugins, ctx.scoring_layer, ctx.hidden_in, ctx.rope, ctx.mask, ctx.positions,
                                    ctx.valid, query_slots, cache=ctx.cache, key_policy=ctx.key_policy,
                                    shared_kv=ctx.shared_kv, position_ids=ctx.position_ids)
@@ -30,7 +32,39 @@ def _scoring_layer_probs(ctx: ScoreContext, query_slots: torch.Tensor) -> torch.
     return probs
 
 
+# Selectors that need no layer before the cut, so they can act on the embeddings entering the first layer.
+LAYER0_SELECTORS = ("divprune", "dart", "cdpruner", "random-keep", "random", "next-layer-attention")
+
+
+def _no_scoring_layer(name: str, spec_name: str) -> UnsupportedError:
+    return UnsupportedError(describe(
+        f"scorer {name!r} ranks by the attention of the layer before the cut, and a cut before layer 0 has none",
+        f"the cut before layer 0 (keep_ratio[0] < 1, spec {spec_name!r})",
+        "a cut at layer 1 or later for scorers that read the previous layer's attention",
+        f"start the schedule at keep_ratio[0] = 1.0, or use a selector that works before the first layer: "
+        f"{', '.join(LAYER0_SELECTORS)}"))
+
+
+def needs_scoring_layer(scorer):
+    """Mark a scorer that reads the layer before the cut (refused at a cut before layer 0, at compile time)."""
+    scorer.needs_scoring_layer = True
+    return scorer
+
+
+def check_first_layer_cut(plugins, cuts) -> None:
+    """At compile: refuse a cut before layer 0 for a ranking scorer marked :func:`needs_scoring_layer`."""
+    if 0 in cuts and getattr(plugins.scorer, "needs_scoring_layer", False):
+        raise _no_scoring_layer(plugins.scorer_name, plugins.spec.name)
+
+
+def require_scoring_layer(ctx: ScoreContext) -> None:
+    """At run time, for any scorer reading the previous layer (plug-ins included): refuse a cut before layer 0."""
+    if ctx.scoring_layer is None:
+        raise _no_scoring_layer(ctx.plugins.scorer_name, ctx.spec.name)
+
+
 @register("scorer", "last-token-attention")
+@needs_scoring_layer
 def last_token_attention(ctx: ScoreContext) -> torch.Tensor:
     """FastV: attention of the last prompt token in the layer before the cut, averaged over heads."""
     return _scoring_layer_probs(ctx, _last_query(ctx))[:, 0]  # (B, n)
@@ -50,6 +84,7 @@ def next_layer_attention(ctx: ScoreContext) -> torch.Tensor:
 
 
 @register("scorer", "text-mean-attention")
+@needs_scoring_layer
 def text_mean_attention(ctx: ScoreContext) -> torch.Tensor:
     """Attention in the layer before the cut, averaged over heads and over every real text query."""
     bsz, n = ctx.vision.shape
@@ -71,5 +106,5 @@ def random_scores(ctx: ScoreContext) -> torch.Tensor:
     """Seeded random baseline, drawn per position in the unpadded prompt (so it is batch invariant)."""
     prompt_pos = ctx.positions - ctx.pad_offset[:, None]  # (B, n) index in the sample's own prompt
     gen = torch.Generator(device="cpu").manual_seed(ctx.seed * 1_000_003 + ctx.layer)
-    table = torch.rand(int(prompt_pos.max().item()) + 1, generator=gen).to(ctx.hidden_in.device)
+    table = torch.rand(int(prompt_pos.max().item()) + 1, generator=gen).to(ctx.positions.device)
     return table[prompt_pos.clamp_min(0)]

@@ -1,8 +1,10 @@
 """FLOPs budgets: validation with clear messages, and solving a one-parameter schedule family for a budget.
 
-A budget is a fraction of the unpruned language model's prefill FLOPs, in ``(0, 1]``. The cheapest schedule
-tokenprune can run withdraws every vision token from layer 1 on (layer 0 and the text tokens always run), so
-a budget below that schedule's fraction is unreachable and refused.
+A budget is a fraction of the unpruned language model's prefill FLOPs, in ``(0, 1]``. The searches cut from
+layer 1 on (their schedules keep ``keep_ratio[0] = 1.0``, so searched results do not depend on layer-0
+selectors), and the cheapest schedule they can return withdraws every vision token from layer 1 on (layer 0 and
+the text tokens always run); a budget below that schedule's fraction is unreachable and refused. A schedule
+with a cut before layer 0 costs less, and is applied as a :class:`Schedule`.
 """
 
 from __future__ import annotations

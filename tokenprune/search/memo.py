@@ -13,7 +13,8 @@ receive the layer as an argument to read its projections, so :class:`MemoLayer` 
 to the real layer. Calls carrying a KV cache are never memoised.
 
 What is stored is bounded: with a hint from the searcher (:meth:`PrefixMemo.set_hint`), layers up to one past
-the shared prefix; without one, layer 0 only (every schedule keeps everything there); and never more than
+the shared prefix; without one, layer 0 only (searched schedules keep everything there; the key holds
+``keep_ratio[0]``, so a schedule cutting before layer 0 never reuses an unpruned entry); and never more than
 ``max_bytes`` in total.
 """
 

@@ -1,8 +1,8 @@
 """Selectors: which vision tokens survive a cut, as pure tensor functions.
 
-``tokenprune.scoring.drop_selectors`` registers the drop-selectors among them for ``compile(scorer=NAME)`` at cuts
-inside the language model, ``tokenprune.scoring.merge_selectors`` the merging ``tome``; the cut before the first
-layer is not wired yet.
+``tokenprune.scoring`` registers selectors built on them for ``compile(scorer=NAME)`` at any cut of a schedule,
+the cut before the first decoder layer (``keep_ratio[0] < 1``) included: the drop-selectors (``drop_selectors``),
+the merging ``tome`` (``merge_selectors``) and the vision-encoder selectors (``vision_selectors``).
 
 Pure, batched tensor functions with no model dependency. Common inputs: ``x`` (B, N, D) vision token features,
 ``valid`` (B, N) bool (False at padding slots), ``k`` (B,) long keep counts (``keep_counts(valid, ratio)`` gives

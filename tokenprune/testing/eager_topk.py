@@ -48,6 +48,8 @@ def eager_topk_agreement(model, spec: ModelSpec, inputs: dict, vision: torch.Ten
             "load the model with attn_implementation='eager'"))
     out = []
     for cut, per_sample in sorted(selection.items()):
+        if cut == 0:  # no layer before it whose attention ranks (the attention scorers refuse such a cut)
+            continue
         scores = attentions[cut - 1][:, :, -1, :].float().mean(dim=1).cpu()  # (B, S): last query, head mean
         for b, kept_ids in enumerate(per_sample):
             candidates = vision[b].cpu() & ~dropped[cut - 1][b]
