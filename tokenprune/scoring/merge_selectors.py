@@ -23,11 +23,14 @@ def key_metric(ctx: ScoreContext, which: torch.Tensor) -> torch.Tensor:
     position, which would make two equal tokens at different places look unlike; ToMe's keys carry no rotation.
     Computed from the scoring layer's own input norm and key projection (the same with or without a KV cache, so
     cached and uncached runs merge alike); a layer without a plain ``k_proj`` (spec ``attention.qk``) compares
-    the hidden states entering the cut instead."""
-    spec, layer = ctx.spec, ctx.scoring_layer
+    the hidden states entering the cut instead. A cut before layer 0 has no scoring layer: there the keys are
+    layer 0's own, of the embeddings entering it."""
+    spec = ctx.spec
+    layer, states = (ctx.scoring_layer, ctx.hidden_in) if ctx.scoring_layer is not None else (ctx.next_layer,
+                                                                                               ctx.hidden_out)
     if ctx.plugins.qk is not None:
         return pack(which, ctx.entering_states()).features
-    hidden = pack(which, ctx.plugins.hidden_states.attention_input(layer, ctx.hidden_in)).features  # (B, N, D)
+    hidden = pack(which, ctx.plugins.hidden_states.attention_input(layer, states)).features  # (B, N, D)
     norm = spec.layer.input_norm
     x = resolve_module(layer, norm, "layer.input_norm")(hidden) if norm else hidden
     keys = resolve_module(layer, spec.layer.k_proj, "layer.k_proj")(x)  # (B, N, H_kv * D_h)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from tokenprune.errors import UnsupportedError, describe
-from tokenprune.plugins import register
+from tokenprune.plugins import register, registry
 
 from .attention import attention_probs
 from .context import ScoreContext
@@ -32,8 +32,11 @@ def _scoring_layer_probs(ctx: ScoreContext, query_slots: torch.Tensor) -> torch.
     return probs
 
 
-# Selectors that need no layer before the cut, so they can act on the embeddings entering the first layer.
-LAYER0_SELECTORS = ("divprune", "dart", "cdpruner", "random-keep", "random", "next-layer-attention")
+def layer0_selectors() -> list[str]:
+    """Registered selectors and scorers that need no layer before the cut (none marked
+    :func:`needs_scoring_layer`), so they can act on the embeddings entering the first layer."""
+    names = [(name, registry(kind).get(name)) for kind in ("selector", "scorer") for name in registry(kind).names()]
+    return sorted(name for name, entry in names if not getattr(entry, "needs_scoring_layer", False))
 
 
 def _no_scoring_layer(name: str, spec_name: str) -> UnsupportedError:
@@ -42,7 +45,7 @@ def _no_scoring_layer(name: str, spec_name: str) -> UnsupportedError:
         f"the cut before layer 0 (keep_ratio[0] < 1, spec {spec_name!r})",
         "a cut at layer 1 or later for scorers that read the previous layer's attention",
         f"start the schedule at keep_ratio[0] = 1.0, or use a selector that works before the first layer: "
-        f"{', '.join(LAYER0_SELECTORS)}"))
+        f"{', '.join(layer0_selectors())}"))
 
 
 def needs_scoring_layer(scorer):
