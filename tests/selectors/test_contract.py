@@ -1,7 +1,7 @@
 """Every registered selector, compiled with ``compile(scorer=NAME)``, through the conformance checks.
 
-Tiny LLaVA (eager and sdpa) and Qwen2.5-VL (sdpa) test models, a batch of three left-padded prompts and a
-schedule with three cuts at layers >= 1: per-sample counts ceil(r * N_b), the masking reference, cached ==
+Tiny LLaVA, LLaVA-NeXT, InternVL, Gemma 3 and Qwen2.5-VL test models, eager and sdpa each, a batch of three
+left-padded prompts and a schedule with three cuts at layers >= 1: per-sample counts ceil(r * N_b), the masking reference, cached ==
 uncached generation, batch invariance, and a cut that keeps every token bit-identical to the original model.
 """
 
@@ -21,7 +21,8 @@ from ..conformance.test_conformance import _single
 
 # Selectors that refuse every bundled test model, with the words their refusal must contain.
 REFUSES = {"grid-downsample": "patch grid"}
-MODELS = [(("llava", None), "eager"), (("llava", None), "sdpa"), (("qwen2_5_vl", None), "sdpa")]
+FAMILIES = ["llava", "llava_next", "internvl", "gemma3", "qwen2_5_vl"]
+MODELS = [((family, None), attn) for family in FAMILIES for attn in ("eager", "sdpa")]
 ATOL = 1e-4
 # Cuts before layers 1, 2 and 3; a ratio just under 1 keeps ceil(r N) = N tokens: cuts that must change nothing.
 RATIOS = {"multi": [1.0, 0.75, 0.5, 0.25], "keep-every-token": [1.0, 0.9999, 0.9998, 0.9997]}

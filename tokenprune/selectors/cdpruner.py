@@ -8,12 +8,14 @@ theta))`` (``theta`` = 0.5 by default, trading relevance against diversity). The
 (the squared residual of its kernel row after projecting out the selected tokens), updating every ``d_i^2``
 with one Cholesky row per step.
 
-When the kernel's rank is exhausted (every remaining gain <= ``1e-6`` of the largest diagonal, e.g. exact
-duplicates or fewer feature dimensions than kept tokens), the remaining slots go to the most relevant
-remaining tokens. Ties go to the lower index.
+When the kernel's rank is exhausted (every remaining gain <= ``1e-6`` of the largest diagonal in float64,
+``1e-4`` in float32, e.g. exact duplicates or fewer feature dimensions than kept tokens), the remaining slots go
+to the most relevant remaining tokens. Ties go to the lower index. A float32 gain is the diagonal minus a sum of
+up to K squares, so it carries rounding of about K 2^-24 of the diagonal: below ``1e-4`` it is noise, and a
+threshold inside the noise would let the picks of a sample depend on the batch around it.
 
-Cost: O(N D) for one kernel row plus O(K N) for the Cholesky update per step: O(K N D + K^2 N) in all; the
-(N, N) kernel is never formed.
+Cost: one (N, N) cosine-similarity product, O(N^2 D), then O(K N) per step for the Cholesky update:
+O(N^2 D + K^2 N) in all, in float32 (float64 inputs stay float64).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ..errors import describe
 from ._common import Selection, SelectorInputError, check_selector_inputs, check_shape, selection_from_keep, unit_rows
 
 DEFAULT_THETA = 0.5
-RANK_TOLERANCE = 1e-6
+RANK_TOLERANCE = {torch.float64: 1e-6, torch.float32: 1e-4}  # of the largest diagonal, by compute dtype
 
 
 def instruction_relevance(x: torch.Tensor, valid: torch.Tensor, text: torch.Tensor,
@@ -64,25 +66,33 @@ def cdpruner(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor, text: torch.
     alpha = theta / (2.0 * (1.0 - theta))
     quality = torch.exp(alpha * instruction_relevance(x, valid, text, text_valid.bool()))   # (B, N) q_i
     unit = unit_rows(x)                                                    # (B, N, D)
-    # Greedy MAP state: gain[i] = d_i^2, factors[:, :, s] = the s-th Cholesky row e_s (zero until step s).
-    gain = quality.square() * (unit.abs().amax(dim=2) > 0)                 # (B, N) diagonal of L: S_ii = 1
-    tolerance = RANK_TOLERANCE * gain.masked_fill(~valid, 0.0).amax(dim=1)  # (B,)
+    # Every kernel row the greedy loop needs comes from one (N, N) product: a matmul runs at full speed where
+    # one (N, D) pass per step is memory-bound, and the loop itself then does O(N K) work per step.
+    similarity = torch.bmm(unit, unit.transpose(1, 2))                     # (B, N, N) S
+    kernel = (quality[:, :, None] * quality[:, None, :]) * similarity      # (B, N, N) L
+    # Greedy MAP state: gain[i] = d_i^2 of the still-open tokens (-inf once chosen, and at padding), the open
+    # tokens' quality for the rank-exhausted fallback, factors[:, :, s] = the s-th Cholesky row e_s.
+    gain = (quality.square() * (unit.abs().amax(dim=2) > 0)).masked_fill(~valid, -float("inf"))   # (B, N) L_ii
+    open_quality = quality.masked_fill(~valid, -float("inf"))             # (B, N)
+    tolerance = RANK_TOLERANCE[gain.dtype] * gain.amax(dim=1).clamp_min(0.0)   # (B,)
     steps = int(k.max()) if batch else 0
     factors = torch.zeros(batch, slots, steps, dtype=unit.dtype, device=x.device)   # (B, N, K)
-    chosen = torch.zeros(batch, slots, dtype=torch.bool, device=x.device)
+    chosen = torch.zeros(batch, slots, dtype=torch.bool, device=x.device)  # (B, N)
     exhausted = torch.zeros(batch, dtype=torch.bool, device=x.device)
     rows = torch.arange(batch, device=x.device)
+    tiny = torch.finfo(gain.dtype).tiny
     for step in range(steps):
-        candidate = valid & ~chosen
-        best = gain.masked_fill(~candidate, -float("inf")).amax(dim=1)    # (B,)
+        best = gain.amax(dim=1)                                            # (B,) = d_pick^2 unless exhausted
         exhausted |= best <= tolerance
-        score = torch.where(exhausted[:, None], quality, gain).masked_fill(~candidate, -float("inf"))
-        pick = score.argmax(dim=1)                                         # (B,)
+        pick = torch.where(exhausted[:, None], open_quality, gain).argmax(dim=1)   # (B,)
         chosen[rows, pick] |= step < k
-        kernel_row = quality[rows, pick][:, None] * quality * torch.bmm(unit, unit[rows, pick][:, :, None]).squeeze(2)
-        projected = torch.bmm(factors, factors[rows, pick][:, :, None]).squeeze(2)             # (B, N)
-        pivot = gain[rows, pick].clamp_min(torch.finfo(gain.dtype).tiny).sqrt()                    # (B,)
-        row = torch.where(exhausted[:, None], 0.0, (kernel_row - projected) / pivot[:, None])     # (B, N) e_step
+        # Only the columns written so far: the sum's length (and its rounding) does not depend on the batch's k.
+        done = factors[:, :, :step]                                        # (B, N, step)
+        projected = torch.bmm(done, done[rows, pick][:, :, None]).squeeze(2)   # (B, N) <e_.., e_pick>
+        row = (kernel[rows, pick] - projected) / best.clamp_min(tiny).sqrt()[:, None]   # (B, N) e_step
+        row = row.masked_fill(exhausted[:, None], 0.0)
         factors[:, :, step] = row
         gain = gain - row.square()
+        gain[rows, pick] = -float("inf")
+        open_quality[rows, pick] = -float("inf")
     return selection_from_keep(chosen)
