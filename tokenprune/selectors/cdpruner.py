@@ -77,22 +77,25 @@ def cdpruner(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor, text: torch.
     tolerance = RANK_TOLERANCE[gain.dtype] * gain.amax(dim=1).clamp_min(0.0)   # (B,)
     steps = int(k.max()) if batch else 0
     factors = torch.zeros(batch, slots, steps, dtype=unit.dtype, device=x.device)   # (B, N, K)
-    chosen = torch.zeros(batch, slots, dtype=torch.bool, device=x.device)  # (B, N)
+    picks = torch.zeros(batch, steps, dtype=torch.long, device=x.device)  # (B, K) the greedy order
     exhausted = torch.zeros(batch, dtype=torch.bool, device=x.device)
     rows = torch.arange(batch, device=x.device)
-    tiny = torch.finfo(gain.dtype).tiny
     for step in range(steps):
         best = gain.amax(dim=1)                                            # (B,) = d_pick^2 unless exhausted
         exhausted |= best <= tolerance
         pick = torch.where(exhausted[:, None], open_quality, gain).argmax(dim=1)   # (B,)
-        chosen[rows, pick] |= step < k
+        picks[:, step] = pick
         # Only the columns written so far: the sum's length (and its rounding) does not depend on the batch's k.
         done = factors[:, :, :step]                                        # (B, N, step)
-        projected = torch.bmm(done, done[rows, pick][:, :, None]).squeeze(2)   # (B, N) <e_.., e_pick>
-        row = (kernel[rows, pick] - projected) / best.clamp_min(tiny).sqrt()[:, None]   # (B, N) e_step
-        row = row.masked_fill(exhausted[:, None], 0.0)
-        factors[:, :, step] = row
+        projected = (done * done[rows, pick][:, None, :]).sum(dim=2)     # (B, N) <e_.., e_pick>
+        # Once exhausted the row is 0 (a non-positive gain would give NaN here: masked, never used).
+        row = ((kernel[rows, pick] - projected) / best.sqrt()[:, None]).masked_fill(exhausted[:, None], 0.0)
+        factors[:, :, step] = row                                          # e_step (B, N)
         gain = gain - row.square()
         gain[rows, pick] = -float("inf")
         open_quality[rows, pick] = -float("inf")
-    return selection_from_keep(chosen)
+    # Sample b keeps its first k[b] picks (later steps only served samples that keep more).
+    first = torch.arange(steps, device=x.device)[None, :] < k[:, None]    # (B, K)
+    chosen = torch.zeros(batch, slots + 1, dtype=torch.bool, device=x.device)
+    chosen.scatter_(1, torch.where(first, picks, slots), True)
+    return selection_from_keep(chosen[:, :slots])
