@@ -70,30 +70,31 @@ def cdpruner(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor, text: torch.
     # one (N, D) pass per step is memory-bound, and the loop itself then does O(N K) work per step.
     similarity = torch.bmm(unit, unit.transpose(1, 2))                     # (B, N, N) S
     kernel = (quality[:, :, None] * quality[:, None, :]) * similarity      # (B, N, N) L
-    # Greedy MAP state: gain[i] = d_i^2 of the still-open tokens (-inf once chosen, and at padding), the open
-    # tokens' quality for the rank-exhausted fallback, factors[:, :, s] = the s-th Cholesky row e_s.
-    gain = (quality.square() * (unit.abs().amax(dim=2) > 0)).masked_fill(~valid, -float("inf"))   # (B, N) L_ii
-    open_quality = quality.masked_fill(~valid, -float("inf"))             # (B, N)
+    # Greedy MAP state, one (B, 2, N) tensor so that a pick closes both rows at once: row 0 holds gain[i] = d_i^2
+    # and row 1 the quality for the rank-exhausted fallback, both -inf once chosen and at padding.
+    state = torch.stack([quality.square() * (unit.abs().amax(dim=2) > 0), quality], dim=1)   # (B, 2, N)
+    state.masked_fill_(~valid[:, None, :], -float("inf"))
+    gain, open_quality = state[:, 0], state[:, 1]                          # (B, N) views
     tolerance = RANK_TOLERANCE[gain.dtype] * gain.amax(dim=1).clamp_min(0.0)   # (B,)
     steps = int(k.max()) if batch else 0
-    factors = torch.zeros(batch, slots, steps, dtype=unit.dtype, device=x.device)   # (B, N, K)
+    factors = torch.zeros(batch, slots, steps, dtype=unit.dtype, device=x.device)   # (B, N, K): e_s in column s
     picks = torch.zeros(batch, steps, dtype=torch.long, device=x.device)  # (B, K) the greedy order
-    exhausted = torch.zeros(batch, dtype=torch.bool, device=x.device)
     rows = torch.arange(batch, device=x.device)
     for step in range(steps):
         best = gain.amax(dim=1)                                            # (B,) = d_pick^2 unless exhausted
-        exhausted |= best <= tolerance
+        # Gains only shrink and the candidates only leave, so once exhausted a sample stays exhausted.
+        exhausted = best <= tolerance                                      # (B,)
         pick = torch.where(exhausted[:, None], open_quality, gain).argmax(dim=1)   # (B,)
         picks[:, step] = pick
         # Only the columns written so far: the sum's length (and its rounding) does not depend on the batch's k.
         done = factors[:, :, :step]                                        # (B, N, step)
         projected = (done * done[rows, pick][:, None, :]).sum(dim=2)     # (B, N) <e_.., e_pick>
-        # Once exhausted the row is 0 (a non-positive gain would give NaN here: masked, never used).
-        row = ((kernel[rows, pick] - projected) / best.sqrt()[:, None]).masked_fill(exhausted[:, None], 0.0)
-        factors[:, :, step] = row                                          # e_step (B, N)
-        gain = gain - row.square()
-        gain[rows, pick] = -float("inf")
-        open_quality[rows, pick] = -float("inf")
+        # 1 / d_pick, or 0 once exhausted: then no token gains anything more (and a gain <= 0 is never divided by).
+        scale = torch.where(exhausted, 0.0, best.rsqrt())                 # (B,)
+        row = (kernel[rows, pick] - projected) * scale[:, None]            # (B, N) e_step
+        factors[:, :, step] = row
+        gain.sub_(row.square())
+        state[rows, :, pick] = -float("inf")
     # Sample b keeps its first k[b] picks (later steps only served samples that keep more).
     first = torch.arange(steps, device=x.device)[None, :] < k[:, None]    # (B, K)
     chosen = torch.zeros(batch, slots + 1, dtype=torch.bool, device=x.device)
