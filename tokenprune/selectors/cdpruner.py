@@ -14,8 +14,9 @@ to the most relevant remaining tokens. Ties go to the lower index. A float32 gai
 up to K squares, so it carries rounding of about K 2^-24 of the diagonal: below ``1e-4`` it is noise, and a
 threshold inside the noise would let the picks of a sample depend on the batch around it.
 
-Cost: one (N, N) cosine-similarity product, O(N^2 D), then O(K N) per step for the Cholesky update:
-O(N^2 D + K^2 N) in all, in float32 (float64 inputs stay float64).
+Cost: one kernel row per step, O(N D) (a pass over the features, cheaper than the whole (N, N) kernel while
+K < N), and O(K N) for the Cholesky update: O(K N D + K^2 N) in all, in float32 (float64 inputs stay
+float64), with no host synchronisation inside the loop.
 """
 
 from __future__ import annotations
@@ -66,10 +67,6 @@ def cdpruner(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor, text: torch.
     alpha = theta / (2.0 * (1.0 - theta))
     quality = torch.exp(alpha * instruction_relevance(x, valid, text, text_valid.bool()))   # (B, N) q_i
     unit = unit_rows(x)                                                    # (B, N, D)
-    # Every kernel row the greedy loop needs comes from one (N, N) product: a matmul runs at full speed where
-    # one (N, D) pass per step is memory-bound, and the loop itself then does O(N K) work per step.
-    similarity = torch.bmm(unit, unit.transpose(1, 2))                     # (B, N, N) S
-    kernel = (quality[:, :, None] * quality[:, None, :]) * similarity      # (B, N, N) L
     # Greedy MAP state, one (B, 2, N) tensor so that a pick closes both rows at once: row 0 holds gain[i] = d_i^2
     # and row 1 the quality for the rank-exhausted fallback, both -inf once chosen and at padding.
     state = torch.stack([quality.square() * (unit.abs().amax(dim=2) > 0), quality], dim=1)   # (B, 2, N)
@@ -91,7 +88,9 @@ def cdpruner(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor, text: torch.
         projected = (done * done[rows, pick][:, None, :]).sum(dim=2)     # (B, N) <e_.., e_pick>
         # 1 / d_pick, or 0 once exhausted: then no token gains anything more (and a gain <= 0 is never divided by).
         scale = torch.where(exhausted, 0.0, best.rsqrt())                 # (B,)
-        row = (kernel[rows, pick] - projected) * scale[:, None]            # (B, N) e_step
+        # One kernel row per step, O(N D): cheaper than the whole (N, N) kernel while K < N.
+        similarity = torch.bmm(unit, unit[rows, pick][:, :, None]).squeeze(2)   # (B, N) S[pick]
+        row = ((quality[rows, pick][:, None] * quality) * similarity - projected) * scale[:, None]   # (B, N) e_step
         factors[:, :, step] = row
         gain.sub_(row.square())
         state[rows, :, pick] = -float("inf")
