@@ -67,6 +67,7 @@ def cdpruner(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor, text: torch.
     alpha = theta / (2.0 * (1.0 - theta))
     quality = torch.exp(alpha * instruction_relevance(x, valid, text, text_valid.bool()))   # (B, N) q_i
     unit = unit_rows(x)                                                    # (B, N, D)
+    weighted = unit * quality[:, :, None]                                  # (B, N, D) q_i x_i / |x_i|: L = W W^T
     # Greedy MAP state, one (B, 2, N) tensor so that a pick closes both rows at once: row 0 holds gain[i] = d_i^2
     # and row 1 the quality for the rank-exhausted fallback, both -inf once chosen and at padding.
     state = torch.stack([quality.square() * (unit.abs().amax(dim=2) > 0), quality], dim=1)   # (B, 2, N)
@@ -75,27 +76,28 @@ def cdpruner(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor, text: torch.
     tolerance = RANK_TOLERANCE[gain.dtype] * gain.amax(dim=1).clamp_min(0.0)   # (B,)
     steps = int(k.max()) if batch else 0
     factors = torch.zeros(batch, slots, steps, dtype=unit.dtype, device=x.device)   # (B, N, K): e_s in column s
-    picks = torch.zeros(batch, steps, dtype=torch.long, device=x.device)  # (B, K) the greedy order
+    picks = []                                                             # the greedy order, (B,) each
     rows = torch.arange(batch, device=x.device)
     for step in range(steps):
         best = gain.amax(dim=1)                                            # (B,) = d_pick^2 unless exhausted
         # Gains only shrink and the candidates only leave, so once exhausted a sample stays exhausted.
         exhausted = best <= tolerance                                      # (B,)
         pick = torch.where(exhausted[:, None], open_quality, gain).argmax(dim=1)   # (B,)
-        picks[:, step] = pick
+        picks.append(pick)
         # Only the columns written so far: the sum's length (and its rounding) does not depend on the batch's k.
         done = factors[:, :, :step]                                        # (B, N, step)
         projected = (done * done[rows, pick][:, None, :]).sum(dim=2)     # (B, N) <e_.., e_pick>
         # 1 / d_pick, or 0 once exhausted: then no token gains anything more (and a gain <= 0 is never divided by).
         scale = torch.where(exhausted, 0.0, best.rsqrt())                 # (B,)
         # One kernel row per step, O(N D): cheaper than the whole (N, N) kernel while K < N.
-        similarity = torch.bmm(unit, unit[rows, pick][:, :, None]).squeeze(2)   # (B, N) S[pick]
-        row = ((quality[rows, pick][:, None] * quality) * similarity - projected) * scale[:, None]   # (B, N) e_step
+        kernel_row = torch.bmm(weighted, weighted[rows, pick][:, :, None]).squeeze(2)   # (B, N) L[pick]
+        row = (kernel_row - projected) * scale[:, None]                    # (B, N) e_step
         factors[:, :, step] = row
         gain.sub_(row.square())
         state[rows, :, pick] = -float("inf")
     # Sample b keeps its first k[b] picks (later steps only served samples that keep more).
     first = torch.arange(steps, device=x.device)[None, :] < k[:, None]    # (B, K)
     chosen = torch.zeros(batch, slots + 1, dtype=torch.bool, device=x.device)
-    chosen.scatter_(1, torch.where(first, picks, slots), True)
+    order = torch.stack(picks, dim=1) if picks else torch.zeros(batch, 0, dtype=torch.long, device=x.device)
+    chosen.scatter_(1, torch.where(first, order, slots), True)
     return selection_from_keep(chosen[:, :slots])
