@@ -13,6 +13,7 @@ from tokenprune.bench.compiletime import measure_compile
 from tokenprune.bench.masking import MaskingBaseline
 from tokenprune.bench.memory import kv_cache_bytes
 from tokenprune.bench.presets import build_eager_twin
+from tokenprune.bench.terminal import summary
 from tokenprune.bench.variants import gsearch_like, schedules
 
 TINY = get_preset("tiny")
@@ -29,7 +30,8 @@ def tiny():
 def speed_report():
     return run_speed("tiny", repeats=1, warmup=0, decode_tokens=2, decode_repeats=1, node_repeats=1, scaling=[36, 72],
                      scaling_repeats=1, scaling_decode_tokens=1,
-                     variants=["original", "keep-all", "fastv", "gsearch-like", "masked-fastv"], echo=None)
+                     variants=["original", "keep-all", "fastv", "gsearch-like", "masked-fastv"],
+                     selectors=["dart", "random-keep"], echo=None)
 
 
 def test_speed_report_has_every_measurement(speed_report):
@@ -41,7 +43,9 @@ def test_speed_report_has_every_measurement(speed_report):
         assert len(v["kv_cache"]["bytes_per_layer"]) == TINY.num_layers
         assert v["peak_memory"]["peak_bytes"] is None or v["peak_memory"]["peak_bytes"] >= 0
         assert 0 < v["flops"]["fraction"] <= 1 and v["realized_over_ideal"] > 0
-    assert set(res["node_costs"]) == {"fastv", "gsearch-like"}
+    assert set(res["node_costs"]) == {"fastv", "gsearch-like", "fastv-dart", "fastv-random-keep"}
+    assert list(res["node_costs"]["fastv-dart"]["cuts"]) == list(res["node_costs"]["fastv"]["cuts"]) == ["2"]
+    assert "fastv-random-keep" in summary(speed_report)  # the terminal report lists each selector's cut
     assert res["variants"]["keep-all"]["fixed_overhead"]["original"]["repeats"] == 30
     assert [int(c) for c in res["node_costs"]["gsearch-like"]["cuts"]] == list(gsearch_like(TINY.num_layers).cuts)
     assert len(res["node_costs"]["fastv"]["layer_seconds"]) == TINY.num_layers

@@ -1,7 +1,7 @@
 """Every registered selector, compiled with ``compile(scorer=NAME)``, through the conformance checks.
 
-Tiny LLaVA (eager and sdpa) and Qwen2.5-VL (sdpa) test models, a batch of three left-padded prompts and a
-schedule with three cuts at layers >= 1: per-sample counts ceil(r * N_b), the masking reference, cached ==
+Tiny LLaVA, LLaVA-NeXT, InternVL, Gemma 3 and Qwen2.5-VL test models, eager and sdpa each, a batch of three
+left-padded prompts and a schedule with three cuts at layers >= 1: per-sample counts ceil(r * N_b), the masking reference, cached ==
 uncached generation, batch invariance, and a cut that keeps every token bit-identical to the original model.
 """
 
@@ -19,9 +19,10 @@ from ..conformance.cases import load_case
 from .conformance_checks import check_selector_call
 
 # Selectors that refuse every bundled test model, with the words their refusal must contain.
-# grid-downsample needs whole grids: it works at the first cut of RATIOS and refuses the second.
+# grid-downsample and grid-pool need whole grids: they work at the first cut of RATIOS and refuse the second.
 REFUSES = {"grid-downsample": "patch grid", "grid-pool": "patch grid"}
-MODELS = [(("llava", None), "eager"), (("llava", None), "sdpa"), (("qwen2_5_vl", None), "sdpa")]
+FAMILIES = ["llava", "llava_next", "internvl", "gemma3", "qwen2_5_vl"]
+MODELS = [((family, None), attn) for family in FAMILIES for attn in ("eager", "sdpa")]
 # Cuts before layers 1, 2 and 3; a ratio just under 1 keeps ceil(r N) = N tokens: cuts that must change nothing.
 RATIOS = {"multi": [1.0, 0.75, 0.5, 0.25], "keep-every-token": [1.0, 0.9999, 0.9998, 0.9997]}
 WORKING = [name for name in registry("selector").names() if name not in REFUSES]
@@ -49,11 +50,23 @@ def test_every_selector_is_checked():
     assert WORKING and set(WORKING) | set(REFUSES) == set(registry("selector").names())
 
 
+def _compile(case, model, schedule, name):
+    """``compile(scorer=name)``; None after checking the refusal when the selector reads a vision tower the
+    spec does not describe (no ``vision_side`` section)."""
+    if getattr(registry("selector").get(name), "needs_vision_side", False) and case.spec.vision_side is None:
+        with pytest.raises(UnsupportedError, match="vision_side"):
+            tp.compile(model, case.spec, schedule, scorer=name, self_check="off")
+        return None
+    return tp.compile(model, case.spec, schedule, scorer=name, self_check="off")
+
+
 @pytest.mark.parametrize("name", WORKING)
 def test_selector_conformance(setup, name):
     case, model, batch = setup
     schedule = _schedule(case, "multi")
-    compiled = tp.compile(model, case.spec, schedule, scorer=name, self_check="off")
+    compiled = _compile(case, model, schedule, name)
+    if compiled is None:
+        return
     selection = check_selector_call(case, batch, compiled)
     assert sorted(selection) == list(schedule.cuts) == [1, 2, 3]
     for layer, per_sample in selection.items():
@@ -65,7 +78,9 @@ def test_selector_conformance(setup, name):
 @pytest.mark.parametrize("name", WORKING)
 def test_selector_keeping_every_token_is_bit_identical(setup, name):
     case, model, batch = setup
-    compiled = tp.compile(model, case.spec, _schedule(case, "keep-every-token"), scorer=name, self_check="off")
+    compiled = _compile(case, model, _schedule(case, "keep-every-token"), name)
+    if compiled is None:
+        return
     assert torch.equal(_logits(compiled, batch), _logits(model, batch))
     assert len(tp.last_selection(compiled)) == 3  # the cuts ran
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from tokenprune.selectors import SelectorInputError, dart
+from tokenprune.selectors.dart import key_norms
 
 from .helpers import (RATIOS, SIZES, assert_batch_invariant, assert_keep_all, assert_valid_selection, counts,
                       kept_positions, padded_batch, tokens_of)
@@ -50,7 +51,8 @@ def test_matches_reference(seed, ratio, with_text):
     keys = torch.randn(*x.shape[:2], 16, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     k = counts(valid, ratio)
     text, text_valid = _text_batch(seed, [3, 6, 2, 5][:len(k)]) if with_text else (None, None)
-    selection = dart(x, valid, k, keys=keys, text=text, text_valid=text_valid)
+    selection = dart(x, valid, k, pivot_scores=key_norms(keys), text=text,
+                     text_pivot_scores=None if text is None else key_norms(text), text_valid=text_valid)
     assert_valid_selection(selection, valid, k)
     for b in range(len(k)):
         expected = reference_dart(tokens_of(x, valid, b), tokens_of(keys, valid, b), int(k[b]),
@@ -64,7 +66,7 @@ def test_the_vision_pivots_are_kept_and_the_pivots_duplicates_dropped():
     keys = torch.ones(1, x.shape[1], 4, dtype=torch.float64)
     keys[0, 3] = 10.0                                   # token 3 has the largest key norm: the only pivot
     x[0, 8] = 2 * x[0, 3] + 1e-3                        # token 8 duplicates the pivot
-    selection = dart(x, valid, torch.tensor([11]), keys=keys, num_pivots=1)
+    selection = dart(x, valid, torch.tensor([11]), pivot_scores=key_norms(keys), num_pivots=1)
     kept = kept_positions(selection, valid, 0)
     assert 3 in kept and 8 not in kept
 
@@ -74,14 +76,20 @@ def test_keep_all_and_batch_invariance():
     text, text_valid = _text_batch(8, [5, 2, 7])
     assert_keep_all(dart, x, valid)
 
-    def select(x, valid, k, keys, text, text_valid):
-        return dart(x, valid, k, keys=keys, text=text, text_valid=text_valid)
+    def select(x, valid, k, scores, text, text_valid):
+        return dart(x, valid, k, pivot_scores=scores, text=text, text_valid=text_valid)
 
-    keys = torch.randn(*x.shape[:2], 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    assert_batch_invariant(select, x, valid, counts(valid, 0.6), slotwise=(keys,), samplewise=(text, text_valid))
+    scores = torch.rand(*x.shape[:2], dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    assert_batch_invariant(select, x, valid, counts(valid, 0.6), slotwise=(scores,), samplewise=(text, text_valid))
 
 
 def test_a_pivot_count_of_zero_is_refused():
     x, valid = padded_batch(0, [5])
     with pytest.raises(SelectorInputError, match="at least one vision pivot"):
         dart(x, valid, torch.tensor([2]), num_pivots=0)
+
+
+def test_pivot_scores_must_score_every_slot():
+    x, valid = padded_batch(0, [5])
+    with pytest.raises(SelectorInputError, match="pivot_scores"):
+        dart(x, valid, torch.tensor([2]), pivot_scores=torch.ones(1, 3))

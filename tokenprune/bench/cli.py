@@ -18,6 +18,7 @@ from .publish import PUBLISHED_RESULTS, Destination, destination
 from .report import Report
 from .runner import run_prefill, run_speed
 from .terminal import summary
+from .variants import SELECTORS
 
 DEFAULT_SPEED_PRESETS = ["llama-12l", "llava-7b"]
 
@@ -61,6 +62,9 @@ def parser(prog: str = "tokenprune bench") -> argparse.ArgumentParser:
     speed.add_argument("--scaling-decode-tokens", type=int, default=8)
     speed.add_argument("--variants", nargs="+", default=None,
                        help="variant names (default: all; a name + '-compiled' runs it under torch.compile)")
+    speed.add_argument("--selectors", nargs="*", default=list(SELECTORS),
+                       help="selectors whose inserted nodes are timed at the FastV schedule (default: "
+                       + ", ".join(SELECTORS) + "; none: --selectors with no name)")
     _common(speed)
 
     prefill = sub.add_parser("prefill", help="prefill of the original, compiled keep-all and FastV models "
@@ -117,7 +121,7 @@ def _measure(args: argparse.Namespace):
                         decode_tokens=args.decode_tokens, decode_repeats=args.decode_repeats,
                         node_repeats=args.node_repeats, scaling=args.scaling, scaling_repeats=args.scaling_repeats,
                         scaling_decode_tokens=args.scaling_decode_tokens, variants=args.variants,
-                        threads=args.threads)
+                        threads=args.threads, selectors=args.selectors)
 
 
 def _report_name(report: Report, args: argparse.Namespace) -> str:

@@ -19,7 +19,7 @@ from .nodecost import cut_costs
 from .presets import Preset, build_model, get_preset, make_inputs
 from .report import Report
 from .targets import prefill_targets, speed_targets
-from .variants import build_variants
+from .variants import SELECTORS, build_variants, selector_variants
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SPEED_VARIANTS = ["original", "keep-all", "fastv", "pdrop", "gsearch-like", "masked-fastv", "original-compiled",
@@ -32,7 +32,8 @@ def _log(echo, msg: str) -> None:
 
 
 def _measure_variants(model, variants, inputs, preset: Preset, n_vis: int, n_text: int, device, repeats: int,
-                      warmup: int, decode_tokens: int, decode_repeats: int, node_repeats: int, echo) -> dict:
+                      warmup: int, decode_tokens: int, decode_repeats: int, node_repeats: int, echo,
+                      selectors=()) -> dict:
     config = model.config
     flops = {name: variant_flops(config, v, n_text, n_vis) for name, v in variants.items()}
     first_seconds = {}
@@ -63,6 +64,9 @@ def _measure_variants(model, variants, inputs, preset: Preset, n_vis: int, n_tex
     _log(echo, "  inserted-node micro-benchmark")
     nodes = {name: cut_costs(v.model, inputs, node_repeats, device)
              for name, v in variants.items() if v.kind == "compiled" and not v.schedule.is_keep_all()}
+    for name, v in selector_variants(model, selectors).items():
+        _log(echo, f"  inserted nodes of {name}")
+        nodes[name] = cut_costs(v.model, inputs, node_repeats, device)
     return {"variants": out, "node_costs": nodes}
 
 
@@ -85,8 +89,12 @@ def _scaling(model, preset: Preset, sizes, names, device, repeats: int, decode_t
 def run_speed(preset: str = "llama-12l", device: str = "cpu", dtype: str = "float32", repeats: int = 5,
               warmup: int = 1, decode_tokens: int | None = None, decode_repeats: int = 2, node_repeats: int = 3,
               scaling: list[int] | None = None, scaling_repeats: int = 3, scaling_decode_tokens: int = 8,
-              variants: list[str] | None = None, threads: int | None = None, echo=print) -> Report:
-    """Every speed-page measurement on one preset; a CPU run of a non-CPU preset only compiles (meta)."""
+              variants: list[str] | None = None, threads: int | None = None, selectors=SELECTORS,
+              echo=print) -> Report:
+    """Every speed-page measurement on one preset; a CPU run of a non-CPU preset only compiles (meta).
+
+    ``selectors``: the FastV schedule compiled with each of them (``fastv-NAME``) adds rows to the inserted-node
+    micro-benchmark only (not to the prefill, decode and memory tables)."""
     if threads:
         torch.set_num_threads(threads)
     p = get_preset(preset)
@@ -96,7 +104,8 @@ def run_speed(preset: str = "llama-12l", device: str = "cpu", dtype: str = "floa
     settings = {"device": device, "dtype": dtype, "repeats": repeats, "warmup": warmup, "decode_tokens": decode_tokens,
                 "decode_repeats": decode_repeats, "node_repeats": node_repeats, "scaling": sizes,
                 "scaling_repeats": scaling_repeats, "scaling_decode_tokens": scaling_decode_tokens,
-                "num_vision_tokens": p.num_vision_tokens, "num_text_tokens": p.num_text_tokens}
+                "num_vision_tokens": p.num_vision_tokens, "num_text_tokens": p.num_text_tokens,
+                "selectors": list(selectors)}
     report = Report("speed", p.to_dict(), machine_info(device, torch_dtype), settings)
     runnable = torch.device(device).type == "cuda" or p.cpu_runnable
     if not runnable:
@@ -113,7 +122,7 @@ def run_speed(preset: str = "llama-12l", device: str = "cpu", dtype: str = "floa
         built = build_variants(model, names)
         report.results.update(_measure_variants(model, built, inputs, p, p.num_vision_tokens, p.num_text_tokens,
                                                 device, repeats, warmup, decode_tokens, decode_repeats,
-                                                node_repeats, echo))
+                                                node_repeats, echo, selectors))
         del built
         gc.collect()
         _log(echo, "  compile time")

@@ -33,8 +33,17 @@ def speed_summary(report: Report) -> str:
     rows = [[name, _f(v["flops"]["fraction"]), _ms(v["prefill"]["median"]), _f(v["time_fraction"]),
              _f(v["realized_speedup"], 2), _ms((v.get("decode") or {}).get("median")),
              f"{v['peak_memory']['peak_bytes'] / 2**20:,.1f}"] for name, v in variants.items()]
-    return head + "\n" + text_table(["variant", "FLOPs fraction", "prefill ms", "time fraction", "speed-up",
-                                     "decode ms/token", "peak MiB"], rows)
+    table = text_table(["variant", "FLOPs fraction", "prefill ms", "time fraction", "speed-up", "decode ms/token",
+                        "peak MiB"], rows)
+    return head + "\n" + table + "\n\ninserted nodes per cut\n" + node_summary(report.results["node_costs"])
+
+
+def node_summary(node_costs: dict) -> str:
+    """One row per cut of every timed variant (the ``fastv-NAME`` rows are selectors at the FastV schedule)."""
+    rows = [[name, cut, _ms(entry["seconds"]), _ms(nc["prefill_seconds"]), f"{100 * entry['fraction_of_prefill']:.2f}%"]
+            for name, nc in node_costs.items() for cut, entry in nc["cuts"].items()]
+    return text_table(["variant", "cut before layer", "inserted nodes ms", "interpreted prefill ms",
+                       "share of prefill"], rows)
 
 
 def prefill_summary(report: Report) -> str:

@@ -56,6 +56,8 @@ LABELS = {"original": "original (HF, sdpa)", "keep-all": "compiled keep-all", "f
           "pdrop": "PyramidDrop 4 stages x0.5", "gsearch-like": "G-Search-like 4 cuts",
           "masked-fastv": "FastV by masking (eager)"}
 TORCH_COMPILED = "-compiled"  # suffix: the variant without it, run under torch.compile (inductor)
+# Selectors whose inserted nodes the speed benchmark times (``--selectors``): each compiled at the FastV schedule.
+SELECTORS = ("divprune", "dart", "cdpruner", "random-keep")
 
 
 def build_variants(model, names: list[str] | None = None, spec: str = "llava") -> dict[str, Variant]:
@@ -90,3 +92,11 @@ def _torch_compiled(base: Variant, name: str) -> Variant:
 
     return Variant(name, torch.compile(base.model), base.schedule, "torch.compile",
                    f"{base.label} + torch.compile")
+
+
+def selector_variants(model, selectors, spec: str = "llava") -> dict[str, Variant]:
+    """The FastV schedule compiled with each of ``selectors`` (``compile(scorer=NAME)``), named ``fastv-NAME``:
+    the same cut as ``fastv``, so its inserted nodes differ only by what the selector costs."""
+    schedule = schedules(model.config.text_config.num_hidden_layers)["fastv"]
+    return {f"fastv-{name}": Variant(f"fastv-{name}", tp.compile(model, spec, schedule, scorer=name), schedule,
+                                     "compiled", f"{LABELS['fastv']}, selector {name}") for name in selectors}

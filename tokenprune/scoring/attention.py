@@ -47,29 +47,19 @@ def attention_probs(
     head_dim = int(getattr(attn, attrs.head_dim))
     groups = int(getattr(attn, attrs.kv_groups)) if attrs.kv_groups else 1
     scaling = float(getattr(attn, attrs.scaling))
-    apply_rope = plugins.rope
 
-    # What the layer's input norm receives: its input, or what the spec's hidden-state layout derives from it.
-    hidden = plugins.hidden_states.attention_input(layer, hidden)  # (B, n, D)
-    # Normalised over every row, then the query rows taken: the same numbers the layer's q_proj sees.
-    norm = paths.input_norm  # None: a post-norm layer attends to its raw input
-    x = resolve_module(layer, norm, "layer.input_norm")(hidden) if norm else hidden  # (B, n, D)
+    hidden, x = _layer_input(plugins, layer, hidden)  # (B, n, D) each
     layout = plugins.qk
     if layout is not None:  # a registered layout (MLA, fused QKV, ...) in place of q_proj/k_proj: see .qk
         q_rope = None if rope is None else tuple(_rows(t, query_slots, -2) for t in _rope_parts(rope))
         x_rows = _rows(x, query_slots, -2)  # (B, Q, D)
         q_ids = _rows(position_ids, query_slots, -1) if _is_1d_ids(position_ids) else None  # (B, Q)
         q = layout.queries(attn, x_rows, q_rope, positions=q_ids)  # (B, H, Q, Dh)
-        shared = layout.shared_keys(attn, shared_kv)  # KV-sharing layers read another layer's latents
-        found = (KeyLookup(shared, "shared", f"attention.qk {layout.name!r}: keys another layer shared")
-                 if shared is not None else layout_cached_keys(layout, cache, attn, hidden, key_policy))
-        k = found.keys if found.keys is not None else layout.keys(attn, x, rope)  # (B, H_kv, n, Dh)
+        kv_shape = None
     else:
-        q = _queries(spec, layer, attn, x, rope, query_slots, head_dim, apply_rope)  # (B, H, Q, Dh)
+        q = _queries(spec, layer, attn, x, rope, query_slots, head_dim, plugins.rope)  # (B, H, Q, Dh)
         kv_shape = (q.shape[1] // groups, head_dim)
-        found = (find_shared_keys(spec, attn, shared_kv, hidden, kv_shape)
-                 or find_cached_keys(cache, attn, hidden, kv_shape, key_policy))
-        k = found.keys if found.keys is not None else _keys(spec, layer, attn, x, rope, head_dim, apply_rope)
+    k, found = _find_keys(plugins, layer, attn, hidden, x, rope, cache, key_policy, shared_kv, kv_shape)
     if groups > 1:
         k = k.repeat_interleave(groups, dim=1)  # (B, H, n, Dh)
 
@@ -87,6 +77,50 @@ def attention_probs(
         logits = logits + torch.where(allowed, rows.float(), torch.zeros((), device=logits.device))
     probs = torch.softmax(logits, dim=-1)  # (B, H, Q, n) fp32
     return probs.mean(dim=1), found  # (B, Q, n)
+
+
+def layer_keys(plugins: ResolvedSpec, layer: torch.nn.Module, hidden: torch.Tensor, rope, cache=None,
+               key_policy: str = "recompute", shared_kv=None) -> tuple[torch.Tensor, KeyLookup]:
+    """The keys ``layer`` attends with when its input is ``hidden`` (B, n, D): (B, H_kv, n, D_h) in the model
+    dtype, and where they came from (keys another layer shared, the layer's KV-cache entry of this call, or a
+    recompute exactly as the layer computes them)."""
+    spec = plugins.spec
+    attn = resolve_module(layer, spec.layer.attention, "layer.attention")
+    kv_shape = None
+    if plugins.qk is None:
+        head_dim = int(getattr(attn, spec.attention.head_dim))
+        groups = int(getattr(attn, spec.attention.kv_groups)) if spec.attention.kv_groups else 1
+        q_proj = resolve_module(layer, spec.layer.q_proj, "layer.q_proj")
+        width = getattr(q_proj, "out_features", None) or q_proj.weight.shape[0]  # H * Dh, as attention_probs sees
+        kv_shape = (int(width) // head_dim // groups, head_dim)
+    hidden, x = _layer_input(plugins, layer, hidden)
+    return _find_keys(plugins, layer, attn, hidden, x, rope, cache, key_policy, shared_kv, kv_shape)
+
+
+def _layer_input(plugins: ResolvedSpec, layer, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, n, D) what the layer's input norm receives (its input, or what the spec's hidden-state layout derives
+    from it) and (B, n, D) what its projections see (that, normalised over every row)."""
+    hidden = plugins.hidden_states.attention_input(layer, hidden)
+    norm = plugins.spec.layer.input_norm  # None: a post-norm layer attends to its raw input
+    x = resolve_module(layer, norm, "layer.input_norm")(hidden) if norm else hidden
+    return hidden, x
+
+
+def _find_keys(plugins: ResolvedSpec, layer, attn, hidden, x, rope, cache, key_policy, shared_kv,
+               kv_shape) -> tuple[torch.Tensor, KeyLookup]:
+    """(B, H_kv, n, D_h) keys: shared by another layer, read from the cache, or recomputed from ``x``."""
+    spec, layout = plugins.spec, plugins.qk
+    if layout is not None:
+        shared = layout.shared_keys(attn, shared_kv)  # KV-sharing layers read another layer's latents
+        found = (KeyLookup(shared, "shared", f"attention.qk {layout.name!r}: keys another layer shared")
+                 if shared is not None else layout_cached_keys(layout, cache, attn, hidden, key_policy))
+        return (found.keys if found.keys is not None else layout.keys(attn, x, rope)), found
+    found = (find_shared_keys(spec, attn, shared_kv, hidden, kv_shape)
+             or find_cached_keys(cache, attn, hidden, kv_shape, key_policy))
+    if found.keys is not None:
+        return found.keys, found
+    head_dim = kv_shape[1]
+    return _keys(spec, layer, attn, x, rope, head_dim, plugins.rope), found
 
 
 def _queries(spec, layer, attn, x, rope, query_slots, head_dim, apply_rope) -> torch.Tensor:

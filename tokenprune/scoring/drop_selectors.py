@@ -4,7 +4,8 @@ Each one sees the cut's still-kept vision tokens packed into a padded batch (:fu
 features the hidden states entering the cut (:meth:`ScoreContext.entering_states`). At a cut before the first
 decoder layer (``keep_ratio[0] < 1``, where the papers mostly select) those are the embeddings entering layer 0:
 the projector's output merged into the text embeddings, as layer 0's attention reads them. At deeper cuts the
-same algorithms act on the language model's hidden states.
+same algorithms act on the language model's hidden states. DART ranks its pivots by the
+scoring layer's keys (by the entering hidden states' norm at layer 0).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import torch
 from tokenprune import selectors
 from tokenprune.plugins import register
 from tokenprune.selectors._common import keep_mask_of, valid_order
+from tokenprune.selectors.dart import key_norms
 
+from .attention import layer_keys
 from .context import ScoreContext
 
 
@@ -75,11 +78,32 @@ def divprune(ctx: ScoreContext, counts: torch.Tensor) -> torch.Tensor:
 
 @drop_selector("dart")
 def dart(ctx: ScoreContext, counts: torch.Tensor) -> torch.Tensor:
-    """DART: pivots by hidden-state L1 norm (the paper ranks by key norm), 4 vision and 4 prompt-text pivots,
-    then the tokens least similar to them."""
-    view, text = vision_view(ctx), pack(ctx.text, ctx.entering_states())
-    chosen = selectors.dart(view.features, view.valid, counts, text=text.features, text_valid=text.valid)
+    """DART: pivots by key norm (:func:`pivot_key_norms`), 4 vision and 4 prompt-text pivots, then the tokens
+    whose hidden states entering the cut are least similar to them."""
+    states, norms = ctx.entering_states(), pivot_key_norms(ctx)   # (B, n, D), (B, n)
+    view, text = vision_view(ctx), pack(ctx.text, states)
+    chosen = selectors.dart(view.features, view.valid, counts, pivot_scores=norms.gather(1, view.slots),
+                            text=text.features, text_pivot_scores=norms.gather(1, text.slots),
+                            text_valid=text.valid)
     return view.unpack(chosen, ctx.vision.shape[1])
+
+
+def pivot_key_norms(ctx: ScoreContext) -> torch.Tensor:
+    """(B, n) DART's pivot ranking: the L1 norm of each slot's keys over every key head of the scoring layer.
+
+    The keys are taken before RoPE (projected and normed as the layer does, so recomputed, never read from the
+    cache): RoPE rotates channel pairs, which keeps their L2 norm but not their L1 norm, so rotated keys would
+    rank a token by its absolute position and a left-padded sample would pick other pivots than alone. A cut
+    with no scoring layer (before the first decoder layer), or whose scoring layer reads keys another layer
+    shared (rotated), ranks by the L1 norm of the hidden states entering the cut instead."""
+    if ctx.scoring_layer is not None:
+        keys, found = layer_keys(ctx.plugins, ctx.scoring_layer, ctx.hidden_in, None, key_policy="recompute",
+                                 shared_kv=ctx.shared_kv)   # (B, H_kv, n, D_h)
+        if found.source != "shared":
+            ctx.key_source = "recompute: the scoring layer's keys before RoPE (DART pivots)"
+            return key_norms(keys.transpose(1, 2).flatten(2))
+    ctx.key_source = "none: DART pivots by the L1 norm of the hidden states entering the cut"
+    return key_norms(ctx.entering_states())
 
 
 @drop_selector("cdpruner")

@@ -8,12 +8,15 @@ theta))`` (``theta`` = 0.5 by default, trading relevance against diversity). The
 (the squared residual of its kernel row after projecting out the selected tokens), updating every ``d_i^2``
 with one Cholesky row per step.
 
-When the kernel's rank is exhausted (every remaining gain <= ``1e-6`` of the largest diagonal, e.g. exact
-duplicates or fewer feature dimensions than kept tokens), the remaining slots go to the most relevant
-remaining tokens. Ties go to the lower index.
+When the kernel's rank is exhausted (every remaining gain <= ``1e-6`` of the largest diagonal in float64,
+``1e-4`` in float32, e.g. exact duplicates or fewer feature dimensions than kept tokens), the remaining slots go
+to the most relevant remaining tokens. Ties go to the lower index. A float32 gain is the diagonal minus a sum of
+up to K squares, so it carries rounding of about K 2^-24 of the diagonal: below ``1e-4`` it is noise, and a
+threshold inside the noise would let the picks of a sample depend on the batch around it.
 
-Cost: O(N D) for one kernel row plus O(K N) for the Cholesky update per step: O(K N D + K^2 N) in all; the
-(N, N) kernel is never formed.
+Cost: one kernel row per step, O(N D) (a pass over the features, cheaper than the whole (N, N) kernel while
+K < N), and O(K N) for the Cholesky update: O(K N D + K^2 N) in all, in float32 (float64 inputs stay
+float64), with no host synchronisation inside the loop.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from ..errors import describe
 from ._common import Selection, SelectorInputError, check_selector_inputs, check_shape, selection_from_keep, unit_rows
 
 DEFAULT_THETA = 0.5
-RANK_TOLERANCE = 1e-6
+RANK_TOLERANCE = {torch.float64: 1e-6, torch.float32: 1e-4}  # of the largest diagonal, by compute dtype
 
 
 def instruction_relevance(x: torch.Tensor, valid: torch.Tensor, text: torch.Tensor,
@@ -64,25 +67,37 @@ def cdpruner(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor, text: torch.
     alpha = theta / (2.0 * (1.0 - theta))
     quality = torch.exp(alpha * instruction_relevance(x, valid, text, text_valid.bool()))   # (B, N) q_i
     unit = unit_rows(x)                                                    # (B, N, D)
-    # Greedy MAP state: gain[i] = d_i^2, factors[:, :, s] = the s-th Cholesky row e_s (zero until step s).
-    gain = quality.square() * (unit.abs().amax(dim=2) > 0)                 # (B, N) diagonal of L: S_ii = 1
-    tolerance = RANK_TOLERANCE * gain.masked_fill(~valid, 0.0).amax(dim=1)  # (B,)
+    weighted = unit * quality[:, :, None]                                  # (B, N, D) q_i x_i / |x_i|: L = W W^T
+    # Greedy MAP state, one (B, 2, N) tensor so that a pick closes both rows at once: row 0 holds gain[i] = d_i^2
+    # and row 1 the quality for the rank-exhausted fallback, both -inf once chosen and at padding.
+    state = torch.stack([quality.square() * (unit.abs().amax(dim=2) > 0), quality], dim=1)   # (B, 2, N)
+    state.masked_fill_(~valid[:, None, :], -float("inf"))
+    gain, open_quality = state[:, 0], state[:, 1]                          # (B, N) views
+    tolerance = RANK_TOLERANCE[gain.dtype] * gain.amax(dim=1).clamp_min(0.0)   # (B,)
     steps = int(k.max()) if batch else 0
-    factors = torch.zeros(batch, slots, steps, dtype=unit.dtype, device=x.device)   # (B, N, K)
-    chosen = torch.zeros(batch, slots, dtype=torch.bool, device=x.device)
-    exhausted = torch.zeros(batch, dtype=torch.bool, device=x.device)
+    factors = torch.zeros(batch, slots, steps, dtype=unit.dtype, device=x.device)   # (B, N, K): e_s in column s
+    picks = []                                                             # the greedy order, (B,) each
     rows = torch.arange(batch, device=x.device)
     for step in range(steps):
-        candidate = valid & ~chosen
-        best = gain.masked_fill(~candidate, -float("inf")).amax(dim=1)    # (B,)
-        exhausted |= best <= tolerance
-        score = torch.where(exhausted[:, None], quality, gain).masked_fill(~candidate, -float("inf"))
-        pick = score.argmax(dim=1)                                         # (B,)
-        chosen[rows, pick] |= step < k
-        kernel_row = quality[rows, pick][:, None] * quality * torch.bmm(unit, unit[rows, pick][:, :, None]).squeeze(2)
-        projected = torch.bmm(factors, factors[rows, pick][:, :, None]).squeeze(2)             # (B, N)
-        pivot = gain[rows, pick].clamp_min(torch.finfo(gain.dtype).tiny).sqrt()                    # (B,)
-        row = torch.where(exhausted[:, None], 0.0, (kernel_row - projected) / pivot[:, None])     # (B, N) e_step
+        best = gain.amax(dim=1)                                            # (B,) = d_pick^2 unless exhausted
+        # Gains only shrink and the candidates only leave, so once exhausted a sample stays exhausted.
+        exhausted = best <= tolerance                                      # (B,)
+        pick = torch.where(exhausted[:, None], open_quality, gain).argmax(dim=1)   # (B,)
+        picks.append(pick)
+        # Only the columns written so far: the sum's length (and its rounding) does not depend on the batch's k.
+        done = factors[:, :, :step]                                        # (B, N, step)
+        projected = (done * done[rows, pick][:, None, :]).sum(dim=2)     # (B, N) <e_.., e_pick>
+        # 1 / d_pick, or 0 once exhausted: then no token gains anything more (and a gain <= 0 is never divided by).
+        scale = torch.where(exhausted, 0.0, best.rsqrt())                 # (B,)
+        # One kernel row per step, O(N D): cheaper than the whole (N, N) kernel while K < N.
+        kernel_row = torch.bmm(weighted, weighted[rows, pick][:, :, None]).squeeze(2)   # (B, N) L[pick]
+        row = (kernel_row - projected) * scale[:, None]                    # (B, N) e_step
         factors[:, :, step] = row
-        gain = gain - row.square()
-    return selection_from_keep(chosen)
+        gain.sub_(row.square())
+        state[rows, :, pick] = -float("inf")
+    # Sample b keeps its first k[b] picks (later steps only served samples that keep more).
+    first = torch.arange(steps, device=x.device)[None, :] < k[:, None]    # (B, K)
+    chosen = torch.zeros(batch, slots + 1, dtype=torch.bool, device=x.device)
+    order = torch.stack(picks, dim=1) if picks else torch.zeros(batch, 0, dtype=torch.long, device=x.device)
+    chosen.scatter_(1, torch.where(first, order, slots), True)
+    return selection_from_keep(chosen[:, :slots])

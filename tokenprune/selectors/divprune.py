@@ -4,8 +4,9 @@ Token pruning as a Max-Min Diversity Problem under the cosine distance ``d(i, j)
 greedily: the first token is the one farthest from its nearest neighbour; every next one is the token whose
 distance to the already selected set (its minimum distance to a selected token) is largest.
 
-Cost: one (N, N) similarity per sample, O(N^2 D), then O(N) per greedy step (the running minimum distance is
-updated with the newly selected token's row): O(N^2 D + N K) in all.
+Cost: one (N, N) similarity per sample, O(N^2 D) (one matmul, float32 unless the input is float64), then O(N)
+per greedy step (the running minimum distance is updated with the newly selected token's row, no host sync):
+O(N^2 D + N K) in all.
 """
 
 from __future__ import annotations
@@ -24,18 +25,19 @@ def divprune(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor) -> Selection
     batch, slots, _ = x.shape
     unit = unit_rows(x)                                                     # (B, N, D)
     distance = 1.0 - torch.bmm(unit, unit.transpose(1, 2))                  # (B, N, N)
-    inf = torch.tensor(float("inf"), dtype=distance.dtype, device=x.device)
+    inf = float("inf")
     # Nearest *other* valid token of each token: padding columns and the diagonal do not count.
     to_others = distance.masked_fill(~valid[:, None, :], inf)
-    to_others = to_others.masked_fill(torch.eye(slots, dtype=torch.bool, device=x.device), inf)
-    nearest = to_others.min(dim=2).values                                   # (B, N); inf for a lone token
+    to_others.diagonal(dim1=1, dim2=2).fill_(inf)
+    # score: each open token's distance to the chosen set (before the first pick: to its nearest other token);
+    # -inf once chosen and at padding.
+    score = to_others.amin(dim=2).masked_fill(~valid, -inf)                # (B, N); inf for a lone token
     chosen = torch.zeros(batch, slots, dtype=torch.bool, device=x.device)  # (B, N)
-    min_to_chosen = nearest
     rows = torch.arange(batch, device=x.device)
     for step in range(int(k.max()) if batch else 0):
-        score = min_to_chosen.masked_fill(~valid | chosen, -inf)           # (B, N)
         pick = score.argmax(dim=1)                                          # (B,) first maximum = lowest index
         chosen[rows, pick] |= step < k
         to_pick = distance[rows, pick]                                      # (B, N) the distance is symmetric
-        min_to_chosen = to_pick if step == 0 else torch.minimum(min_to_chosen, to_pick)
+        score = to_pick.masked_fill(~valid, -inf) if step == 0 else torch.minimum(score, to_pick)
+        score[rows, pick] = -inf
     return selection_from_keep(chosen)
