@@ -6,8 +6,11 @@ PyramidDrop and the random scorer at each budget. Searches see the calibration s
 
     python benchmarks/quality.py                 # full grid; writes docs/benchmarks/quality.{md,json,png}
     python benchmarks/quality.py --quick         # a small grid for a smoke run (writes to --docs-dir)
+    python benchmarks/quality.py --only 'dart-*' 'psigmoid-selectors-*'   # some rows, merged into the page
 
-Interrupted runs resume from --work-dir (finished rows and search trials are kept).
+Interrupted runs resume from --work-dir (finished rows and search trials are kept). With --only, the rows not
+run come from DOCS_DIR/quality.json when it was written with the same settings (new settings may be added), so
+a subset of rows merges into the published results.
 """
 
 from __future__ import annotations
@@ -54,7 +57,9 @@ def parse(argv):
     p.add_argument("--n-calibration", type=int, default=None)
     p.add_argument("--trials", type=int, default=None, help="P-Sigmoid trials per budget")
     p.add_argument("--quick", action="store_true", help="a small grid (smoke run, not for the docs)")
-    p.add_argument("--only", nargs="*", default=None, help="run only these entry ids")
+    p.add_argument("--only", nargs="*", default=None,
+                   help="run only these entry ids or shell patterns (e.g. 'dart-*'); other rows come from the "
+                        "quality.json in --docs-dir")
     return p.parse_args(argv)
 
 
@@ -70,6 +75,22 @@ def save_searched_schedules(rows: list[dict], folder: Path) -> dict[str, Path]:
             path.write_text(Schedule.from_dict(row["schedule"]).to_yaml())
             saved[row["id"]] = path
     return saved
+
+
+def published_report(docs_dir: Path, settings) -> dict | None:
+    """The report in ``docs_dir`` if its settings agree with ``settings`` on every key it has, else None."""
+    import json
+
+    path = docs_dir / "quality.json"
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    now = json.loads(json.dumps(settings.to_dict()))
+    differing = {k for k, v in report["settings"].items() if now.get(k) != v}
+    if differing:
+        sys.exit(f"error: {path} was written with other settings ({sorted(differing)}); run every row "
+                 "(without --only) or pass another --docs-dir")
+    return report
 
 
 def main(argv=None) -> dict:
@@ -104,7 +125,9 @@ def main(argv=None) -> dict:
     spec = load_spec("llava")
     machine = machine_info("cpu", torch.float32)
     start = time.perf_counter()
-    rows = run_quality(model, spec, processor, settings, args.work_dir, only=set(args.only) if args.only else None)
+    earlier = published_report(args.docs_dir, settings) if args.only else None
+    rows = run_quality(model, spec, processor, settings, args.work_dir, only=args.only or None,
+                       published={r["id"]: r for r in earlier["rows"]} if earlier else None)
     text, vision = model.config.text_config, model.config.vision_config
     report = {
         "model": {"name": "reference LLaVA", "checkpoint": str(args.checkpoint.relative_to(ROOT)
@@ -115,6 +138,10 @@ def main(argv=None) -> dict:
         "seconds": sum(r["seconds"] for r in rows), "wall_seconds_this_invocation": time.perf_counter() - start,
         "targets": check_targets(rows), "rows": rows,
     }
+    if earlier:
+        report["ran"] = "--only " + " ".join(args.only)
+        report["merged_from"] = {"timestamp_utc": earlier["machine"].get("timestamp_utc"),
+                                 "commit": earlier["machine"].get("source", {}).get("commit")}
     from tokenprune import synthvqa
     from tokenprune.synthvqa import answers
 

@@ -114,10 +114,8 @@ class SearchResult:
                 f"{self._trial_counts()}; schedule {self.schedule!r}{self._selector_text()}")
 
     def _selector_text(self) -> str:
-        if self.selector is None:
+        if self.selector is None or not self.selector_results:  # one selector: as it always read
             return ""
-        if not self.selector_results:
-            return f"; selector {self.selector}"
         tried = ", ".join(f"{name} {_fmt(best.get('objective'))} at FLOPs {_fmt(best.get('flops_fraction'))}"
                           for name, best in self.selector_results.items())
         return f"; selector {self.selector} won (each selector's best: {tried})"

@@ -46,7 +46,7 @@ def check_selectors(selectors: str | Iterable[str] | None, where: str = WHERE) -
     return tuple(dict.fromkeys(names))
 
 
-def check_method(config: SearchConfig, selectors: tuple[str, ...] | None) -> None:
+def check_method(config: SearchConfig, selectors: tuple[str, ...] | None, where: str = WHERE) -> None:
     """Refuse a selector set for a method in which no selector choice can matter."""
     if selectors is None:
         return
@@ -56,7 +56,7 @@ def check_method(config: SearchConfig, selectors: tuple[str, ...] | None) -> Non
         reason = f"evaluates with the {config.scorer!r} scorer by definition"
     else:
         return
-    raise ScheduleError(describe(f"selectors given to {config.title}, which {reason}", WHERE,
+    raise ScheduleError(describe(f"selectors given to {config.title}, which {reason}", where,
                                  "selectors with P-Sigmoid, G-Search or a matched FastV / PyramidDrop baseline",
                                  "drop selectors=, or pick one of those methods"))
 
