@@ -56,6 +56,12 @@ def parse(argv):
     p.add_argument("--n-test", type=int, default=None)
     p.add_argument("--n-calibration", type=int, default=None)
     p.add_argument("--trials", type=int, default=None, help="P-Sigmoid trials per budget")
+    p.add_argument("--selectors", default=None, help="comma-separated drop-selectors evaluated on the matched "
+                                                       "schedules (default: every one the settings name)")
+    p.add_argument("--search-selectors", default=None,
+                   help="comma-separated candidates of the selector search (default: the default scorer and "
+                        "--selectors); P-Sigmoid also runs with each one fixed")
+    p.add_argument("--selector-search-trials", type=int, default=None, help="P-Sigmoid trials of the selector search")
     p.add_argument("--quick", action="store_true", help="a small grid (smoke run, not for the docs)")
     p.add_argument("--only", nargs="*", default=None,
                    help="run only these entry ids or shell patterns (e.g. 'dart-*'); other rows come from the "
@@ -86,7 +92,9 @@ def published_report(docs_dir: Path, settings) -> dict | None:
         return None
     report = json.loads(path.read_text())
     now = json.loads(json.dumps(settings.to_dict()))
-    differing = {k for k, v in report["settings"].items() if now.get(k) != v}
+    from tokenprune.bench.quality.plan import ROW_SET_SETTINGS
+
+    differing = {k for k, v in report["settings"].items() if now.get(k) != v and k not in ROW_SET_SETTINGS}
     if differing:
         sys.exit(f"error: {path} was written with other settings ({sorted(differing)}); run every row "
                  "(without --only) or pass another --docs-dir")
@@ -117,7 +125,10 @@ def main(argv=None) -> dict:
         settings = replace(settings, n_test=48, n_calibration=16, budgets=(0.3,), fastv_layers=(2,),
                            fastv_drop=(0.5,), pdrop_lambdas=(0.5,), vtw_etas=(0.01,), gsearch_tolerances=(0.03,),
                            psigmoid_trials=4)
-    overrides = {"n_test": args.n_test, "n_calibration": args.n_calibration, "psigmoid_trials": args.trials}
+    names = lambda text: None if text is None else tuple(n.strip() for n in text.split(",") if n.strip())  # noqa: E731
+    overrides = {"n_test": args.n_test, "n_calibration": args.n_calibration, "psigmoid_trials": args.trials,
+                 "selectors": names(args.selectors), "search_selectors": names(args.search_selectors),
+                 "selector_search_trials": args.selector_search_trials}
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     model = LlavaForConditionalGeneration.from_pretrained(args.checkpoint, dtype=torch.float32,
                                                           attn_implementation="sdpa").eval()

@@ -157,24 +157,27 @@ def selector_table(rows: list[dict], selectors: list[str]) -> str:
     return _table(header, body)
 
 
-def selector_search_table(rows: list[dict], selectors: list[str], default: str) -> str:
-    """At each selector-search budget: P-Sigmoid with each selector fixed, the best of them, and the search."""
+def selector_search_table(rows: list[dict]) -> str:
+    """At each selector-search budget: P-Sigmoid with each candidate fixed, the best of them, and the search."""
     by_id = {r["id"]: r for r in rows}
+    searches = [r for r in rows if r["id"].startswith(SELECTOR_SEARCH_ID + "-b") and not r.get("unreachable")]
+    candidates = list(dict.fromkeys(c for r in searches for c in r["params"].get("selectors", [])))
     body = []
-    for search in [r for r in rows if r["id"].startswith(SELECTOR_SEARCH_ID + "-b") and not r.get("unreachable")]:
+    for search in searches:
         b = search["budget"]
-        fixed = {s: by_id.get(fixed_selector_id(s, b)) for s in (default, *selectors)}
+        fixed = {s: by_id.get(fixed_selector_id(s, b)) for s in candidates}
         fixed = {s: r for s, r in fixed.items() if r is not None and not r.get("unreachable")}
         if not fixed:
             continue
         best = max(fixed, key=lambda s: fixed[s]["accuracy"]["overall"])
         margin = (search["accuracy"]["overall"] - fixed[best]["accuracy"]["overall"]) * 100
         kl = lambda r: r["search"]["objective"].get("heldout")  # noqa: E731
-        body.append([f"{b:g}", *(f"{_pct(r['accuracy']['overall'])} (KL {_num(kl(r))})" for r in fixed.values()),
+        body.append([f"{b:g}", *(f"{_pct(fixed[s]['accuracy']['overall'])} (KL {_num(kl(fixed[s]))})" if s in fixed
+                                 else "" for s in candidates),
                      f"{best}: {_pct(fixed[best]['accuracy']['overall'])}",
                      f"{search['scorer']}: {_pct(search['accuracy']['overall'])} (KL {_num(kl(search))})",
                      f"{margin:+.1f}"])
-    header = ["budget", *(f"fixed {s}" for s in (default, *selectors)), "best fixed (test)", "search chose",
+    header = ["budget", *(f"fixed {s}" for s in candidates), "best fixed (test)", "search chose",
               "search - best fixed (points)"]
     return _table(header, body)
 
@@ -230,13 +233,11 @@ def _selector_sections(report: dict) -> list[str]:
     if not any(r.get("params", {}).get("selector") in selectors for r in rows) and not any(
             r["id"].startswith(SELECTOR_SEARCH_ID) for r in rows):
         return []
-    from tokenprune.scoring import DEFAULT_SCORER
-
     out = ["## Selectors at matched budgets", "",
            "Test accuracy in percent (FLOPs fraction in brackets) of every drop-selector on the matched schedules "
            "of the table above, against the default attention scorer on the same schedule.", "",
            selector_table(rows, selectors), ""]
-    search = selector_search_table(rows, selectors, DEFAULT_SCORER)
+    search = selector_search_table(rows)
     if search.count("\n") > 1:
         out += ["## Selector search", "", SELECTOR_SEARCH_NOTE, "", search, ""]
     return out

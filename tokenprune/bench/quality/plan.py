@@ -35,6 +35,9 @@ class QualitySettings:
     # Drop-selectors evaluated on the schedules of SELECTOR_SCHEDULES, and searched over by P-Sigmoid
     # (grid-downsample needs the whole patch grid, which a cut inside the language model no longer has).
     selectors: tuple[str, ...] = ("divprune", "dart", "cdpruner", "random-keep")
+    # The candidates of the selector search (None: the default scorer and every selector above); P-Sigmoid runs
+    # with each of them fixed as well, for the comparison.
+    search_selectors: tuple[str, ...] | None = None
     selector_search_budgets: tuple[float, ...] = (0.2, 0.3)
     selector_search_trials: int = 80  # P-Sigmoid trials when it also chooses the selector
     objective: str = "kl"  # what the searches optimise on the calibration split
@@ -70,6 +73,15 @@ class Entry:
 # Row-id prefix of the matched rows whose schedules every selector is evaluated on, and how the rows are named.
 SELECTOR_SCHEDULES: dict[str, str] = {"fastv": "FastV schedule"}
 SELECTOR_SEARCH_ID = "psigmoid-selectors"  # P-Sigmoid choosing the selector among DEFAULT_SCORER + selectors
+
+
+def search_candidates(s: QualitySettings) -> tuple[str, ...]:
+    return s.search_selectors if s.search_selectors is not None else (DEFAULT_SCORER, *s.selectors)
+
+
+# Settings that only say which selector rows exist (each row records its own selector or candidates): a run of
+# some rows may change them and still merge into earlier results.
+ROW_SET_SETTINGS = ("selectors", "search_selectors", "selector_search_budgets", "selector_search_trials")
 
 
 def fixed_selector_id(selector: str, budget: float) -> str:
@@ -121,9 +133,9 @@ def selector_entries(s: QualitySettings) -> list[Entry]:
                 entries.append(Entry(f"{selector}-{source}-b{budget:g}", f"{selector} ({title})",
                                      f"budget={budget:g}", scorer=selector, budget=budget,
                                      schedule_from=f"{source}-b{budget:g}", params={"selector": selector}))
-    candidates = (DEFAULT_SCORER, *s.selectors)
+    candidates = search_candidates(s)
     for budget in s.selector_search_budgets:
-        for selector in s.selectors:
+        for selector in [c for c in candidates if c != DEFAULT_SCORER]:  # the default's row is plain P-Sigmoid
             entries.append(Entry(fixed_selector_id(selector, budget), "P-Sigmoid (fixed selector)",
                                  f"{selector}, budget={budget:g}", scorer=selector, budget=budget,
                                  search=PSigmoidConfig(n_trials=s.psigmoid_trials, seed=s.seed), objective=s.objective,
