@@ -62,6 +62,8 @@ def parse(argv):
                    help="comma-separated candidates of the selector search (default: the default scorer and "
                         "--selectors); P-Sigmoid also runs with each one fixed")
     p.add_argument("--selector-search-trials", type=int, default=None, help="P-Sigmoid trials of the selector search")
+    p.add_argument("--note", default=None, help="a sentence shown under the page's introduction (e.g. why a run "
+                                                  "covered only some rows)")
     p.add_argument("--quick", action="store_true", help="a small grid (smoke run, not for the docs)")
     p.add_argument("--only", nargs="*", default=None,
                    help="run only these entry ids or shell patterns (e.g. 'dart-*'); other rows come from the "
@@ -149,6 +151,8 @@ def main(argv=None) -> dict:
         "seconds": sum(r["seconds"] for r in rows), "wall_seconds_this_invocation": time.perf_counter() - start,
         "targets": check_targets(rows), "rows": rows,
     }
+    if args.note:
+        report["note"] = args.note
     if earlier:
         report["ran"] = "--only " + " ".join(args.only)
         report["merged_from"] = {"timestamp_utc": earlier["machine"].get("timestamp_utc"),
