@@ -6,8 +6,11 @@ PyramidDrop and the random scorer at each budget. Searches see the calibration s
 
     python benchmarks/quality.py                 # full grid; writes docs/benchmarks/quality.{md,json,png}
     python benchmarks/quality.py --quick         # a small grid for a smoke run (writes to --docs-dir)
+    python benchmarks/quality.py --only 'dart-*' 'psigmoid-selectors-*'   # some rows, merged into the page
 
-Interrupted runs resume from --work-dir (finished rows and search trials are kept).
+Interrupted runs resume from --work-dir (finished rows and search trials are kept). With --only, the rows not
+run come from DOCS_DIR/quality.json when it was written with the same settings (new settings may be added), so
+a subset of rows merges into the published results.
 """
 
 from __future__ import annotations
@@ -53,8 +56,18 @@ def parse(argv):
     p.add_argument("--n-test", type=int, default=None)
     p.add_argument("--n-calibration", type=int, default=None)
     p.add_argument("--trials", type=int, default=None, help="P-Sigmoid trials per budget")
+    p.add_argument("--selectors", default=None, help="comma-separated drop-selectors evaluated on the matched "
+                                                       "schedules (default: every one the settings name)")
+    p.add_argument("--search-selectors", default=None,
+                   help="comma-separated candidates of the selector search (default: the default scorer and "
+                        "--selectors); P-Sigmoid also runs with each one fixed")
+    p.add_argument("--selector-search-trials", type=int, default=None, help="P-Sigmoid trials of the selector search")
+    p.add_argument("--note", default=None, help="a sentence shown under the page's introduction (e.g. why a run "
+                                                  "covered only some rows)")
     p.add_argument("--quick", action="store_true", help="a small grid (smoke run, not for the docs)")
-    p.add_argument("--only", nargs="*", default=None, help="run only these entry ids")
+    p.add_argument("--only", nargs="*", default=None,
+                   help="run only these entry ids or shell patterns (e.g. 'dart-*'); other rows come from the "
+                        "quality.json in --docs-dir")
     return p.parse_args(argv)
 
 
@@ -70,6 +83,24 @@ def save_searched_schedules(rows: list[dict], folder: Path) -> dict[str, Path]:
             path.write_text(Schedule.from_dict(row["schedule"]).to_yaml())
             saved[row["id"]] = path
     return saved
+
+
+def published_report(docs_dir: Path, settings) -> dict | None:
+    """The report in ``docs_dir`` if its settings agree with ``settings`` on every key it has, else None."""
+    import json
+
+    path = docs_dir / "quality.json"
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    now = json.loads(json.dumps(settings.to_dict()))
+    from tokenprune.bench.quality.plan import ROW_SET_SETTINGS
+
+    differing = {k for k, v in report["settings"].items() if now.get(k) != v and k not in ROW_SET_SETTINGS}
+    if differing:
+        sys.exit(f"error: {path} was written with other settings ({sorted(differing)}); run every row "
+                 "(without --only) or pass another --docs-dir")
+    return report
 
 
 def main(argv=None) -> dict:
@@ -96,7 +127,10 @@ def main(argv=None) -> dict:
         settings = replace(settings, n_test=48, n_calibration=16, budgets=(0.3,), fastv_layers=(2,),
                            fastv_drop=(0.5,), pdrop_lambdas=(0.5,), vtw_etas=(0.01,), gsearch_tolerances=(0.03,),
                            psigmoid_trials=4)
-    overrides = {"n_test": args.n_test, "n_calibration": args.n_calibration, "psigmoid_trials": args.trials}
+    names = lambda text: None if text is None else tuple(n.strip() for n in text.split(",") if n.strip())  # noqa: E731
+    overrides = {"n_test": args.n_test, "n_calibration": args.n_calibration, "psigmoid_trials": args.trials,
+                 "selectors": names(args.selectors), "search_selectors": names(args.search_selectors),
+                 "selector_search_trials": args.selector_search_trials}
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     model = LlavaForConditionalGeneration.from_pretrained(args.checkpoint, dtype=torch.float32,
                                                           attn_implementation="sdpa").eval()
@@ -104,7 +138,9 @@ def main(argv=None) -> dict:
     spec = load_spec("llava")
     machine = machine_info("cpu", torch.float32)
     start = time.perf_counter()
-    rows = run_quality(model, spec, processor, settings, args.work_dir, only=set(args.only) if args.only else None)
+    earlier = published_report(args.docs_dir, settings) if args.only else None
+    rows = run_quality(model, spec, processor, settings, args.work_dir, only=args.only or None,
+                       published={r["id"]: r for r in earlier["rows"]} if earlier else None)
     text, vision = model.config.text_config, model.config.vision_config
     report = {
         "model": {"name": "reference LLaVA", "checkpoint": str(args.checkpoint.relative_to(ROOT)
@@ -115,6 +151,12 @@ def main(argv=None) -> dict:
         "seconds": sum(r["seconds"] for r in rows), "wall_seconds_this_invocation": time.perf_counter() - start,
         "targets": check_targets(rows), "rows": rows,
     }
+    if args.note:
+        report["note"] = args.note
+    if earlier:
+        report["ran"] = "--only " + " ".join(args.only)
+        report["merged_from"] = {"timestamp_utc": earlier["machine"].get("timestamp_utc"),
+                                 "commit": earlier["machine"].get("source", {}).get("commit")}
     from tokenprune import synthvqa
     from tokenprune.synthvqa import answers
 

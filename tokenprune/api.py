@@ -27,7 +27,8 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
     ``budget`` is a :class:`Schedule` applied as is; a float in (0, 1] (fraction of the unpruned prefill
     FLOPs) or ``"lossless"`` runs a search on ``calibration=`` first: ``method=`` a search config
     (default ``PSigmoidConfig()`` for a float, ``GSearchConfig()`` for ``"lossless"``), the other keywords
-    going to :func:`tokenprune.search.search` (``objective``, ``trials``, ``backend``, ``quiet``, ...). The
+    going to :func:`tokenprune.search.search` (``objective``, ``trials``, ``backend``, ``quiet``, ...). With
+    ``selectors=[...]`` the search also chooses the scorer among them and the copy prunes with the winner. The
     rewrite itself is :func:`tokenprune.rewrite.rewrite`.
 
     ``self_check`` proves on a small probe input, before returning, that the rewritten graph with every
@@ -59,19 +60,21 @@ def compile(model: torch.nn.Module, spec: str | Path | ModelSpec = "auto", budge
     which path each cut took.
     """
     check_rewrite_options(scorer, self_check, scoring_keys)  # before a search, not after it
-    schedule = _resolve_budget(model, spec, budget, calibration, method, scorer, seed, search_options)
+    schedule, scorer = _resolve_budget(model, spec, budget, calibration, method, scorer, seed, search_options)
     return rewrite(model, spec, schedule, scorer=scorer, seed=seed, self_check=self_check,
                    scoring_keys=scoring_keys)
 
 
-def _resolve_budget(model, spec, budget, calibration, method, scorer: str, seed: int, search_options) -> Schedule:
+def _resolve_budget(model, spec, budget, calibration, method, scorer: str, seed: int,
+                    search_options) -> tuple[Schedule, str]:
+    """The schedule to apply and the scorer to apply it with (a search over ``selectors=`` picks the scorer)."""
     if isinstance(budget, Schedule):
         given = sorted(search_options) + [name for name, value in (("calibration", calibration), ("method", method))
                                           if value is not None]
         if given:
             raise ScheduleError(describe(f"unexpected options {given}", "compile",
                                          "no search options with a Schedule"))
-        return budget
+        return budget, scorer
     if budget is None:
         raise ScheduleError(describe("no budget given", "compile(model, spec, budget)",
                                      "a Schedule, a FLOPs fraction in (0, 1], or 'lossless'"))
@@ -80,10 +83,13 @@ def _resolve_budget(model, spec, budget, calibration, method, scorer: str, seed:
             search_for_compile,  # the search engine is optional at import time
         )
 
-        # The search evaluates its candidates with the scorer being compiled.
-        search_options.setdefault("compile_kwargs", {}).setdefault("scorer", scorer)
-        search_options["compile_kwargs"].setdefault("seed", seed)
-        return search_for_compile(model, spec, budget, calibration=calibration, method=method, **search_options)
+        # The search evaluates its candidates with the scorer being compiled, or chooses it among selectors=.
+        kwargs = search_options.setdefault("compile_kwargs", {})
+        if search_options.get("selectors") is None:
+            kwargs.setdefault("scorer", scorer)
+        kwargs.setdefault("seed", seed)
+        result = search_for_compile(model, spec, budget, calibration=calibration, method=method, **search_options)
+        return result.schedule, result.selector or scorer
     raise ScheduleError(describe(f"budget of type {type(budget).__name__}", "compile(budget=)",
                                  "a Schedule, a FLOPs fraction in (0, 1], or 'lossless'"))
 

@@ -21,7 +21,7 @@ from tokenprune.schedule import Schedule
 CHECKPOINT = Path(__file__).resolve().parents[2] / "reference_model" / "checkpoint"
 TINY = replace(QualitySettings(), n_test=12, n_calibration=8, budgets=(0.4,), fastv_layers=(2,), fastv_drop=(0.75,),
                pdrop_lambdas=(0.5,), vtw_etas=(0.05,), gsearch_tolerances=(0.05,), psigmoid_trials=2,
-               batch_size=12)
+               batch_size=12, selectors=("random-keep",), selector_search_budgets=(0.4,), selector_search_trials=2)
 
 
 def test_plan_covers_the_issue_grid():
@@ -36,7 +36,7 @@ def test_plan_covers_the_issue_grid():
     assert fastv.schedule.keep_ratio == pytest.approx([1.0] * 3 + [0.1] * 9)
     for e in entries:  # reused schedules come from earlier entries; searches never see the test split
         if e.schedule_from:
-            assert ids.index(e.schedule_from) < ids.index(e.id) and e.scorer == "random"
+            assert ids.index(e.schedule_from) < ids.index(e.id) and e.scorer != "last-token-attention"
         assert (e.schedule is None) != (e.search is None and e.schedule_from is None)
 
 
@@ -94,6 +94,11 @@ def test_tiny_run_resumes_and_writes_the_docs_outputs(reference, tmp_path):
     assert psig["search"]["calibration_flops_fraction"] <= 0.4 + 1e-6
     assert by_id["random-psigmoid-b0.4"]["schedule"] == psig["schedule"]  # same schedule, random scorer
     assert abs(psig["flops_fraction"] - 0.4) < 0.02  # test prompts have about the calibration prompts' length
+    keep = by_id["random-keep-fastv-b0.4"]  # a selector on the matched FastV schedule
+    assert keep["scorer"] == "random-keep" and keep["schedule"] == by_id["fastv-b0.4"]["schedule"]
+    chose = by_id["psigmoid-selectors-b0.4"]  # P-Sigmoid choosing between the default scorer and random-keep
+    assert chose["scorer"] == chose["search"]["selector"] in ("last-token-attention", "random-keep")
+    assert set(chose["search"]["selector_results"]) <= {"last-token-attention", "random-keep"}
 
     # Resume: a second run recomputes nothing (the rows file does not grow) and returns the same rows.
     size = (tmp_path / "work" / "rows.jsonl").stat().st_size
@@ -111,6 +116,8 @@ def test_tiny_run_resumes_and_writes_the_docs_outputs(reference, tmp_path):
     paths = write_outputs(report, tmp_path / "docs", "intro")
     page = paths["page"].read_text()
     assert "| P-Sigmoid |" in page and "quality-pareto.png" in page and "## Targets" in page
+    assert "## Selector search" in page and "| random-keep (FastV schedule) | budget=0.4 |" in page
+    assert any(t["target"].startswith("selector search at budget 0.4") for t in report["targets"])
     assert json.loads(paths["json"].read_text())["rows"] == rows
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

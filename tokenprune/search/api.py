@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ScheduleError, describe
-from ..schedule import Schedule
 from .configs import GSearchConfig, PSigmoidConfig, SearchConfig, method_config
 from .engine import search
+from .result import SearchResult
 
 
 def search_for_compile(model, spec, budget: float | str, *, calibration=None, method: SearchConfig | str | None = None,
-                       **options: Any) -> Schedule:
-    """The schedule ``compile`` applies for a float budget (default P-Sigmoid) or ``"lossless"`` (default
-    G-Search). ``method`` is a config of a method of the matching kind; ``options`` go to
-    :func:`tokenprune.search.search` (``objective``, ``trials``, ``backend``, ``quiet``, ...)."""
+                       **options: Any) -> SearchResult:
+    """The search ``compile`` applies for a float budget (default P-Sigmoid) or ``"lossless"`` (default
+    G-Search): its result's schedule, compiled with the result's selector. ``method`` is a config of a method of
+    the matching kind; ``options`` go to :func:`tokenprune.search.search` (``objective``, ``trials``,
+    ``backend``, ``selectors``, ``quiet``, ...)."""
     if calibration is None:
         raise ScheduleError(describe(
             f"budget {budget!r} needs a search, and no calibration data was given", "compile(budget=...)",
@@ -31,5 +32,4 @@ def search_for_compile(model, spec, budget: float | str, *, calibration=None, me
             "compile(budget=..., method=...)",
             "a float budget with a method that spends one (PSigmoidConfig, FastVConfig, ...), or 'lossless' "
             "with GSearchConfig or VTWConfig"))
-    result = search(model, spec, calibration, config, budget=None if lossless else budget, **options)
-    return result.schedule
+    return search(model, spec, calibration, config, budget=None if lossless else budget, **options)

@@ -36,7 +36,7 @@ DEFAULT_ETA = 0.003  # the VTW paper's threshold for LLaVA-1.5-7B
 
 # Options of search() itself: named here so that a config given one of them says where it belongs.
 SEARCH_OPTIONS = ("budget", "objective", "evaluator", "backend", "convention", "compile_kwargs", "trials",
-                  "retry_failed", "quiet")
+                  "retry_failed", "quiet", "selectors")
 
 
 def _as_ratios(value: Any) -> Any:

@@ -31,6 +31,7 @@ from .evaluator import Evaluator
 from .greedy import g_search
 from .result import Outcome, SearchResult
 from .runner import TrialRunner
+from .selectors import best_of_each, check_method, check_selectors, require_support
 from .sigmoid import p_sigmoid
 from .trials import TrialStore
 from .vtw import vtw_search
@@ -46,6 +47,7 @@ def search(model=None, spec=None, calibration=None, method: SearchConfig | str |
            trials: str | Path | None = None,
            retry_failed: bool = False,
            quiet: bool = False,
+           selectors: str | list[str] | tuple[str, ...] | None = None,
            **misplaced: Any) -> SearchResult:
     """Search a pruning schedule for ``model`` (see docs/guides/search.md).
 
@@ -58,25 +60,45 @@ def search(model=None, spec=None, calibration=None, method: SearchConfig | str |
     :class:`LocalBackend` / :class:`RayBackend` config) builds one. ``convention``: the FLOPs formula
     (``"exact"`` or ``"paper"``). ``compile_kwargs``: options of the rewrite each candidate is evaluated with
     (``scorer``, ``seed``, ...). ``trials``: a JSON-lines file that makes the search resumable
-    (``retry_failed`` runs its failed trials again). ``quiet`` hides the progress bar.
+    (``retry_failed`` runs its failed trials again). ``quiet`` hides the progress bar. ``selectors``: names
+    (as ``compile(scorer=...)`` takes them) to choose from jointly with the schedule; the result's
+    ``selector`` says which one won (see "Searching over selectors" in the guide). One name is the same as
+    ``compile_kwargs={"scorer": name}``.
     """
     if misplaced:
         raise misplaced_setting(min(misplaced), "search(...)")
     config = method_config(method)
     budget = method_budget(config, budget)
+    selectors = check_selectors(selectors)
+    check_method(config, selectors)
     own = evaluator is None
+    if own and selectors is not None and len(selectors) == 1:  # one selector: exactly a search with that scorer
+        compile_kwargs = {**_without_scorer(compile_kwargs), "scorer": selectors[0]}
+        selectors = None
     if own:
         evaluator = build_evaluator(model, spec, calibration, config, objective=objective, backend=backend,
-                                    convention=convention, compile_kwargs=compile_kwargs)
+                                    convention=convention, compile_kwargs=_without_scorer(compile_kwargs)
+                                    if selectors else compile_kwargs)
     elif not isinstance(evaluator, Evaluator):
         raise ScheduleError(describe(f"evaluator of type {type(evaluator).__name__}", "search(evaluator=...)",
                                      "a subclass of tokenprune.search.Evaluator",
                                      "subclass Evaluator, or wrap a function with FunctionEvaluator"))
     try:
-        return run_search(evaluator, config, budget=budget, trials=trials, quiet=quiet, retry_failed=retry_failed)
+        return run_search(evaluator, config, budget=budget, trials=trials, quiet=quiet, retry_failed=retry_failed,
+                          selectors=selectors)
     finally:
         if own:
             evaluator.close()
+
+
+def _without_scorer(compile_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """``compile_kwargs`` for a selector search: the selectors, not a fixed scorer, pick the survivors."""
+    kwargs = dict(compile_kwargs or {})
+    if "scorer" in kwargs:
+        raise ScheduleError(describe(f"compile_kwargs scorer={kwargs['scorer']!r} next to selectors=",
+                                     "search(selectors=..., compile_kwargs=...)", "one of the two",
+                                     "list that scorer among the selectors and drop it from compile_kwargs"))
+    return kwargs
 
 
 def method_budget(config: SearchConfig, budget: object) -> float | None:
@@ -122,28 +144,38 @@ def build_evaluator(model, spec, calibration, config: SearchConfig, *, objective
 
 
 def run_search(evaluator: Evaluator, method: SearchConfig | str, *, budget: float | None = None,
-               trials: str | Path | None = None, quiet: bool = False, retry_failed: bool = False) -> SearchResult:
+               trials: str | Path | None = None, quiet: bool = False, retry_failed: bool = False,
+               selectors: str | list[str] | tuple[str, ...] | None = None) -> SearchResult:
     """Run a method with ``evaluator`` through a trials store and build the :class:`SearchResult`."""
     config = method_config(method)
     budget = method_budget(config, budget)
+    selectors = check_selectors(selectors)
+    check_method(config, selectors)
+    if selectors is not None:
+        require_support(evaluator)
     store = TrialStore(trials, evaluator.fingerprint())
     with TrialRunner(evaluator, store, config.method, quiet=quiet, retry_failed=retry_failed) as runner:
-        outcome = _dispatch(runner, config, budget)
+        outcome = _dispatch(runner, config, budget, selectors)
         result = _finish(runner, config, budget, outcome)
+    if selectors is not None:
+        result.settings["selectors"] = list(selectors)
     result.stats.update(runner.counts)
     result.stats["trials_in_file_at_start"] = store.loaded
     result.stats.update(evaluator.stats())
     return result
 
 
-def _dispatch(runner: TrialRunner, config: SearchConfig, budget: float | None) -> Outcome:
-    if isinstance(config, GSearchConfig):
-        return g_search(runner, config)
+def _dispatch(runner: TrialRunner, config: SearchConfig, budget: float | None,
+              selectors: tuple[str, ...] | None = None) -> Outcome:
     if isinstance(config, PSigmoidConfig):
-        return p_sigmoid(runner, config, budget)
+        return p_sigmoid(runner, config, budget, selectors)
     if isinstance(config, VTWConfig):
         return vtw_search(runner, config)
-    return matched_baseline(runner, config, budget)
+    if isinstance(config, GSearchConfig):
+        run = lambda: g_search(runner, config)  # noqa: E731
+    else:
+        run = lambda: matched_baseline(runner, config, budget)  # noqa: E731
+    return run() if selectors is None else best_of_each(runner, selectors, run)
 
 
 def _finish(runner: TrialRunner, config: SearchConfig, budget: float | None, outcome: Outcome) -> SearchResult:
@@ -156,9 +188,10 @@ def _finish(runner: TrialRunner, config: SearchConfig, budget: float | None, out
     if baseline["search"] is None:
         baseline["search"] = _value(runner.evaluate(keep_all, {"role": "base"}))
     if objective["search"] is None:
-        objective["search"] = _value(runner.evaluate(outcome.schedule, {"role": "best"}))
+        objective["search"] = _value(runner.evaluate(outcome.schedule, {"role": "best"}, selector=outcome.selector))
     for split in extra_splits:
-        objective[split] = _value(runner.evaluate(outcome.schedule, {"role": "best"}, split=split))
+        objective[split] = _value(runner.evaluate(outcome.schedule, {"role": "best"}, split=split,
+                                                  selector=outcome.selector))
         baseline[split] = _value(runner.evaluate(keep_all, {"role": "base"}, split=split))
     objective.setdefault("heldout", None)
     baseline.setdefault("heldout", None)
@@ -167,7 +200,8 @@ def _finish(runner: TrialRunner, config: SearchConfig, budget: float | None, out
     return SearchResult(method=config.method, schedule=outcome.schedule, objective_name=evaluator.objective_name,
                         objective_mode=evaluator.mode, objective=objective, baseline=baseline,
                         flops_fraction=evaluator.flops_fraction(outcome.schedule), trials=list(runner.used),
-                        config=config, settings=settings, stats={}, notes=list(outcome.notes))
+                        config=config, settings=settings, stats={}, notes=list(outcome.notes),
+                        selector=outcome.selector or evaluator.selector, selector_results=outcome.selector_results)
 
 
 def _value(trial) -> float | None:

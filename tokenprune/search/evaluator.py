@@ -27,6 +27,9 @@ class Evaluator(ABC):
     ``mode`` says whether lower (``"min"``, e.g. KL) or higher (``"max"``, e.g. accuracy) is better.
     ``concurrency`` is how many schedules :meth:`evaluate_many` runs at once (G-Search splits a layer's
     candidate interval into that many points per round; 1 gives plain bisection).
+
+    ``supports_selectors``: whether :meth:`evaluate` takes ``selector=NAME`` (evaluate the schedule with that
+    selector instead of the evaluator's own), which a search over several selectors needs.
     """
 
     num_layers: int
@@ -34,6 +37,8 @@ class Evaluator(ABC):
     mode: str = "min"
     concurrency: int = 1
     splits: tuple[str, ...] = ("search", "heldout")
+    supports_selectors: bool = False
+    selector: str | None = None  # the selector its candidates are compiled with, when it has one
 
     @abstractmethod
     def evaluate(self, schedule: Schedule, split: str = "search") -> float:
@@ -41,16 +46,19 @@ class Evaluator(ABC):
 
     def evaluate_many(self, schedules: Sequence[Schedule], split: str = "search",
                       on_result: Callable[[int, float | BaseException], None] | None = None,
-                      ) -> list[float | BaseException]:
+                      selectors: Sequence[str | None] | None = None) -> list[float | BaseException]:
         """Evaluate several schedules; an evaluation that raises yields its exception instead of a value.
 
         ``on_result(index, value_or_exception)`` is called as each one finishes (so it can be recorded
-        before the next one starts).
+        before the next one starts). ``selectors``: one selector name (or ``None``: the evaluator's own) per
+        schedule.
         """
         out: list[float | BaseException] = []
         for i, schedule in enumerate(schedules):
+            selector = None if selectors is None else selectors[i]
             try:
-                value: float | BaseException = float(self.evaluate(schedule, split))
+                value: float | BaseException = float(self.evaluate(schedule, split) if selector is None
+                                                      else self.evaluate(schedule, split, selector=selector))
             except Exception as err:  # recorded as a failed trial; the search goes on
                 value = err
             out.append(value)
@@ -92,6 +100,9 @@ class Evaluator(ABC):
 class FunctionEvaluator(Evaluator):
     """Evaluate schedules with ``fn(schedule, split) -> float`` (or ``fn(schedule)``).
 
+    A function with a ``selector`` keyword parameter can search over selectors: it is called with
+    ``selector=NAME`` when a search tries several (and without it otherwise).
+
     ``flops`` maps a schedule to its FLOPs fraction; by default the mean keep ratio (every layer costs the
     same and cost is linear in the tokens kept), or pass a :class:`~tokenprune.flops.TextShape` with the
     prompt shape via :meth:`with_shape`.
@@ -110,6 +121,7 @@ class FunctionEvaluator(Evaluator):
         self.splits = tuple(splits)
         self._flops = flops or (lambda s: sum(s.keep_ratio) / len(s.keep_ratio))
         self._takes_split = _accepts_two_args(fn) if takes_split is None else takes_split
+        self.supports_selectors = _has_keyword(fn, "selector")
         self.calls = 0
 
     @classmethod
@@ -122,10 +134,11 @@ class FunctionEvaluator(Evaluator):
 
         return cls(fn, shape.num_layers, flops=flops, **kwargs)
 
-    def evaluate(self, schedule: Schedule, split: str = "search") -> float:
+    def evaluate(self, schedule: Schedule, split: str = "search", selector: str | None = None) -> float:
         schedule.check_layers(self.num_layers)
         self.calls += 1
-        return float(self.fn(schedule, split) if self._takes_split else self.fn(schedule))
+        extra = {} if selector is None else {"selector": selector}
+        return float(self.fn(schedule, split, **extra) if self._takes_split else self.fn(schedule, **extra))
 
     def flops_fraction(self, schedule: Schedule) -> float:
         return float(self._flops(schedule))
@@ -141,5 +154,17 @@ def _accepts_two_args(fn: Callable[..., Any]) -> bool:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
         return False
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                  and p.name != "selector"]  # fn(schedule, selector=...) takes no split
     return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
+def _has_keyword(fn: Callable[..., Any], name: str) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params and params[name].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                     inspect.Parameter.KEYWORD_ONLY)

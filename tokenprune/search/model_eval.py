@@ -54,7 +54,13 @@ class PromptFlops:
 
 
 class ModelEvaluator(Evaluator):
-    """Scores schedules for ``model`` on a :class:`CalibrationSet` with one objective."""
+    """Scores schedules for ``model`` on a :class:`CalibrationSet` with one objective.
+
+    ``evaluate(schedule, split, selector=NAME)`` compiles the candidate with that selector instead of
+    ``compile_kwargs``' scorer; the unpruned reference outputs are shared by every selector.
+    """
+
+    supports_selectors = True
 
     def __init__(self, model: torch.nn.Module, spec, calibration: CalibrationSet, objective: Any = "kl", *,
                  convention: str = "exact", compile_kwargs: dict[str, Any] | None = None,
@@ -77,6 +83,9 @@ class ModelEvaluator(Evaluator):
         self.mode = self.objective.mode
         self.convention = convention
         self.compile_kwargs = dict(compile_kwargs or {})
+        from ..scoring import DEFAULT_SCORER
+
+        self.selector = self.compile_kwargs.get("scorer", DEFAULT_SCORER)
         lm = resolve_module(model, self.spec.language_model, f"spec {self.spec.name!r}: language_model")
         self.layers = list(resolve_module(lm, self.spec.decoder_layers, f"spec {self.spec.name!r}: decoder_layers"))
         self.num_layers = len(self.layers)
@@ -93,7 +102,7 @@ class ModelEvaluator(Evaluator):
         self._hooks = [layer.register_forward_hook(self._count) for layer in self.layers]
 
     # ------------------------------------------------------------ interface
-    def evaluate(self, schedule: Schedule, split: str = "search") -> float:
+    def evaluate(self, schedule: Schedule, split: str = "search", selector: str | None = None) -> float:
         schedule.check_layers(self.num_layers, "schedule being evaluated")
         batches = self.calibration.batches(split)
         if not batches:
@@ -103,16 +112,17 @@ class ModelEvaluator(Evaluator):
         self.counters["naive_layer_passes"] += self.num_layers * len(batches) * (
             2 if self.objective.needs_reference else 1)
         if self.objective.is_callable:
-            return self._evaluate_callable(schedule, batches)
+            return self._evaluate_callable(schedule, batches, selector)
         keep_all = schedule.is_keep_all()
-        compiled = None if keep_all else self._compile(schedule)
+        compiled = None if keep_all else self._compile(schedule, selector)
         total, count = 0.0, 0
         for i, batch in enumerate(batches):
             targets, ref_logits = self._reference(split, i, batch)
             if keep_all:
                 logits = ref_logits  # (B, W, V): the unpruned model's own target logits
             else:
-                logits = select_logits(self._forward(compiled, batch, (split, i), schedule), targets)
+                # Layer outputs after the first cut depend on the selector: it is part of the prefix-memo key.
+                logits = select_logits(self._forward(compiled, batch, (split, i, selector), schedule), targets)
             ref = self.objective.reference(ref_logits)
             per_sample = self.objective.score(logits, targets, ref)  # (B,)
             total += float(per_sample.sum())
@@ -153,11 +163,13 @@ class ModelEvaluator(Evaluator):
         if self._counting:
             self.counters["layer_passes"] += 1
 
-    def _compile(self, schedule: Schedule) -> torch.nn.Module:
+    def _compile(self, schedule: Schedule, selector: str | None = None) -> torch.nn.Module:
         from ..rewrite import rewrite
 
         start = time.perf_counter()
         options = dict(self.compile_kwargs)
+        if selector is not None:
+            options["scorer"] = selector
         if self._checked:  # the probe self-check does not depend on the schedule: run it once per search
             options["self_check"] = "off"
         compiled = rewrite(self.model, self.spec, schedule, **options)
@@ -221,8 +233,9 @@ class ModelEvaluator(Evaluator):
                 f"calibration {where}", "answers (labels != -100) that follow every image of the prompt",
                 "put images before the question and answer, or drop 'labels' to score the last prompt token"))
 
-    def _evaluate_callable(self, schedule: Schedule, batches: list[dict[str, Any]]) -> float:
-        model = self.model if schedule.is_keep_all() else self._compile(schedule)
+    def _evaluate_callable(self, schedule: Schedule, batches: list[dict[str, Any]],
+                           selector: str | None = None) -> float:
+        model = self.model if schedule.is_keep_all() else self._compile(schedule, selector)
         total, count = 0.0, 0
         self._counting = True
         try:

@@ -79,8 +79,8 @@ class _Worker:
             model = model_or_factory()
         self.evaluator = ModelEvaluator(model, spec, calibration, objective, **options)
 
-    def evaluate(self, ratios: list[float], split: str) -> float:
-        return self.evaluator.evaluate(Schedule(ratios), split)
+    def evaluate(self, ratios: list[float], split: str, selector: str | None = None) -> float:
+        return self.evaluator.evaluate(Schedule(ratios), split, selector=selector)
 
     def hint(self, ratios: list[float] | None, upto: int) -> None:
         self.evaluator.prefix_hint(None if ratios is None else Schedule(ratios), upto)
@@ -91,6 +91,8 @@ class _Worker:
 
 class RayEvaluator(Evaluator):
     """Evaluate schedules on ``workers`` Ray actors; the driver keeps only FLOPs and the trials file."""
+
+    supports_selectors = True
 
     def __init__(self, model, spec, calibration, objective: Any = "kl", *, workers: int = 2,
                  resources: dict[str, float] | None = None, model_factory: Callable[[], Any] | None = None,
@@ -112,6 +114,7 @@ class RayEvaluator(Evaluator):
         self.objective_name = self.local.objective_name
         self.mode = self.local.mode
         self.splits = self.local.splits
+        self.selector = self.local.selector
         self.concurrency = int(workers)
         actor = ray.remote(_Worker).options(max_restarts=1, **(resources or DEFAULT_WORKER_RESOURCES))
         source = model_factory if model_factory is not None else ray.put(_model_bytes(model))
@@ -119,13 +122,14 @@ class RayEvaluator(Evaluator):
                        for _ in range(int(workers))]
         self._ray = ray
 
-    def evaluate(self, schedule: Schedule, split: str = "search") -> float:
-        value = self.evaluate_many([schedule], split)[0]
+    def evaluate(self, schedule: Schedule, split: str = "search", selector: str | None = None) -> float:
+        value = self.evaluate_many([schedule], split, selectors=[selector])[0]
         if isinstance(value, BaseException):
             raise value
         return float(value)
 
-    def evaluate_many(self, schedules: Sequence[Schedule], split: str = "search", on_result=None):
+    def evaluate_many(self, schedules: Sequence[Schedule], split: str = "search", on_result=None,
+                      selectors: Sequence[str | None] | None = None):
         ray = self._ray
         out: list[Any] = [None] * len(schedules)
         free = list(range(len(self.actors)))
@@ -134,7 +138,8 @@ class RayEvaluator(Evaluator):
         while queue or running:
             while queue and free:
                 i, a = queue.pop(0), free.pop(0)
-                ref = self.actors[a].evaluate.remote(list(schedules[i].keep_ratio), split)
+                selector = None if selectors is None else selectors[i]
+                ref = self.actors[a].evaluate.remote(list(schedules[i].keep_ratio), split, selector)
                 running[ref] = (i, a)
             done, _ = ray.wait(list(running), num_returns=1)
             i, a = running.pop(done[0])

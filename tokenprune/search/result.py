@@ -24,9 +24,11 @@ OK, FAILED, INFEASIBLE = "ok", "failed", "infeasible"
 STATUSES = (OK, FAILED, INFEASIBLE)
 
 
-def schedule_key(keep_ratio, split: str = "search") -> str:
-    """The identity of one evaluation: the split and the exact keep ratios (repr-precision floats)."""
-    return split + ":" + ",".join(repr(float(r)) for r in keep_ratio)
+def schedule_key(keep_ratio, split: str = "search", selector: str | None = None) -> str:
+    """The identity of one evaluation: the split, the selector when a search tries several (``None``: the
+    evaluator's own) and the exact keep ratios (repr-precision floats)."""
+    ratios = ",".join(repr(float(r)) for r in keep_ratio)
+    return split + ":" + ("" if selector is None else f"selector={selector}:") + ratios
 
 
 @dataclass
@@ -44,12 +46,13 @@ class Trial:
     error: str | None = None
     seconds: float = 0.0
     layer_passes: int = 0
+    selector: str | None = None  # set when the search tried several selectors (None: the evaluator's own)
 
     @property
     def key(self) -> str:
         if self.keep_ratio is None:  # infeasible parameter points have no schedule
             return f"{self.split}:params:" + json.dumps(self.params, sort_keys=True)
-        return schedule_key(self.keep_ratio, self.split)
+        return schedule_key(self.keep_ratio, self.split, self.selector)
 
     @property
     def schedule(self) -> Schedule | None:
@@ -61,6 +64,8 @@ class Trial:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        if data["selector"] is None:  # trials of single-selector searches are written as they always were
+            del data["selector"]
         data["key"] = self.key
         return data
 
@@ -90,6 +95,11 @@ class SearchResult:
     settings: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # The selector the schedule was found with and is meant to be compiled with (compile(scorer=selector));
+    # None when the search ran on a user evaluator without selectors.
+    selector: str | None = None
+    # When several selectors were tried: each one's best {"objective", "flops_fraction", "keep_ratio"}.
+    selector_results: dict[str, dict[str, Any]] | None = None
 
     # ------------------------------------------------------------- summaries
     @property
@@ -101,7 +111,14 @@ class SearchResult:
         return (f"{self.method}: FLOPs fraction {self.flops_fraction:.4f}, {self.objective_name} "
                 f"search={_fmt(obj.get('search'))} heldout={_fmt(obj.get('heldout'))} "
                 f"(unpruned {_fmt(self.baseline.get('search'))} / {_fmt(self.baseline.get('heldout'))}), "
-                f"{self._trial_counts()}; schedule {self.schedule!r}")
+                f"{self._trial_counts()}; schedule {self.schedule!r}{self._selector_text()}")
+
+    def _selector_text(self) -> str:
+        if self.selector is None or not self.selector_results:  # one selector: as it always read
+            return ""
+        tried = ", ".join(f"{name} {_fmt(best.get('objective'))} at FLOPs {_fmt(best.get('flops_fraction'))}"
+                          for name, best in self.selector_results.items())
+        return f"; selector {self.selector} won (each selector's best: {tried})"
 
     def _trial_counts(self) -> str:
         """Search trials apart from the reference evaluations (unpruned baseline, best on held-out data)."""
@@ -123,6 +140,8 @@ class SearchResult:
             "settings": _jsonable(self.settings),
             "stats": _jsonable(self.stats),
             "notes": list(self.notes),
+            **({} if self.selector is None else {"selector": self.selector}),
+            **({} if self.selector_results is None else {"selector_results": _jsonable(self.selector_results)}),
             "trials": [t.to_dict() for t in self.trials],
         }
 
@@ -143,6 +162,8 @@ class SearchResult:
                 settings=dict(data.get("settings", {})),
                 stats=dict(data.get("stats", {})),
                 notes=list(data.get("notes", [])),
+                selector=data.get("selector"),
+                selector_results=data.get("selector_results"),
             )
         except KeyError as err:
             raise TokenPruneError(describe(f"search result is missing key {err.args[0]!r}", "SearchResult.from_dict",
@@ -178,6 +199,8 @@ class Outcome:
     base: float | None
     params: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    selector: str | None = None  # the selector the schedule was found with, when the searcher chose one
+    selector_results: dict[str, dict[str, Any]] | None = None  # each selector's best, when several were tried
 
 
 def load_schedule(path: str | Path) -> Schedule:

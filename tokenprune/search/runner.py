@@ -27,6 +27,9 @@ class TrialRunner:
         self.store = store
         self.method = method
         self.retry_failed = retry_failed
+        # The selector evaluations run with unless a call names one (None: the evaluator's own); a search over
+        # several selectors sets it while it searches for each one.
+        self.selector: str | None = None
         self.used: list[Trial] = []  # trials this search asked for, in order (reused ones included)
         self.counts = {"evaluated": 0, "reused": 0, "failed": 0, "infeasible": 0}
         self._passes_mark = 0
@@ -34,16 +37,24 @@ class TrialRunner:
                          dynamic_ncols=True, delay=0.2)
 
     # ----------------------------------------------------------- evaluation
-    def evaluate(self, schedule: Schedule, params: dict[str, Any], split: str = "search") -> Trial:
-        return self.evaluate_many([(schedule, params)], split)[0]
+    def evaluate(self, schedule: Schedule, params: dict[str, Any], split: str = "search",
+                 selector: str | None = None) -> Trial:
+        return self.evaluate_many([(schedule, params)], split, None if selector is None else [selector])[0]
 
-    def evaluate_many(self, items: Sequence[tuple[Schedule, dict[str, Any]]], split: str = "search") -> list[Trial]:
-        """Trials for ``(schedule, params)`` pairs; finished ones are reused, the rest run (maybe in parallel)."""
+    def evaluate_many(self, items: Sequence[tuple[Schedule, dict[str, Any]]], split: str = "search",
+                      selectors: Sequence[str | None] | None = None) -> list[Trial]:
+        """Trials for ``(schedule, params)`` pairs; finished ones are reused, the rest run (maybe in parallel).
+
+        ``selectors``: the selector of each item (default: :attr:`selector` for all). The keep-all schedule
+        runs no selector, so it is evaluated (and recorded) once for all of them.
+        """
+        chosen = [self.selector] * len(items) if selectors is None else list(selectors)
+        chosen = [None if schedule.is_keep_all() else name for (schedule, _), name in zip(items, chosen)]
         results: list[Trial | None] = [None] * len(items)
         todo: list[int] = []
         pending: dict[str, int] = {}
         for i, (schedule, _) in enumerate(items):
-            key = schedule_key(schedule.keep_ratio, split)
+            key = schedule_key(schedule.keep_ratio, split, chosen[i])
             found = self.store.get(key)
             if found is not None and found.status == FAILED and self.retry_failed:
                 self.store.forget(key)
@@ -64,12 +75,15 @@ class TrialRunner:
             def record(j: int, value: float | BaseException) -> None:
                 i = todo[j]
                 schedule, params = items[i]
-                results[i] = self._record(schedule, params, split, value, time.perf_counter() - starts[j])
+                results[i] = self._record(schedule, params, split, value, time.perf_counter() - starts[j],
+                                          chosen[i])
 
-            self.evaluator.evaluate_many([items[i][0] for i in todo], split, on_result=record)
+            names = [chosen[i] for i in todo]
+            extra = {} if all(name is None for name in names) else {"selectors": names}
+            self.evaluator.evaluate_many([items[i][0] for i in todo], split, on_result=record, **extra)
         for i, (schedule, _) in enumerate(items):  # fill duplicates within the batch
             if results[i] is None:
-                results[i] = self.store.get(schedule_key(schedule.keep_ratio, split))
+                results[i] = self.store.get(schedule_key(schedule.keep_ratio, split, chosen[i]))
         out = [r for r in results if r is not None]
         assert len(out) == len(items)
         self.used.extend(out)
@@ -91,11 +105,12 @@ class TrialRunner:
         return trial
 
     def _record(self, schedule: Schedule, params: dict[str, Any], split: str, value: float | BaseException,
-                seconds: float) -> Trial:
+                seconds: float, selector: str | None) -> Trial:
         passes_now = self.evaluator.stats().get("layer_passes", 0)
         trial = Trial(number=self.store.next_number(), method=self.method, params=dict(params),
                       keep_ratio=list(schedule.keep_ratio), split=split,
-                      flops_fraction=self.evaluator.flops_fraction(schedule), seconds=round(seconds, 6))
+                      flops_fraction=self.evaluator.flops_fraction(schedule), seconds=round(seconds, 6),
+                      selector=selector)
         if isinstance(value, BaseException):
             trial.status = FAILED
             trial.error = f"{type(value).__name__}: {value}"

@@ -18,6 +18,9 @@ tokenprune's definition (docs/guides/search.md, "tokenprune's definitions"):
   ``1..L-1``); its ``(k, alpha)`` (clipped into the space) is the first point evaluated, on top of the
   ``n_trials`` proposals, with ``b`` solved for the budget like every other point.
 - The best trial is the one with the best objective; ties go to the lower FLOPs fraction.
+- Over several selectors, the selector is a categorical of the same TPE space (``hp.choice``), so each
+  proposal is ``(k, alpha, selector)`` and the selector is chosen jointly with the curve; the warm start is
+  evaluated once per selector. The best trial is chosen as above, over every selector.
 """
 
 from __future__ import annotations
@@ -92,8 +95,10 @@ def fit_sigmoid(schedule: Schedule) -> tuple[float, float, float]:
     return k, alpha, b
 
 
-def p_sigmoid(runner: TrialRunner, config: PSigmoidConfig, budget: float) -> Outcome:
-    """Run P-Sigmoid through ``runner`` (see the module docstring for the definition)."""
+def p_sigmoid(runner: TrialRunner, config: PSigmoidConfig, budget: float,
+              selectors: tuple[str, ...] | None = None) -> Outcome:
+    """Run P-Sigmoid through ``runner`` (see the module docstring for the definition); with ``selectors``
+    (two or more names) the selector is searched jointly with ``(k, alpha)``."""
     evaluator = runner.evaluator
     num_layers = evaluator.num_layers
     check_reachable(budget, num_layers, evaluator.flops_fraction, WHERE)
@@ -104,23 +109,30 @@ def p_sigmoid(runner: TrialRunner, config: PSigmoidConfig, budget: float) -> Out
         warm = Schedule(config.warm_start)
         warm.check_layers(num_layers, "PSigmoidConfig(warm_start=...)")
         k, alpha, b = fit_sigmoid(warm)
-        first.append({"k": min(max(k, k_lo), k_hi), "alpha": min(max(alpha, a_lo), a_hi)})
+        point = {"k": min(max(k, k_lo), k_hi), "alpha": min(max(alpha, a_lo), a_hi)}
+        first.extend([point] if not selectors else [{**point, "selector": name} for name in selectors])
         notes.append(f"warm start: least-squares sigmoid fit k={k:.4g} alpha={alpha:.4g} b={b:.4g} of {warm!r}; "
                      f"evaluated first as k={first[0]['k']:.4g} alpha={first[0]['alpha']:.4g} with b solved for "
                      "the budget")
     proposer = TPEProposer({"k": (k_lo, k_hi, "log"), "alpha": (a_lo, a_hi, "linear")}, seed=config.seed,
-                           startup=config.startup_trials, first=first)
+                           startup=config.startup_trials, first=first,
+                           choices={"selector": list(selectors)} if selectors else None)
     total = config.n_trials + len(first)  # the warm start comes on top of the n_trials proposals
     runner.set_total(total)
     width = max(1, int(evaluator.concurrency))
     best: dict[str, Any] = {}
+    per_selector: dict[str, dict[str, Any]] = {}
     while points := proposer.ask(width, total):
         values = _evaluate_round(runner, points, budget)
         for value in values:  # in proposal order: ties go to the earlier, then the cheaper trial
-            if value is not None and (not best or evaluator.better(value[0], best["value"])
-                                      or (value[0] == best["value"] and value[1].flops_fraction < best["flops"])):
+            if value is None:
+                continue
+            if _improves(evaluator, value, best):
                 best.update(value=value[0], flops=value[1].flops_fraction, trial=value[1])
                 runner.set_best(value[0], value[1].flops_fraction)
+            name = value[1].params.get("selector")  # (the trial's own field is None for keep-all)
+            if selectors and _improves(evaluator, value, per_selector.setdefault(name, {})):
+                per_selector[name].update(value=value[0], flops=value[1].flops_fraction, trial=value[1])
         proposer.tell([None if v is None else (v[0] if evaluator.mode == "min" else -v[0]) for v in values])
     if not best:
         raise ScheduleError(describe(
@@ -129,26 +141,40 @@ def p_sigmoid(runner: TrialRunner, config: PSigmoidConfig, budget: float) -> Out
             "raise the budget, widen the alpha range towards 0, or check the failed trials in the trials file"))
     params = best["trial"].params
     schedule = Schedule.sigmoid(num_layers, params["k"], params["alpha"], params["floor"])
+    results = None if not selectors else {
+        name: {"objective": found["value"], "flops_fraction": found["flops"],
+               "keep_ratio": list(found["trial"].keep_ratio), "params": dict(found["trial"].params)}
+        for name, found in per_selector.items()}
     return Outcome(schedule=schedule, objective=best["value"], base=None,
-                   params={"budget": budget, "space": space, "best": params}, notes=notes)
+                   params={"budget": budget, "space": space, "best": params}, notes=notes,
+                   selector=best["trial"].params.get("selector"), selector_results=results)
 
 
-def _evaluate_round(runner: TrialRunner, points: list[dict[str, float]], budget: float):
+def _improves(evaluator, value: tuple[float, Any], best: dict[str, Any]) -> bool:
+    """Is ``(objective, trial)`` better than ``best`` (better objective; on a tie, fewer FLOPs)?"""
+    return not best or evaluator.better(value[0], best["value"]) or (
+        value[0] == best["value"] and value[1].flops_fraction < best["flops"])
+
+
+def _evaluate_round(runner: TrialRunner, points: list[dict[str, Any]], budget: float):
     """``(objective, trial)`` per point, or ``None`` for a point that is infeasible or whose evaluation failed."""
     evaluator = runner.evaluator
     out: list[Any] = [None] * len(points)
-    items, slots = [], []
+    items, slots, selectors = [], [], []
     for i, point in enumerate(points):
         k, alpha = point["k"], point["alpha"]
+        chosen = {"selector": point["selector"]} if "selector" in point else {}
         solved = sigmoid_for_budget(evaluator.num_layers, k, alpha, budget, evaluator.flops_fraction)
         if solved is None:
-            runner.record_infeasible({"k": k, "alpha": alpha, "budget": budget},
+            runner.record_infeasible({"k": k, "alpha": alpha, "budget": budget, **chosen},
                                      f"(k={k:.4g}, alpha={alpha:.4g}) cannot meet budget {budget:g} even with floor 0")
             continue
         floor, schedule = solved
-        items.append((schedule, {"k": k, "alpha": alpha, "floor": floor, "budget": budget}))
+        items.append((schedule, {"k": k, "alpha": alpha, "floor": floor, "budget": budget, **chosen}))
+        selectors.append(point.get("selector"))
         slots.append(i)
-    for i, trial in zip(slots, runner.evaluate_many(items) if items else []):
+    trials = runner.evaluate_many(items, selectors=selectors if any(selectors) else None) if items else []
+    for i, trial in zip(slots, trials):
         if trial.ok:
             out[i] = (float(trial.objective), trial)
     return out

@@ -18,15 +18,21 @@ import numpy as np
 
 
 class TPEProposer:
-    """Proposals of ``{name: value}`` points over ``ranges`` (``"log"`` or ``"linear"`` scale per name)."""
+    """Proposals of ``{name: value}`` points over ``ranges`` (``"log"`` or ``"linear"`` scale per name) and
+    ``choices`` (categoricals, ``hp.choice``: the value is one of the listed options)."""
 
     def __init__(self, ranges: dict[str, tuple[float, float, str]], *, seed: int, startup: int,
-                 first: list[dict[str, float]] | None = None) -> None:
+                 first: list[dict[str, Any]] | None = None, choices: dict[str, list[str]] | None = None) -> None:
         from hyperopt import Domain, Trials, hp, tpe
         from hyperopt.fmin import generate_trials_to_calculate
 
         space = {name: (hp.loguniform(name, math.log(lo), math.log(hi)) if scale == "log"
                         else hp.uniform(name, lo, hi)) for name, (lo, hi, scale) in ranges.items()}
+        self._choices = {name: list(options) for name, options in (choices or {}).items()}
+        space.update({name: hp.choice(name, options) for name, options in self._choices.items()})
+        # hyperopt records a categorical by the index of its option
+        first = [{name: (self._choices[name].index(value) if name in self._choices else value)
+                  for name, value in point.items()} for point in first or []]
         self._domain = Domain(lambda point: 0.0, space)
         self._algo = partial(tpe.suggest, n_startup_jobs=int(startup))
         self._trials = generate_trials_to_calculate(first) if first else Trials()
@@ -38,7 +44,7 @@ class TPEProposer:
         """Points proposed so far (warm-start points included)."""
         return len(self._trials._dynamic_trials)
 
-    def ask(self, width: int, limit: int) -> list[dict[str, float]]:
+    def ask(self, width: int, limit: int) -> list[dict[str, Any]]:
         """The next round: pending warm-start points first, then TPE's, at most ``width`` and ``limit`` in all."""
         from hyperopt import JOB_STATE_NEW
         from hyperopt.base import spec_from_misc
@@ -53,7 +59,8 @@ class TPEProposer:
             trials.refresh()
             docs.extend(proposed)
         self._round = docs
-        return [{name: float(value) for name, value in spec_from_misc(d["misc"]).items()} for d in docs]
+        return [{name: (self._choices[name][int(value)] if name in self._choices else float(value))
+                 for name, value in spec_from_misc(d["misc"]).items()} for d in docs]
 
     def tell(self, losses: list[float | None]) -> None:
         """Losses of the last round, in order (``None``: the point failed or was infeasible)."""

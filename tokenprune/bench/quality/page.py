@@ -8,6 +8,7 @@ from pathlib import Path
 from tokenprune.synthvqa import QUESTION_TYPES
 
 from ..page import _table
+from .plan import SELECTOR_SCHEDULES, SELECTOR_SEARCH_ID, fixed_selector_id
 
 JSON_NAME = "quality.json"
 PAGE_NAME = "quality.md"
@@ -16,7 +17,21 @@ PLOT_NAME = "quality-pareto.png"
 STYLE = {"unpruned": ("*", "#000000"), "FastV": ("o", "#4C72B0"), "PyramidDrop": ("s", "#55A868"),
          "VTW": ("v", "#8172B2"), "G-Search": ("D", "#CCB974"), "P-Sigmoid": ("P", "#C44E52"),
          "FastV (matched)": ("o", "#4C72B0"), "PyramidDrop (matched)": ("s", "#55A868"),
-         "random scorer": ("x", "#8C8C8C")}
+         "random scorer": ("x", "#8C8C8C"), "P-Sigmoid (fixed selector)": ("P", "#E8A0A2"),
+         "P-Sigmoid (selector search)": ("*", "#8B1A1D")}
+# Selector families ("<selector> (<schedule>)"): one colour per selector, one marker per schedule family.
+SELECTOR_COLOURS = {"divprune": "#DD8452", "dart": "#64B5CD", "cdpruner": "#937860", "random-keep": "#B0B0B0",
+                    "grid-downsample": "#DA8BC3"}
+SCHEDULE_MARKERS = {"FastV schedule": "^"}
+RANDOM_SCORERS = ("random", "random-keep")  # not part of the Pareto front: they pick no tokens on purpose
+
+
+def style_of(method: str) -> tuple[str, str]:
+    """(marker, colour) of a method family in the plot."""
+    if method in STYLE:
+        return STYLE[method]
+    selector, _, schedule = method.partition(" (")
+    return SCHEDULE_MARKERS.get(schedule.rstrip(")"), "o"), SELECTOR_COLOURS.get(selector, "#DD8452")
 
 
 def pareto_front(rows: list[dict]) -> list[dict]:
@@ -41,17 +56,17 @@ def pareto_plot(rows: list[dict], path: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     rows = measured(rows)
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    fig, ax = plt.subplots(figsize=(8.5, 5.4))
     for method in dict.fromkeys(r["method"] for r in rows):
         pts = [r for r in rows if r["method"] == method]
-        marker, colour = STYLE.get(method, ("o", "#DD8452"))
+        marker, colour = style_of(method)
         hollow = "matched" in method
         ax.scatter([r["flops_fraction"] for r in pts], [r["accuracy"]["overall"] for r in pts], label=method,
                    marker=marker, s=90 if method == "unpruned" else 40, linewidths=1.2,
                    **({"facecolors": "none", "edgecolors": colour} if hollow else {"c": colour}))
-    front = pareto_front([r for r in rows if r["scorer"] != "random"])
+    front = pareto_front([r for r in rows if r["scorer"] not in RANDOM_SCORERS])
     ax.plot([r["flops_fraction"] for r in front], [r["accuracy"]["overall"] for r in front], "k--", lw=0.8,
-            label="Pareto front (attention-scored)")
+            label="Pareto front (non-random selectors)")
     ax.set_xlabel("prefill FLOPs fraction (exact, language model)")
     ax.set_ylabel("test accuracy")
     ax.set_title(title, fontsize=10)
@@ -117,12 +132,75 @@ def budget_table(rows: list[dict]) -> str:
     return _table(["budget", *(name for name, _ in ids)], body)
 
 
+def _cell(row: dict | None) -> str:
+    if row is None:
+        return ""
+    if row.get("unreachable"):
+        return "unreachable"
+    return f"{_pct(row['accuracy']['overall'])} ({row['flops_fraction']:.3f})"
+
+
+def selector_table(rows: list[dict], selectors: list[str]) -> str:
+    """At each budget: the default attention scorer and every selector on the same matched schedules."""
+    by_id = {r["id"]: r for r in rows}
+    budgets = sorted({r["budget"] for r in rows if r["budget"] is not None})
+    header, body = ["budget"], []
+    for source, title in SELECTOR_SCHEDULES.items():
+        header += [f"{title}: last-token-attention", *(f"{title}: {s}" for s in selectors)]
+    for b in budgets:
+        cells = []
+        for source in SELECTOR_SCHEDULES:
+            cells.append(_cell(by_id.get(f"{source}-b{b:g}")))
+            cells += [_cell(by_id.get(f"{s}-{source}-b{b:g}")) for s in selectors]
+        if any(cells):
+            body.append([f"{b:g}", *cells])
+    return _table(header, body)
+
+
+def selector_search_table(rows: list[dict]) -> str:
+    """At each selector-search budget: P-Sigmoid with each candidate fixed, the best of them, and the search."""
+    by_id = {r["id"]: r for r in rows}
+    searches = [r for r in rows if r["id"].startswith(SELECTOR_SEARCH_ID + "-b") and not r.get("unreachable")]
+    candidates = list(dict.fromkeys(c for r in searches for c in r["params"].get("selectors", [])))
+    body = []
+    for search in searches:
+        b = search["budget"]
+        fixed = {s: by_id.get(fixed_selector_id(s, b)) for s in candidates}
+        fixed = {s: r for s, r in fixed.items() if r is not None and not r.get("unreachable")}
+        if not fixed:
+            continue
+        best = max(fixed, key=lambda s: fixed[s]["accuracy"]["overall"])
+        margin = (search["accuracy"]["overall"] - fixed[best]["accuracy"]["overall"]) * 100
+        kl = lambda r: r["search"]["objective"].get("heldout")  # noqa: E731
+        body.append([f"{b:g}", *(f"{_pct(fixed[s]['accuracy']['overall'])} (KL {_num(kl(fixed[s]))})" if s in fixed
+                                 else "" for s in candidates),
+                     f"{best}: {_pct(fixed[best]['accuracy']['overall'])}",
+                     f"{search['scorer']}: {_pct(search['accuracy']['overall'])} (KL {_num(kl(search))})",
+                     f"{margin:+.1f}"])
+    header = ["budget", *(f"fixed {s}" for s in candidates), "best fixed (test)", "search chose",
+              "search - best fixed (points)"]
+    return _table(header, body)
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+SELECTOR_SEARCH_NOTE = (
+    "Test accuracy in percent; KL: the search objective on the calibration split's held-out quarter. The search "
+    "chooses the selector (jointly with the sigmoid's steepness and midpoint, one TPE categorical) by KL on the "
+    "calibration split; the best fixed selector is picked with hindsight by test accuracy, so it is the strongest "
+    "comparison the search can be held to. Where the search chose a selector with lower held-out KL but lower test "
+    "accuracy, KL on calibration prompts is not ranking the selectors the way first-token accuracy does.")
+
+
 def targets_table(targets: list[dict]) -> str:
     status = {True: "**met**", False: "**missed**", None: "not measured"}
     return _table(["target", "status", "measured"], [[t["target"], status[t["met"]], t["detail"]] for t in targets])
 
 
 TITLE = "# Quality benchmark: accuracy vs FLOPs"
+NOTE_PREFIX = "**About this run:** "
 
 
 def render_page(report: dict, intro: str) -> str:
@@ -136,18 +214,45 @@ def render_page(report: dict, intro: str) -> str:
     settings = _table(["setting", "value"], [[k, f"`{v}`"] for k, v in report["settings"].items()])
     return "\n".join([
         "<!-- Generated by benchmarks/quality.py; do not edit. -->", "", TITLE, "",
-        intro, "", "## Targets", "", targets_table(report["targets"]), "",
+        intro, "", *([f"{NOTE_PREFIX}{report['note']}", ""] if report.get("note") else []),
+        "## Targets", "", targets_table(report["targets"]), "",
         f"![accuracy against FLOPs fraction]({PLOT_NAME})", "", "## At matched budgets", "",
         "Test accuracy in percent (exact FLOPs fraction on the test prompts in brackets).", "",
-        budget_table(rows), "", "## Every entry", "",
+        budget_table(rows), "", *_selector_sections(report), "## Every entry", "",
         "Accuracy in percent; FLOPs: exact prefill FLOPs fraction of the language model's decoder layers, averaged "
         "over the test prompts. The next two tables give each entry's accuracy per question type and its "
         "schedule.", "", results_table(rows), "",
         "### Accuracy per question type", "", "In percent.", "", per_type_table(rows), "",
         "### Schedules", "", "The fraction of each image's vision tokens that enters each decoder layer.", "",
         schedules_table(rows), "",
-        "## Settings and machine", "", settings, "", machine, "",
+        "## Settings and machine", "", settings, "", machine, "", *merged_note(report),
         f"Raw results: {{download}}`{JSON_NAME}`.", ""])
+
+
+def _selector_sections(report: dict) -> list[str]:
+    rows, settings = report["rows"], report["settings"]
+    selectors = list(settings.get("selectors") or [])
+    if not any(r.get("params", {}).get("selector") in selectors for r in rows) and not any(
+            r["id"].startswith(SELECTOR_SEARCH_ID) for r in rows):
+        return []
+    out = ["## Selectors at matched budgets", "",
+           "Test accuracy in percent (FLOPs fraction in brackets) of every drop-selector on the matched schedules "
+           "of the table above, against the default attention scorer on the same schedule.", "",
+           selector_table(rows, selectors), ""]
+    search = selector_search_table(rows)
+    if search.count("\n") > 1:
+        out += ["## Selector search", "", SELECTOR_SEARCH_NOTE, "", search, ""]
+    return out
+
+
+def merged_note(report: dict) -> list[str]:
+    """Where the rows come from when the last invocation ran a subset and merged it into earlier results."""
+    m = report.get("merged_from")
+    if not m:
+        return []
+    return [f"The last invocation ran `{report.get('ran', 'n/a')}` on this machine; every other row is from an "
+            f"earlier run with the same settings (outputs written {m.get('timestamp_utc')}, commit "
+            f"{m.get('commit')}).", ""]
 
 
 def write_outputs(report: dict, docs_dir: Path, intro: str) -> dict[str, Path]:
@@ -169,7 +274,7 @@ def rerender_page(docs_dir: Path) -> Path:
     """
     page = docs_dir / PAGE_NAME
     text = page.read_text()
-    intro = text.split(TITLE + "\n\n", 1)[1].split("\n\n## Targets", 1)[0]
+    intro = text.split(TITLE + "\n\n", 1)[1].split("\n\n## Targets", 1)[0].split(NOTE_PREFIX, 1)[0].rstrip("\n")
     page.write_text(render_page(json.loads((docs_dir / JSON_NAME).read_text()), intro))
     return page
 

@@ -2,8 +2,12 @@
 
 The grid: unpruned; FastV K in {1, 2, 3} x R in {0.5, 0.75, 0.9}; PyramidDrop at several lambda; VTW at a
 few eta (layer from the KL search); G-Search at several tolerances; P-Sigmoid, FastV, PyramidDrop (matched) and
-the random scorer at each FLOPs budget. Searches see the calibration split only; every entry is then scored
-on the test split.
+the random scorer at each FLOPs budget; every registered drop-selector on the matched FastV schedules; and,
+at a few budgets, P-Sigmoid with each selector fixed against P-Sigmoid choosing the selector itself. Searches
+see the calibration split only; every entry is then scored on the test split.
+
+The selector rows are data: :data:`SELECTOR_SCHEDULES` names the earlier rows whose schedules each selector
+is evaluated on, ``QualitySettings.selectors`` the selectors, so a new selector or schedule family is one entry.
 """
 
 from __future__ import annotations
@@ -28,6 +32,14 @@ class QualitySettings:
     vtw_etas: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1)
     gsearch_tolerances: tuple[float, ...] = (0.003, 0.01, 0.03)
     psigmoid_trials: int = 40
+    # Drop-selectors evaluated on the schedules of SELECTOR_SCHEDULES, and searched over by P-Sigmoid
+    # (grid-downsample needs the whole patch grid, which a cut inside the language model no longer has).
+    selectors: tuple[str, ...] = ("divprune", "dart", "cdpruner", "random-keep")
+    # The candidates of the selector search (None: the default scorer and every selector above); P-Sigmoid runs
+    # with each of them fixed as well, for the comparison.
+    search_selectors: tuple[str, ...] | None = None
+    selector_search_budgets: tuple[float, ...] = (0.2, 0.3)
+    selector_search_trials: int = 80  # P-Sigmoid trials when it also chooses the selector
     objective: str = "kl"  # what the searches optimise on the calibration split
     seed: int = 0
     batch_size: int = 48
@@ -55,6 +67,26 @@ class Entry:
     objective: str | None = None  # of the search (None: the method's default)
     schedule_from: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    selectors: tuple[str, ...] | None = None  # the search chooses the scorer among these (see tokenprune.search)
+
+
+# Row-id prefix of the matched rows whose schedules every selector is evaluated on, and how the rows are named.
+SELECTOR_SCHEDULES: dict[str, str] = {"fastv": "FastV schedule"}
+SELECTOR_SEARCH_ID = "psigmoid-selectors"  # P-Sigmoid choosing the selector among DEFAULT_SCORER + selectors
+
+
+def search_candidates(s: QualitySettings) -> tuple[str, ...]:
+    return s.search_selectors if s.search_selectors is not None else (DEFAULT_SCORER, *s.selectors)
+
+
+# Settings that only say which selector rows exist (each row records its own selector or candidates): a run of
+# some rows may change them and still merge into earlier results.
+ROW_SET_SETTINGS = ("selectors", "search_selectors", "selector_search_budgets", "selector_search_trials")
+
+
+def fixed_selector_id(selector: str, budget: float) -> str:
+    """The P-Sigmoid row searched with ``selector`` fixed (the default scorer's is the plain P-Sigmoid row)."""
+    return f"psigmoid-b{budget:g}" if selector == DEFAULT_SCORER else f"psigmoid-{selector}-b{budget:g}"
 
 
 def plan(num_layers: int, settings: QualitySettings) -> list[Entry]:
@@ -87,4 +119,28 @@ def plan(num_layers: int, settings: QualitySettings) -> list[Entry]:
                              scorer="random", budget=budget, schedule_from=f"psigmoid-b{budget:g}"))
         entries.append(Entry(f"random-fastv-b{budget:g}", "random scorer", f"FastV schedule, budget={budget:g}",
                              scorer="random", budget=budget, schedule_from=f"fastv-b{budget:g}"))
+    entries += selector_entries(s)
+    return entries
+
+
+def selector_entries(s: QualitySettings) -> list[Entry]:
+    """Each selector on the schedules of :data:`SELECTOR_SCHEDULES` at every budget; then, at the selector-search
+    budgets, P-Sigmoid with each selector fixed and P-Sigmoid choosing among all of them."""
+    entries = []
+    for budget in s.budgets:
+        for source, title in SELECTOR_SCHEDULES.items():
+            for selector in s.selectors:
+                entries.append(Entry(f"{selector}-{source}-b{budget:g}", f"{selector} ({title})",
+                                     f"budget={budget:g}", scorer=selector, budget=budget,
+                                     schedule_from=f"{source}-b{budget:g}", params={"selector": selector}))
+    candidates = search_candidates(s)
+    for budget in s.selector_search_budgets:
+        for selector in [c for c in candidates if c != DEFAULT_SCORER]:  # the default's row is plain P-Sigmoid
+            entries.append(Entry(fixed_selector_id(selector, budget), "P-Sigmoid (fixed selector)",
+                                 f"{selector}, budget={budget:g}", scorer=selector, budget=budget,
+                                 search=PSigmoidConfig(n_trials=s.psigmoid_trials, seed=s.seed), objective=s.objective,
+                                 selectors=(selector,), params={"selector": selector}))
+        entries.append(Entry(f"{SELECTOR_SEARCH_ID}-b{budget:g}", "P-Sigmoid (selector search)", f"budget={budget:g}",
+                             budget=budget, search=PSigmoidConfig(n_trials=s.selector_search_trials, seed=s.seed),
+                             objective=s.objective, selectors=candidates, params={"selectors": list(candidates)}))
     return entries

@@ -6,10 +6,13 @@ interrupted run resumes where it stopped (finished rows are not recomputed).
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
 import time
+from collections.abc import Collection
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -72,14 +75,21 @@ class RowStore:
 
 
 def run_quality(model, spec, processor, settings: QualitySettings, work_dir: Path, progress: bool = True,
-                only: set[str] | None = None) -> list[dict]:
-    """Every entry of :func:`plan` (or those in ``only``), as rows in plan order."""
+                only: Collection[str] | None = None, published: dict[str, dict] | None = None) -> list[dict]:
+    """Every entry of :func:`plan` (or those matching ``only``: ids or shell patterns such as ``dart-*``), as
+    rows in plan order. ``published``: rows of an earlier run by id; entries not run come from it (so a subset
+    merges into the published results), and entries run here may reuse its schedules."""
     import tokenprune as tp
     from tokenprune.search import CalibrationSet
 
     language_model = resolve_module(model, spec.language_model, f"spec {spec.name!r}: language_model")
     num_layers = len(resolve_module(language_model, spec.decoder_layers, f"spec {spec.name!r}: decoder_layers"))
-    entries = [e for e in plan(num_layers, settings) if only is None or e.id in only]
+    everything = plan(num_layers, settings)
+    entries = [e for e in everything if only is None or any(fnmatch.fnmatchcase(e.id, p) for p in only)]
+    if only is not None and not entries:
+        raise TokenPruneError(describe(f"--only {sorted(only)} matches no entry", "quality benchmark",
+                                       f"ids or patterns of {[e.id for e in everything]}"))
+    published = dict(published or {})
     store = RowStore(work_dir / ROWS_FILE, settings, model_fingerprint(model))
     test = synthvqa.make_split("test", settings.n_test, settings.seed)
     counts = answers.prompt_token_counts(processor, test, spec.vision_token_ids(model.config))
@@ -92,11 +102,12 @@ def run_quality(model, spec, processor, settings: QualitySettings, work_dir: Pat
                 calib_samples = synthvqa.make_split("calibration", settings.n_calibration, settings.seed)
                 calibration = CalibrationSet.from_triples(
                     processor, [(s.image, s.prompt, " " + s.answer) for s in calib_samples], seed=settings.seed)
-            store.add(_run_entry(tp, model, spec, processor, entry, settings, test, counts, calibration, store,
-                                 work_dir))
+            store.add(_run_entry(tp, model, spec, processor, entry, settings, test, counts, calibration,
+                                 {**published, **store.rows}, work_dir))
         bar.update(1)
     bar.close()
-    return [store.rows[e.id] for e in entries]
+    rows = {**published, **store.rows}
+    return [rows[e.id] for e in everything if e.id in rows]
 
 
 def _unreachable(entry: Entry, reason: str) -> dict:
@@ -106,7 +117,7 @@ def _unreachable(entry: Entry, reason: str) -> dict:
             "accuracy": None, "search": None, "unreachable": reason, "seconds": 0.0}
 
 
-def _run_entry(tp, model, spec, processor, entry: Entry, settings, test, counts, calibration, store, work_dir):
+def _run_entry(tp, model, spec, processor, entry: Entry, settings, test, counts, calibration, done: dict, work_dir):
     start = time.perf_counter()
     search_info = None
     if entry.search is not None:
@@ -114,7 +125,7 @@ def _run_entry(tp, model, spec, processor, entry: Entry, settings, test, counts,
         trials.parent.mkdir(parents=True, exist_ok=True)
         try:
             result = tp.search(model, spec, calibration, entry.search, budget=entry.budget, objective=entry.objective,
-                               trials=trials, quiet=True)
+                               trials=trials, quiet=True, selectors=entry.selectors)
         except ScheduleError as err:
             if "unreachable" not in str(err):
                 raise
@@ -122,9 +133,12 @@ def _run_entry(tp, model, spec, processor, entry: Entry, settings, test, counts,
         schedule = result.schedule
         search_info = {"calibration_flops_fraction": result.flops_fraction, "objective": result.objective,
                        "baseline": result.baseline, "objective_name": result.objective_name,
-                       "found": result.settings.get("found"), "trials": len(result.trials)}
+                       "found": result.settings.get("found"), "trials": len(result.trials),
+                       "selector": result.selector, "selector_results": result.selector_results}
+        if entry.selectors is not None:  # the scorer is what the search chose
+            entry = replace(entry, scorer=result.selector)
     elif entry.schedule_from is not None:
-        source = store.rows.get(entry.schedule_from)
+        source = done.get(entry.schedule_from)
         if source is None:
             raise TokenPruneError(describe(f"entry {entry.id!r} reuses {entry.schedule_from!r}, which has not run",
                                            "quality benchmark plan", "the source entry earlier in the plan"))
