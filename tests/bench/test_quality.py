@@ -21,7 +21,8 @@ from tokenprune.schedule import Schedule
 CHECKPOINT = Path(__file__).resolve().parents[2] / "reference_model" / "checkpoint"
 TINY = replace(QualitySettings(), n_test=12, n_calibration=8, budgets=(0.4,), fastv_layers=(2,), fastv_drop=(0.75,),
                pdrop_lambdas=(0.5,), vtw_etas=(0.05,), gsearch_tolerances=(0.05,), psigmoid_trials=2,
-               batch_size=12, selectors=("random-keep",), selector_search_budgets=(0.4,), selector_search_trials=2)
+               batch_size=12, selectors=("random-keep",), selector_search_budgets=(0.4,), selector_search_trials=2,
+               layer0_selectors=("random-keep", "visionzip"), layer0_keep=(64,))
 
 
 def test_plan_covers_the_issue_grid():
@@ -99,6 +100,9 @@ def test_tiny_run_resumes_and_writes_the_docs_outputs(reference, tmp_path):
     chose = by_id["psigmoid-selectors-b0.4"]  # P-Sigmoid choosing between the default scorer and random-keep
     assert chose["scorer"] == chose["search"]["selector"] in ("last-token-attention", "random-keep")
     assert set(chose["search"]["selector_results"]) <= {"last-token-attention", "random-keep"}
+    zipped = by_id["visionzip-layer0-k64"]  # one cut before layer 0 keeping 64/576 of the tokens
+    assert zipped["scorer"] == "visionzip" and zipped["schedule"]["keep_ratio"][0] == pytest.approx(64 / 576)
+    assert zipped["flops_fraction"] < by_id["unpruned"]["flops_fraction"]
 
     # Resume: a second run recomputes nothing (the rows file does not grow) and returns the same rows.
     size = (tmp_path / "work" / "rows.jsonl").stat().st_size
@@ -116,6 +120,7 @@ def test_tiny_run_resumes_and_writes_the_docs_outputs(reference, tmp_path):
     paths = write_outputs(report, tmp_path / "docs", "intro")
     page = paths["page"].read_text()
     assert "| P-Sigmoid |" in page and "quality-pareto.png" in page and "## Targets" in page
+    assert "## Before the first layer" in page and "| visionzip |" in page
     assert "## Selector search" in page and "| random-keep (FastV schedule) | budget=0.4 |" in page
     assert any(t["target"].startswith("selector search at budget 0.4") for t in report["targets"])
     assert json.loads(paths["json"].read_text())["rows"] == rows

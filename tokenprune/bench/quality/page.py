@@ -8,7 +8,7 @@ from pathlib import Path
 from tokenprune.synthvqa import QUESTION_TYPES
 
 from ..page import _table
-from .plan import SELECTOR_SCHEDULES, SELECTOR_SEARCH_ID, fixed_selector_id
+from .plan import LAYER0_OF, SELECTOR_SCHEDULES, SELECTOR_SEARCH_ID, fixed_selector_id
 
 JSON_NAME = "quality.json"
 PAGE_NAME = "quality.md"
@@ -157,6 +157,26 @@ def selector_table(rows: list[dict], selectors: list[str]) -> str:
     return _table(header, body)
 
 
+def layer0_table(rows: list[dict]) -> str:
+    """Each selector cutting once before the first decoder layer: accuracy (FLOPs) per kept share, and the
+    share of the unpruned model's accuracy it keeps."""
+    layer0 = [r for r in rows if "-layer0-k" in r["id"]]
+    unpruned = next((r for r in rows if r["id"] == "unpruned"), None)
+    keeps = sorted({r["params"]["keep"] for r in layer0})
+    selectors = list(dict.fromkeys(r["params"]["selector"] for r in layer0))
+    by_id = {r["id"]: r for r in layer0}
+    body = []
+    for selector in selectors:
+        cells = []
+        for keep in keeps:
+            row = by_id.get(f"{selector}-layer0-k{keep}")
+            kept = (f"; {row['accuracy']['overall'] / unpruned['accuracy']['overall']:.1%} of unpruned"
+                    if row is not None and unpruned is not None and not row.get("unreachable") else "")
+            cells.append(_cell(row) + kept)
+        body.append([selector, *cells])
+    return _table(["selector", *(f"keep {k}/{LAYER0_OF}" for k in keeps)], body)
+
+
 def selector_search_table(rows: list[dict]) -> str:
     """At each selector-search budget: P-Sigmoid with each candidate fixed, the best of them, and the search."""
     by_id = {r["id"]: r for r in rows}
@@ -242,6 +262,12 @@ def _selector_sections(report: dict) -> list[str]:
     search = selector_search_table(rows)
     if search.count("\n") > 1:
         out += ["## Selector search", "", SELECTOR_SEARCH_NOTE, "", search, ""]
+    if any("-layer0-k" in r["id"] for r in rows):
+        out += ["## Before the first layer", "",
+                "Each selector cutting once, before decoder layer 0 (the papers' setting: the projector's output "
+                f"as it enters the language model), keeping k/{LAYER0_OF} of each image's vision tokens (LLaVA-1.5's "
+                "counts as shares of this model's tokens). Test accuracy in percent (FLOPs fraction in brackets) "
+                "and the share of the unpruned accuracy kept.", "", layer0_table(rows), ""]
     return out
 
 

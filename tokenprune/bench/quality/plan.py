@@ -40,6 +40,11 @@ class QualitySettings:
     search_selectors: tuple[str, ...] | None = None
     selector_search_budgets: tuple[float, ...] = (0.2, 0.3)
     selector_search_trials: int = 80  # P-Sigmoid trials when it also chooses the selector
+    # Selectors run once, before the first decoder layer (the papers' setting), keeping these shares of the
+    # vision tokens: LLaVA-1.5's 64, 128 and 192 of 576.
+    layer0_selectors: tuple[str, ...] = ("divprune", "dart", "cdpruner", "random-keep", "fastervlm", "visionzip",
+                                         "tome", "grid-downsample", "grid-pool")
+    layer0_keep: tuple[int, ...] = (64, 128, 192)  # of LAYER0_OF tokens
     objective: str = "kl"  # what the searches optimise on the calibration split
     seed: int = 0
     batch_size: int = 48
@@ -81,7 +86,9 @@ def search_candidates(s: QualitySettings) -> tuple[str, ...]:
 
 # Settings that only say which selector rows exist (each row records its own selector or candidates): a run of
 # some rows may change them and still merge into earlier results.
-ROW_SET_SETTINGS = ("selectors", "search_selectors", "selector_search_budgets", "selector_search_trials")
+ROW_SET_SETTINGS = ("selectors", "search_selectors", "selector_search_budgets", "selector_search_trials",
+                    "layer0_selectors", "layer0_keep")
+LAYER0_OF = 576  # layer-0 keep counts are given out of LLaVA-1.5's 576 vision tokens
 
 
 def fixed_selector_id(selector: str, budget: float) -> str:
@@ -120,7 +127,15 @@ def plan(num_layers: int, settings: QualitySettings) -> list[Entry]:
         entries.append(Entry(f"random-fastv-b{budget:g}", "random scorer", f"FastV schedule, budget={budget:g}",
                              scorer="random", budget=budget, schedule_from=f"fastv-b{budget:g}"))
     entries += selector_entries(s)
+    entries += layer0_entries(num_layers, s)
     return entries
+
+
+def layer0_entries(num_layers: int, s: QualitySettings) -> list[Entry]:
+    """Each layer-0 selector with one cut before the first decoder layer keeping ``k / 576`` of the tokens."""
+    return [Entry(f"{selector}-layer0-k{keep}", f"{selector} (layer 0)", f"keep {keep}/{LAYER0_OF}", scorer=selector,
+                  schedule=Schedule([keep / LAYER0_OF] * num_layers), params={"selector": selector, "keep": keep})
+            for keep in s.layer0_keep for selector in s.layer0_selectors]
 
 
 def selector_entries(s: QualitySettings) -> list[Entry]:

@@ -147,7 +147,7 @@ def _run_entry(tp, model, spec, processor, entry: Entry, settings, test, counts,
         schedule = Schedule.from_dict(source["schedule"])
     else:
         schedule = entry.schedule
-    if schedule.is_keep_all and entry.id == "unpruned":
+    if schedule.is_keep_all() and entry.id == "unpruned":
         scored = model  # the reference row is the original model itself
     else:
         scored = tp.compile(model, spec, schedule, scorer=entry.scorer, seed=settings.seed)
