@@ -72,7 +72,8 @@ def install_vision_capture(pruned: torch.nn.Module, original: torch.nn.Module, b
     attention_path = f"{side.tower}.{side.encoder_layers}.{index}.{side.attention}"
     resolve_module(original, attention_path, f"{where}.attention")
     layout = TowerLayout(side.cls_token, _cls_kept(side, original.config, where),
-                         _merge_factor(side.merge, original.config, f"{where}.merge"), side.merge_order)
+                         _merge_factor(side.merge, original.config, f"{where}.merge"), side.merge_order,
+                         _pooled_tokens(side.pooled_tokens, original.config, f"{where}.pooled_tokens"))
     fill_ids = [int(_resolve_config_ref(original.config, ref)) for ref in side.token_ids]
     vision_ids = spec.vision_token_ids(original.config)
     _install_output_capture(tower)
@@ -149,6 +150,16 @@ def _merge_factor(merge: int | str, config, where: str) -> int:
                                         "a whole number of patches per side (or its inverse, e.g. 0.5)",
                                         "fix vision_side.merge"))
     return factor
+
+
+def _pooled_tokens(ref: str | None, config, where: str) -> int | None:
+    if ref is None:
+        return None
+    value = _resolve_config_ref(config, ref)
+    if not isinstance(value, int) or value < 1:
+        raise UnsupportedError(describe(f"config {ref} = {value!r}", where, "a positive token count per image",
+                                        "name the config key of the pooled token count"))
+    return value
 
 
 def _install_output_capture(tower: torch.nn.Module) -> None:

@@ -1,6 +1,7 @@
 """The vision-encoder selectors (fastervlm, grid-downsample, visionzip, grid-pool) against references computed here
-from the vision tower's own eager attention weights, on tiny LLaVA (a [CLS] tower) and Qwen2.5-VL (no [CLS],
-2x2 merger, window-ordered tower, an image and a video in one batch) test models, batched and left-padded.
+from the vision tower's own eager attention weights, on tiny LLaVA (a [CLS] tower), Qwen2.5-VL (no [CLS], 2x2
+merger, window-ordered tower, an image and a video in one batch) and Gemma 3 (no [CLS], a projector that
+average-pools the patch grid) test models, batched and left-padded.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import math
 
 import pytest
 import torch
+from pydantic import ValidationError
 import transformers.models.qwen2_5_vl.modeling_qwen2_5_vl as qwen_modeling
 
 import tokenprune as tp
@@ -17,11 +19,12 @@ from tokenprune.errors import UnsupportedError
 from tokenprune.plugins import registry
 from tokenprune.plugins.contracts import CutMerge
 from tokenprune.rewrite import session_of
+from tokenprune.spec_vision import VisionSide
 
 from ..conformance.cases import load_case
 from .conformance_checks import check_selector_call, logits_of
 
-CASES = ["llava", "qwen2_5_vl"]
+CASES = ["llava", "qwen2_5_vl", "gemma3"]
 
 
 def _schedule(case, ratios) -> tp.Schedule:
@@ -86,11 +89,26 @@ def _qwen_tower_reference(case, batch, monkeypatch):
     return scores, [grids], [counts]
 
 
+def _gemma3_tower_reference(case, batch):
+    """Per image (N, P / k^2): attention each patch receives summed over every query / the patch count (no [CLS]),
+    mean over heads, summed over each k x k block the model's own projector average-pools into one token."""
+    eager = case.models["eager"]
+    with torch.no_grad():
+        weights = eager.model.vision_tower(batch.kwargs["pixel_values"], output_attentions=True).attentions[-1]
+    scores = weights.sum(dim=2).mean(dim=1) / weights.shape[-1]  # (N, P)
+    images, side = scores.shape[0], math.isqrt(scores.shape[1])
+    pool = eager.model.multi_modal_projector.avg_pool
+    pooled = pool(scores.reshape(images, 1, side, side)) * pool.kernel_size ** 2  # (N, 1, s, s) block sums
+    rows = pooled.shape[-1]
+    return [pooled.reshape(-1)], [[(rows, rows)] * images], [[rows * rows] * images]
+
+
 def _reference_at_prompt(case, batch, monkeypatch):
     """(B, S) reference attention at every vision position (0 elsewhere), images in the order they fill the prompt;
     and per image its grid and token count."""
-    if case.spec.name == "llava":
-        scores, grids, counts = _llava_tower_reference(case, batch)
+    if case.spec.name in ("llava", "gemma3"):
+        tower = _llava_tower_reference if case.spec.name == "llava" else _gemma3_tower_reference
+        scores, grids, counts = tower(case, batch)
         masks = [batch.input_ids == batch.image_token_id]
     else:
         scores, grids, counts = _qwen_tower_reference(case, batch, monkeypatch)
@@ -153,7 +171,7 @@ def _grid_reference(case, batch, monkeypatch, ratio: float, owners: bool = False
     _, grids, counts = _reference_at_prompt(case, batch, monkeypatch)
     image_of_token = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
     flat = batch.vision_mask.reshape(-1).nonzero()[:, 0]  # vision positions in fill order (images, then videos)
-    if case.spec.name != "llava":  # images fill first, then videos: order the positions the same way
+    if case.spec.name == "qwen2_5_vl":  # images fill first, then videos: order the positions the same way
         ids = batch.input_ids.reshape(-1)[flat]
         flat = torch.cat([flat[ids == case.models["eager"].config.image_token_id],
                           flat[ids == case.models["eager"].config.video_token_id]])
@@ -325,3 +343,17 @@ def test_pixel_shuffle_families_map_patches_as_the_model_does(name):
     maps = session_of(compiled).thread.vision_capture.maps
     torch.testing.assert_close(maps.attention[batch.vision_mask], _pixel_shuffle_reference(case, batch),
                                atol=1e-6, rtol=1e-4)
+
+
+def test_pooled_tokens_excludes_an_explicit_merge():
+    with pytest.raises(ValidationError, match="pooled_tokens fixes the merge"):
+        VisionSide(tower="t", encoder_layers="layers", pooled_tokens="mm_tokens_per_image", merge=2)
+
+
+def test_a_pool_that_does_not_divide_the_patch_grid_is_refused(monkeypatch):
+    case, model, batch = _setup("gemma3")
+    # 3 x 3 from the test tower's 8 x 8 patches: not whole blocks (the model's own pool was built for 4 x 4)
+    monkeypatch.setattr(model.config, "mm_tokens_per_image", 9)
+    compiled = tp.compile(model, case.spec, _schedule(case, [1.0, 0.5]), scorer="fastervlm", self_check="off")
+    with pytest.raises(UnsupportedError, match=r"8 x 8 patch grid pooled to 9 tokens.*vision_side.pooled_tokens"):
+        logits_of(compiled, batch)
