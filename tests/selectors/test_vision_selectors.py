@@ -6,6 +6,7 @@ average-pools the patch grid) test models, batched and left-padded.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -357,3 +358,32 @@ def test_a_pool_that_does_not_divide_the_patch_grid_is_refused(monkeypatch):
     compiled = tp.compile(model, case.spec, _schedule(case, [1.0, 0.5]), scorer="fastervlm", self_check="off")
     with pytest.raises(UnsupportedError, match=r"8 x 8 patch grid pooled to 9 tokens.*vision_side.pooled_tokens"):
         logits_of(compiled, batch)
+
+
+# ------------------------------------------------------------------ the conformance checks on more families
+@functools.cache
+def _case(name: str):
+    return load_case(name, None)
+
+
+# The ranking selectors at three cuts (later cuts see earlier cuts' survivors); the grid selectors at the one cut
+# they serve (whole grids).
+CONTRACT_RATIOS = {"fastervlm": [1.0, 0.75, 0.5, 0.25], "visionzip": [1.0, 0.75, 0.5, 0.25],
+                   "grid-downsample": [1.0, 0.3], "grid-pool": [1.0, 0.3]}
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("name", ["internvl", "gemma3"])
+@pytest.mark.parametrize("selector", sorted(CONTRACT_RATIOS))
+def test_vision_selectors_pass_the_conformance_checks(selector, name, attn):
+    case = _case(name)
+    model = case.models[attn]
+    batch = case.batch(model, "batch3")
+    schedule = _schedule(case, CONTRACT_RATIOS[selector])
+    compiled = tp.compile(model, case.spec, schedule, scorer=selector, self_check="off")
+    selection = check_selector_call(case, batch, compiled)
+    assert sorted(selection) == list(range(1, len(CONTRACT_RATIOS[selector])))
+    for layer, per_sample in selection.items():
+        for b, kept in enumerate(per_sample):
+            assert len(kept) == tp.keep_count(schedule.keep_ratio[layer], int(batch.vision_mask[b].sum()))
+            assert bool(batch.vision_mask[b, kept].all()), "only vision tokens are pruned"
