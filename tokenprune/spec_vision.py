@@ -60,6 +60,11 @@ class VisionSide(_Strict):
     grid: Literal["square", "grid_thw"] = Field(
         "square", description="Each image's patch grid: 'square', the square root of its patch count; 'grid_thw', "
         "the (t, h, w) rows of the tower's `grid_thw` argument (a video's frames are stacked as rows).")
+    tiling: Literal["none", "anyres"] = Field(
+        "none", description="'anyres': LLaVA-NeXT's any-resolution layout. The tower runs once per crop (a base "
+        "crop, then a grid of high-resolution crops, per image); the language model sees the base crop's patches, "
+        "then the crop grid unpadded to the image's aspect ratio with a newline token ending each row "
+        "(config image_grid_pinpoints, the call's image_sizes). Newline tokens score 0 (no tower attention).")
     token_ids: list[str] = Field(
         default_factory=list, description="For towers called once per modality (images, then videos): dotted "
         "config references of the vision token ids each call fills, in call order (the calls fill the ids present "

@@ -13,6 +13,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 import transformers.models.qwen2_5_vl.modeling_qwen2_5_vl as qwen_modeling
+from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
 
 import tokenprune as tp
 from tokenprune import selectors
@@ -26,6 +27,9 @@ from ..conformance.cases import load_case
 from .conformance_checks import check_selector_call, logits_of
 
 CASES = ["llava", "qwen2_5_vl", "gemma3"]
+# Families whose images are no patch grid (LLaVA-NeXT's base crop, crop grid and newline tokens): the scoring
+# selectors' references only.
+SCORED_CASES = [*CASES, "llava_next"]
 
 
 def _schedule(case, ratios) -> tp.Schedule:
@@ -104,11 +108,32 @@ def _gemma3_tower_reference(case, batch):
     return [pooled.reshape(-1)], [[(rows, rows)] * images], [[rows * rows] * images]
 
 
+def _llava_next_tower_reference(case, batch):
+    """Per image: [CLS] attention of each crop's patches (as for LLaVA), laid out by the model's own
+    ``pack_image_features`` (base crop, unpadded crop grid, a newline after each row) with every feature channel
+    holding the score and a zero newline embedding: newline tokens score 0."""
+    eager = case.models["eager"]
+    config, sizes = eager.config, batch.kwargs["image_sizes"]
+    crops_per_image = [image_size_to_num_patches(size, config.image_grid_pinpoints, config.vision_config.image_size)
+                       for size in sizes.tolist()]
+    pixels = torch.cat([p[:n] for p, n in zip(batch.kwargs["pixel_values"], crops_per_image)])
+    with torch.no_grad():
+        attentions = eager.model.vision_tower(pixels, output_attentions=True).attentions
+    hidden_index = config.vision_feature_layer  # hidden_states[h] is the output of layer h - 1
+    weights = attentions[hidden_index - 1 if hidden_index >= 0 else len(attentions) + hidden_index]  # (crops, H, T, T)
+    scores = weights[:, :, 0, 1:].mean(dim=1)  # (crops, P)
+    width = config.text_config.hidden_size
+    features = scores[..., None].expand(-1, -1, width).split(crops_per_image)  # per image (crops, P, D)
+    packed, counts = eager.model.pack_image_features(list(features), sizes, config.vision_feature_select_strategy,
+                                                     image_newline=torch.zeros(width))
+    return [torch.cat(packed)[:, 0]], [[None] * len(counts)], [[int(c) for c in counts]]
+
+
 def _reference_at_prompt(case, batch, monkeypatch):
     """(B, S) reference attention at every vision position (0 elsewhere), images in the order they fill the prompt;
     and per image its grid and token count."""
-    if case.spec.name in ("llava", "gemma3"):
-        tower = _llava_tower_reference if case.spec.name == "llava" else _gemma3_tower_reference
+    if case.spec.name in SINGLE_CALL_REFERENCES:
+        tower = SINGLE_CALL_REFERENCES[case.spec.name]
         scores, grids, counts = tower(case, batch)
         masks = [batch.input_ids == batch.image_token_id]
     else:
@@ -121,6 +146,10 @@ def _reference_at_prompt(case, batch, monkeypatch):
     return at, [g for part in grids for g in part], [c for part in counts for c in part]
 
 
+SINGLE_CALL_REFERENCES = {"llava": _llava_tower_reference, "gemma3": _gemma3_tower_reference,
+                          "llava_next": _llava_next_tower_reference}
+
+
 def _top(scores_row: torch.Tensor, positions: torch.Tensor, k: int) -> list[int]:
     """The k positions with the highest score (ties: earlier position), ascending."""
     order = sorted(positions.tolist(), key=lambda p: (-float(scores_row[p]), p))
@@ -128,7 +157,7 @@ def _top(scores_row: torch.Tensor, positions: torch.Tensor, k: int) -> list[int]
 
 
 # ------------------------------------------------------------------------------------------------- tests
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", SCORED_CASES)
 def test_captured_tower_attention_matches_the_eager_weights(name, monkeypatch):
     case, model, batch = _setup(name)
     compiled = tp.compile(model, case.spec, _schedule(case, [1.0, 0.5]), scorer="fastervlm", self_check="off")
@@ -140,7 +169,7 @@ def test_captured_tower_attention_matches_the_eager_weights(name, monkeypatch):
     assert maps.grids == grids and maps.counts == counts
 
 
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", SCORED_CASES)
 def test_fastervlm_keeps_the_tokens_cls_attends_most_at_every_cut(name, monkeypatch):
     case, model, batch = _setup(name)
     schedule = _schedule(case, [1.0, 0.75, 0.5, 0.25])
@@ -248,7 +277,7 @@ def _recording(monkeypatch, name: str, seen: list):
     monkeypatch.setitem(registry("selector")._entries, name, record)
 
 
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", SCORED_CASES)
 def test_visionzip_merges_as_the_paper_defines(name, monkeypatch):
     case, model, batch = _setup(name)
     seen = []
@@ -373,8 +402,9 @@ CONTRACT_RATIOS = {"fastervlm": [1.0, 0.75, 0.5, 0.25], "visionzip": [1.0, 0.75,
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
-@pytest.mark.parametrize("name", ["internvl", "gemma3"])
-@pytest.mark.parametrize("selector", sorted(CONTRACT_RATIOS))
+@pytest.mark.parametrize(("selector", "name"), [
+    *((selector, name) for selector in sorted(CONTRACT_RATIOS) for name in ("internvl", "gemma3")),
+    ("fastervlm", "llava_next"), ("visionzip", "llava_next")])
 def test_vision_selectors_pass_the_conformance_checks(selector, name, attn):
     case = _case(name)
     model = case.models[attn]
@@ -387,3 +417,13 @@ def test_vision_selectors_pass_the_conformance_checks(selector, name, attn):
         for b, kept in enumerate(per_sample):
             assert len(kept) == tp.keep_count(schedule.keep_ratio[layer], int(batch.vision_mask[b].sum()))
             assert bool(batch.vision_mask[b, kept].all()), "only vision tokens are pruned"
+
+
+@pytest.mark.parametrize("selector", ["grid-downsample", "grid-pool"])
+def test_grid_selectors_refuse_any_res_images(selector):
+    """A LLaVA-NeXT image is a base crop, a crop grid and newline tokens: no one patch grid to sample."""
+    case = _case("llava_next")
+    model = case.models["sdpa"]
+    compiled = tp.compile(model, case.spec, _schedule(case, [1.0, 0.3]), scorer=selector, self_check="off")
+    with pytest.raises(UnsupportedError, match=r"no patch grid.*spec 'llava_next'"):
+        logits_of(compiled, case.batch(model, "batch3"))
