@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tokenprune.errors import UnsupportedError, describe
+from tokenprune.scoring.anyres_tiles import anyres_layout
 from tokenprune.scoring.tower_attention import READERS, ImageScores, TowerLayout
 from tokenprune.spec import _resolve_config_ref, resolve_module
 
@@ -43,6 +44,8 @@ class VisionCapture:
     fill_ids: list[int]  # spec vision_side.token_ids resolved: the ids the tower calls fill, in call order
     vision_ids: list[int]  # spec vision_tokens.token_ids resolved: every vision token id
     input_ids: torch.Tensor | None = None  # (B, S) as the multimodal model received them
+    image_sizes: torch.Tensor | None = None  # (images, 2) the multimodal model's image_sizes, if any
+    layout: object = None  # tiling: maps a tower call's ImageScores (and image_sizes) to the prompt's tokens
     calls: list[TowerCall] = field(default_factory=list)
     claimed: bool = False  # a multimodal call has started with it
     done: bool = False  # that multimodal call has ended
@@ -72,18 +75,25 @@ def install_vision_capture(pruned: torch.nn.Module, original: torch.nn.Module, b
     attention_path = f"{side.tower}.{side.encoder_layers}.{index}.{side.attention}"
     resolve_module(original, attention_path, f"{where}.attention")
     layout = TowerLayout(side.cls_token, _cls_kept(side, original.config, where),
-                         _merge_factor(side.merge, original.config, f"{where}.merge"), side.merge_order)
+                         _merge_factor(side.merge, original.config, f"{where}.merge"), side.merge_order,
+                         _pooled_tokens(side.pooled_tokens, original.config, f"{where}.pooled_tokens"))
     fill_ids = [int(_resolve_config_ref(original.config, ref)) for ref in side.token_ids]
     vision_ids = spec.vision_token_ids(original.config)
     _install_output_capture(tower)
     tower_clone = _clone_down(pruned, original, side.tower)
     attention_clone = _clone_down(pruned, original, attention_path)
     read = READERS[side.reader]
+    tiling = None
+    if side.tiling == "anyres":
+        config = original.config
+
+        def tiling(scores, image_sizes):
+            return anyres_layout(scores, image_sizes, config, where)
 
     def open_capture(claiming: bool) -> VisionCapture:
         capture = session.thread.vision_capture
         if capture is None or capture.done or (claiming and capture.claimed):
-            capture = VisionCapture(fill_ids, vision_ids, probe=session.thread.probing)
+            capture = VisionCapture(fill_ids, vision_ids, probe=session.thread.probing, layout=tiling)
             session.thread.vision_capture = capture
         return capture
 
@@ -112,10 +122,28 @@ def install_vision_capture(pruned: torch.nn.Module, original: torch.nn.Module, b
         with torch.no_grad():
             call.scores = read(module, args, kwargs, layout, grid_thw=call.grid_thw, tower=tower_clone)
 
+    if tiling is not None:
+        _record_image_sizes(base, lambda: open_capture(claiming=False))
     base.register_forward_pre_hook(open_call, with_kwargs=True)
     base.register_forward_hook(close_call, with_kwargs=True, always_call=True)
     tower_clone.register_forward_pre_hook(open_tower_call, with_kwargs=True)
     attention_clone.register_forward_pre_hook(read_layer, with_kwargs=True)
+
+
+def _record_image_sizes(base: torch.nn.Module, current) -> None:
+    """Wrap the (cloned) multimodal model's ``get_image_features`` to record its ``image_sizes``: ``generate``
+    encodes the images through it before the multimodal call and does not pass image_sizes to that call."""
+    encode = base.get_image_features
+
+    @torch.compiler.disable  # Python bookkeeping on the session's thread state
+    def remember(image_sizes):
+        current().image_sizes = image_sizes
+
+    def get_image_features(pixel_values, image_sizes, *args, **kwargs):
+        remember(image_sizes)
+        return encode(pixel_values, image_sizes, *args, **kwargs)
+
+    object.__setattr__(base, "get_image_features", get_image_features)
 
 
 def _layer_index(layer: int | str, count: int, config, where: str) -> int:
@@ -149,6 +177,16 @@ def _merge_factor(merge: int | str, config, where: str) -> int:
                                         "a whole number of patches per side (or its inverse, e.g. 0.5)",
                                         "fix vision_side.merge"))
     return factor
+
+
+def _pooled_tokens(ref: str | None, config, where: str) -> int | None:
+    if ref is None:
+        return None
+    value = _resolve_config_ref(config, ref)
+    if not isinstance(value, int) or value < 1:
+        raise UnsupportedError(describe(f"config {ref} = {value!r}", where, "a positive token count per image",
+                                        "name the config key of the pooled token count"))
+    return value
 
 
 def _install_output_capture(tower: torch.nn.Module) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # How the attention probabilities of a tower layer are recomputed from what its attention module receives.
 TowerAttention = Literal["qk_proj", "qwen2_vl", "qwen2_5_vl"]
@@ -47,6 +47,12 @@ class VisionSide(_Strict):
         1, description="Patches per side merged into one language-model token (pixel shuffle, spatial merger): 1 "
         "for a 1:1 mapping, or a dotted config reference (e.g. 'vision_config.spatial_merge_size'; a value below 1 "
         "such as InternVL's downsample_ratio 0.5 is read as its inverse).")
+    pooled_tokens: str | None = Field(
+        None, description="For projectors that average-pool each image's square patch grid down to a fixed token "
+        "count (Gemma 3's `mm_tokens_per_image`): a dotted config reference of that count, a square. The merge "
+        "factor per side is then the patch grid's side over the count's square root, read from each tower call; "
+        "the pooled blocks are merge x merge blocks of the row-major grid, as with merge_order 'blocks'. Excludes "
+        "merge.")
     merge_order: Literal["blocks", "consecutive"] = Field(
         "blocks", description="Where a merged token's patches are in the tower sequence: 'blocks', a merge x merge "
         "block of the row-major patch grid (pixel shuffle); 'consecutive', merge**2 consecutive tower tokens "
@@ -54,7 +60,19 @@ class VisionSide(_Strict):
     grid: Literal["square", "grid_thw"] = Field(
         "square", description="Each image's patch grid: 'square', the square root of its patch count; 'grid_thw', "
         "the (t, h, w) rows of the tower's `grid_thw` argument (a video's frames are stacked as rows).")
+    tiling: Literal["none", "anyres"] = Field(
+        "none", description="'anyres': LLaVA-NeXT's any-resolution layout. The tower runs once per crop (a base "
+        "crop, then a grid of high-resolution crops, per image); the language model sees the base crop's patches, "
+        "then the crop grid unpadded to the image's aspect ratio with a newline token ending each row "
+        "(config image_grid_pinpoints, the call's image_sizes). Newline tokens score 0 (no tower attention).")
     token_ids: list[str] = Field(
         default_factory=list, description="For towers called once per modality (images, then videos): dotted "
         "config references of the vision token ids each call fills, in call order (the calls fill the ids present "
         "in the prompt, in this order). Empty: one call fills every vision token.")
+
+    @model_validator(mode="after")
+    def _one_merge_rule(self) -> VisionSide:
+        if self.pooled_tokens is not None and (self.merge != 1 or self.merge_order != "blocks"):
+            raise ValueError("vision_side.pooled_tokens fixes the merge from the patch grid: leave merge (1) and "
+                             "merge_order ('blocks') at their defaults")
+        return self

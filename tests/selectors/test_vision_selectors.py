@@ -1,15 +1,19 @@
 """The vision-encoder selectors (fastervlm, grid-downsample, visionzip, grid-pool) against references computed here
-from the vision tower's own eager attention weights, on tiny LLaVA (a [CLS] tower) and Qwen2.5-VL (no [CLS],
-2x2 merger, window-ordered tower, an image and a video in one batch) test models, batched and left-padded.
+from the vision tower's own eager attention weights, on tiny LLaVA (a [CLS] tower), Qwen2.5-VL (no [CLS], 2x2
+merger, window-ordered tower, an image and a video in one batch) and Gemma 3 (no [CLS], a projector that
+average-pools the patch grid) test models, batched and left-padded.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
 import torch
+from pydantic import ValidationError
 import transformers.models.qwen2_5_vl.modeling_qwen2_5_vl as qwen_modeling
+from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
 
 import tokenprune as tp
 from tokenprune import selectors
@@ -17,11 +21,15 @@ from tokenprune.errors import UnsupportedError
 from tokenprune.plugins import registry
 from tokenprune.plugins.contracts import CutMerge
 from tokenprune.rewrite import session_of
+from tokenprune.spec_vision import VisionSide
 
 from ..conformance.cases import load_case
 from .conformance_checks import check_selector_call, logits_of
 
-CASES = ["llava", "qwen2_5_vl"]
+CASES = ["llava", "qwen2_5_vl", "gemma3"]
+# Families whose images are no patch grid (LLaVA-NeXT's base crop, crop grid and newline tokens): the scoring
+# selectors' references only.
+SCORED_CASES = [*CASES, "llava_next"]
 
 
 def _schedule(case, ratios) -> tp.Schedule:
@@ -86,11 +94,47 @@ def _qwen_tower_reference(case, batch, monkeypatch):
     return scores, [grids], [counts]
 
 
+def _gemma3_tower_reference(case, batch):
+    """Per image (N, P / k^2): attention each patch receives summed over every query / the patch count (no [CLS]),
+    mean over heads, summed over each k x k block the model's own projector average-pools into one token."""
+    eager = case.models["eager"]
+    with torch.no_grad():
+        weights = eager.model.vision_tower(batch.kwargs["pixel_values"], output_attentions=True).attentions[-1]
+    scores = weights.sum(dim=2).mean(dim=1) / weights.shape[-1]  # (N, P)
+    images, side = scores.shape[0], math.isqrt(scores.shape[1])
+    pool = eager.model.multi_modal_projector.avg_pool
+    pooled = pool(scores.reshape(images, 1, side, side)) * pool.kernel_size ** 2  # (N, 1, s, s) block sums
+    rows = pooled.shape[-1]
+    return [pooled.reshape(-1)], [[(rows, rows)] * images], [[rows * rows] * images]
+
+
+def _llava_next_tower_reference(case, batch):
+    """Per image: [CLS] attention of each crop's patches (as for LLaVA), laid out by the model's own
+    ``pack_image_features`` (base crop, unpadded crop grid, a newline after each row) with every feature channel
+    holding the score and a zero newline embedding: newline tokens score 0."""
+    eager = case.models["eager"]
+    config, sizes = eager.config, batch.kwargs["image_sizes"]
+    crops_per_image = [image_size_to_num_patches(size, config.image_grid_pinpoints, config.vision_config.image_size)
+                       for size in sizes.tolist()]
+    pixels = torch.cat([p[:n] for p, n in zip(batch.kwargs["pixel_values"], crops_per_image)])
+    with torch.no_grad():
+        attentions = eager.model.vision_tower(pixels, output_attentions=True).attentions
+    hidden_index = config.vision_feature_layer  # hidden_states[h] is the output of layer h - 1
+    weights = attentions[hidden_index - 1 if hidden_index >= 0 else len(attentions) + hidden_index]  # (crops, H, T, T)
+    scores = weights[:, :, 0, 1:].mean(dim=1)  # (crops, P)
+    width = config.text_config.hidden_size
+    features = scores[..., None].expand(-1, -1, width).split(crops_per_image)  # per image (crops, P, D)
+    packed, counts = eager.model.pack_image_features(list(features), sizes, config.vision_feature_select_strategy,
+                                                     image_newline=torch.zeros(width))
+    return [torch.cat(packed)[:, 0]], [[None] * len(counts)], [[int(c) for c in counts]]
+
+
 def _reference_at_prompt(case, batch, monkeypatch):
     """(B, S) reference attention at every vision position (0 elsewhere), images in the order they fill the prompt;
     and per image its grid and token count."""
-    if case.spec.name == "llava":
-        scores, grids, counts = _llava_tower_reference(case, batch)
+    if case.spec.name in SINGLE_CALL_REFERENCES:
+        tower = SINGLE_CALL_REFERENCES[case.spec.name]
+        scores, grids, counts = tower(case, batch)
         masks = [batch.input_ids == batch.image_token_id]
     else:
         scores, grids, counts = _qwen_tower_reference(case, batch, monkeypatch)
@@ -102,6 +146,10 @@ def _reference_at_prompt(case, batch, monkeypatch):
     return at, [g for part in grids for g in part], [c for part in counts for c in part]
 
 
+SINGLE_CALL_REFERENCES = {"llava": _llava_tower_reference, "gemma3": _gemma3_tower_reference,
+                          "llava_next": _llava_next_tower_reference}
+
+
 def _top(scores_row: torch.Tensor, positions: torch.Tensor, k: int) -> list[int]:
     """The k positions with the highest score (ties: earlier position), ascending."""
     order = sorted(positions.tolist(), key=lambda p: (-float(scores_row[p]), p))
@@ -109,7 +157,7 @@ def _top(scores_row: torch.Tensor, positions: torch.Tensor, k: int) -> list[int]
 
 
 # ------------------------------------------------------------------------------------------------- tests
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", SCORED_CASES)
 def test_captured_tower_attention_matches_the_eager_weights(name, monkeypatch):
     case, model, batch = _setup(name)
     compiled = tp.compile(model, case.spec, _schedule(case, [1.0, 0.5]), scorer="fastervlm", self_check="off")
@@ -121,7 +169,7 @@ def test_captured_tower_attention_matches_the_eager_weights(name, monkeypatch):
     assert maps.grids == grids and maps.counts == counts
 
 
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", SCORED_CASES)
 def test_fastervlm_keeps_the_tokens_cls_attends_most_at_every_cut(name, monkeypatch):
     case, model, batch = _setup(name)
     schedule = _schedule(case, [1.0, 0.75, 0.5, 0.25])
@@ -153,7 +201,7 @@ def _grid_reference(case, batch, monkeypatch, ratio: float, owners: bool = False
     _, grids, counts = _reference_at_prompt(case, batch, monkeypatch)
     image_of_token = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
     flat = batch.vision_mask.reshape(-1).nonzero()[:, 0]  # vision positions in fill order (images, then videos)
-    if case.spec.name != "llava":  # images fill first, then videos: order the positions the same way
+    if case.spec.name == "qwen2_5_vl":  # images fill first, then videos: order the positions the same way
         ids = batch.input_ids.reshape(-1)[flat]
         flat = torch.cat([flat[ids == case.models["eager"].config.image_token_id],
                           flat[ids == case.models["eager"].config.video_token_id]])
@@ -229,7 +277,7 @@ def _recording(monkeypatch, name: str, seen: list):
     monkeypatch.setitem(registry("selector")._entries, name, record)
 
 
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", SCORED_CASES)
 def test_visionzip_merges_as_the_paper_defines(name, monkeypatch):
     case, model, batch = _setup(name)
     seen = []
@@ -325,3 +373,57 @@ def test_pixel_shuffle_families_map_patches_as_the_model_does(name):
     maps = session_of(compiled).thread.vision_capture.maps
     torch.testing.assert_close(maps.attention[batch.vision_mask], _pixel_shuffle_reference(case, batch),
                                atol=1e-6, rtol=1e-4)
+
+
+def test_pooled_tokens_excludes_an_explicit_merge():
+    with pytest.raises(ValidationError, match="pooled_tokens fixes the merge"):
+        VisionSide(tower="t", encoder_layers="layers", pooled_tokens="mm_tokens_per_image", merge=2)
+
+
+def test_a_pool_that_does_not_divide_the_patch_grid_is_refused(monkeypatch):
+    case, model, batch = _setup("gemma3")
+    # 3 x 3 from the test tower's 8 x 8 patches: not whole blocks (the model's own pool was built for 4 x 4)
+    monkeypatch.setattr(model.config, "mm_tokens_per_image", 9)
+    compiled = tp.compile(model, case.spec, _schedule(case, [1.0, 0.5]), scorer="fastervlm", self_check="off")
+    with pytest.raises(UnsupportedError, match=r"8 x 8 patch grid pooled to 9 tokens.*vision_side.pooled_tokens"):
+        logits_of(compiled, batch)
+
+
+# ------------------------------------------------------------------ the conformance checks on more families
+@functools.cache
+def _case(name: str):
+    return load_case(name, None)
+
+
+# The ranking selectors at three cuts (later cuts see earlier cuts' survivors); the grid selectors at the one cut
+# they serve (whole grids).
+CONTRACT_RATIOS = {"fastervlm": [1.0, 0.75, 0.5, 0.25], "visionzip": [1.0, 0.75, 0.5, 0.25],
+                   "grid-downsample": [1.0, 0.3], "grid-pool": [1.0, 0.3]}
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize(("selector", "name"), [
+    *((selector, name) for selector in sorted(CONTRACT_RATIOS) for name in ("internvl", "gemma3")),
+    ("fastervlm", "llava_next"), ("visionzip", "llava_next")])
+def test_vision_selectors_pass_the_conformance_checks(selector, name, attn):
+    case = _case(name)
+    model = case.models[attn]
+    batch = case.batch(model, "batch3")
+    schedule = _schedule(case, CONTRACT_RATIOS[selector])
+    compiled = tp.compile(model, case.spec, schedule, scorer=selector, self_check="off")
+    selection = check_selector_call(case, batch, compiled)
+    assert sorted(selection) == list(range(1, len(CONTRACT_RATIOS[selector])))
+    for layer, per_sample in selection.items():
+        for b, kept in enumerate(per_sample):
+            assert len(kept) == tp.keep_count(schedule.keep_ratio[layer], int(batch.vision_mask[b].sum()))
+            assert bool(batch.vision_mask[b, kept].all()), "only vision tokens are pruned"
+
+
+@pytest.mark.parametrize("selector", ["grid-downsample", "grid-pool"])
+def test_grid_selectors_refuse_any_res_images(selector):
+    """A LLaVA-NeXT image is a base crop, a crop grid and newline tokens: no one patch grid to sample."""
+    case = _case("llava_next")
+    model = case.models["sdpa"]
+    compiled = tp.compile(model, case.spec, _schedule(case, [1.0, 0.3]), scorer=selector, self_check="off")
+    with pytest.raises(UnsupportedError, match=r"no patch grid.*spec 'llava_next'"):
+        logits_of(compiled, case.batch(model, "batch3"))

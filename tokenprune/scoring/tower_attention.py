@@ -31,6 +31,7 @@ class TowerLayout:
     cls_kept: bool  # the [CLS] token is itself a language-model token
     merge: int  # patches per side merged into one language-model token
     merge_order: str  # "blocks" or "consecutive"
+    pooled_tokens: int | None = None  # tokens per image after an average pool of the grid (sets the merge)
 
 
 @dataclass
@@ -96,7 +97,7 @@ def read_qk_proj(attn, args: tuple, kwargs: dict, layout: TowerLayout, grid_thw=
     patches = received.shape[1]
     side = round(patches ** 0.5)
     square = side * side == patches and not (layout.cls_token is not None and layout.cls_kept)
-    s = layout.merge
+    s = layout.merge if layout.pooled_tokens is None else _pool_factor(side, square, layout.pooled_tokens)
     if s > 1:
         if not square or side % s:
             raise UnsupportedError(describe(f"{patches} tower tokens per image merged {s} x {s}", "spec vision_side.merge",
@@ -106,6 +107,17 @@ def read_qk_proj(attn, args: tuple, kwargs: dict, layout: TowerLayout, grid_thw=
         received = blocks.reshape(images, -1)
     grid = (side // s, side // s) if square else None
     return ImageScores(received.reshape(-1), [grid] * images, [received.shape[1]] * images)
+
+
+def _pool_factor(side: int, square: bool, pooled: int) -> int:
+    """Patches per side an average pool to ``pooled`` tokens per image merges: the pooled grid is square."""
+    pooled_side = round(pooled ** 0.5)
+    if not square or pooled_side * pooled_side != pooled or side % pooled_side:
+        raise UnsupportedError(describe(
+            f"a {side} x {side} patch grid pooled to {pooled} tokens per image", "spec vision_side.pooled_tokens",
+            "a square patch grid pooled to a square token count whose side divides the grid's side",
+            "check vision_side.pooled_tokens and cls_token"))
+    return side // pooled_side
 
 
 def _read_qwen(attn, args: tuple, kwargs: dict, layout: TowerLayout, grid_thw, window_index) -> ImageScores:

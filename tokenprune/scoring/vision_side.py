@@ -108,7 +108,7 @@ def _build_maps(capture, where: str) -> PromptMaps:
     patch = torch.full(shape, -1, dtype=torch.long, device=ids.device)
     grids, counts = [], []
     for mask, call in zip(masks, capture.calls):
-        scores = call.scores
+        scores = call.scores if capture.layout is None else capture.layout(call.scores, capture.image_sizes)
         if int(mask.sum()) != scores.scores.numel():
             raise UnsupportedError(describe(
                 f"the vision tower gave {scores.scores.numel()} tokens where the prompt has {int(mask.sum())}", where,
