@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import torch
 
 from tokenprune.errors import UnsupportedError, describe
-from tokenprune.scoring.anyres_tiles import anyres_layout
-from tokenprune.scoring.tower_attention import READERS, ImageScores, TowerLayout
+from tokenprune.plugins import registry
+from tokenprune.scoring.tower_attention import ImageScores, TowerLayout
 from tokenprune.spec import _resolve_config_ref, resolve_module
 
 from .accelerate_hooks import rebind_hooks
@@ -82,13 +82,13 @@ def install_vision_capture(pruned: torch.nn.Module, original: torch.nn.Module, b
     _install_output_capture(tower)
     tower_clone = _clone_down(pruned, original, side.tower)
     attention_clone = _clone_down(pruned, original, attention_path)
-    read = READERS[side.reader]
+    read = registry("tower_reader").get(side.reader, f"{where}.reader")
     tiling = None
-    if side.tiling == "anyres":
-        config = original.config
+    if side.tiling != "none":
+        config, layout_of = original.config, registry("vision_tiling").get(side.tiling, f"{where}.tiling")
 
         def tiling(scores, image_sizes):
-            return anyres_layout(scores, image_sizes, config, where)
+            return layout_of(scores, image_sizes, config, where)
 
     def open_capture(claiming: bool) -> VisionCapture:
         capture = session.thread.vision_capture

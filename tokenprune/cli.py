@@ -8,7 +8,6 @@ a YAML file (a schedule, a saved search result or a ``tokenprune.yaml``).
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import subprocess
 import sys
@@ -18,65 +17,27 @@ from typing import Optional
 
 import typer
 
-from tokenprune.cli_models import Loaded, calibration_set, load_model, sample_inputs, schedule_for, synthetic_image
-
-app = typer.Typer(help="Layer-wise vision-token pruning for Hugging Face multimodal LLMs.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
-
-MODEL_HELP = "A bundled spec name (its tiny random test model) or a local model directory (from_pretrained)."
-TRUST_HELP = ("Allow a model directory whose config.json maps its classes to Python files shipped with it "
-              "(auto_map) to run that code. Read the files first.")
-OBJECTIVE_HELP = ("kl | kl_last | answer_logprob | accuracy, or a registered objective (default: kl_last for vtw, kl "
-                  "otherwise).")
-SCHEDULE_HELP = ("keep-all | fastv:K:KEEP | vtw:K | pdrop:RATIO | pdrop:L1,L2:RATIO | sigmoid:K:ALPHA:FLOOR | "
-                 "r0,r1,... | a schedule / search-result / tokenprune.yaml file. Default: a 2-cut schedule.")
-
-
-def _friendly(fn):
-    """Print tokenprune errors as one readable line and exit with status 2 instead of a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from tokenprune.errors import TokenPruneError
-
-        try:
-            return fn(*args, **kwargs)
-        except TokenPruneError as err:
-            while _OPEN_BARS:
-                _OPEN_BARS.pop().close()
-            typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
+# OBJECTIVE_HELP and app are also this module's public names (tests, the docs' CLI page).
+from tokenprune.cli_common import (  # noqa: F401
+    MODEL_HELP,
+    OBJECTIVE_HELP,
+    SCHEDULE_HELP,
+    TRUST_HELP,
+    _friendly,
+    _interactive,
+    _progress,
+    _silence_library_bars,
+    app,
+)
+from tokenprune.cli_models import (
+    Loaded,
+    load_model,
+    sample_inputs,
+    schedule_for,
+    synthetic_image,
+)
 
 
-_OPEN_BARS: list = []
-
-
-def _interactive() -> bool:
-    """Progress bars only on a terminal: piped or logged output gets plain lines, not interleaved bar redraws."""
-    return sys.stderr.isatty()
-
-
-def _progress(total: int, desc: str):
-    """A tqdm bar on stderr (hidden unless stderr is a terminal); :func:`_friendly` closes it on failure."""
-    from tqdm.auto import tqdm
-
-    if not _interactive():
-        _silence_library_bars()
-    bar = tqdm(total=total, desc=desc, leave=False, file=sys.stderr, disable=not _interactive())
-    _OPEN_BARS.append(bar)
-    return bar
-
-
-def _silence_library_bars() -> None:
-    """transformers draws its own loading bars; off when the output is not a terminal."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-
-
-# ---------------------------------------------------------------- commands
 @app.command()
 @_friendly
 def demo(repeats: int = typer.Option(5, help="Timed rounds per variant."),
@@ -237,7 +198,12 @@ def visualize(model: str = typer.Argument(..., help=MODEL_HELP),
               trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP)) -> None:
     """Draw the kept patches of every distinct cut over the input image and print the model's answer (a PNG)."""
     import tokenprune as tp
-    from tokenprune.visualize import answer_question, plot_for_question, plot_kept_patches, prompt_inputs
+    from tokenprune.visualize import (
+        answer_question,
+        plot_for_question,
+        plot_kept_patches,
+        prompt_inputs,
+    )
 
     grid_rc = _parse_grid(grid)
     bar = _progress(3, "loading model")

@@ -8,9 +8,16 @@ from typing import Optional
 
 import typer
 
-from tokenprune.cli import MODEL_HELP, OBJECTIVE_HELP, TRUST_HELP, _friendly, _interactive, _silence_library_bars, app
+from tokenprune.cli_common import (
+    MODEL_HELP,
+    OBJECTIVE_HELP,
+    TRUST_HELP,
+    _friendly,
+    _interactive,
+    _silence_library_bars,
+    app,
+)
 from tokenprune.cli_models import calibration_set, load_model
-
 
 # Method options of ``tokenprune search``: the config field each one sets.
 SEARCH_FLAGS = {"tolerance": "--tolerance", "grid": "--grid", "n_trials": "--n-trials", "eta": "--eta",

@@ -11,8 +11,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# How the attention probabilities of a tower layer are recomputed from what its attention module receives.
-TowerAttention = Literal["qk_proj", "qwen2_vl", "qwen2_5_vl"]
 
 
 class _Strict(BaseModel):
@@ -31,12 +29,13 @@ class VisionSide(_Strict):
         "`vision_feature_layer` (an index into the tower's hidden states, whose entry 0 is the embeddings: -2 is "
         "the output of the penultimate layer). Default: the layer whose output feeds the projector.")
     attention: str = Field("self_attn", description="Path of the attention module, relative to an encoder layer.")
-    reader: TowerAttention = Field(
+    reader: str = Field(
         "qk_proj", description="How the layer's attention probabilities are recomputed from its attention module's "
-        "input (towers run sdpa/flash and return no weights): 'qk_proj', separate q_proj/k_proj (optional q_norm/"
-        "k_norm over the whole projection), num_heads and scale (CLIP, SigLIP, InternViT); 'qwen2_vl', a fused "
-        "qkv with the vision rotary embedding, attention within cu_seqlens blocks; 'qwen2_5_vl', the same inside "
-        "the tower's window order, mapped back to the image's order.")
+        "input (towers run sdpa/flash and return no weights): a `tower_reader` plug-in. 'qk_proj' (built in): "
+        "separate q_proj/k_proj (optional q_norm/k_norm over the whole projection), num_heads and scale (CLIP, "
+        "SigLIP, InternViT); the family module `qwen2_vl` registers 'qwen2_vl' (a fused qkv with the vision "
+        "rotary embedding, attention within cu_seqlens blocks) and 'qwen2_5_vl' (the same inside the tower's "
+        "window order, mapped back to the image's order).")
     cls_token: int | None = Field(None, description="Index of the [CLS] token in each image's tower sequence; "
                                   "null for towers without one (the score is then the mean attention over queries).")
     cls_in_features: str | None = Field(
@@ -60,8 +59,9 @@ class VisionSide(_Strict):
     grid: Literal["square", "grid_thw"] = Field(
         "square", description="Each image's patch grid: 'square', the square root of its patch count; 'grid_thw', "
         "the (t, h, w) rows of the tower's `grid_thw` argument (a video's frames are stacked as rows).")
-    tiling: Literal["none", "anyres"] = Field(
-        "none", description="'anyres': LLaVA-NeXT's any-resolution layout. The tower runs once per crop (a base "
+    tiling: str = Field(
+        "none", description="'none': one tower call per image, its tokens in order; else a `vision_tiling` plug-in. "
+        "'anyres' (family module `llava_next`): LLaVA-NeXT's any-resolution layout. The tower runs once per crop (a base "
         "crop, then a grid of high-resolution crops, per image); the language model sees the base crop's patches, "
         "then the crop grid unpadded to the image's aspect ratio with a newline token ending each row "
         "(config image_grid_pinpoints, the call's image_sizes). Newline tokens score 0 (no tower attention).")

@@ -1,22 +1,12 @@
 """Family-specific behaviour beyond the shared conformance suite: refusals and policies."""
 
-import pytest
 import torch
 
 import tokenprune as tp
 from tests.conformance.cases import greedy, load_case
 from tokenprune.testing.masking import dropped_per_layer, kept_positions, masked_reference
-from tokenprune.errors import TraceError
 from tokenprune.spec_testdata import load_test_model
 from tokenprune.testing import build_test_model, make_test_inputs
-
-
-def test_qwen3_vl_refuses_cuts_before_deepstack_layers():
-    spec = tp.load_spec("qwen3_vl")
-    model = build_test_model(spec)
-    with pytest.raises(TraceError, match=r"after the cut before layer 1 reads per-token value 'visual_pos_masks'"):
-        tp.compile(model, spec, tp.Schedule.fastv(6, layer=1, keep=0.5))
-    tp.compile(model, spec, tp.Schedule.fastv(6, layer=2, keep=0.5))  # at K=2 and deeper it compiles
 
 
 def test_image_and_video_spans_are_counted_together_per_sample():

@@ -89,7 +89,8 @@ from tokenprune.plugins import load_plugins, registry
 import tokenprune.plugins.resolve  # the core's built-in runtime entries (registered when a spec is resolved)
 import tokenprune.testing  # the core's built-in test builders (registered when test models are built)
 
-KINDS = ("rope", "qk", "tracing_hint", "hidden_states", "locator", "test_inputs", "test_stand_in", "test_weights")
+KINDS = ("rope", "qk", "tracing_hint", "hidden_states", "locator", "test_inputs", "test_stand_in", "test_weights",
+         "tower_reader", "vision_tiling")
 
 
 def family_modules():

@@ -204,6 +204,24 @@ class Selector(Protocol):
     def __call__(self, ctx: Any, counts: torch.Tensor) -> torch.Tensor | CutMerge: ...
 
 
+class TowerReader(Protocol):
+    """Kind ``tower_reader``: the attention a vision-tower layer gives each token, recomputed from what its
+    attention module ``attn`` received (``args``, ``kwargs``); ``layout`` is the spec's resolved vision side,
+    ``grid_thw`` the tower call's grid input (or None), ``tower`` the tower module. Returns the per-image scores
+    (``tokenprune.scoring.tower_attention.ImageScores``)."""
+
+    def __call__(self, attn: torch.nn.Module, args: tuple, kwargs: dict, layout: Any, grid_thw: Any = None,
+                 tower: Any = None) -> Any: ...
+
+
+class VisionTiling(Protocol):
+    """Kind ``vision_tiling``: how a family lays out an image's tower crops as language-model tokens (spec
+    ``vision_side.tiling``). Given one tower call's per-crop scores (``ImageScores``), the call's
+    ``image_sizes`` and the model config, return the per-image scores in the prompt's token order."""
+
+    def __call__(self, crops: Any, image_sizes: Any, config: Any, where: str) -> Any: ...
+
+
 class TestInputBuilder(Protocol):
     """Kind ``test_inputs``: a left-padded ``TestBatch`` for a tiny model, sample ``b`` with
     ``images_per_sample[b]`` images and ``text_lengths[b]`` text tokens."""

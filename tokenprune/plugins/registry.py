@@ -152,6 +152,8 @@ _REGISTRIES: dict[str, Registry] = {
     "locator": Registry("locator", CallableAs(contracts.Locator)),
     "scorer": Registry("scorer", CallableAs(contracts.Scorer)),
     "selector": Registry("selector", CallableAs(contracts.Selector)),
+    "tower_reader": Registry("tower_reader", CallableAs(contracts.TowerReader)),
+    "vision_tiling": Registry("vision_tiling", CallableAs(contracts.VisionTiling)),
     "objective": Registry("objective", AnyOf(InstanceOf(contracts.Objective),
                                              CallableAs(contracts.ObjectiveFunction))),
     "test_inputs": Registry("test_inputs", CallableAs(contracts.TestInputBuilder)),

@@ -12,13 +12,12 @@ language-model tokens, (rows, columns), or None when the tokens are not a grid.
 
 from __future__ import annotations
 
-import itertools
-import sys
 from dataclasses import dataclass
 
 import torch
 
 from tokenprune.errors import UnsupportedError, describe
+from tokenprune.plugins import register
 
 _QUERY_CHUNK = 1024  # queries per softmax block: bounds memory at (images, heads, 1024, tokens)
 
@@ -67,7 +66,7 @@ def _as_bias(mask) -> torch.Tensor | None:
     return mask.float()
 
 
-def _scale(attn) -> float:
+def attention_scale(attn) -> float:
     for name in ("scale", "scaling"):
         value = getattr(attn, name, None)
         if value is not None:
@@ -77,6 +76,7 @@ def _scale(attn) -> float:
                                     "name a reader that fits this tower"))
 
 
+@register("tower_reader", "qk_proj")
 def read_qk_proj(attn, args: tuple, kwargs: dict, layout: TowerLayout, grid_thw=None, tower=None) -> ImageScores:
     """Separate q_proj/k_proj (optional q_norm/k_norm over the whole projection), images as the batch axis."""
     x = args[0] if args else kwargs["hidden_states"]  # (N, T, D)
@@ -88,7 +88,7 @@ def read_qk_proj(attn, args: tuple, kwargs: dict, layout: TowerLayout, grid_thw=
     q = q.reshape(images, length, heads, -1).transpose(1, 2)  # (N, H, T, Dh)
     k = k.reshape(images, length, heads, -1).transpose(1, 2)
     mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
-    received = received_attention(q, k, _scale(attn), layout.cls_token, _as_bias(mask))  # (N, T)
+    received = received_attention(q, k, attention_scale(attn), layout.cls_token, _as_bias(mask))  # (N, T)
     if layout.cls_token is None:
         received = received / length
     elif not layout.cls_kept:
@@ -118,46 +118,3 @@ def _pool_factor(side: int, square: bool, pooled: int) -> int:
             "a square patch grid pooled to a square token count whose side divides the grid's side",
             "check vision_side.pooled_tokens and cls_token"))
     return side // pooled_side
-
-
-def _read_qwen(attn, args: tuple, kwargs: dict, layout: TowerLayout, grid_thw, window_index) -> ImageScores:
-    x = args[0] if args else kwargs["hidden_states"]  # (S, D) every image's patches, packed
-    cu_seqlens = kwargs.get("cu_seqlens", args[1] if len(args) > 1 else None)
-    cos, sin = kwargs["position_embeddings"]
-    seq = x.shape[0]
-    q, k, _ = attn.qkv(x).reshape(seq, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)  # each (S, H, Dh)
-    rotate = sys.modules[type(attn).__module__].apply_rotary_pos_emb_vision  # the tower's own rotary
-    q, k = rotate(q, k, cos, sin)
-    scale = _scale(attn)
-    received = torch.zeros(seq, dtype=torch.float32, device=x.device)
-    bounds = cu_seqlens.tolist()
-    for start, stop in itertools.pairwise(bounds):  # attention stays inside each block (image, frame, window)
-        qs, ks = q[start:stop].transpose(0, 1)[None], k[start:stop].transpose(0, 1)[None]  # (1, H, L, Dh)
-        received[start:stop] = received_attention(qs, ks, scale, None)[0]
-    unit = layout.merge ** 2
-    units = received.reshape(-1, unit).sum(dim=1)  # (S / unit,) merged patches sum
-    if window_index is not None:  # the tower ran its units in window order: put them back in image order
-        units = torch.empty_like(units).scatter_(0, window_index.to(units.device), units)
-    counts, grids, divisors = [], [], []
-    for t, h, w in grid_thw.tolist():
-        counts.append(t * h * w // unit)
-        grids.append((t * h // layout.merge, w // layout.merge))
-        divisors.append(torch.full((t * h * w // unit,), float(t * h * w), device=x.device))
-    return ImageScores(units / torch.cat(divisors), grids, counts)
-
-
-def read_qwen2_vl(attn, args, kwargs, layout: TowerLayout, grid_thw=None, tower=None) -> ImageScores:
-    """Qwen2-VL: fused qkv, vision rotary, attention per cu_seqlens block, 2x2 units of consecutive tokens."""
-    return _read_qwen(attn, args, kwargs, layout, grid_thw, None)
-
-
-def read_qwen2_5_vl(attn, args, kwargs, layout: TowerLayout, grid_thw=None, tower=None) -> ImageScores:
-    """Qwen2.5-VL: as Qwen2-VL, inside the tower's window order (``tower.get_window_index``'s permutation)."""
-    from transformers.vision_utils import get_vision_window_index
-
-    window_index, _ = get_vision_window_index(grid_thw, spatial_merge_size=tower.spatial_merge_size,
-                                              window_size=tower.window_size, patch_size=tower.patch_size)
-    return _read_qwen(attn, args, kwargs, layout, grid_thw, window_index)
-
-
-READERS = {"qk_proj": read_qk_proj, "qwen2_vl": read_qwen2_vl, "qwen2_5_vl": read_qwen2_5_vl}

@@ -1,4 +1,5 @@
-"""LLaVA-NeXT's any-resolution layout: from the tower's per-crop scores to the language model's vision tokens.
+"""LLaVA-NeXT (spec ``llava_next``): its any-resolution layout (``vision_side.tiling: anyres``), from the tower's
+per-crop scores to the language model's vision tokens.
 
 The tower runs once per crop: each image is a base crop (the whole image, resized) followed by a grid of
 high-resolution crops. The language model sees the base crop's patches, then the crops' patches laid out as one
@@ -15,12 +16,13 @@ from __future__ import annotations
 import torch
 
 from tokenprune.errors import UnsupportedError, describe
-
-from .tower_attention import ImageScores
+from tokenprune.plugins import register
+from tokenprune.scoring.tower_attention import ImageScores
 
 NEWLINE_SCORE = 0.0  # a newline token is no patch: no tower attention reaches it
 
 
+@register("vision_tiling", "anyres")
 def anyres_layout(crops: ImageScores, image_sizes: torch.Tensor | None, config, where: str) -> ImageScores:
     """Per image, the base crop's scores, then the unpadded crop grid's row by row, each row followed by a
     newline token (``NEWLINE_SCORE``); images are not grids (``grids`` None)."""
