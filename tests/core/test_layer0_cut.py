@@ -18,7 +18,7 @@ from tokenprune.scoring.scorers import layer0_selectors
 from tokenprune.testing.masking import dropped_per_layer, masked_reference
 
 from ..conformance.cases import greedy, layers_of, load_case
-from ..selectors.conformance_checks import check_selector_call
+from ..selectors.conformance_checks import case_fixture, check_selector_call, logits_of
 
 ATOL = 1e-4
 MODELS = [(("llava", None), "eager"), (("llava", None), "sdpa"), (("qwen2_5_vl", None), "sdpa"),
@@ -33,17 +33,8 @@ def _schedule(num_layers: int, first: float = 0.5, second: float = 0.25) -> tp.S
     return tp.Schedule(([first, first] + [second] * num_layers)[:num_layers])
 
 
-def _logits(model, batch):
-    with torch.no_grad():
-        return model(**batch.kwargs).logits
-
-
-@pytest.fixture(scope="module", params=MODELS, ids=lambda m: f"{m[0][0]}-{m[1]}")
-def setup(request):
-    case_key, attn = request.param
-    case = load_case(*case_key)
-    model = case.models[attn]
-    return case, model, case.batch(model, "batch3")
+_logits = logits_of
+setup = case_fixture(MODELS)
 
 
 def _check_against_reference(case, model, batch, scorer: str) -> None:

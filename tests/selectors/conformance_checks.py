@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import tokenprune as tp
 from tokenprune.testing.masking import dropped_per_layer, kept_rows, masked_reference
 
-from ..conformance.cases import greedy, layers_of
+from ..conformance.cases import greedy, layers_of, load_case
 from ..conformance.test_conformance import _single
 
 ATOL = 1e-4
 
 
-def logits_of(model, batch):
+def logits_of(model, batch, **kwargs):
     with torch.no_grad():
-        return model(**batch.kwargs).logits
+        return model(**batch.kwargs, **kwargs).logits
+
+
+def case_fixture(models):
+    """A module-scoped fixture over ``models``, ((case, variant), attention implementation) pairs, giving
+    (case, model, the case's left-padded three-prompt batch)."""
+
+    @pytest.fixture(scope="module", params=models, ids=lambda m: f"{m[0][0]}-{m[1]}")
+    def setup(request):
+        case_key, attn = request.param
+        case = load_case(*case_key)
+        model = case.models[attn]
+        return case, model, case.batch(model, "batch3")
+
+    return setup
 
 
 def check_selector_call(case, batch, compiled) -> dict:

@@ -16,7 +16,7 @@ from tokenprune.plugins import register, registry
 from tokenprune.scoring.selection import SelectorOutputError
 
 from ..conformance.cases import load_case
-from .conformance_checks import check_selector_call
+from .conformance_checks import case_fixture, check_selector_call, logits_of
 
 # Selectors that refuse every bundled test model, with the words their refusal must contain.
 # grid-downsample and grid-pool need whole grids: they work at the first cut of RATIOS and refuse the second.
@@ -33,17 +33,8 @@ def _schedule(case, key: str) -> tp.Schedule:
     return tp.Schedule((ratios + [ratios[-1]] * case.num_layers)[:case.num_layers])
 
 
-def _logits(model, batch):
-    with torch.no_grad():
-        return model(**batch.kwargs).logits
-
-
-@pytest.fixture(scope="module", params=MODELS, ids=lambda m: f"{m[0][0]}-{m[1]}")
-def setup(request):
-    case_key, attn = request.param
-    case = load_case(*case_key)
-    model = case.models[attn]
-    return case, model, case.batch(model, "batch3")
+_logits = logits_of
+setup = case_fixture(MODELS)
 
 
 def test_every_selector_is_checked():

@@ -20,6 +20,7 @@ from tokenprune.testing.masking import dropped_per_layer, kept_rows, masked_refe
 
 from ..conformance.cases import greedy, layers_of, load_case
 from ..conformance.test_conformance import _single
+from .conformance_checks import case_fixture, logits_of
 
 MODELS = [(("llava", None), "eager"), (("llava", None), "sdpa"), (("qwen2_5_vl", None), "sdpa")]
 ATOL = 1e-4
@@ -87,17 +88,8 @@ def _schedule(case, key: str) -> tp.Schedule:
     return tp.Schedule((ratios + [ratios[-1]] * case.num_layers)[:case.num_layers])
 
 
-def _logits(model, batch, **kwargs):
-    with torch.no_grad():
-        return model(**batch.kwargs, **kwargs).logits
-
-
-@pytest.fixture(scope="module", params=MODELS, ids=lambda m: f"{m[0][0]}-{m[1]}")
-def setup(request):
-    case_key, attn = request.param
-    case = load_case(*case_key)
-    model = case.models[attn]
-    return case, model, case.batch(model, "batch3")
+_logits = logits_of
+setup = case_fixture(MODELS)
 
 
 @pytest.mark.parametrize("name", ["test-merge-nearest", "tome"])
