@@ -23,7 +23,7 @@ DEMO_CONFIG = {
 
 
 GLOSSARY = (
-    ("cut", "a point between two decoder layers where the schedule's keep ratio falls and vision tokens are dropped"),
+    ("cut", "a point before a decoder layer where the schedule's keep ratio falls and vision tokens are dropped"),
     ("interleaved runs", "the models are timed in alternation, round after round, so machine load hits all alike"),
     ("FLOPs fraction", "the pruned language model's prefill arithmetic as a share of the unpruned one's (1 = none "
                        "saved)"),
