@@ -177,3 +177,30 @@ def test_dispatch_guard_on_to_is_rebound(tmp_path):
         pruned.to(torch.float64)
     assert accelerate_hooks._refers_to(pruned.to, pruned) and accelerate_hooks._refers_to(pruned.to.__wrapped__, pruned)
     assert not accelerate_hooks._refers_to(pruned.to, hooked)
+
+
+# A cut before layer 0, merging selectors and selectors reading the vision tower (its attention captured through
+# the hooked tower) on an offloaded model: the same selection, merges and outputs as without hooks.
+SELECTOR_CASES = {"divprune": [0.5, 0.5, 0.25, 0.25], "visionzip": [0.5] * 4, "fastervlm": [1.0, 0.5, 0.25, 0.25],
+                  "tome": [1.0, 1.0, 0.5, 0.5], "grid-pool": [0.3] * 4}
+
+
+@pytest.mark.parametrize("scorer", sorted(SELECTOR_CASES))
+def test_offloaded_model_selects_and_merges_like_the_unhooked_one(scorer, tmp_path):
+    spec = tp.load_spec("llava")
+    model = build_test_model(spec)
+    ratios = SELECTOR_CASES[scorer]
+    schedule = tp.Schedule((ratios + [ratios[-1]] * 12)[:model.config.get_text_config().num_hidden_layers])
+    batch = make_test_inputs(spec, model, [1, 1, 1], [5, 9, 3], seed=3)
+    plain = tp.compile(model, spec, schedule, scorer=scorer)
+    with torch.no_grad():
+        want = plain(**batch.kwargs).logits
+    want_kept, want_merges = tp.last_selection(plain), tp.last_merges(plain)
+    hooked = _disk(build_test_model(spec), spec, tmp_path)
+    pruned = tp.compile(hooked, spec, schedule, scorer=scorer)
+    with torch.no_grad():
+        assert torch.equal(pruned(**batch.kwargs).logits, want)
+    _assert_same_selection(tp.last_selection(pruned), want_kept)
+    merges = tp.last_merges(pruned)
+    assert merges.keys() == want_merges.keys() and all(torch.equal(merges[k], want_merges[k]) for k in merges)
+    assert torch.equal(greedy(pruned, batch, steps=3), greedy(plain, batch, steps=3))
