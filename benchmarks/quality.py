@@ -7,6 +7,7 @@ PyramidDrop and the random scorer at each budget. Searches see the calibration s
     python benchmarks/quality.py                 # full grid; writes docs/benchmarks/quality.{md,json,png}
     python benchmarks/quality.py --quick         # a small grid for a smoke run (writes to --docs-dir)
     python benchmarks/quality.py --only 'dart-*' 'psigmoid-selectors-*'   # some rows, merged into the page
+    python benchmarks/quality.py --suite photo   # the photo reference model: docs/benchmarks/photo/quality.*
 
 Interrupted runs resume from --work-dir (finished rows and search trials are kept). With --only, the rows not
 run come from DOCS_DIR/quality.json when it was written with the same settings (new settings may be added), so
@@ -24,11 +25,20 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+# Per suite: the shipped model, where its page and its resumable rows go, and what the page says it is.
+SUITE_DEFAULTS = {
+    "grid": {"checkpoint": "reference_model/checkpoint", "docs_dir": "docs/benchmarks",
+             "work_dir": "benchmarks/work/quality", "readme": "reference_model/README.md",
+             "description": "`tokenprune.synthvqa`'s 3x3 grids"},
+    "photo": {"checkpoint": "reference_model/photo/checkpoint", "docs_dir": "docs/benchmarks/photo",
+              "work_dir": "benchmarks/work/quality-photo", "readme": "reference_model/photo/README.md",
+              "description": "`tokenprune.synthvqa.photo`'s photo-like scenes (mostly background)"},
+}
 
 INTRO = (
-    "Measured by `python benchmarks/quality.py` on the shipped reference model "
-    "(`reference_model/checkpoint`: a {layers}-layer LLaVA trained on `tokenprune.synthvqa`, {vision} vision "
-    "tokens per image; see `reference_model/README.md`). Searches ran on the calibration split only; every "
+    "Measured by `python benchmarks/quality.py{flag}` on the shipped reference model "
+    "(`{checkpoint}`: a {layers}-layer LLaVA trained on {description}, {vision} vision "
+    "tokens per image; see `{readme}`). Searches ran on the calibration split only; every "
     "row is scored on the same {n} test-split questions (exact match of the first greedy token). "
     "Single run, seed {seed}: with {n} questions one question is {unit:.2f} points, so differences of a "
     "point or two are within noise.\n\n"
@@ -45,13 +55,18 @@ BELOW_GATE = (
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, default=ROOT / "reference_model" / "checkpoint")
-    p.add_argument("--work-dir", type=Path, default=ROOT / "benchmarks" / "work" / "quality",
-                   help="finished rows and search trials of this run, for resuming (git-ignored)")
-    p.add_argument("--docs-dir", type=Path, default=ROOT / "docs" / "benchmarks",
-                   help="where the page goes; the default, the published docs/benchmarks, needs a clean git tree")
-    p.add_argument("--schedules-dir", type=Path, default=ROOT / "reference_model" / "schedules",
-                   help="where the searched P-Sigmoid schedules are saved (the demo loads p-sigmoid-b0.3.yaml)")
+    p.add_argument("--suite", choices=("grid", "photo"), default="grid",
+                   help="which reference model: grid (144 vision tokens) or photo (576, mostly background)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="default: the suite's shipped model")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="finished rows and search trials of this run, for resuming (git-ignored; default: "
+                        "benchmarks/work/quality, or quality-photo for the photo suite)")
+    p.add_argument("--docs-dir", type=Path, default=None,
+                   help="where the page goes (default: docs/benchmarks, or docs/benchmarks/photo); the published "
+                        "ones need a clean git tree")
+    p.add_argument("--schedules-dir", type=Path, default=None,
+                   help="where the searched P-Sigmoid schedules are saved (default: the checkpoint's sibling "
+                        "schedules/; the demo loads p-sigmoid-b0.3.yaml)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--n-test", type=int, default=None)
     p.add_argument("--n-calibration", type=int, default=None)
@@ -69,6 +84,11 @@ def parse(argv):
                    help="run only these entry ids or shell patterns (e.g. 'dart-*'); other rows come from the "
                         "quality.json in --docs-dir")
     return p.parse_args(argv)
+
+
+def _shown(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
 def save_searched_schedules(rows: list[dict], folder: Path) -> dict[str, Path]:
@@ -112,7 +132,15 @@ def main(argv=None) -> dict:
     from tokenprune.bench.quality.page import write_outputs
 
     args = parse(argv)
-    if args.docs_dir.resolve() == (ROOT / "docs" / "benchmarks").resolve():
+    suite = SUITE_DEFAULTS[args.suite]
+    args.checkpoint = args.checkpoint or ROOT / suite["checkpoint"]
+    args.work_dir = args.work_dir or ROOT / suite["work_dir"]
+    args.docs_dir = args.docs_dir or ROOT / suite["docs_dir"]
+    args.schedules_dir = args.schedules_dir or args.checkpoint.parent / "schedules"
+    if not (args.checkpoint / "config.json").is_file():
+        sys.exit(f"error: no model at {args.checkpoint} (config.json missing); expected the {args.suite} suite's "
+                 f"trained checkpoint: train it (see {suite['readme']}) or pass --checkpoint DIR")
+    if args.docs_dir.resolve() == (ROOT / suite["docs_dir"]).resolve():
         from tokenprune.bench.publish import require_clean_checkout
         from tokenprune.errors import TokenPruneError
 
@@ -140,11 +168,10 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     earlier = published_report(args.docs_dir, settings) if args.only else None
     rows = run_quality(model, spec, processor, settings, args.work_dir, only=args.only or None,
-                       published={r["id"]: r for r in earlier["rows"]} if earlier else None)
+                       published={r["id"]: r for r in earlier["rows"]} if earlier else None, suite=args.suite)
     text, vision = model.config.text_config, model.config.vision_config
     report = {
-        "model": {"name": "reference LLaVA", "checkpoint": str(args.checkpoint.relative_to(ROOT)
-                                                              if args.checkpoint.is_relative_to(ROOT) else args.checkpoint),
+        "model": {"name": "reference LLaVA", "suite": args.suite, "checkpoint": _shown(args.checkpoint),
                   "layers": text.num_hidden_layers, "hidden": text.hidden_size},
         "settings": settings.to_dict(), "machine": machine,
         # Compute time of the rows (a resumed run only regenerates the outputs).
@@ -157,13 +184,15 @@ def main(argv=None) -> dict:
         report["ran"] = "--only " + " ".join(args.only)
         report["merged_from"] = {"timestamp_utc": earlier["machine"].get("timestamp_utc"),
                                  "commit": earlier["machine"].get("source", {}).get("commit")}
-    from tokenprune import synthvqa
+    from tokenprune.bench.quality.suites import SUITES
     from tokenprune.synthvqa import answers
 
-    majority = answers.majority_baselines(synthvqa.make_split("test", settings.n_test, settings.seed))
+    majority = answers.majority_baselines(SUITES[args.suite].make_split("test", settings.n_test, settings.seed))
     base = next(r for r in rows if r["id"] == "unpruned")["accuracy"]["overall"] if any(
         r["id"] == "unpruned" for r in rows) else float("nan")
-    intro = INTRO.format(base=base, majority=majority["per_type_answer"], layers=text.num_hidden_layers, vision=(vision.image_size // vision.patch_size) ** 2, n=settings.n_test,
+    intro = INTRO.format(flag="" if args.suite == "grid" else f" --suite {args.suite}",
+                         checkpoint=_shown(args.checkpoint), description=suite["description"], readme=suite["readme"],
+                         base=base, majority=majority["per_type_answer"], layers=text.num_hidden_layers, vision=(vision.image_size // vision.patch_size) ** 2, n=settings.n_test,
                          seed=settings.seed, unit=100 / settings.n_test, caveat=BELOW_GATE if not base >= 0.9 else "")
     paths = write_outputs(report, args.docs_dir, intro)
     if not args.quick:

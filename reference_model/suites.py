@@ -88,8 +88,7 @@ class GridSuite(Suite):
     def evidence_keys(self, sample, question) -> torch.Tensor:
         """(144,) bool: the patches of the cells the question is about."""
         keys = torch.zeros(self.num_image_tokens, dtype=torch.bool)
-        for row, col in synthvqa.relevant_cells(sample.scene, question):
-            keys |= self.position_of_patch == (row - 1) * synthvqa.GRID + (col - 1)
+        keys[synthvqa.evidence_patches(sample.scene, question)] = True
         return keys
 
 

@@ -171,3 +171,38 @@ def test_model_fingerprint_changes_with_any_weight(reference):
         finally:
             weight[0, 0] = original  # restore exactly: the fixture is shared
     assert model_fingerprint(model) == before
+
+
+def _quality_script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "quality.py"
+    spec = importlib.util.spec_from_file_location("quality_script_suites", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+@pytest.mark.timeout(600)
+def test_photo_suite_rows_score_photo_questions(tmp_path):
+    from tests.reference_model._scripts import PHOTO, build
+
+    from tokenprune.synthvqa import answers, photo
+
+    processor = build.build_processor(PHOTO)
+    model = build.build_model(processor.tokenizer, seed=1, text_hidden=32, text_intermediate=64, suite=PHOTO).eval()
+    settings = replace(TINY, n_test=6, batch_size=6)
+    rows = run_quality(model, load_spec("llava"), processor, settings, tmp_path / "work", progress=False,
+                       only=["unpruned", "fastv-K2-R0.75"], suite="photo")
+    assert [r["id"] for r in rows] == ["unpruned", "fastv-K2-R0.75"]
+    samples = photo.make_split("test", 6)
+    assert rows[0]["accuracy"] == answers.accuracy(model, processor, samples)  # the photo questions, not the grid's
+    fastv = Schedule.from_dict(rows[1]["schedule"])
+    counts = answers.prompt_token_counts(processor, samples, [model.config.image_token_id])
+    assert {vision for _, vision in counts} == {576}
+    assert rows[1]["flops_fraction"] == pytest.approx(mean_flops_fraction(model.config, fastv, counts))
+
+
+def test_benchmark_script_refuses_a_missing_photo_model(tmp_path):
+    with pytest.raises(SystemExit, match="no model at .*photo suite's trained checkpoint"):
+        _quality_script().main(["--suite", "photo", "--checkpoint", str(tmp_path), "--docs-dir", str(tmp_path)])

@@ -24,7 +24,7 @@ from .dataset import (
     target_for,
 )
 from .glyphs import CHARACTERS
-from .grounding import relevant_cells
+from .grounding import evidence_patches, relevant_cells
 from .questions import ANSWERS, QUESTION_TYPES
 from .scene import COLORS, GRID, IMAGE_SIZE, SHAPES, Item, Scene, random_scene, render
 from .vocab import SPECIAL_TOKENS, words
@@ -47,6 +47,7 @@ __all__ = [
     "Sample",
     "Scene",
     "describe",
+    "evidence_patches",
     "extra_questions",
     "make_sample",
     "make_split",

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 
-from tokenprune import synthvqa
 from tokenprune.errors import ScheduleError, TokenPruneError, describe
 from tokenprune.flops import mean_flops_fraction
 from tokenprune.schedule import Schedule
@@ -25,6 +24,7 @@ from tokenprune.spec import resolve_module
 from tokenprune.synthvqa import answers
 
 from .plan import Entry, QualitySettings, plan
+from .suites import SUITES
 
 ROWS_FILE = "rows.jsonl"
 
@@ -75,10 +75,12 @@ class RowStore:
 
 
 def run_quality(model, spec, processor, settings: QualitySettings, work_dir: Path, progress: bool = True,
-                only: Collection[str] | None = None, published: dict[str, dict] | None = None) -> list[dict]:
+                only: Collection[str] | None = None, published: dict[str, dict] | None = None,
+                suite: str = "grid") -> list[dict]:
     """Every entry of :func:`plan` (or those matching ``only``: ids or shell patterns such as ``dart-*``), as
     rows in plan order. ``published``: rows of an earlier run by id; entries not run come from it (so a subset
-    merges into the published results), and entries run here may reuse its schedules."""
+    merges into the published results), and entries run here may reuse its schedules. ``suite``: whose questions
+    (:data:`.suites.SUITES`: the grid or the photo reference model's)."""
     import tokenprune as tp
     from tokenprune.search import CalibrationSet
 
@@ -91,7 +93,8 @@ def run_quality(model, spec, processor, settings: QualitySettings, work_dir: Pat
                                        f"ids or patterns of {[e.id for e in everything]}"))
     published = dict(published or {})
     store = RowStore(work_dir / ROWS_FILE, settings, model_fingerprint(model))
-    test = synthvqa.make_split("test", settings.n_test, settings.seed)
+    make_split = SUITES[suite].make_split
+    test = make_split("test", settings.n_test, settings.seed)
     counts = answers.prompt_token_counts(processor, test, spec.vision_token_ids(model.config))
     calibration = None
     bar = _bar(len(entries), progress)
@@ -99,7 +102,7 @@ def run_quality(model, spec, processor, settings: QualitySettings, work_dir: Pat
         bar.set_description(entry.id)
         if entry.id not in store.rows:
             if entry.search is not None and calibration is None:
-                calib_samples = synthvqa.make_split("calibration", settings.n_calibration, settings.seed)
+                calib_samples = make_split("calibration", settings.n_calibration, settings.seed)
                 calibration = CalibrationSet.from_triples(
                     processor, [(s.image, s.prompt, " " + s.answer) for s in calib_samples], seed=settings.seed)
             store.add(_run_entry(tp, model, spec, processor, entry, settings, test, counts, calibration,
