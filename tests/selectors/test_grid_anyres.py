@@ -23,7 +23,7 @@ from tokenprune.selectors import SelectorInputError, marked_grid_downsample, mar
 from ..conformance.cases import load_case
 from .conformance_checks import check_selector_call, logits_of
 from .helpers import assert_batch_invariant, assert_keep_all, assert_valid_selection, kept_positions, padded_batch
-from .helpers import tokens_of
+from .helpers import split_shares, tokens_of
 from .test_grid import reference_downsample
 
 MARKED = [(3, 4), (1, 5), (4, 1), (5, 2), (2, 3)]  # (rows, columns) of patches; a marker ends each row
@@ -94,15 +94,6 @@ def _image_positions(batch, layouts: list[TiledGrid]) -> list[list[list[int]]]:
     return images
 
 
-def _shares(k: int, sizes: list[int]) -> list[int]:
-    """Largest-remainder split of k over images of sizes (ties: earlier image)."""
-    total = sum(sizes)
-    shares = [k * n // total for n in sizes]
-    for i in sorted(range(len(sizes)), key=lambda i: (-(k * sizes[i] % total), i))[:k - sum(shares)]:
-        shares[i] += 1
-    return shares
-
-
 def _expected_anyres(case, batch, ratio: float):
     """(layouts, per sample the kept prompt positions, per sample and image its positions and kept indices)."""
     layouts = anyres_layouts(case.models["eager"], batch.kwargs["image_sizes"])
@@ -113,7 +104,7 @@ def _expected_anyres(case, batch, ratio: float):
         mine = layouts[g:g + len(positions)]
         g += len(positions)
         chosen = [reference_anyres(layout, share)
-                  for layout, share in zip(mine, _shares(k, [sum(layout.counts()) for layout in mine]))]
+                  for layout, share in zip(mine, split_shares(k, [sum(layout.counts()) for layout in mine]))]
         kept[b] = sorted(p[i] for p, c in zip(positions, chosen) for i in c)
         per_image.append(list(zip(mine, positions, chosen)))
     return layouts, kept, per_image
