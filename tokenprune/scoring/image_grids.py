@@ -65,7 +65,7 @@ def grid_parts(ctx: ScoreContext, counts: torch.Tensor, name: str) -> tuple[Grid
             f"image {g} has {present[g]} of its {sizes[g]} tokens at this cut"
             + ("" if layouts[g] is not None else " and no patch grid"),
             f"selector {name!r} at the cut before layer {ctx.layer} (spec {ctx.spec.name!r})",
-            "each image's whole patch grid (one grid, or LLaVA-NeXT's any-res base and crop grids): the first cut "
+            "each image's whole patch grid (one grid, or an any-res image's base and crop grids): the first cut "
             "of the schedule, on a tower whose tokens form a grid",
             "cut with this selector only once (the schedule's first cut), or use 'fastervlm' / 'random-keep'"))
     n = candidates.shape[1]

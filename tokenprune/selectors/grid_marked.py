@@ -1,4 +1,4 @@
-"""Grid baselines on a patch grid whose every row ends in a marker token (LLaVA-NeXT's high-resolution crops:
+"""Grid baselines on a patch grid whose every row ends in a marker token (an any-resolution image's crop grid:
 one grid with a newline token after each row).
 
 Sample ``b``'s valid slots, in index order, are its ``grid[b] = (h, w)`` patch grid row-major with one marker
