@@ -237,6 +237,7 @@ def test_grid_pool_merges_each_any_res_token_into_its_nearest_kept_token(monkeyp
 
 def test_a_tiling_without_grids_is_refused(monkeypatch):
     """A tiling plug-in that gives its images no grid layout: the grid selectors refuse, naming what to do."""
+    case, model, batch = _setup()  # loads the spec's plug-in module, which registers 'anyres'
     anyres = registry("vision_tiling").get("anyres")
 
     def no_grids(crops, image_sizes, config, where):
@@ -244,7 +245,6 @@ def test_a_tiling_without_grids_is_refused(monkeypatch):
         return ImageScores(scores.scores, [None] * len(scores.counts), scores.counts)
 
     monkeypatch.setitem(registry("vision_tiling")._entries, "test-no-grids", no_grids)
-    case, model, batch = _setup()
     spec = case.spec.model_copy(update={"vision_side": case.spec.vision_side.model_copy(
         update={"tiling": "test-no-grids"})})
     compiled = tp.compile(model, spec, _schedule(case, 0.3), scorer="grid-downsample", self_check="off")
