@@ -9,6 +9,8 @@ image with no crop grid ends with a single newline token). The layout is compute
 
 A newline token is no patch and receives no tower attention: its score is 0, so a ranking selector drops the
 newlines before any patch, and a merging selector folds them into its kept tokens like any other dropped token.
+The layout is a ``TiledGrid`` (base grid, then the crop grid with its newlines) for the grid selectors; an image
+with no crop grid (or one unpadded to nothing) has none.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from tokenprune.errors import UnsupportedError, describe
 from tokenprune.plugins import register
-from tokenprune.scoring.tower_attention import ImageScores
+from tokenprune.scoring.tower_attention import ImageScores, TiledGrid
 
 NEWLINE_SCORE = 0.0  # a newline token is no patch: no tower attention reaches it
 
@@ -25,7 +27,7 @@ NEWLINE_SCORE = 0.0  # a newline token is no patch: no tower attention reaches i
 @register("vision_tiling", "anyres")
 def anyres_layout(crops: ImageScores, image_sizes: torch.Tensor | None, config, where: str) -> ImageScores:
     """Per image, the base crop's scores, then the unpadded crop grid's row by row, each row followed by a
-    newline token (``NEWLINE_SCORE``); images are not grids (``grids`` None)."""
+    newline token (``NEWLINE_SCORE``); each image's layout a ``TiledGrid`` (None without a crop grid)."""
     from transformers.models.llava_next.modeling_llava_next import (
         get_anyres_image_grid_shape,
         image_size_to_num_patches,
@@ -44,7 +46,7 @@ def anyres_layout(crops: ImageScores, image_sizes: torch.Tensor | None, config, 
             f"{side} x {side} patches per crop, the [CLS] token dropped (vision_feature_select_strategy 'default')",
             "any-res tiling reads only towers whose crops are whole patch grids"))
     per_crop = list(crops.scores.split(crops.counts))  # each (side * side,)
-    scores, counts, start = [], [], 0
+    scores, layouts, counts, start = [], [], [], 0
     for size in image_sizes.tolist():
         n = image_size_to_num_patches(size, config.image_grid_pinpoints, crop_size)
         base, tiles = per_crop[start], per_crop[start + 1:start + n]
@@ -55,8 +57,10 @@ def anyres_layout(crops: ImageScores, image_sizes: torch.Tensor | None, config, 
             grid = unpad_image(grid.reshape(1, rows * side, cols * side), size)[0]  # (H, W) the image's aspect
             newline = grid.new_full((grid.shape[0], 1), NEWLINE_SCORE)
             tiles_flat = torch.cat([grid, newline], dim=1).reshape(-1)  # row-major, a newline ending each row
+            layouts.append(TiledGrid((side, side), tuple(grid.shape)) if grid.numel() else None)
         else:
             tiles_flat = base.new_full((1,), NEWLINE_SCORE)
+            layouts.append(None)
         scores.append(torch.cat([base, tiles_flat]))
         counts.append(scores[-1].numel())
     if start != len(per_crop):
@@ -64,4 +68,4 @@ def anyres_layout(crops: ImageScores, image_sizes: torch.Tensor | None, config, 
             f"{len(per_crop)} crops through the tower for images needing {start}", f"{where}.tiling",
             "one tower call over every image's crops (image_grid_pinpoints of the config)",
             "check the config's image_grid_pinpoints and vision_config.image_size"))
-    return ImageScores(torch.cat(scores), [None] * len(counts), counts)
+    return ImageScores(torch.cat(scores), layouts, counts)

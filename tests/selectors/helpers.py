@@ -78,3 +78,13 @@ SIZES = [[9, 14, 1, 11], [16, 5, 12], [7]]
 
 def counts(valid: torch.Tensor, ratio: float) -> torch.Tensor:
     return keep_counts(valid, ratio)
+
+
+def split_shares(k: int, sizes: list[int]) -> list[int]:
+    """Largest-remainder split of a sample's count k over its images of ``sizes`` tokens (ties: the earlier image),
+    written out plainly."""
+    total = sum(sizes)
+    shares = [k * n // total for n in sizes]
+    for i in sorted(range(len(sizes)), key=lambda i: (-(k * sizes[i] % total), i))[:k - sum(shares)]:
+        shares[i] += 1
+    return shares

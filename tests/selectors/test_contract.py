@@ -1,8 +1,9 @@
 """Every registered selector, compiled with ``compile(scorer=NAME)``, through the conformance checks.
 
 Tiny LLaVA, LLaVA-NeXT, InternVL, Gemma 3 and Qwen2.5-VL test models, eager and sdpa each, a batch of three
-left-padded prompts and a schedule with three cuts at layers >= 1: per-sample counts ceil(r * N_b), the masking reference, cached ==
-uncached generation, batch invariance, and a cut that keeps every token bit-identical to the original model.
+left-padded prompts and a schedule with three cuts at layers >= 1 (one cut for the grid selectors, which need
+whole grids): per-sample counts ceil(r * N_b), the masking reference, cached == uncached generation, batch
+invariance, and a cut that keeps every token bit-identical to the original model.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from tokenprune.scoring.selection import SelectorOutputError
 from ..conformance.cases import load_case
 from .conformance_checks import case_fixture, check_selector_call, logits_of
 
-# Selectors that refuse every bundled test model, with the words their refusal must contain.
-# grid-downsample and grid-pool need whole grids: they work at the first cut of RATIOS and refuse the second.
-REFUSES = {"grid-downsample": "patch grid", "grid-pool": "patch grid"}
+# grid-downsample and grid-pool need whole grids: they cut once, at the schedule's first cut, and refuse a later
+# cut with these words.
+FIRST_CUT_ONLY = {"grid-downsample": r"whole patch grid.*first cut", "grid-pool": r"whole patch grid.*first cut"}
 FAMILIES = ["llava", "llava_next", "internvl", "gemma3", "qwen2_5_vl"]
 MODELS = [((family, None), attn) for family in FAMILIES for attn in ("eager", "sdpa")]
 # Cuts before layers 1, 2 and 3; a ratio just under 1 keeps ceil(r N) = N tokens: cuts that must change nothing.
-RATIOS = {"multi": [1.0, 0.75, 0.5, 0.25], "keep-every-token": [1.0, 0.9999, 0.9998, 0.9997]}
-WORKING = [name for name in registry("selector").names() if name not in REFUSES]
+RATIOS = {"multi": [1.0, 0.75, 0.5, 0.25], "first-cut": [1.0, 0.3],
+          "keep-every-token": [1.0, 0.9999, 0.9998, 0.9997]}
+WORKING = registry("selector").names()
 
 
 def _schedule(case, key: str) -> tp.Schedule:
@@ -37,8 +39,8 @@ _logits = logits_of
 setup = case_fixture(MODELS)
 
 
-def test_every_selector_is_checked():
-    assert WORKING and set(WORKING) | set(REFUSES) == set(registry("selector").names())
+def test_every_first_cut_only_selector_is_registered():
+    assert set(FIRST_CUT_ONLY) <= set(WORKING)
 
 
 def _compile(case, model, schedule, name):
@@ -54,12 +56,12 @@ def _compile(case, model, schedule, name):
 @pytest.mark.parametrize("name", WORKING)
 def test_selector_conformance(setup, name):
     case, model, batch = setup
-    schedule = _schedule(case, "multi")
+    schedule = _schedule(case, "first-cut" if name in FIRST_CUT_ONLY else "multi")
     compiled = _compile(case, model, schedule, name)
     if compiled is None:
         return
     selection = check_selector_call(case, batch, compiled)
-    assert sorted(selection) == list(schedule.cuts) == [1, 2, 3]
+    assert sorted(selection) == list(schedule.cuts) == ([1] if name in FIRST_CUT_ONLY else [1, 2, 3])
     for layer, per_sample in selection.items():
         for b, kept in enumerate(per_sample):
             assert len(kept) == tp.keep_count(schedule.keep_ratio[layer], int(batch.vision_mask[b].sum()))
@@ -76,12 +78,12 @@ def test_selector_keeping_every_token_is_bit_identical(setup, name):
     assert len(tp.last_selection(compiled)) == 3  # the cuts ran
 
 
-@pytest.mark.parametrize("name", sorted(REFUSES))
-def test_selector_refuses_clearly(name):
+@pytest.mark.parametrize("name", sorted(FIRST_CUT_ONLY))
+def test_selector_refuses_a_later_cut_clearly(name):
     case = load_case("llava", None)
     model = case.models["sdpa"]
     compiled = tp.compile(model, case.spec, _schedule(case, "multi"), scorer=name, self_check="off")
-    with pytest.raises(UnsupportedError, match=REFUSES[name]):
+    with pytest.raises(UnsupportedError, match=FIRST_CUT_ONLY[name]):
         _logits(compiled, case.batch(model, "batch3"))
 
 

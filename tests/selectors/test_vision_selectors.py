@@ -25,10 +25,12 @@ from tokenprune.spec_vision import VisionSide
 
 from ..conformance.cases import load_case
 from .conformance_checks import check_selector_call, logits_of
+from .helpers import split_shares
+from .test_grid_anyres import anyres_layouts
 
 CASES = ["llava", "qwen2_5_vl", "gemma3"]
-# Families whose images are no patch grid (LLaVA-NeXT's base crop, crop grid and newline tokens): the scoring
-# selectors' references only.
+# LLaVA-NeXT's images are a base grid and a crop grid with newline tokens: its grid selectors are checked in
+# test_grid_anyres.py, the scoring selectors here.
 SCORED_CASES = [*CASES, "llava_next"]
 
 
@@ -126,7 +128,7 @@ def _llava_next_tower_reference(case, batch):
     features = scores[..., None].expand(-1, -1, width).split(crops_per_image)  # per image (crops, P, D)
     packed, counts = eager.model.pack_image_features(list(features), sizes, config.vision_feature_select_strategy,
                                                      image_newline=torch.zeros(width))
-    return [torch.cat(packed)[:, 0]], [[None] * len(counts)], [[int(c) for c in counts]]
+    return [torch.cat(packed)[:, 0]], [anyres_layouts(eager, sizes)], [[int(c) for c in counts]]
 
 
 def _reference_at_prompt(case, batch, monkeypatch):
@@ -185,16 +187,6 @@ def test_fastervlm_keeps_the_tokens_cls_attends_most_at_every_cut(name, monkeypa
             assert kept.tolist() == _top(reference[b], vision, k), (layer, b)
 
 
-def _shares(k: int, sizes: list[int]) -> list[int]:
-    """Largest-remainder split of k over images of sizes (ties: earlier image), written out plainly."""
-    total = sum(sizes)
-    shares = [k * n // total for n in sizes]
-    order = sorted(range(len(sizes)), key=lambda i: (-(k * sizes[i] % total), i))
-    for i in order[:k - sum(shares)]:
-        shares[i] += 1
-    return shares
-
-
 def _grid_reference(case, batch, monkeypatch, ratio: float, owners: bool = False):
     """Per sample: the kept positions of grid downsampling of each image (and, with ``owners``, the position
     each vision position merges into under grid pooling around them: its nearest kept point)."""
@@ -210,7 +202,7 @@ def _grid_reference(case, batch, monkeypatch, ratio: float, owners: bool = False
     for b in range(batch.input_ids.shape[0]):
         mine = [int(g) for g in image_of_token[(flat // width) == b].unique()]
         k = tp.keep_count(ratio, int(batch.vision_mask[b].sum()))
-        for g, share in zip(mine, _shares(k, [counts[g] for g in mine])):
+        for g, share in zip(mine, split_shares(k, [counts[g] for g in mine])):
             positions = (flat[image_of_token == g] % width).tolist()
             rows, cols = grids[g]
             valid = torch.ones(1, rows * cols, dtype=torch.bool)
@@ -418,12 +410,3 @@ def test_vision_selectors_pass_the_conformance_checks(selector, name, attn):
             assert len(kept) == tp.keep_count(schedule.keep_ratio[layer], int(batch.vision_mask[b].sum()))
             assert bool(batch.vision_mask[b, kept].all()), "only vision tokens are pruned"
 
-
-@pytest.mark.parametrize("selector", ["grid-downsample", "grid-pool"])
-def test_grid_selectors_refuse_any_res_images(selector):
-    """A LLaVA-NeXT image is a base crop, a crop grid and newline tokens: no one patch grid to sample."""
-    case = _case("llava_next")
-    model = case.models["sdpa"]
-    compiled = tp.compile(model, case.spec, _schedule(case, [1.0, 0.3]), scorer=selector, self_check="off")
-    with pytest.raises(UnsupportedError, match=r"no patch grid.*spec 'llava_next'"):
-        logits_of(compiled, case.batch(model, "batch3"))

@@ -7,7 +7,8 @@ divided by the image's token count (the mean over queries), averaged over heads.
 
 Each reader returns, per image of the tower call, the score of every language-model token the image becomes
 (merged patches *sum* their scores: the attention the merged group receives) and the image's grid of
-language-model tokens, (rows, columns), or None when the tokens are not a grid.
+language-model tokens, (rows, columns), a :class:`TiledGrid` (any-resolution images), or None when the tokens
+are not a grid.
 """
 
 from __future__ import annotations
@@ -33,10 +34,23 @@ class TowerLayout:
     pooled_tokens: int | None = None  # tokens per image after an average pool of the grid (sets the merge)
 
 
+@dataclass(frozen=True)
+class TiledGrid:
+    """An any-resolution image's language-model tokens: the ``base`` (rows, columns) patch grid row-major, then
+    the ``tiles`` (rows, columns) patch grid row-major with a newline token ending each of its rows."""
+
+    base: tuple[int, int]
+    tiles: tuple[int, int]
+
+    def counts(self) -> tuple[int, int]:
+        """(base tokens, tile tokens with their newlines)."""
+        return self.base[0] * self.base[1], self.tiles[0] * (self.tiles[1] + 1)
+
+
 @dataclass
 class ImageScores:
     scores: torch.Tensor  # (T_llm,) fp32: each language-model token of the call, in feature order
-    grids: list  # per image: (rows, columns) of its language-model tokens, or None
+    grids: list  # per image: (rows, columns) of its language-model tokens, a TiledGrid, or None
     counts: list[int]  # per image: its language-model tokens
 
 

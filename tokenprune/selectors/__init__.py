@@ -14,11 +14,13 @@ from .cdpruner import cdpruner, instruction_relevance
 from .dart import dart
 from .divprune import divprune
 from .grid import grid_downsample, grid_pool, grid_pool_around
+from .grid_marked import marked_count_fits, marked_grid_downsample, marked_grid_pool_around, split_tiled
 from .random_keep import random_keep
 from .tome import tome_merge, tome_merge_to
 from .visionzip import default_contextual, visionzip
 
 __all__ = ["Merge", "Selection", "SelectorInputError", "keep_counts", "cdpruner", "instruction_relevance", "dart",
-           "divprune", "grid_downsample", "grid_pool", "grid_pool_around", "random_keep", "tome_merge", "tome_merge_to",
+           "divprune", "grid_downsample", "grid_pool", "grid_pool_around", "marked_count_fits", "marked_grid_downsample",
+           "marked_grid_pool_around", "split_tiled", "random_keep", "tome_merge", "tome_merge_to",
            "visionzip",
            "default_contextual"]

@@ -44,15 +44,23 @@ def grid_downsample(valid: torch.Tensor, k: torch.Tensor, grid: torch.Tensor) ->
     rows = torch.minimum(rows, height)
     cols = torch.minimum(width, -(-wanted // rows))                        # ceil division
     rows = torch.where(rows * cols < wanted, -(-wanted // cols), rows)
-    count = int(k.max()) if k.numel() else 0
-    t = torch.arange(count, device=valid.device)[None, :]                  # (1, K_max)
-    point = (t * (rows * cols)[:, None]) // wanted[:, None]                # (B, K_max) point of the sub-grid
-    row = (2 * (point // cols[:, None]) + 1) * height[:, None] // (2 * rows[:, None])
-    col = (2 * (point % cols[:, None]) + 1) * width[:, None] // (2 * cols[:, None])
-    mask = t < k[:, None]                                                  # (B, K_max)
+    row, col, mask = even_points(height, width, rows, cols, k)             # (B, K_max) each
     nth_valid = torch.where(mask, row * width[:, None] + col, 0)           # (B, K_max) among the valid slots
     slots = valid_order(valid).gather(1, nth_valid)                        # (B, K_max) actual slots
     return selection_from_keep(keep_mask_of(slots, mask, valid.shape[1]))
+
+
+def even_points(height: torch.Tensor, width: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row, column, mask), each (B, K_max): ``k[b]`` of the cell centres of a ``rows x cols`` sub-grid of the
+    ``height x width`` grid, thinned evenly (point ``floor(t P / k)`` of the P = rows * cols, row-major)."""
+    count = int(k.max()) if k.numel() else 0
+    wanted, rows, cols = k.clamp_min(1), rows.clamp_min(1), cols.clamp_min(1)
+    t = torch.arange(count, device=k.device)[None, :]                     # (1, K_max)
+    point = (t * (rows * cols)[:, None]) // wanted[:, None]                # (B, K_max) point of the sub-grid
+    row = (2 * (point // cols[:, None]) + 1) * height[:, None] // (2 * rows[:, None])
+    col = (2 * (point % cols[:, None]) + 1) * width[:, None] // (2 * cols[:, None])
+    return row, col, t < k[:, None]
 
 
 def grid_pool(x: torch.Tensor, valid: torch.Tensor, grid: torch.Tensor, window: tuple[int, int] = (2, 2)) -> Merge:
@@ -77,13 +85,22 @@ def grid_pool_around(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor, grid
     where = "grid_pool_around"
     check_selector_inputs(where, valid, k, x)
     _check_grid(where, valid, grid)
-    slots = valid.shape[1]
-    centre = grid_downsample(valid, k, grid).keep_mask(slots)             # (B, N)
+    centre = grid_downsample(valid, k, grid).keep_mask(valid.shape[1])     # (B, N)
     width = grid[:, 1:2]                                                   # (B, 1)
     nth = (valid.long().cumsum(dim=1) - 1).clamp_min(0)                    # (B, N) index among valid slots
-    row, col = nth // width, nth % width
+    return merge_into(x, nearest_owner(valid, centre, nth // width, nth % width))
+
+
+def nearest_owner(valid: torch.Tensor, centre: torch.Tensor, row: torch.Tensor, col: torch.Tensor,
+                  kind: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, N) long: the ``centre`` slot nearest to each valid slot on the grid (squared row and column distance,
+    ties to the earlier slot), among the centres of the slot's own ``kind`` when given; -1 where none is."""
     distance = (row[:, :, None] - row[:, None, :]) ** 2 + (col[:, :, None] - col[:, None, :]) ** 2  # (B, N, N)
-    distance = distance.masked_fill(~centre[:, None, :], torch.iinfo(distance.dtype).max)
-    nearest = distance.argmin(dim=2)                                       # (B, N) first minimum: earlier point
-    owner = torch.where(valid & centre.any(dim=1, keepdim=True), nearest, -1)
-    return merge_into(x, owner)
+    apart = ~centre[:, None, :]
+    if kind is not None:
+        apart = apart | (kind[:, :, None] != kind[:, None, :])
+    far = torch.iinfo(distance.dtype).max
+    distance = distance.masked_fill(apart, far)
+    nearest = distance.argmin(dim=2)                                       # (B, N) first minimum: earlier slot
+    found = distance.gather(2, nearest[:, :, None])[:, :, 0] < far
+    return torch.where(valid & found, nearest, -1)
