@@ -84,7 +84,8 @@ def cdpruner(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor, text: torch.
     gain = (quality.square() * nonzero).masked_fill(~valid, -float("inf"))   # (B, N) d_i^2, -inf at padding
     tolerance = RANK_TOLERANCE[gain.dtype] * gain.amax(dim=1, keepdim=True).clamp_min(0.0)   # (B, 1)
     steps = int(k.max()) if batch else 0
-    order, picked_gain = _greedy_map(weighted, gain, tolerance, steps)     # (B, K) each
+    with torch.inference_mode():   # no pick has a gradient: the loop's small operations skip autograd's bookkeeping
+        order, picked_gain = _greedy_map(weighted, gain, tolerance, steps)   # (B, K) each
     # The largest gain only shrinks (gains shrink, candidates leave), so the steps before the first exhausted one
     # are the greedy picks; sample b keeps those among its first k[b] steps (later steps served larger k).
     greedy = (picked_gain > tolerance) & (torch.arange(steps, device=x.device)[None, :] < k[:, None])   # (B, K)
