@@ -16,12 +16,12 @@ threshold inside the noise would let the picks of a sample depend on the batch a
 
 Cost: per step one kernel row, O(N D) (a matrix-vector product that reads the features once), and the
 projection onto the earlier Cholesky rows, O(step N): O(K N D + K^2 N) in all, in float32 (float64 inputs stay
-float64), with no host synchronisation inside the loop. A step is a handful of tensor operations, and the
-rank-exhausted fallback is applied once after the loop (an exhausted sample's gains stop changing, so its
-remaining picks are its most relevant open tokens). The whole (N, N) kernel in one matrix product would do
-N / K times the arithmetic at a higher rate; on a CPU (AMD EPYC, MKL, one thread, N = 576, D = 1024) it took
-about twice as long as the 144 rows of K = N / 4, and choosing per call would make a sample's rounding depend
-on the batch's largest k and padding, so every call computes rows.
+float64), with no host synchronisation inside the loop. A step is a handful of tensor operations (in inference
+mode, without autograd's bookkeeping), and the rank-exhausted fallback is applied once after the loop (an
+exhausted sample's gains stop changing, so its remaining picks are its most relevant open tokens). The whole
+(N, N) kernel in one matrix product would do N / K times the arithmetic at a higher rate; on a CPU (AMD EPYC,
+MKL, one thread, N = 576, D = 1024) it took about twice as long as the 144 rows of K = N / 4, and choosing per
+call would make a sample's rounding depend on the batch's largest k and padding, so every call computes rows.
 """
 
 from __future__ import annotations
