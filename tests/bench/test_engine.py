@@ -166,3 +166,20 @@ def test_prefill_report(tmp_path):
     assert d["keep_all_overhead"]["tokens"] == 8 and "overhead_s" in d["keep_all_overhead"]
     report.write(tmp_path / "prefill-cpu.json")
     assert "prefill.md" in [p.name for p in write_pages(tmp_path, tmp_path / "docs")]
+
+
+def test_nodes_only_run_times_the_fastv_and_selector_cuts_alone(tmp_path, capsys):
+    from tokenprune.bench.cli import main
+
+    report = run_speed("tiny", node_repeats=1, selectors=["random-keep"], nodes_only=True, echo=None)
+    assert set(report.results) == {"node_costs", "targets"}
+    assert set(report.results["node_costs"]) == {"fastv", "fastv-random-keep"}
+    assert all(list(nc["cuts"]) == ["2"] for nc in report.results["node_costs"].values())
+    [target] = report.results["targets"]
+    assert target["name"] == "inserted nodes per cut (share of prefill)" and target["value"] > 0
+    assert "inserted nodes only" in summary(report) and "fastv-random-keep" in summary(report)
+    assert main(["speed", "--preset", "tiny", "--nodes-only", "--selectors", "--node-repeats", "1",
+                 "--out", str(tmp_path)]) == 0
+    assert [p.name for p in (tmp_path / "results").iterdir()] == ["nodes-tiny-cpu-float32.json"]
+    assert main(["speed", "--preset", "tiny", "--nodes-only", "--publish"]) == 2
+    assert "--nodes-only with --publish" in capsys.readouterr().err

@@ -71,6 +71,21 @@ def test_rank_exhaustion_falls_back_to_relevance():
     assert kept_positions(selection, valid, 0) == expected
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_rank_exhaustion_in_a_batch_matches_reference(dtype):
+    """Samples that exhaust their rank at different steps (or never) share one batch."""
+    x, valid = padded_batch(4, [10, 4, 8, 2], dim=3, scattered=True, dtype=dtype)
+    text, text_valid = _text(4, 4)
+    text = text[:, :, :3].to(dtype)
+    k = torch.tensor([7, 4, 2, 1])                   # exhausted after 3 picks: samples 0 and 1, not 2 and 3
+    selection = cdpruner(x, valid, k, text, text_valid)
+    assert_valid_selection(selection, valid, k)
+    for b in range(len(k)):
+        expected = reference_cdpruner(tokens_of(x, valid, b).astype(np.float64),
+                                      tokens_of(text, text_valid, b).astype(np.float64), int(k[b]))
+        assert kept_positions(selection, valid, b) == expected, b
+
+
 def test_relevance_steers_the_choice():
     x, valid = padded_batch(9, [12])
     text = x[:, 4:5].clone()                          # the instruction looks exactly like token 4

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from tokenprune.errors import TokenPruneError
+from tokenprune.errors import TokenPruneError, UnsupportedError, describe
 
 from .page import write_pages
 from .publish import PUBLISHED_RESULTS, Destination, destination
@@ -65,6 +65,9 @@ def parser(prog: str = "tokenprune bench") -> argparse.ArgumentParser:
     speed.add_argument("--selectors", nargs="*", default=list(SELECTORS),
                        help="selectors whose inserted nodes are timed at the FastV schedule (default: "
                        + ", ".join(SELECTORS) + "; none: --selectors with no name)")
+    speed.add_argument("--nodes-only", action="store_true",
+                       help="only the inserted-node timing of FastV and --selectors (no prefill, decode, memory, "
+                       "compile or scaling); writes reports, no page")
     _common(speed)
 
     prefill = sub.add_parser("prefill", help="prefill of the original, compiled keep-all and FastV models "
@@ -93,6 +96,11 @@ def main(argv: list[str] | None = None, prog: str = "tokenprune bench") -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if getattr(args, "nodes_only", False):
+        if args.publish:
+            raise UnsupportedError(describe("--nodes-only with --publish", "tokenprune bench speed",
+                                            "a full run for the published pages", "drop one of the two options"))
+        args.no_page = True
     where = destination(args.out, args.publish)
     if args.command == "page":
         for path in sorted(Path(args.results).glob("*.json")):
@@ -121,13 +129,15 @@ def _measure(args: argparse.Namespace):
                         decode_tokens=args.decode_tokens, decode_repeats=args.decode_repeats,
                         node_repeats=args.node_repeats, scaling=args.scaling, scaling_repeats=args.scaling_repeats,
                         scaling_decode_tokens=args.scaling_decode_tokens, variants=args.variants,
-                        threads=args.threads, selectors=args.selectors)
+                        threads=args.threads, selectors=args.selectors, nodes_only=args.nodes_only)
 
 
 def _report_name(report: Report, args: argparse.Namespace) -> str:
     if report.kind == "prefill":
         return f"prefill-{args.device}.json"
     device = "cuda" if args.device.startswith("cuda") else args.device
+    if args.nodes_only:
+        return f"nodes-{report.preset['name']}-{device}-{report.settings['dtype']}.json"
     return f"speed-{report.preset['name']}-{device}-{report.settings['dtype']}.json"
 
 

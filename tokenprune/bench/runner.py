@@ -90,11 +90,12 @@ def run_speed(preset: str = "llama-12l", device: str = "cpu", dtype: str = "floa
               warmup: int = 1, decode_tokens: int | None = None, decode_repeats: int = 2, node_repeats: int = 3,
               scaling: list[int] | None = None, scaling_repeats: int = 3, scaling_decode_tokens: int = 8,
               variants: list[str] | None = None, threads: int | None = None, selectors=SELECTORS,
-              echo=print) -> Report:
+              nodes_only: bool = False, echo=print) -> Report:
     """Every speed-page measurement on one preset; a CPU run of a non-CPU preset only compiles (meta).
 
     ``selectors``: the FastV schedule compiled with each of them (``fastv-NAME``) adds rows to the inserted-node
-    micro-benchmark only (not to the prefill, decode and memory tables)."""
+    micro-benchmark only (not to the prefill, decode and memory tables). ``nodes_only``: that micro-benchmark
+    alone, for FastV and the selectors (a report without the tables the page needs)."""
     if threads:
         torch.set_num_threads(threads)
     p = get_preset(preset)
@@ -105,7 +106,7 @@ def run_speed(preset: str = "llama-12l", device: str = "cpu", dtype: str = "floa
                 "decode_repeats": decode_repeats, "node_repeats": node_repeats, "scaling": sizes,
                 "scaling_repeats": scaling_repeats, "scaling_decode_tokens": scaling_decode_tokens,
                 "num_vision_tokens": p.num_vision_tokens, "num_text_tokens": p.num_text_tokens,
-                "selectors": list(selectors)}
+                "selectors": list(selectors), "nodes_only": nodes_only}
     report = Report("speed", p.to_dict(), machine_info(device, torch_dtype), settings)
     runnable = torch.device(device).type == "cuda" or p.cpu_runnable
     if not runnable:
@@ -114,6 +115,13 @@ def run_speed(preset: str = "llama-12l", device: str = "cpu", dtype: str = "floa
         meta = build_model(p, torch_dtype, "meta")
         report.results["flops_only"] = {name: variant_flops(meta.config, v, p.num_text_tokens, p.num_vision_tokens)
                                         for name, v in _schedule_variants(meta).items()}
+    elif nodes_only:
+        _log(echo, f"{p.name}: inserted nodes of FastV and of the selectors, random {dtype} model on {device}")
+        model = build_model(p, torch_dtype, device)
+        inputs, _ = make_inputs(model, p, device=device)
+        timed = {**build_variants(model, ["fastv"]), **selector_variants(model, selectors)}
+        report.results["node_costs"] = {name: cut_costs(v.model, inputs, node_repeats, device)
+                                        for name, v in timed.items()}
     else:
         _log(echo, f"{p.name}: building a random {dtype} model on {device}")
         model = build_model(p, torch_dtype, device)

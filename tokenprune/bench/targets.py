@@ -59,6 +59,9 @@ def speed_targets(report) -> list[dict]:
         prop = kv_proportional(variants)
         out.append(_target("KV cache shrinks with the schedule", prop, True, prop,
                            "every layer holds text + ceil(r_l N) tokens; bytes proportional"))
+    elif res.get("node_costs"):  # an inserted-nodes-only run
+        out.append(_at_most("inserted nodes per cut (share of prefill)", max_cut_fraction(res["node_costs"]), 0.02,
+                            "worst cut over FastV and the selectors, fx-interpreter micro-benchmark"))
     rows = (res.get("scaling") or {}).get("rows") or []
     if rows and rows[-1].get("decode"):
         last = rows[-1]

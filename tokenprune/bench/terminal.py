@@ -27,6 +27,8 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
 def speed_summary(report: Report) -> str:
     head = f"{report.preset['name']} on {report.settings['device']}, {report.settings['dtype']}"
     variants = report.results.get("variants")
+    if not variants and "node_costs" in report.results:  # --nodes-only
+        return head + ", inserted nodes only\n" + node_summary(report.results["node_costs"])
     if not variants:  # a compile-only preset (too large to run here)
         comp = report.results["compile"]
         return f"{head}: compile only, trace + rewrite {comp['trace_rewrite_s']:.3f} s, total {comp['total_s']:.3f} s"

@@ -6,14 +6,15 @@ distance to the already selected set (its minimum distance to a selected token) 
 
 Cost: one (N, N) similarity per sample, O(N^2 D) (one matmul, float32 unless the input is float64), then O(N)
 per greedy step (the running minimum distance is updated with the newly selected token's row, no host sync):
-O(N^2 D + N K) in all.
+O(N^2 D + N K) in all. A step is four tensor operations (argmax, a row gather, a minimum, a scatter); the kept
+mask is built once after the loop.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ._common import Selection, check_selector_inputs, selection_from_keep, unit_rows
+from ._common import Selection, check_selector_inputs, keep_mask_of, selection_from_keep, unit_rows
 
 
 def divprune(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor) -> Selection:
@@ -32,12 +33,15 @@ def divprune(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor) -> Selection
     # score: each open token's distance to the chosen set (before the first pick: to its nearest other token);
     # -inf once chosen and at padding.
     score = to_others.amin(dim=2).masked_fill(~valid, -inf)                # (B, N); inf for a lone token
-    chosen = torch.zeros(batch, slots, dtype=torch.bool, device=x.device)  # (B, N)
-    rows = torch.arange(batch, device=x.device)
-    for step in range(int(k.max()) if batch else 0):
-        pick = score.argmax(dim=1)                                          # (B,) first maximum = lowest index
-        chosen[rows, pick] |= step < k
-        to_pick = distance[rows, pick]                                      # (B, N) the distance is symmetric
-        score = to_pick.masked_fill(~valid, -inf) if step == 0 else torch.minimum(score, to_pick)
-        score[rows, pick] = -inf
-    return selection_from_keep(chosen)
+    steps = int(k.max()) if batch else 0
+    picks = []
+    for step in range(steps):
+        pick = score.argmax(dim=1, keepdim=True)                            # (B, 1) first maximum = lowest index
+        picks.append(pick)
+        to_pick = distance.gather(1, pick[:, :, None].expand(-1, 1, slots))[:, 0]   # (B, N) distance is symmetric
+        score = to_pick.masked_fill(~valid, -inf) if step == 0 else torch.minimum(score, to_pick, out=score)
+        score.scatter_(1, pick, -inf)
+    # Sample b keeps its first k[b] picks (later steps only served samples that keep more).
+    order = torch.cat(picks, dim=1) if picks else torch.zeros(batch, 0, dtype=torch.long, device=x.device)
+    first = torch.arange(steps, device=x.device)[None, :] < k[:, None]     # (B, K)
+    return selection_from_keep(keep_mask_of(order, first, slots))
