@@ -206,3 +206,14 @@ def test_photo_suite_rows_score_photo_questions(tmp_path):
 def test_benchmark_script_refuses_a_missing_photo_model(tmp_path):
     with pytest.raises(SystemExit, match="no model at .*photo suite's trained checkpoint"):
         _quality_script().main(["--suite", "photo", "--checkpoint", str(tmp_path), "--docs-dir", str(tmp_path)])
+
+
+def test_every_benchmarked_selector_has_its_own_colour():
+    from tokenprune.bench.quality.page import style_of
+
+    settings = QualitySettings()
+    names = dict.fromkeys([*settings.selectors, *settings.layer0_selectors])
+    colours = {style_of(f"{name} (layer 0)")[1] for name in names}
+    assert len(colours) == len(names)
+    assert style_of("divprune (FastV schedule)")[1] == style_of("divprune (layer 0)")[1]  # one colour per selector
+    assert style_of("divprune (FastV schedule)")[0] != style_of("divprune (layer 0)")[0]  # one marker per schedule

@@ -21,8 +21,10 @@ STYLE = {"unpruned": ("*", "#000000"), "FastV": ("o", "#4C72B0"), "PyramidDrop":
          "P-Sigmoid (selector search)": ("*", "#8B1A1D")}
 # Selector families ("<selector> (<schedule>)"): one colour per selector, one marker per schedule family.
 SELECTOR_COLOURS = {"divprune": "#DD8452", "dart": "#64B5CD", "cdpruner": "#937860", "random-keep": "#B0B0B0",
-                    "grid-downsample": "#DA8BC3"}
-SCHEDULE_MARKERS = {"FastV schedule": "^"}
+                    "grid-downsample": "#DA8BC3", "grid-pool": "#8E44AD", "fastervlm": "#2E8B57",
+                    "visionzip": "#D4A017", "tome": "#1F3A93"}
+FALLBACK_COLOURS = ("#17BECF", "#BCBD22", "#7F7F7F", "#E377C2")  # a new selector before it gets its own
+SCHEDULE_MARKERS = {"FastV schedule": "^", "layer 0": "h"}
 RANDOM_SCORERS = ("random", "random-keep")  # not part of the Pareto front: they pick no tokens on purpose
 
 
@@ -31,7 +33,8 @@ def style_of(method: str) -> tuple[str, str]:
     if method in STYLE:
         return STYLE[method]
     selector, _, schedule = method.partition(" (")
-    return SCHEDULE_MARKERS.get(schedule.rstrip(")"), "o"), SELECTOR_COLOURS.get(selector, "#DD8452")
+    colour = SELECTOR_COLOURS.get(selector) or FALLBACK_COLOURS[sum(map(ord, selector)) % len(FALLBACK_COLOURS)]
+    return SCHEDULE_MARKERS.get(schedule.rstrip(")"), "o"), colour
 
 
 def pareto_front(rows: list[dict]) -> list[dict]:
