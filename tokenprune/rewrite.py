@@ -37,7 +37,7 @@ from tokenprune.rewrites.vision_capture import install_vision_capture, needs_vis
 from tokenprune.schedule import Schedule
 from tokenprune.scoring import DEFAULT_SCORER
 from tokenprune.scoring.attention import query_scale
-from tokenprune.scoring.scorers import check_first_layer_cut
+from tokenprune.scoring.scorers import check_first_layer_cut, check_single_cut
 from tokenprune.scoring.keys import KEY_POLICIES
 from tokenprune.spec import ModelSpec, load_spec, match_spec, resolve_module
 from tokenprune.plugins.resolve import ResolvedSpec, resolve_spec
@@ -71,6 +71,7 @@ def rewrite(model: torch.nn.Module, spec: str | Path | ModelSpec, schedule: Sche
     _check_layer_paths(layers[0], plugins)
     schedule.check_layers(len(layers), where=f"schedule for {type(model).__name__}")
     check_first_layer_cut(plugins, schedule.cuts)
+    check_single_cut(plugins, schedule.cuts)
     check_first_layer_kind(spec, lm_original.config, schedule.cuts)
     attn = lm_original.config._attn_implementation
     if attn not in _SUPPORTED_ATTENTION:

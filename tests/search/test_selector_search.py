@@ -13,6 +13,7 @@ from tokenprune.search import (
     FunctionEvaluator,
     GSearchConfig,
     PSigmoidConfig,
+    PyramidDropConfig,
     RandomScorerConfig,
     SearchResult,
     VTWConfig,
@@ -137,6 +138,23 @@ def test_selector_names_and_methods_are_checked_before_anything_runs():
     with pytest.raises(ScheduleError, match=r"cannot evaluate a schedule with a given selector"):
         search(method=GSearchConfig(), evaluator=without, selectors=["dart", "random-keep"])
     assert ev.calls == 0 and without.calls == 0
+
+
+@pytest.mark.parametrize("config", [PSigmoidConfig(n_trials=2), GSearchConfig(), PyramidDropConfig()])
+def test_one_cut_selectors_are_refused_where_schedules_cut_several_times(config):
+    ev = stub()
+    with pytest.raises(ScheduleError, match=r"selectors \['grid-downsample'\] with .*several layers.*only cut once"):
+        search(method=config, evaluator=ev, budget=None if isinstance(config, GSearchConfig) else 0.5,
+               selectors=["random-keep", "grid-downsample"])
+    assert ev.calls == 0
+
+
+def test_one_cut_selectors_are_searched_with_the_matched_fastv_baseline(llava12, calib12):
+    model, spec = llava12
+    result = search(model, spec, calib12, FastVConfig(), budget=0.5, selectors=["grid-downsample", "random-keep"],
+                    quiet=True)
+    assert set(result.selector_results) == {"grid-downsample", "random-keep"}
+    assert all(not trial.error for trial in result.trials)  # the grid selector ran at FastV's one cut
 
 
 # ------------------------------------------------------------------ on a model

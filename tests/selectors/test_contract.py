@@ -14,6 +14,7 @@ import torch
 import tokenprune as tp
 from tokenprune.errors import ScheduleError, UnsupportedError
 from tokenprune.plugins import register, registry
+from tokenprune.scoring import scorers
 from tokenprune.scoring.selection import SelectorOutputError
 
 from ..conformance.cases import load_case
@@ -21,12 +22,12 @@ from .conformance_checks import case_fixture, check_selector_call, logits_of
 
 # grid-downsample and grid-pool need whole grids: they cut once, at the schedule's first cut, and refuse a later
 # cut with these words.
-FIRST_CUT_ONLY = {"grid-downsample": r"whole patch grid.*first cut", "grid-pool": r"whole patch grid.*first cut"}
+FIRST_CUT_ONLY = ("grid-downsample", "grid-pool")  # they need every vision token: one cut per schedule
 FAMILIES = ["llava", "llava_next", "internvl", "gemma3", "qwen2_5_vl"]
 MODELS = [((family, None), attn) for family in FAMILIES for attn in ("eager", "sdpa")]
 # Cuts before layers 1, 2 and 3; a ratio just under 1 keeps ceil(r N) = N tokens: cuts that must change nothing.
 RATIOS = {"multi": [1.0, 0.75, 0.5, 0.25], "first-cut": [1.0, 0.3],
-          "keep-every-token": [1.0, 0.9999, 0.9998, 0.9997]}
+          "keep-every-token": [1.0, 0.9999, 0.9998, 0.9997], "keep-every-token-first-cut": [1.0, 0.9999]}
 WORKING = registry("selector").names()
 
 
@@ -71,20 +72,20 @@ def test_selector_conformance(setup, name):
 @pytest.mark.parametrize("name", WORKING)
 def test_selector_keeping_every_token_is_bit_identical(setup, name):
     case, model, batch = setup
-    compiled = _compile(case, model, _schedule(case, "keep-every-token"), name)
+    schedule = _schedule(case, "keep-every-token-first-cut" if name in FIRST_CUT_ONLY else "keep-every-token")
+    compiled = _compile(case, model, schedule, name)
     if compiled is None:
         return
     assert torch.equal(_logits(compiled, batch), _logits(model, batch))
-    assert len(tp.last_selection(compiled)) == 3  # the cuts ran
+    assert len(tp.last_selection(compiled)) == len(schedule.cuts)  # the cuts ran
 
 
-@pytest.mark.parametrize("name", sorted(FIRST_CUT_ONLY))
+@pytest.mark.parametrize("name", FIRST_CUT_ONLY)
 def test_selector_refuses_a_later_cut_clearly(name):
     case = load_case("llava", None)
-    model = case.models["sdpa"]
-    compiled = tp.compile(model, case.spec, _schedule(case, "multi"), scorer=name, self_check="off")
-    with pytest.raises(UnsupportedError, match=FIRST_CUT_ONLY[name]):
-        _logits(compiled, case.batch(model, "batch3"))
+    with pytest.raises(UnsupportedError, match=r"at 3 cuts \(before layers \[1, 2, 3\]\).*expected one cut.*whole patch grid"):
+        tp.compile(case.models["sdpa"], case.spec, _schedule(case, "multi"), scorer=name, self_check="off")
+    assert scorers.first_cut_only(name) and not scorers.first_cut_only("divprune")
 
 
 def test_a_selector_must_keep_exactly_the_asked_counts():

@@ -60,6 +60,23 @@ def check_first_layer_cut(plugins, cuts) -> None:
         raise _no_scoring_layer(plugins.scorer_name, plugins.spec.name)
 
 
+def first_cut_only(name: str) -> bool:
+    """Whether the registered selector or scorer ``name`` needs every vision token (one cut per schedule)."""
+    kind = "selector" if name in registry("selector").names() else "scorer"
+    return bool(getattr(registry(kind).get(name), "first_cut_only", False))
+
+
+def check_single_cut(plugins, cuts) -> None:
+    """At compile: refuse a schedule that cuts more than once with a selector that needs every vision token."""
+    if len(cuts) > 1 and getattr(plugins.selector, "first_cut_only", False):
+        raise UnsupportedError(describe(
+            f"selector {plugins.scorer_name!r} at {len(cuts)} cuts (before layers {list(cuts)})",
+            f"compile(scorer={plugins.scorer_name!r}, spec {plugins.spec.name!r})",
+            "one cut: the selector needs each image's whole patch grid, which only the first cut still holds",
+            "use a one-cut schedule (e.g. Schedule.fastv, or keep_ratio[0] < 1 and no later cut), or a selector "
+            "that works at any cut such as 'fastervlm', 'divprune' or 'random-keep'"))
+
+
 def require_scoring_layer(ctx: ScoreContext) -> None:
     """At run time, for any scorer reading the previous layer (plug-ins included): refuse a cut before layer 0."""
     if ctx.scoring_layer is None:

@@ -22,8 +22,9 @@ from .drop_selectors import vision_view
 from .image_grids import grid_parts
 
 
-def vision_selector(name: str):
-    """Register a selector that reads the vision tower (the capture is installed at compile for it). A cut that
+def vision_selector(name: str, first_cut_only: bool = False):
+    """Register a selector that reads the vision tower (the capture is installed at compile for it);
+    ``first_cut_only``: it needs every vision token, so a schedule may cut with it only once (checked at compile). A cut that
     keeps every candidate or none chooses nothing and reads nothing (the compile self-check's probe keeps all).
     The self-check's pruning probe marks text tokens as vision tokens and runs no tower: there the first
     ``counts[b]`` candidates stand in, since that probe checks only that the call prunes."""
@@ -42,6 +43,7 @@ def vision_selector(name: str):
             return select(ctx, counts)
 
         guarded.needs_vision_side = True
+        guarded.first_cut_only = first_cut_only
         return register("selector", name)(guarded)
 
     return deco
@@ -73,7 +75,7 @@ _GRID_KINDS = ((selectors.grid_downsample, selectors.grid_pool_around),
                (selectors.marked_grid_downsample, selectors.marked_grid_pool_around))
 
 
-@vision_selector("grid-downsample")
+@vision_selector("grid-downsample", first_cut_only=True)
 def grid_downsample(ctx: ScoreContext, counts: torch.Tensor) -> torch.Tensor:
     """Even spatial downsampling of each image's grid of language-model tokens (counts split over a sample's images
     by largest remainder; an any-res image's base and crop grids each downsampled, the crop grid's newlines kept
@@ -86,7 +88,7 @@ def grid_downsample(ctx: ScoreContext, counts: torch.Tensor) -> torch.Tensor:
     return keep
 
 
-@vision_selector("grid-pool")
+@vision_selector("grid-pool", first_cut_only=True)
 def grid_pool(ctx: ScoreContext, counts: torch.Tensor) -> CutMerge:
     """Pooling of each image's grid around the points grid-downsample keeps: every other token merges into its
     nearest kept point (any-res newlines into the nearest kept newline)."""

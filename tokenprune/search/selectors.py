@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from ..errors import ScheduleError, describe
-from .configs import SearchConfig, VTWConfig
+from .configs import FastVConfig, SearchConfig, VTWConfig
 from .evaluator import Evaluator
 from .result import Outcome
 from .runner import TrialRunner
@@ -55,10 +55,24 @@ def check_method(config: SearchConfig, selectors: tuple[str, ...] | None, where:
     elif config.scorer is not None:
         reason = f"evaluates with the {config.scorer!r} scorer by definition"
     else:
+        _check_one_cut_selectors(config, selectors, where)
         return
     raise ScheduleError(describe(f"selectors given to {config.title}, which {reason}", where,
                                  "selectors with P-Sigmoid, G-Search or a matched FastV / PyramidDrop baseline",
                                  "drop selectors=, or pick one of those methods"))
+
+
+def _check_one_cut_selectors(config: SearchConfig, selectors: tuple[str, ...], where: str) -> None:
+    """Refuse, before any trial, selectors that can cut only once with a method whose schedules cut several
+    times (every trial of theirs would fail, and the search would quietly choose among the others)."""
+    from ..scoring.scorers import first_cut_only
+
+    one_cut = [name for name in selectors if first_cut_only(name)]
+    if one_cut and not isinstance(config, FastVConfig):
+        raise ScheduleError(describe(
+            f"selectors {one_cut} with {config.title}, whose schedules cut at several layers", where,
+            "selectors that work at any cut (these need every vision token, so they can only cut once)",
+            "drop them from selectors=, or search them with the matched FastV baseline (one cut)"))
 
 
 def require_support(evaluator: Evaluator) -> None:
