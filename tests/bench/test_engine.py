@@ -183,3 +183,4 @@ def test_nodes_only_run_times_the_fastv_and_selector_cuts_alone(tmp_path, capsys
     assert [p.name for p in (tmp_path / "results").iterdir()] == ["nodes-tiny-cpu-float32.json"]
     assert main(["speed", "--preset", "tiny", "--nodes-only", "--publish"]) == 2
     assert "--nodes-only with --publish" in capsys.readouterr().err
+    assert torch.is_grad_enabled()  # the command leaves the caller's autograd state as it was

@@ -225,12 +225,10 @@ def test_grid_downsample_keeps_each_images_even_subgrid(name, monkeypatch):
     assert {b: kept.tolist() for b, kept in enumerate(selection[1])} == expected
 
 
-def test_grid_downsample_refuses_a_cut_without_whole_grids():
-    case, model, batch = _setup("llava")
-    compiled = tp.compile(model, case.spec, _schedule(case, [1.0, 0.75, 0.5]), scorer="grid-downsample",
-                          self_check="off")
-    with pytest.raises(UnsupportedError, match=r"whole patch grid.*first cut"):
-        logits_of(compiled, batch)
+def test_grid_downsample_refuses_a_schedule_with_a_cut_without_whole_grids():
+    case, model, _ = _setup("llava")
+    with pytest.raises(UnsupportedError, match=r"at 2 cuts.*expected one cut.*whole patch grid"):
+        tp.compile(model, case.spec, _schedule(case, [1.0, 0.75, 0.5]), scorer="grid-downsample", self_check="off")
 
 
 def test_a_spec_without_a_vision_side_is_refused_at_compile():

@@ -107,10 +107,10 @@ def _run(args: argparse.Namespace) -> int:
             print(summary(Report.read(path)) + "\n")
         _write_pages(Path(args.results), where)
         return 0
-    torch.set_grad_enabled(False)
-    for report in _measure(args):
-        print(summary(report) + "\n")
-        report.write(where.results / _report_name(report, args))
+    with torch.no_grad():  # scoped: a caller (a test, a notebook) keeps its own autograd state
+        for report in _measure(args):
+            print(summary(report) + "\n")
+            report.write(where.results / _report_name(report, args))
     if not args.no_page:
         _write_pages(where.results, where)
     print(f"reports: {where.results}; pages and figures: {where.pages}")
