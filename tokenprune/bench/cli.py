@@ -56,7 +56,7 @@ def parser(prog: str = "tokenprune bench") -> argparse.ArgumentParser:
     speed.add_argument("--warmup", type=int, default=1)
     speed.add_argument("--decode-tokens", type=int, default=None)
     speed.add_argument("--decode-repeats", type=int, default=2)
-    speed.add_argument("--node-repeats", type=int, default=3)
+    speed.add_argument("--node-repeats", type=int, default=5)
     speed.add_argument("--scaling", type=int, nargs="*", default=None, help="vision-token counts (default: preset's)")
     speed.add_argument("--scaling-repeats", type=int, default=3)
     speed.add_argument("--scaling-decode-tokens", type=int, default=8)

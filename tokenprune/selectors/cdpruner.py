@@ -14,14 +14,16 @@ to the most relevant remaining tokens. Ties go to the lower index. A float32 gai
 up to K squares, so it carries rounding of about K 2^-24 of the diagonal: below ``1e-4`` it is noise, and a
 threshold inside the noise would let the picks of a sample depend on the batch around it.
 
-Cost: per step one kernel row, O(N D) (a matrix-vector product that reads the features once), and the
-projection onto the earlier Cholesky rows, O(step N): O(K N D + K^2 N) in all, in float32 (float64 inputs stay
-float64), with no host synchronisation inside the loop. A step is a handful of tensor operations (in inference
-mode, without autograd's bookkeeping), and the rank-exhausted fallback is applied once after the loop (an
-exhausted sample's gains stop changing, so its remaining picks are its most relevant open tokens). The whole
-(N, N) kernel in one matrix product would do N / K times the arithmetic at a higher rate; on a CPU (AMD EPYC,
-MKL, one thread, N = 576, D = 1024) it took about twice as long as the 144 rows of K = N / 4, and choosing per
-call would make a sample's rounding depend on the batch's largest k and padding, so every call computes rows.
+Cost: per step one kernel row minus its projection onto the earlier Cholesky rows, computed as a single
+matrix-vector product: the features and the Cholesky rows sit side by side in one (N, D + K) matrix ``Z = [W | E]``
+(``W`` the quality-weighted unit features, column ``D + s`` of ``E`` written at step ``s``, zero before), so
+``L[p] - sum_s e_s[p] e_s = [w_p, -e_.[p]] Z^T`` reads ``Z`` once. O(K N (D + K)) in all, in float32 (float64
+inputs stay float64), with no host synchronisation inside the loop; a step is about ten tensor operations (in
+inference mode, without autograd's bookkeeping): on a CPU the per-operation overhead is as large as the product.
+The rank-exhausted fallback is applied once after the loop. Multiplying out the whole (N, N) kernel first would do N / K times
+the arithmetic at a higher rate; on a CPU (AMD EPYC, MKL, one thread, N = 576, D = 1024, K = 144) that variant
+took 1.5 times as long as this one, and choosing per call would make a sample's rounding depend on
+the batch's largest k and padding, so every call computes rows (``python -m tokenprune.selectors.benchmark``).
 """
 
 from __future__ import annotations
@@ -79,13 +81,12 @@ def cdpruner(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor, text: torch.
     alpha = theta / (2.0 * (1.0 - theta))
     unit = unit_rows(x)                                                    # (B, N, D)
     quality = torch.exp(alpha * _relevance(unit, valid, text, text_valid.bool()))   # (B, N) q_i
-    weighted = unit * quality[:, :, None]                                  # (B, N, D) q_i x_i / |x_i|: L = W W^T
     nonzero = torch.linalg.vector_norm(unit, dim=2) > 0                   # (B, N) without an (N, D) temporary
     gain = (quality.square() * nonzero).masked_fill(~valid, -float("inf"))   # (B, N) d_i^2, -inf at padding
     tolerance = RANK_TOLERANCE[gain.dtype] * gain.amax(dim=1, keepdim=True).clamp_min(0.0)   # (B, 1)
     steps = int(k.max()) if batch else 0
     with torch.inference_mode():   # no pick has a gradient: the loop's small operations skip autograd's bookkeeping
-        order, picked_gain = _greedy_map(weighted, gain, tolerance, steps)   # (B, K) each
+        order, picked_gain = _greedy_map(unit, quality, gain, tolerance, steps)   # (B, K) each
     # The largest gain only shrinks (gains shrink, candidates leave), so the steps before the first exhausted one
     # are the greedy picks; sample b keeps those among its first k[b] steps (later steps served larger k).
     greedy = (picked_gain > tolerance) & (torch.arange(steps, device=x.device)[None, :] < k[:, None])   # (B, K)
@@ -98,31 +99,35 @@ def cdpruner(x: torch.Tensor, valid: torch.Tensor, k: torch.Tensor, text: torch.
     return selection_from_keep(chosen)
 
 
-def _greedy_map(weighted: torch.Tensor, gain: torch.Tensor, tolerance: torch.Tensor,
+def _greedy_map(unit: torch.Tensor, quality: torch.Tensor, gain: torch.Tensor, tolerance: torch.Tensor,
                 steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``steps`` greedy MAP steps on ``L = W W^T``, ``weighted`` = W (B, N, D), updating ``gain`` (B, N) in place.
+    """``steps`` greedy MAP steps on ``L = W W^T``, ``W = diag(quality) unit`` (B, N, D), updating ``gain`` (B, N)
+    in place.
 
-    Returns the picks and the gain each was picked at, (B, K) each. A step whose gain is at most ``tolerance``
-    (B, 1) updates nothing (the sample's kernel rank is exhausted; its later picks are meaningless)."""
-    batch, slots, dim = weighted.shape
-    columns = weighted.transpose(1, 2)                                     # (B, D, N)
-    factors = torch.zeros(batch, steps, slots, dtype=weighted.dtype, device=weighted.device)   # (B, K, N) e_s
-    infinity = torch.tensor(float("inf"), dtype=gain.dtype, device=gain.device)
+    Returns the picks and the gain each was picked at, (B, K) each. Once a sample's largest gain is at most
+    ``tolerance`` (B, 1) its kernel rank is exhausted: its later steps divide by the tolerance instead of a
+    meaningless gain, its gains keep shrinking, and the caller ignores those picks."""
+    batch, slots, dim = unit.shape
+    # Z = [W | E] (B, N, D + K): row i holds w_i and, from step s on, e_s[i] in column D + s (zero before).
+    z = unit.new_empty(batch, slots, dim + steps)
+    torch.mul(unit, quality[:, :, None], out=z[:, :, :dim])
+    z[:, :, dim:].zero_()
+    columns = z.transpose(1, 2)                                            # (B, D + K, N)
+    rows_of_e = z[:, :, dim:].transpose(1, 2).split(1, dim=1)              # K views (B, 1, N): e_s, written below
+    sign = torch.ones(dim + steps, dtype=z.dtype, device=z.device)         # (D + K,) [w_p, -e_.[p]]
+    sign[dim:] = -1.0
+    gains = gain[:, None, :]                                               # (B, 1, N) view of gain
+    floor = tolerance.clamp_min(torch.finfo(gain.dtype).tiny)[:, :, None]  # (B, 1, 1) > 0
     picks, bests = [], []
     for step in range(steps):
-        best, pick = gain.max(dim=1, keepdim=True)                         # (B, 1) each; ties: the lower index
+        best, pick = gains.max(dim=2, keepdim=True)                        # (B, 1, 1) each; ties: the lower index
         picks.append(pick)
         bests.append(best)
-        slot = pick[:, :, None]                                            # (B, 1, 1)
-        # Only the rows written so far: the sum's length (and its rounding) does not depend on the batch's k.
-        done = factors[:, :step]                                           # (B, step, N)
-        row = factors[:, step:step + 1]                                    # (B, 1, N) e_step, built in place
-        # L[pick]: one kernel row, O(N D), then minus <e_.., e_pick>, O(step N).
-        torch.bmm(weighted.gather(1, slot.expand(-1, 1, dim)), columns, out=row)
-        row.baddbmm_(done.gather(2, slot.expand(-1, step, 1)).transpose(1, 2), done, alpha=-1.0)
-        # Divided by d_pick, or by infinity once exhausted: then no gain changes (none <= 0 is divided by).
-        row.mul_(torch.where(best > tolerance, best, infinity).rsqrt_()[:, :, None])   # (B, 1, N) e_step
-        gain.addcmul_(row[:, 0], row[:, 0], value=-1.0).scatter_(1, pick, -float("inf"))
+        # L[p] - sum_{s < step} e_s[p] e_s: one (D + K) x N product (columns >= step of E are still zero).
+        row = torch.bmm(z.gather(1, pick.expand(-1, 1, dim + steps)).mul_(sign), columns)   # (B, 1, N)
+        row.mul_(best.clamp_min(floor).rsqrt_())                           # e_step = row / d_p
+        rows_of_e[step].copy_(row)
+        gains.addcmul_(row, row, value=-1.0).scatter_(2, pick, -float("inf"))
     if not steps:
         return torch.zeros(batch, 0, dtype=torch.long, device=gain.device), gain[:, :0]
-    return torch.cat(picks, dim=1), torch.cat(bests, dim=1)
+    return torch.cat(picks, dim=2)[:, 0], torch.cat(bests, dim=2)[:, 0]
