@@ -190,6 +190,11 @@ def flops_table(flops: dict) -> str:
     return _table(["schedule", "exact FLOPs fraction", "paper-convention fraction", "predicted speed-up"], rows)
 
 
+_DART_NOTE = (" A selector's `select` node holds everything the selector computes: for `fastv-dart` that is mostly "
+              "the scoring layer's key projection, recomputed over the whole prompt because DART ranks its pivots by "
+              "the L1 norm of the keys before RoPE, which the cache (rotated keys) cannot give.")
+
+
 def _runnable_section(report: Report, docs_dir: Path, tag: str) -> list[str]:
     res = report.results
     out = [f"Prompt: {report.settings['num_text_tokens']} text + {report.settings['num_vision_tokens']} vision "
@@ -222,7 +227,8 @@ def _runnable_section(report: Report, docs_dir: Path, tag: str) -> list[str]:
                                    over["tokens"], fastv, fastv["prefill"]["median"]))
     out += ["### Inserted nodes per cut\n",
             "Every `cut{l}_*` node of a pruned prefill timed by an fx `Interpreter` (device-synchronised), medians "
-            f"over {report.settings['node_repeats']} runs.\n", node_table(res["node_costs"]),
+            f"over {report.settings['node_repeats']} runs.{_DART_NOTE if 'fastv-dart' in res['node_costs'] else ''}\n",
+            node_table(res["node_costs"]),
             f"![nodes]({node_costs(report, docs_dir / f'{tag}-nodes.png').name})\n",
             "### Compile time\n", compile_table(res["compile"])]
     if res.get("scaling"):

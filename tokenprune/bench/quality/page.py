@@ -246,9 +246,9 @@ def render_page(report: dict, intro: str) -> str:
         f"![accuracy against FLOPs fraction]({PLOT_NAME})", "", "## At matched budgets", "",
         "Test accuracy in percent (exact FLOPs fraction on the test prompts in brackets).", "",
         budget_table(rows), "", *_selector_sections(report), "## Every entry", "",
-        "Accuracy in percent; FLOPs: exact prefill FLOPs fraction of the language model's decoder layers, averaged "
+        ("Accuracy in percent; FLOPs: exact prefill FLOPs fraction of the language model's decoder layers, averaged "
         "over the test prompts. The next two tables give each entry's accuracy per question type and its "
-        "schedule.", "", results_table(rows), "",
+        "schedule."), "", results_table(rows), "",
         "### Accuracy per question type", "", "In percent.", "", per_type_table(rows), "",
         "### Schedules", "", "The fraction of each image's vision tokens that enters each decoder layer.", "",
         schedules_table(rows), "",
@@ -263,18 +263,18 @@ def _selector_sections(report: dict) -> list[str]:
             r["id"].startswith(SELECTOR_SEARCH_ID) for r in rows):
         return []
     out = ["## Selectors at matched budgets", "",
-           "Test accuracy in percent (FLOPs fraction in brackets) of every drop-selector on the matched schedules "
-           "of the table above, against the default attention scorer on the same schedule.", "",
+           ("Test accuracy in percent (FLOPs fraction in brackets) of every drop-selector on the matched schedules "
+           "of the table above, against the default attention scorer on the same schedule."), "",
            selector_table(rows, selectors), ""]
     search = selector_search_table(rows)
     if search.count("\n") > 1:
         out += ["## Selector search", "", SELECTOR_SEARCH_NOTE, "", search, ""]
     if any("-layer0-k" in r["id"] for r in rows):
         out += ["## Before the first layer", "",
-                "Each selector cutting once, before decoder layer 0 (the papers' setting: the projector's output "
+                ("Each selector cutting once, before decoder layer 0 (the papers' setting: the projector's output "
                 f"as it enters the language model), keeping k/{LAYER0_OF} of each image's vision tokens (LLaVA-1.5's "
                 "counts as shares of this model's tokens). Test accuracy in percent (FLOPs fraction in brackets) "
-                "and the share of the unpruned accuracy kept.", "", layer0_table(rows), ""]
+                "and the share of the unpruned accuracy kept."), "", layer0_table(rows), ""]
     return out
 
 
@@ -283,9 +283,9 @@ def merged_note(report: dict) -> list[str]:
     m = report.get("merged_from")
     if not m:
         return []
-    return [f"The last invocation ran `{report.get('ran', 'n/a')}` on this machine; every other row is from an "
+    return [(f"The last invocation ran `{report.get('ran', 'n/a')}` on this machine; every other row is from an "
             f"earlier run with the same settings (outputs written {m.get('timestamp_utc')}, commit "
-            f"{m.get('commit')}).", ""]
+            f"{m.get('commit')})."), ""]
 
 
 def write_outputs(report: dict, docs_dir: Path, intro: str) -> dict[str, Path]:
