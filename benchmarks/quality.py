@@ -27,11 +27,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 # Per suite: the shipped model, where its page and its resumable rows go, and what the page says it is.
 SUITE_DEFAULTS = {
-    "grid": {"checkpoint": "reference_model/checkpoint", "docs_dir": "docs/benchmarks",
-             "work_dir": "benchmarks/work/quality", "readme": "reference_model/README.md",
+    "grid": {"docs_dir": "docs/benchmarks", "work_dir": "benchmarks/work/quality",
              "description": "`tokenprune.synthvqa`'s 3x3 grids"},
-    "photo": {"checkpoint": "reference_model/photo/checkpoint", "docs_dir": "docs/benchmarks/photo",
-              "work_dir": "benchmarks/work/quality-photo", "readme": "reference_model/photo/README.md",
+    "photo": {"docs_dir": "docs/benchmarks/photo", "work_dir": "benchmarks/work/quality-photo",
               "description": "`tokenprune.synthvqa.photo`'s photo-like scenes (mostly background)"},
 }
 
@@ -86,6 +84,11 @@ def parse(argv):
     return p.parse_args(argv)
 
 
+def _names(text: str | None) -> tuple[str, ...] | None:
+    """A comma-separated option as a tuple of names (None when the option was not given)."""
+    return None if text is None else tuple(n.strip() for n in text.split(",") if n.strip())
+
+
 def _shown(path: Path) -> str:
     path = path.resolve()
     return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
@@ -130,16 +133,18 @@ def main(argv=None) -> dict:
     from tokenprune.bench.machine import machine_info
     from tokenprune.bench.quality import QualitySettings, check_targets, run_quality
     from tokenprune.bench.quality.page import write_outputs
+    from tokenprune.bench.quality.suites import SUITES
 
     args = parse(argv)
     suite = SUITE_DEFAULTS[args.suite]
-    args.checkpoint = args.checkpoint or ROOT / suite["checkpoint"]
+    shipped = ROOT / SUITES[args.suite].checkpoint    # the model's folder; its README says how it was trained
+    args.checkpoint = args.checkpoint or shipped
     args.work_dir = args.work_dir or ROOT / suite["work_dir"]
     args.docs_dir = args.docs_dir or ROOT / suite["docs_dir"]
     args.schedules_dir = args.schedules_dir or args.checkpoint.parent / "schedules"
     if not (args.checkpoint / "config.json").is_file():
         sys.exit(f"error: no model at {args.checkpoint} (config.json missing); expected the {args.suite} suite's "
-                 f"trained checkpoint: train it (see {suite['readme']}) or pass --checkpoint DIR")
+                 f"trained checkpoint: train it (see {_shown(shipped.parent / 'README.md')}) or pass --checkpoint DIR")
     if args.docs_dir.resolve() == (ROOT / suite["docs_dir"]).resolve():
         from tokenprune.bench.publish import require_clean_checkout
         from tokenprune.errors import TokenPruneError
@@ -155,9 +160,8 @@ def main(argv=None) -> dict:
         settings = replace(settings, n_test=48, n_calibration=16, budgets=(0.3,), fastv_layers=(2,),
                            fastv_drop=(0.5,), pdrop_lambdas=(0.5,), vtw_etas=(0.01,), gsearch_tolerances=(0.03,),
                            psigmoid_trials=4)
-    names = lambda text: None if text is None else tuple(n.strip() for n in text.split(",") if n.strip())  # noqa: E731
     overrides = {"n_test": args.n_test, "n_calibration": args.n_calibration, "psigmoid_trials": args.trials,
-                 "selectors": names(args.selectors), "search_selectors": names(args.search_selectors),
+                 "selectors": _names(args.selectors), "search_selectors": _names(args.search_selectors),
                  "selector_search_trials": args.selector_search_trials}
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     model = LlavaForConditionalGeneration.from_pretrained(args.checkpoint, dtype=torch.float32,
@@ -184,14 +188,14 @@ def main(argv=None) -> dict:
         report["ran"] = "--only " + " ".join(args.only)
         report["merged_from"] = {"timestamp_utc": earlier["machine"].get("timestamp_utc"),
                                  "commit": earlier["machine"].get("source", {}).get("commit")}
-    from tokenprune.bench.quality.suites import SUITES
     from tokenprune.synthvqa import answers
 
     majority = answers.majority_baselines(SUITES[args.suite].make_split("test", settings.n_test, settings.seed))
     base = next(r for r in rows if r["id"] == "unpruned")["accuracy"]["overall"] if any(
         r["id"] == "unpruned" for r in rows) else float("nan")
     intro = INTRO.format(flag="" if args.suite == "grid" else f" --suite {args.suite}",
-                         checkpoint=_shown(args.checkpoint), description=suite["description"], readme=suite["readme"],
+                         checkpoint=_shown(args.checkpoint), description=suite["description"],
+                         readme=_shown(shipped.parent / "README.md"),
                          base=base, majority=majority["per_type_answer"], layers=text.num_hidden_layers, vision=(vision.image_size // vision.patch_size) ** 2, n=settings.n_test,
                          seed=settings.seed, unit=100 / settings.n_test, caveat=BELOW_GATE if not base >= 0.9 else "")
     paths = write_outputs(report, args.docs_dir, intro)
