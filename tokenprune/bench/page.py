@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .plots import kv_per_layer, node_costs, prefill_bars, prefill_dtypes, realized_vs_ideal, scaling
 from .report import Report
+from .targets import prefill_targets, speed_targets
 
 SPEED_COMMAND = "python benchmarks/speed.py"
 PREFILL_COMMAND = "python benchmarks/prefill.py"
@@ -200,7 +201,7 @@ def _runnable_section(report: Report, docs_dir: Path, tag: str) -> list[str]:
     out = [f"Prompt: {report.settings['num_text_tokens']} text + {report.settings['num_vision_tokens']} vision "
            f"tokens, batch 1; {report.settings['repeats']} interleaved rounds after {report.settings['warmup']} "
            f"warm-up; decode: {report.settings['decode_tokens']} greedy tokens x {report.settings['decode_repeats']} "
-           "rounds.\n", machine_table(report), "### Targets\n", targets_table(res["targets"]),
+           "rounds.\n", machine_table(report), "### Targets\n", targets_table(speed_targets(report)),
            "### Prefill, decode, memory\n",
            "FLOPs are the language model's exact prefill FLOPs (`tokenprune.prefill_flops`); *time fraction* is the "
            "measured median over the original's; *realized / ideal* is the measured speed-up over the FLOPs-predicted "
@@ -259,7 +260,7 @@ def _selfcheck_note(comp: dict) -> str:
 
 def _compile_only_section(report: Report) -> list[str]:
     res = report.results
-    return [machine_table(report), "### Targets\n", targets_table(res["targets"]), "### Compile time\n",
+    return [machine_table(report), "### Targets\n", targets_table(speed_targets(report)), "### Compile time\n",
             compile_table(res["compile"]), _selfcheck_note(res["compile"]), "### Predicted FLOPs of the schedules\n",
             f"{report.settings['num_text_tokens']} text + {report.settings['num_vision_tokens']} vision tokens.\n",
             flops_table(res["flops_only"])]
@@ -323,7 +324,7 @@ def prefill_page(report: Report, docs_dir: Path) -> str:
            "tokens, batch 1, CPU. Medians over "
            f"{s['repeats']} interleaved rounds after {s['warmup']} warm-up; *paired ratio* is the median of the "
            "per-round time ratios to the original, with its IQR.\n", machine_table(report), "## Targets\n",
-           targets_table(res["targets"]), _keep_all_note(res)]
+           targets_table(prefill_targets(report)), _keep_all_note(res)]
     for dtype, d in res["dtypes"].items():
         rows = []
         for name, v in d["variants"].items():
