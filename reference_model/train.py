@@ -145,6 +145,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--attention-aux", type=float, default=0.0,
                         help="weight of the attention aid (aids.py): heads of one layer look at the asked-about cells")
     parser.add_argument("--attention-layer", type=int, default=3)
+    parser.add_argument("--answer-aux", type=float, default=0.0,
+                        help="weight of the answer aid: a linear probe on the residual stream after --attention-layer "
+                             "predicts the answer at every '?' (makes that layer write what its heads read)")
     parser.add_argument("--attention-heads", type=int, default=1)
     parser.add_argument("--warm-types", default="", help="curriculum: comma-separated question types trained alone first")
     parser.add_argument("--warm-steps", type=int, default=0, help="curriculum: steps on --warm-types only")
@@ -214,7 +217,8 @@ def main(argv=None):
     hidden = model.config.text_config.hidden_size
     probe = torch.nn.Linear(hidden, len(suite.patch_classes)).to(device) if args.patch_aux else None
     position_probe = torch.nn.Linear(hidden, suite.num_positions).to(device) if args.position_aux else None
-    for head in (probe, position_probe):
+    answer_probe = torch.nn.Linear(hidden, len(tok)).to(device) if args.answer_aux else None
+    for head in (probe, position_probe, answer_probe):
         if head is not None:
             groups[(True, True)].append(head.weight)
             groups[(True, False)].append(head.bias)
@@ -238,6 +242,9 @@ def main(argv=None):
         return a, kwargs
 
     layer0.register_forward_pre_hook(swap_layer0_mask, with_kwargs=True)
+    if args.answer_aux:  # the residual stream leaving the attention aid's layer
+        model.model.language_model.layers[args.attention_layer].register_forward_hook(
+            lambda m, a, out: features.__setitem__("residual", out[0] if isinstance(out, tuple) else out))
     attention_aid, warm_stream = None, None
     if args.attention_aux or args.warm_steps:
         warm_stream = sample_indices(warm_types)
@@ -247,7 +254,7 @@ def main(argv=None):
     qmark = tok.convert_tokens_to_ids("?")
     eval_set = suite.make_split("calibration", args.eval_samples)
     data_rng = random.Random(f"train-mask/{args.seed}")
-    heads = {"probe": probe, "position_probe": position_probe}
+    heads = {"probe": probe, "position_probe": position_probe, "answer_probe": answer_probe}
     start, log = 0, []
     if args.state is not None and Path(args.state).is_file():
         start, log = train_state.load(args.state, model, heads, opt, data_rng, device)
@@ -295,6 +302,12 @@ def main(argv=None):
             loss_total = loss_total + args.position_aux * where
         if routing is not None:
             loss_total = loss_total + args.attention_aux * routing
+        if args.answer_aux:
+            # Every "?" with a target: the questions' answers (and the description's first word).
+            asks = (ids == qmark) & (labels != -100)                               # (B, T)
+            residual = features.pop("residual")                                    # (B, T, hidden)
+            answer_loss = F.cross_entropy(answer_probe(residual[asks]).float(), labels[asks])
+            loss_total = loss_total + args.answer_aux * answer_loss
         opt.zero_grad(set_to_none=True)
         loss_total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -303,6 +316,7 @@ def main(argv=None):
             aux_text = f" patch_aux {aux.item():.4f}" if args.patch_aux else ""
             aux_text += f" position_aux {where.item():.4f}" if args.position_aux else ""
             aux_text += f" attention_aux {routing.item():.4f}" if routing is not None else ""
+            aux_text += f" answer_aux {answer_loss.item():.4f}" if args.answer_aux else ""
             print(f"step {step} loss {loss.item():.4f} feat_ms {penalty.item():.4f}{aux_text} lr {opt.param_groups[0]['lr']:.2e} {time.time() - t0:.0f}s", flush=True)
         if (step + 1) % args.eval_every == 0 or step == args.steps - 1:
             model.eval()

@@ -21,4 +21,5 @@ def _load(name: str, path: Path):
 build = _load("reference_model_build", ROOT / "reference_model" / "build.py")
 train = _load("reference_model_train", ROOT / "reference_model" / "train.py")
 recipe = _load("reference_model_photo_recipe", ROOT / "reference_model" / "photo" / "recipe.py")
+diagnose = _load("reference_model_photo_diagnose", ROOT / "reference_model" / "photo" / "diagnose.py")
 PHOTO = build.SUITES["photo"]

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from ._scripts import PHOTO, build, recipe, train
+from ._scripts import PHOTO, build, diagnose, recipe, train
 
 TINY = ["--suite", "photo", "--images-per-step", "1", "--questions-per-image", "2", "--eval-samples", "0",
         "--text-hidden", "32", "--text-intermediate", "64", "--describe", "0", "--patch-aux", "1",
-        "--position-aux", "1", "--attention-aux", "1", "--warmup", "1"]
+        "--position-aux", "1", "--attention-aux", "1", "--answer-aux", "1", "--warmup", "1"]
 
 
 def test_photo_model_sees_576_patches_and_speaks_the_photo_vocabulary():
@@ -78,3 +78,14 @@ def test_unusable_devices_are_refused_with_a_reason():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             train.pick_device("cuda")
+
+
+def test_diagnosis_probe_finds_a_linear_answer_and_not_a_random_one():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (200,), generator=generator)
+    noise = torch.randn(200, 16, generator=generator)
+    decodable = noise.clone()
+    decodable[:, :4] += 3.0 * torch.nn.functional.one_hot(labels, 4)     # the answer along four directions
+    train = torch.arange(200) < 140
+    assert diagnose.probe_accuracy(decodable, labels, train, 4) > 0.9
+    assert diagnose.probe_accuracy(noise, labels, train, 4) < 0.5
