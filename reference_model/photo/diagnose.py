@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import statistics
 import sys
 from pathlib import Path
 
@@ -55,9 +56,9 @@ def attention_on_evidence(model, processor, layer: int) -> None:
             heads.append(attention[:, slots].sum(-1).mean().item())
             uniform.append(len(evidence) / photo.num_image_tokens)
         right = sum(a == s.answer for a, s in zip(answers, samples))
-        mean = lambda v: sum(v) / len(v)  # noqa: E731
         print(f"{qtype}: {right}/{len(samples)} right; answers {collections.Counter(answers).most_common(4)}; "
-              f"evidence mass head 0 {mean(head0):.3f}, all heads {mean(heads):.3f}, uniform {mean(uniform):.3f}")
+              f"evidence mass head 0 {statistics.mean(head0):.3f}, all heads {statistics.mean(heads):.3f}, "
+              f"uniform {statistics.mean(uniform):.3f}")
 
 
 def probe_accuracy(features: torch.Tensor, labels: torch.Tensor, train: torch.Tensor, classes: int) -> float:
