@@ -134,11 +134,11 @@ def layer_analysis(variant: dict, nodes: dict, num_text: int) -> str:
     if not full or not pruned:
         return ""
     full_t = sum(full) / len(full)
-    lines = [f"Per-layer times inside the pruned prefill (fx interpreter): full-length layers take "
-             f"{_ms(full_t)} ms on average."]
+    lines = [(f"Per-layer times inside the pruned prefill (fx interpreter): full-length layers take "
+             f"{_ms(full_t)} ms on average.")]
     for n in sorted({n for _, n, _ in pruned}, reverse=True):
         ts = [t for t, k, _ in pruned if k == n]
-        flop = [f for _, k, f in pruned if k == n][0] / per_layer[0]
+        flop = next(f for _, k, f in pruned if k == n) / per_layer[0]
         lines.append(f"Layers with {n} tokens take {_ms(sum(ts) / len(ts))} ms, {_f(sum(ts) / len(ts) / full_t)} of "
                      f"a full layer, against a FLOPs ratio of {_f(flop)}.")
     lines.append(f"Time outside the language model's graph (vision stand-in, embedding merge, LM head, wrapper): "
@@ -198,20 +198,20 @@ _DART_NOTE = (" A selector's `select` node holds everything the selector compute
 
 def _runnable_section(report: Report, docs_dir: Path, tag: str) -> list[str]:
     res = report.results
-    out = [f"Prompt: {report.settings['num_text_tokens']} text + {report.settings['num_vision_tokens']} vision "
+    out = [(f"Prompt: {report.settings['num_text_tokens']} text + {report.settings['num_vision_tokens']} vision "
            f"tokens, batch 1; {report.settings['repeats']} interleaved rounds after {report.settings['warmup']} "
            f"warm-up; decode: {report.settings['decode_tokens']} greedy tokens x {report.settings['decode_repeats']} "
-           "rounds.\n", machine_table(report), "### Targets\n", targets_table(speed_targets(report)),
+           "rounds.\n"), machine_table(report), "### Targets\n", targets_table(speed_targets(report)),
            "### Prefill, decode, memory\n",
-           "FLOPs are the language model's exact prefill FLOPs (`tokenprune.prefill_flops`); *time fraction* is the "
+           ("FLOPs are the language model's exact prefill FLOPs (`tokenprune.prefill_flops`); *time fraction* is the "
            "measured median over the original's; *realized / ideal* is the measured speed-up over the FLOPs-predicted "
            "one. Peak memory is the extra memory of one prefill call (method: "
-           f"{next(iter(res['variants'].values()))['peak_memory']['method']}).\n", variants_table(res["variants"]),
-           "`masked-fastv` is the masking baseline: the FastV schedule implemented the way several public "
+           f"{next(iter(res['variants'].values()))['peak_memory']['method']}).\n"), variants_table(res["variants"]),
+           ("`masked-fastv` is the masking baseline: the FastV schedule implemented the way several public "
            "implementations do it, by masking the dropped tokens' key columns in every later layer instead of removing "
            "them. It keeps the same tokens as `fastv` (its logits at kept positions equal the pruned model's; a test "
            "checks this) but computes every token in every layer and keeps the full KV cache. It runs eager attention "
-           "because its scores are read from Hugging Face's attention weights of the layer before the cut.\n"]
+           "because its scores are read from Hugging Face's attention weights of the layer before the cut.\n")]
     if any(v.get("kind") == "torch.compile" for v in res["variants"].values()):
         out += ["### torch.compile\n", TORCH_COMPILE_NOTE, torch_compile_table(res["variants"])]
     figs = [prefill_bars(report, docs_dir / f"{tag}-prefill.png"),
@@ -227,15 +227,15 @@ def _runnable_section(report: Report, docs_dir: Path, tag: str) -> list[str]:
             out.append(affine_note(res["variants"]["original"]["prefill"]["median"], over["original"]["median"],
                                    over["tokens"], fastv, fastv["prefill"]["median"]))
     out += ["### Inserted nodes per cut\n",
-            "Every `cut{l}_*` node of a pruned prefill timed by an fx `Interpreter` (device-synchronised), medians "
-            f"over {report.settings['node_repeats']} runs.{_DART_NOTE if 'fastv-dart' in res['node_costs'] else ''}\n",
+            ("Every `cut{l}_*` node of a pruned prefill timed by an fx `Interpreter` (device-synchronised), medians "
+            f"over {report.settings['node_repeats']} runs.{_DART_NOTE if 'fastv-dart' in res['node_costs'] else ''}\n"),
             node_table(res["node_costs"]),
             f"![nodes]({node_costs(report, docs_dir / f'{tag}-nodes.png').name})\n",
             "### Compile time\n", compile_table(res["compile"])]
     if res.get("scaling"):
         out += ["### Scaling with the number of vision tokens\n",
-                f"{report.settings['scaling_repeats']} interleaved rounds per size (fewer than above: large sizes are "
-                f"slow on this machine); decode: {report.settings['scaling_decode_tokens']} tokens.\n",
+                (f"{report.settings['scaling_repeats']} interleaved rounds per size (fewer than above: large sizes are "
+                f"slow on this machine); decode: {report.settings['scaling_decode_tokens']} tokens.\n"),
                 scaling_table(res["scaling"]),
                 f"![scaling]({scaling(report, docs_dir / f'{tag}-scaling.png').name})\n"]
     return out
@@ -269,12 +269,12 @@ def _compile_only_section(report: Report) -> list[str]:
 def speed_page(reports: list[Report], docs_dir: Path) -> str:
     """The speed page; its figures are written next to it, into ``docs_dir``."""
     out = ["# Speed and memory benchmarks\n",
-           f"Reproduce every table and figure on this page with one command: `{SPEED_COMMAND}` "
+           (f"Reproduce every table and figure on this page with one command: `{SPEED_COMMAND}` "
            f"(the GPU section: `{GPU_COMMAND}`). Reports are written to `benchmarks/results/` as JSON; this page is "
-           "generated from the latest of them.\n",
-           "All models are random-weight LLaVA-1.5 layouts whose language model has the benchmarked shape; the vision "
+           "generated from the latest of them.\n"),
+           ("All models are random-weight LLaVA-1.5 layouts whose language model has the benchmarked shape; the vision "
            "tower is a one-layer stand-in (pruning never touches it). Timings are medians of interleaved runs on a "
-           "shared machine; the spread (IQR) and the load average are reported next to them.\n"]
+           "shared machine; the spread (IQR) and the load average are reported next to them.\n")]
     cpu = [r for r in reports if not r.settings["device"].startswith("cuda")]
     gpu = [r for r in reports if r.settings["device"].startswith("cuda")]
     for r in cpu:
@@ -317,13 +317,13 @@ def _keep_all_note(res: dict) -> str:
 def prefill_page(report: Report, docs_dir: Path) -> str:
     res, s = report.results, report.settings
     out = ["# Prefill benchmark: original vs compiled keep-all vs FastV\n",
-           f"Reproduce with one command: `{PREFILL_COMMAND}` (writes `benchmarks/results/prefill-cpu.json`, the figure "
-           "and this page).\n",
-           f"Random LLaVA whose language model is the `{report.preset['name']}` preset "
+           (f"Reproduce with one command: `{PREFILL_COMMAND}` (writes `benchmarks/results/prefill-cpu.json`, the figure "
+           "and this page).\n"),
+           (f"Random LLaVA whose language model is the `{report.preset['name']}` preset "
            f"({report.preset['description']}), {s['num_vision_tokens']} vision + {s['num_text_tokens']} text "
            "tokens, batch 1, CPU. Medians over "
            f"{s['repeats']} interleaved rounds after {s['warmup']} warm-up; *paired ratio* is the median of the "
-           "per-round time ratios to the original, with its IQR.\n", machine_table(report), "## Targets\n",
+           "per-round time ratios to the original, with its IQR.\n"), machine_table(report), "## Targets\n",
            targets_table(prefill_targets(report)), _keep_all_note(res)]
     for dtype, d in res["dtypes"].items():
         rows = []

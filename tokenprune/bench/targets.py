@@ -19,15 +19,16 @@ def _at_most(name, value, threshold, detail):
     return _target(name, value, threshold, value <= threshold, detail)
 
 
-def max_cut_fraction(node_costs: dict) -> float | None:
-    fractions = [c["fraction_of_prefill"] for nc in node_costs.values() for c in nc["cuts"].values()]
-    return max(fractions) if fractions else None
-
-
-def worst_cut_variant(node_costs: dict) -> str | None:
-    """The variant whose cut costs the largest share of its prefill (what the worst-cut target is about)."""
+def worst_cut(node_costs: dict) -> tuple[float | None, str | None]:
+    """The largest share of its prefill that one cut costs, over every variant's cuts, and that variant's name."""
     cuts = [(c["fraction_of_prefill"], name) for name, nc in node_costs.items() for c in nc["cuts"].values()]
-    return max(cuts)[1] if cuts else None
+    return max(cuts) if cuts else (None, None)
+
+
+def _worst_cut_target(node_costs: dict, over: str) -> dict:
+    fraction, variant = worst_cut(node_costs)
+    return _at_most("inserted nodes per cut (share of prefill)", fraction, 0.02,
+                    f"worst cut over {over} ({variant}), fx-interpreter micro-benchmark")
 
 
 def kv_proportional(variants: dict) -> bool | None:
@@ -60,17 +61,12 @@ def speed_targets(report) -> list[dict]:
         over = keep and keep.get("fixed_overhead")
         out.append(_at_most("keep-all per-call overhead (share of prefill)", over and over["fraction_of_prefill"], 0.02,
                             f"micro-benchmark: compiled minus original on a {over and over['tokens']}-token prompt"))
-        costs = res.get("node_costs", {})
-        out.append(_at_most("inserted nodes per cut (share of prefill)", max_cut_fraction(costs), 0.02,
-                            f"worst cut over all pruned variants ({worst_cut_variant(costs)}), "
-                            "fx-interpreter micro-benchmark"))
+        out.append(_worst_cut_target(res.get("node_costs", {}), "all pruned variants"))
         prop = kv_proportional(variants)
         out.append(_target("KV cache shrinks with the schedule", prop, True, prop,
                            "every layer holds text + ceil(r_l N) tokens; bytes proportional"))
     elif res.get("node_costs"):  # an inserted-nodes-only run
-        out.append(_at_most("inserted nodes per cut (share of prefill)", max_cut_fraction(res["node_costs"]), 0.02,
-                            f"worst cut over FastV and the selectors ({worst_cut_variant(res['node_costs'])}), "
-                            "fx-interpreter micro-benchmark"))
+        out.append(_worst_cut_target(res["node_costs"], "FastV and the selectors"))
     rows = (res.get("scaling") or {}).get("rows") or []
     if rows and rows[-1].get("decode"):
         last = rows[-1]
@@ -93,7 +89,7 @@ def prefill_targets(report) -> list[dict]:
         out.append(_at_most(f"{dtype}: keep-all per-call overhead (share of prefill)",
                             over and over["fraction_of_prefill"], 0.02,
                             f"micro-benchmark: compiled minus original on a {over and over['tokens']}-token prompt"))
-        out.append(_at_most(f"{dtype}: FastV inserted nodes (share of prefill)", max_cut_fraction(res["node_costs"]),
+        out.append(_at_most(f"{dtype}: FastV inserted nodes (share of prefill)", worst_cut(res["node_costs"])[0],
                             0.02, "fx-interpreter micro-benchmark of the cut's nodes"))
         out.append(_at_least(f"{dtype}: FastV realized / ideal speed-up",
                              res["realized"]["fastv"]["realized_over_ideal"],
