@@ -40,7 +40,7 @@ def main(argv=None) -> dict:
     import tokenprune as tp
     from tokenprune.bench.quality import evidence
     from tokenprune.bench.quality.evidence_page import write_page
-    from tokenprune.bench.quality.suites import SUITES
+    from tokenprune.synthvqa.suites import SUITES
 
     args = parse(argv)
     suite = SUITES[args.suite]

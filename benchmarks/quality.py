@@ -133,7 +133,7 @@ def main(argv=None) -> dict:
     from tokenprune.bench.machine import machine_info
     from tokenprune.bench.quality import QualitySettings, check_targets, run_quality
     from tokenprune.bench.quality.page import write_outputs
-    from tokenprune.bench.quality.suites import SUITES
+    from tokenprune.synthvqa.suites import SUITES
 
     args = parse(argv)
     suite = SUITE_DEFAULTS[args.suite]

@@ -42,9 +42,12 @@ from tokenprune.cli_models import (
 @_friendly
 def demo(repeats: int = typer.Option(5, help="Timed rounds per variant."),
          random_model: bool = typer.Option(False, "--random", help="Run the random-weight LLaVA-shaped demo instead."),
-         checkpoint: Optional[Path] = typer.Option(None, help="Reference model directory (default: "
-                                                               "reference_model/checkpoint in the working directory, "
-                                                               "i.e. run from a checkout's root)."),
+         suite: str = typer.Option("grid", help="Which reference model: 'grid' (3x3 grids, 144 vision tokens) or "
+                                   "'photo' (photo-like scenes, 576 vision tokens)."),
+         checkpoint: Optional[Path] = typer.Option(None, help="Reference model directory (default: the suite's, "
+                                                               "reference_model/checkpoint or "
+                                                               "reference_model/photo/checkpoint in the working "
+                                                               "directory, i.e. run from a checkout's root)."),
          schedule: Optional[Path] = typer.Option(None, help="Schedule YAML (default: the searched schedule in "
                                                              "schedules/ beside the checkpoint)."),
          questions: int = typer.Option(144, help="Test questions for the accuracy line."),
@@ -60,7 +63,7 @@ def demo(repeats: int = typer.Option(5, help="Timed rounds per variant."),
 
     picture = out or Path(tempfile.mkdtemp(prefix="tokenprune-demo-")) / "kept-patches.png"
     run_reference_demo(echo=typer.echo, checkpoint=checkpoint, schedule_path=schedule,
-                       questions=questions, repeats=repeats, picture=picture)
+                       questions=questions, repeats=repeats, picture=picture, suite=suite)
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""``tokenprune demo``: the reference model (``reference_model/checkpoint``) answering with and without pruning.
+"""``tokenprune demo``: a reference model answering with and without pruning (``--suite grid``: the 3x3-grid model in
+``reference_model/checkpoint``; ``--suite photo``: the photo-like model in ``reference_model/photo/checkpoint``).
 
 Shows a few questions answered by the original and the pruned model, accuracy on held-out test questions,
 the exact FLOPs fraction, prefill time (interleaved medians) and a picture of the patches kept at each cut.
@@ -15,21 +16,28 @@ from pathlib import Path
 import torch
 
 import tokenprune as tp
-from tokenprune import synthvqa
 from tokenprune.demo import explain_terms, time_prefills
 from tokenprune.errors import TokenPruneError, describe
 from tokenprune.flops import mean_flops_fraction
 from tokenprune.synthvqa import answers
+from tokenprune.synthvqa.suites import SUITES, Suite
 
-# The reference model ships with the repository, not the wheel: by default it is looked up from the working
-# directory (the root of a checkout); elsewhere pass its directory.
-CHECKPOINT_IN_CHECKOUT = Path("reference_model") / "checkpoint"
+# The reference models ship with the repository, not the wheel: by default one is looked up from the working
+# directory (the root of a checkout, ``Suite.checkpoint``); elsewhere pass its directory.
+DEFAULT_SUITE = "grid"
 SEARCHED_SCHEDULE = Path("schedules") / "p-sigmoid-b0.3.yaml"  # beside the checkpoint (benchmarks/quality.py writes it)
 
 
-def default_checkpoint() -> Path:
-    """``reference_model/checkpoint`` under the working directory."""
-    return Path.cwd() / CHECKPOINT_IN_CHECKOUT
+def suite_named(name: str) -> Suite:
+    if name not in SUITES:
+        raise TokenPruneError(describe(f"unknown reference suite {name!r}", "tokenprune demo --suite",
+                                       f"one of {sorted(SUITES)}", "pick one of those names"))
+    return SUITES[name]
+
+
+def default_checkpoint(suite: str = DEFAULT_SUITE) -> Path:
+    """The suite's shipped model under the working directory (``reference_model/checkpoint`` for ``grid``)."""
+    return Path.cwd() / suite_named(suite).checkpoint
 
 
 def searched_schedule(checkpoint: Path) -> Path:
@@ -38,7 +46,8 @@ def searched_schedule(checkpoint: Path) -> Path:
 
 
 def load_reference(checkpoint: Path | None = None):
-    """The reference model (float32, sdpa, eval) and its processor (default: :func:`default_checkpoint`)."""
+    """A reference model (float32, sdpa, eval) and its processor (default: the grid suite's
+    :func:`default_checkpoint`)."""
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     checkpoint = Path(checkpoint) if checkpoint is not None else default_checkpoint()
@@ -46,8 +55,9 @@ def load_reference(checkpoint: Path | None = None):
         raise TokenPruneError(describe(
             f"no reference model at {checkpoint}", "tokenprune demo --checkpoint",
             "a directory with the trained reference model (config.json, model.safetensors, processor files)",
-            "run the demo from the root of a checkout of the repository (reference_model/checkpoint), pass "
-            "--checkpoint, or use `tokenprune demo --random` for the random-weight demo"))
+            "run the demo from the root of a checkout of the repository (reference_model/checkpoint, "
+            "reference_model/photo/checkpoint), pass --checkpoint, or use `tokenprune demo --random` for the "
+            "random-weight demo"))
     model = LlavaForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32, attn_implementation="sdpa")
     return model.eval(), AutoProcessor.from_pretrained(checkpoint)
 
@@ -64,27 +74,32 @@ def demo_schedule(num_layers: int, path: Path | None, checkpoint: Path | None = 
 
 @torch.no_grad()
 def run_reference_demo(echo=print, checkpoint: Path | None = None, schedule_path: Path | None = None,
-                       questions: int = 144, repeats: int = 5, picture: Path | None = None) -> dict:
+                       questions: int = 144, repeats: int = 5, picture: Path | None = None,
+                       suite: str = DEFAULT_SUITE) -> dict:
     """Print the demo through ``echo``; ``picture`` is where to save the kept-patches PNG (None: no picture).
-    ``checkpoint``: the reference model's directory (default: :func:`default_checkpoint`)."""
-    checkpoint = Path(checkpoint) if checkpoint is not None else default_checkpoint()
+    ``suite``: which reference model's questions (:data:`tokenprune.synthvqa.suites.SUITES`); ``checkpoint``: its
+    directory (default: :func:`default_checkpoint` of the suite)."""
+    questions_of = suite_named(suite)
+    checkpoint = Path(checkpoint) if checkpoint is not None else default_checkpoint(suite)
     model, processor = load_reference(checkpoint)
     spec = tp.load_spec("llava")
     layers = model.config.text_config.num_hidden_layers
     schedule, origin = demo_schedule(layers, schedule_path, checkpoint)
-    echo(f"Model: reference LLaVA ({layers} decoder layers, 144 vision tokens per 48x48 image), {checkpoint}")
+    side, size = questions_of.patches_per_side, questions_of.image_size
+    echo(f"Model: reference LLaVA ({layers} decoder layers, {side * side} vision tokens per {size}x{size} image, "
+         f"{questions_of.description.split(',')[0]}), {checkpoint}")
     echo(f"Schedule: {schedule.name} from {origin}")
     echo("  keep ratio per layer: " + " ".join(f"{r:.2f}" for r in schedule.keep_ratio))
     keep_all = tp.compile(model, spec, tp.Schedule.keep_all(layers))
     pruned = tp.compile(model, spec, schedule)
 
-    shown = [synthvqa.make_sample("test", i) for i in range(6)]  # one question of each type
+    shown = [questions_of.make_sample("test", i) for i in range(6)]  # one question of each type
     plain, cut = answers.predict(model, processor, shown), answers.predict(pruned, processor, shown)
     echo("\nQuestions (truth | original | pruned):")
     for s, a, b in zip(shown, plain, cut):
         echo(f"  {s.question.question + ' ?':<52} {s.answer:<9}| {a:<9}| {b}")
 
-    test = synthvqa.make_split("test", questions)
+    test = questions_of.make_split("test", questions)
     acc = {name: answers.accuracy(m, processor, test) for name, m in (("original", model), ("pruned", pruned))}
     exact = _keep_all_exact(model, keep_all, processor, shown[0])
     counts = answers.prompt_token_counts(processor, test, spec.vision_token_ids(model.config))
@@ -104,7 +119,7 @@ def run_reference_demo(echo=print, checkpoint: Path | None = None, schedule_path
 
         sample = shown[0]
         plot_for_question(pruned, processor, sample.image, sample.prompt, answer=cut[0], path=picture,
-                          grid=(12, 12), title="Patches the pruned model kept (dropped ones darkened)")
+                          grid=(side, side), title="Patches the pruned model kept (dropped ones darkened)")
         echo(f"\nKept patches at each cut (question 1): {picture}")
     explain_terms(echo)
     return {"accuracy": acc, "flops_fraction": fraction, "exact": exact, "times": times, "schedule": schedule}

@@ -11,6 +11,7 @@ from tests.reference_model._shared import CHECKPOINT
 from tokenprune.cli import app
 from tokenprune.errors import TokenPruneError
 from tokenprune.reference_demo import demo_schedule, load_reference, run_reference_demo, searched_schedule
+from tokenprune.synthvqa import photo
 
 runner = CliRunner()
 
@@ -28,6 +29,35 @@ def test_reference_demo_reports_answers_accuracy_flops_time_and_picture(tmp_path
     assert picture.read_bytes()[:4] == b"\x89PNG"
     for word in ("cut:", "interleaved runs:", "FLOPs fraction:"):  # each explained on its own line
         assert sum(line.strip().startswith(word) for line in lines) == 1, word
+
+
+def test_photo_suite_demo_asks_photo_questions_and_draws_the_24x24_grid(tmp_path, monkeypatch):
+    """The same demo on a (tiny, untrained) model of the photo suite: its questions, its test split, its patch grid."""
+    import tokenprune.visualize as visualize
+    from tests.reference_model._scripts import PHOTO, build
+
+    processor = build.build_processor(PHOTO)
+    model = build.build_model(processor.tokenizer, seed=0, text_hidden=32, text_intermediate=64, suite=PHOTO)
+    model.save_pretrained(tmp_path / "photo")
+    processor.save_pretrained(tmp_path / "photo")
+    grids = []
+    real = visualize.plot_for_question
+    monkeypatch.setattr(visualize, "plot_for_question", lambda *a, **kw: grids.append(kw["grid"]) or real(*a, **kw))
+    lines = []
+    out = run_reference_demo(echo=lines.append, checkpoint=tmp_path / "photo", questions=6, repeats=1,
+                             picture=tmp_path / "kept.png", suite="photo")
+    text = "\n".join(lines)
+    assert "576 vision tokens per 96x96 image, photo-like scenes" in text
+    shown = [photo.make_sample("test", i).question.question for i in range(6)]
+    assert all(q + " ?" in text for q in shown)
+    assert out["exact"] is True and out["accuracy"]["original"]["n"] == 6
+    assert grids == [(24, 24)] and (tmp_path / "kept.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_unknown_suite_is_refused_with_the_valid_names():
+    result = runner.invoke(app, ["demo", "--suite", "photos", "--repeats", "1"])
+    assert result.exit_code == 2 and "unknown reference suite 'photos'" in result.output
+    assert "['grid', 'photo']" in result.output
 
 
 def test_demo_writes_its_picture_to_a_temp_folder_unless_asked(tmp_path, monkeypatch):

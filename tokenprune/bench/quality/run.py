@@ -22,9 +22,9 @@ from tokenprune.flops import mean_flops_fraction
 from tokenprune.schedule import Schedule
 from tokenprune.spec import resolve_module
 from tokenprune.synthvqa import answers
+from tokenprune.synthvqa.suites import SUITES
 
 from .plan import Entry, QualitySettings, plan
-from .suites import SUITES
 
 ROWS_FILE = "rows.jsonl"
 
@@ -80,7 +80,7 @@ def run_quality(model, spec, processor, settings: QualitySettings, work_dir: Pat
     """Every entry of :func:`plan` (or those matching ``only``: ids or shell patterns such as ``dart-*``), as
     rows in plan order. ``published``: rows of an earlier run by id; entries not run come from it (so a subset
     merges into the published results), and entries run here may reuse its schedules. ``suite``: whose questions
-    (:data:`.suites.SUITES`: the grid or the photo reference model's)."""
+    (:data:`tokenprune.synthvqa.suites.SUITES`: the grid or the photo reference model's)."""
     import tokenprune as tp
     from tokenprune.search import CalibrationSet
 
