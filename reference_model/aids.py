@@ -1,4 +1,5 @@
-"""Training aids shared by train.py and symbolic_lm.py: the attention aid and a question-type curriculum.
+"""Training aids shared by train.py and symbolic_lm.py: the attention aid and a question-type curriculum,
+and the evidence aid's pooling.
 
 The attention aid pushes the first heads of one decoder layer, at every "?" token, to put their attention mass
 on the patches the question is about (the suite's ``evidence_keys``: ``synthvqa.relevant_cells``' cells, or
@@ -64,3 +65,14 @@ class AttentionAux:
         scores = scores.masked_fill(~mask[b, 0, t][:, None], float("-inf"))
         log_probs = scores.log_softmax(-1).masked_fill(~targets[:, None], float("-inf"))
         self.loss = -torch.logsumexp(log_probs, -1).mean()
+
+
+def pool_evidence(image_features: torch.Tensor, asked: torch.Tensor, evidence: torch.Tensor) -> torch.Tensor:
+    """The evidence aid's input: each question's image features averaged over its evidence patches.
+
+    ``image_features`` (B, N, H) are the projected image tokens, which sit at sequence positions 1..N;
+    ``asked`` (Q, 2) and ``evidence`` (Q, T) are ``attention_targets``' query positions and target keys.
+    """
+    weights = evidence[:, 1 : 1 + image_features.shape[1]].float()  # (Q, N)
+    weights = weights / weights.sum(1, keepdim=True)
+    return torch.einsum("qn,qnh->qh", weights, image_features[asked[:, 0]])  # (Q, H)

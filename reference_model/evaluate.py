@@ -1,6 +1,6 @@
 """Accuracy of a (reference) LLaVA model on synthvqa samples, optionally with the vision tokens withdrawn.
 
-    python reference_model/evaluate.py [--checkpoint DIR] [--n 576]
+    python reference_model/evaluate.py [--suite grid|photo] [--checkpoint DIR] [--n 576]
 
 Accuracy is exact match of the first generated token (greedy) with the one-token answer.
 """
@@ -58,17 +58,21 @@ def main(argv=None):
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--checkpoint", default=str(HERE / "checkpoint"))
+    parser.add_argument("--suite", choices=("grid", "photo"), default="grid", help="which reference model's questions")
+    parser.add_argument("--checkpoint", default=None, help="default: the suite's shipped model")
     parser.add_argument("--split", default="test")
     parser.add_argument("--n", type=int, default=576)
     parser.add_argument("--withdraw-from-layer", type=int, default=1)
     args = parser.parse_args(argv)
+    suite = importlib.import_module(synthvqa.__name__ + ".suites").SUITES[args.suite]
+    checkpoint = args.checkpoint or str(HERE.parent / suite.checkpoint)
     torch.set_num_threads(1)
-    model = LlavaForConditionalGeneration.from_pretrained(args.checkpoint, dtype=torch.float32, attn_implementation="eager")
+    model = LlavaForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32, attn_implementation="eager")
     model.eval()
-    processor = AutoProcessor.from_pretrained(args.checkpoint)
-    samples = synthvqa.make_split(args.split, args.n)
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    samples = suite.make_split(args.split, args.n)
     result = {
+        "suite": args.suite,
         "split": args.split,
         "n": args.n,
         "all_tokens": accuracy(model, processor, samples),

@@ -38,7 +38,7 @@ sys.path.insert(0, str(HERE))
 sys.path.append(str(HERE.parent))
 
 import train_state
-from aids import AttentionAux, attention_targets, sample_indices
+from aids import AttentionAux, attention_targets, pool_evidence, sample_indices
 from build import CELL_OF_PATCH, GRID, SUITES, build_model, build_processor, synthvqa  # noqa: F401
 from evaluate import accuracy
 
@@ -148,6 +148,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--answer-aux", type=float, default=0.0,
                         help="weight of the answer aid: a linear probe on the residual stream after --attention-layer "
                              "predicts the answer at every '?' (makes that layer write what its heads read)")
+    parser.add_argument("--evidence-aux", type=float, default=0.0,
+                        help="weight of the evidence aid: a linear probe on the image features, averaged over each "
+                             "question's evidence patches, predicts its answer (makes the tower encode it there)")
     parser.add_argument("--attention-heads", type=int, default=1)
     parser.add_argument("--warm-types", default="", help="curriculum: comma-separated question types trained alone first")
     parser.add_argument("--warm-steps", type=int, default=0, help="curriculum: steps on --warm-types only")
@@ -218,7 +221,8 @@ def main(argv=None):
     probe = torch.nn.Linear(hidden, len(suite.patch_classes)).to(device) if args.patch_aux else None
     position_probe = torch.nn.Linear(hidden, suite.num_positions).to(device) if args.position_aux else None
     answer_probe = torch.nn.Linear(hidden, len(tok)).to(device) if args.answer_aux else None
-    for head in (probe, position_probe, answer_probe):
+    evidence_probe = torch.nn.Linear(hidden, len(tok)).to(device) if args.evidence_aux else None
+    for head in (probe, position_probe, answer_probe, evidence_probe):
         if head is not None:
             groups[(True, True)].append(head.weight)
             groups[(True, False)].append(head.bias)
@@ -254,7 +258,8 @@ def main(argv=None):
     qmark = tok.convert_tokens_to_ids("?")
     eval_set = suite.make_split("calibration", args.eval_samples)
     data_rng = random.Random(f"train-mask/{args.seed}")
-    heads = {"probe": probe, "position_probe": position_probe, "answer_probe": answer_probe}
+    heads = {"probe": probe, "position_probe": position_probe, "answer_probe": answer_probe,
+             "evidence_probe": evidence_probe}
     start, log = 0, []
     if args.state is not None and Path(args.state).is_file():
         start, log = train_state.load(args.state, model, heads, opt, data_rng, device)
@@ -281,9 +286,11 @@ def main(argv=None):
         current_mask0["mask0"] = mask0
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup) * group["lr_scale"]
+        if attention_aid is not None or args.evidence_aux:
+            asked, evidence = (t.to(device) for t in attention_targets(
+                samples, ids, qmark, args.questions_per_image, args.seed, chosen, suite))  # (Q, 2), (Q, T)
         if attention_aid is not None:
-            targets = attention_targets(samples, ids, qmark, args.questions_per_image, args.seed, chosen, suite)
-            attention_aid.batch, attention_aid.loss = (*(t.to(device) for t in targets), mask), None
+            attention_aid.batch, attention_aid.loss = (asked, evidence, mask), None
         out = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, position_ids=pos)
         current_mask0.clear()
         routing = None
@@ -308,6 +315,10 @@ def main(argv=None):
             residual = features.pop("residual")                                    # (B, T, hidden)
             answer_loss = F.cross_entropy(answer_probe(residual[asks]).float(), labels[asks])
             loss_total = loss_total + args.answer_aux * answer_loss
+        if args.evidence_aux and len(asked):
+            pooled = pool_evidence(image_features, asked, evidence)                # (Q, hidden)
+            evidence_loss = F.cross_entropy(evidence_probe(pooled), labels[asked[:, 0], asked[:, 1]])
+            loss_total = loss_total + args.evidence_aux * evidence_loss
         opt.zero_grad(set_to_none=True)
         loss_total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -317,6 +328,7 @@ def main(argv=None):
             aux_text += f" position_aux {where.item():.4f}" if args.position_aux else ""
             aux_text += f" attention_aux {routing.item():.4f}" if routing is not None else ""
             aux_text += f" answer_aux {answer_loss.item():.4f}" if args.answer_aux else ""
+            aux_text += f" evidence_aux {evidence_loss.item():.4f}" if args.evidence_aux and len(asked) else ""
             print(f"step {step} loss {loss.item():.4f} feat_ms {penalty.item():.4f}{aux_text} lr {opt.param_groups[0]['lr']:.2e} {time.time() - t0:.0f}s", flush=True)
         if (step + 1) % args.eval_every == 0 or step == args.steps - 1:
             model.eval()

@@ -35,10 +35,11 @@ class Phase:
     warm_types: str = ""  # curriculum: these question types alone for the first warm_steps steps
     warm_steps: int = 0
     warmup: int = 100
+    extra: tuple[str, ...] = ()  # this phase's own train.py arguments
 
     def argv(self) -> list[str]:
         return ["--steps", str(self.steps), "--lr", str(self.lr), "--seed", str(self.seed), "--warmup",
-                str(self.warmup), "--warm-types", self.warm_types, "--warm-steps", str(self.warm_steps)]
+                str(self.warmup), "--warm-types", self.warm_types, "--warm-steps", str(self.warm_steps), *self.extra]
 
     def tiny(self, steps: int) -> Phase:
         return replace(self, steps=steps, warm_steps=min(1, self.warm_steps), warmup=1)
@@ -50,6 +51,9 @@ PHASES = (
     Phase("phase1", 3000, 1e-3, 0, warm_types="color", warm_steps=600),
     Phase("phase2", 3000, 7e-4, 1),
     Phase("phase3", 1500, 5e-4, 2, warm_types="relation", warm_steps=500, warmup=50),
+    # Added after phase 2 ended with "read" at chance while the other types learnt (README: "Second attempt"):
+    # the evidence aid trains the tower to name the answer from the question's evidence patches alone.
+    Phase("phase4", 1200, 5e-4, 3, warm_types="read", warm_steps=300, warmup=50, extra=("--evidence-aux", "1")),
 )
 # The answer aid (weight 1) was added after a first run without it stayed at chance on every question type for
 # 1200 steps although the attention aid worked (README: "First attempt").
@@ -57,7 +61,7 @@ COMMON = ("--suite", "photo", "--patch-aux", "1", "--position-aux", "1", "--atte
           "--questions-per-image", "16", "--eval-every", "300")
 STAGE_STEPS = 150  # steps per stage: under an hour even on the loaded 2-core machine (README: timing)
 # A test-sized recipe: the same phases and code paths, a few steps of a narrow model.
-TINY = {"steps": (2, 1, 1), "stage_steps": 1,
+TINY = {"steps": (2, 1, 1, 1), "stage_steps": 1,
         "args": ("--images-per-step", "1", "--questions-per-image", "2", "--eval-every", "2", "--eval-samples", "0",
                  "--text-hidden", "32", "--text-intermediate", "64", "--describe", "0")}
 

@@ -1,4 +1,4 @@
-"""The reference-model scripts (build.py, train.py, photo/recipe.py) loaded as modules for the photo tests."""
+"""The reference-model scripts (build.py, train.py, aids.py, photo/recipe.py) loaded as modules for the photo tests."""
 
 from __future__ import annotations
 
@@ -21,5 +21,6 @@ def _load(name: str, path: Path):
 build = _load("reference_model_build", ROOT / "reference_model" / "build.py")
 train = _load("reference_model_train", ROOT / "reference_model" / "train.py")
 recipe = _load("reference_model_photo_recipe", ROOT / "reference_model" / "photo" / "recipe.py")
+aids = _load("reference_model_aids", ROOT / "reference_model" / "aids.py")
 diagnose = _load("reference_model_photo_diagnose", ROOT / "reference_model" / "photo" / "diagnose.py")
 PHOTO = build.SUITES["photo"]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
 
-from ._scripts import PHOTO, build, diagnose, recipe, train
+from ._scripts import PHOTO, aids, build, diagnose, recipe, train
 
 TINY = ["--suite", "photo", "--images-per-step", "1", "--questions-per-image", "2", "--eval-samples", "0",
         "--text-hidden", "32", "--text-intermediate", "64", "--describe", "0", "--patch-aux", "1",
@@ -39,6 +40,21 @@ def test_photo_aid_targets_follow_the_ground_truth():
     assert PHOTO.position_of_patch.view(24, 24)[23, 0].item() == 6  # bottom left
 
 
+def test_evidence_aid_averages_each_questions_evidence_patches_and_trains_its_probe(tmp_path, capsys):
+    sample = PHOTO.make_sample("train", 4)
+    features = torch.randn(2, 576, 8)                                       # (B, N, H)
+    keys = torch.zeros(1, 1 + 576 + 5, dtype=torch.bool)                    # (Q, T): image tokens at 1..576
+    keys[0, 1:577] = PHOTO.evidence_keys(sample, sample.question)
+    pooled = aids.pool_evidence(features, torch.tensor([[1, 580]]), keys)  # the question of image 1
+    patches = build.synthvqa.photo.evidence_patches(sample.scene, sample.question)
+    assert torch.allclose(pooled[0], features[1, patches].mean(0), atol=1e-6)
+    state = tmp_path / "state.pt"
+    train.main(["--out", str(tmp_path / "out"), *TINY, "--steps", "1", "--eval-every", "1", "--evidence-aux", "1",
+                "--warm-types", "read", "--warm-steps", "1", "--state", str(state)])
+    assert re.search(r"evidence_aux \d", capsys.readouterr().out)
+    assert "evidence_probe" in torch.load(state, weights_only=False)["heads"]
+
+
 def test_stopped_and_resumed_training_saves_the_same_bytes(tmp_path):
     common = [*TINY, "--steps", "2", "--eval-every", "2"]
     train.main(["--out", str(tmp_path / "whole"), *common])
@@ -52,16 +68,16 @@ def test_stopped_and_resumed_training_saves_the_same_bytes(tmp_path):
 
 
 def test_recipe_stops_after_a_stage_and_resumes_to_the_uninterrupted_result(tmp_path):
-    assert recipe.run(tmp_path / "w1", tmp_path / "out1", device="cpu", tiny=True) == 4
+    assert recipe.run(tmp_path / "w1", tmp_path / "out1", device="cpu", tiny=True) == 5
     assert recipe.run(tmp_path / "w2", tmp_path / "out2", device="cpu", tiny=True, max_stages=1) == 1
     assert not (tmp_path / "out2").exists()
-    assert json.loads((tmp_path / "w2" / "progress.json").read_text()) == {"done": 1, "stages": 4}
-    assert recipe.run(tmp_path / "w2", tmp_path / "out2", device="cpu", tiny=True) == 4
+    assert json.loads((tmp_path / "w2" / "progress.json").read_text()) == {"done": 1, "stages": 5}
+    assert recipe.run(tmp_path / "w2", tmp_path / "out2", device="cpu", tiny=True) == 5
     final = (tmp_path / "out1" / "model.safetensors").read_bytes()
     assert (tmp_path / "out2" / "model.safetensors").read_bytes() == final
     assert (tmp_path / "out2" / "training_log_phase1.json").is_file()
     # A finished recipe has nothing left to run.
-    assert recipe.run(tmp_path / "w2", tmp_path / "out2", device="cpu", tiny=True) == 4
+    assert recipe.run(tmp_path / "w2", tmp_path / "out2", device="cpu", tiny=True) == 5
 
 
 def test_recipe_stages_cover_every_phase_in_short_steps():
