@@ -21,14 +21,19 @@ def sample_indices(types, seed_types=synthvqa.QUESTION_TYPES):
     return (i for i in range(10**9) if i % len(seed_types) in allowed)
 
 
-def attention_targets(samples, input_ids, qmark_id, questions_per_image, seed, types, suite=GRID):
-    """Query positions (N, 2) as (row, column) of the packed batch and their target keys (N, T) bool."""
+def attention_targets(samples, input_ids, qmark_id, questions_per_image, seed, types, suite=GRID, only=None):
+    """Query positions (N, 2) as (row, column) of the packed batch and their target keys (N, T) bool.
+
+    ``types`` are the question types the batch was packed with; ``only`` (default: all) those to return.
+    """
     positions, targets = [], []
     T = input_ids.shape[1]
     for b, sample in enumerate(samples):
         questions = [sample.question] + suite.extra_questions(sample, questions_per_image - 1, seed, types)
         marks = (input_ids[b].cpu() == qmark_id).nonzero()[:, 0].tolist()  # one "?" per question, in order
         for question, t in zip(questions, marks):
+            if only is not None and question.qtype not in only:
+                continue
             evidence = suite.evidence_keys(sample, question)  # (N,) bool
             if not evidence.any():
                 continue

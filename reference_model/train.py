@@ -151,6 +151,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--evidence-aux", type=float, default=0.0,
                         help="weight of the evidence aid: a linear probe on the image features, averaged over each "
                              "question's evidence patches, predicts its answer (makes the tower encode it there)")
+    parser.add_argument("--evidence-types", default="color,shape,read",
+                        help="the evidence aid's question types: those whose answer the evidence region alone holds "
+                             "(an average over several objects cannot hold a count or a relation)")
     parser.add_argument("--attention-heads", type=int, default=1)
     parser.add_argument("--warm-types", default="", help="curriculum: comma-separated question types trained alone first")
     parser.add_argument("--warm-steps", type=int, default=0, help="curriculum: steps on --warm-types only")
@@ -286,11 +289,13 @@ def main(argv=None):
         current_mask0["mask0"] = mask0
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup) * group["lr_scale"]
-        if attention_aid is not None or args.evidence_aux:
-            asked, evidence = (t.to(device) for t in attention_targets(
-                samples, ids, qmark, args.questions_per_image, args.seed, chosen, suite))  # (Q, 2), (Q, T)
         if attention_aid is not None:
-            attention_aid.batch, attention_aid.loss = (asked, evidence, mask), None
+            targets = attention_targets(samples, ids, qmark, args.questions_per_image, args.seed, chosen, suite)
+            attention_aid.batch, attention_aid.loss = (*(t.to(device) for t in targets), mask), None
+        if args.evidence_aux:
+            asked, evidence = (t.to(device) for t in attention_targets(
+                samples, ids, qmark, args.questions_per_image, args.seed, chosen, suite,
+                only=args.evidence_types.split(",")))                              # (Q, 2), (Q, T)
         out = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, position_ids=pos)
         current_mask0.clear()
         routing = None

@@ -49,10 +49,13 @@ def test_evidence_aid_averages_each_questions_evidence_patches_and_trains_its_pr
     patches = build.synthvqa.photo.evidence_patches(sample.scene, sample.question)
     assert torch.allclose(pooled[0], features[1, patches].mean(0), atol=1e-6)
     state = tmp_path / "state.pt"
-    train.main(["--out", str(tmp_path / "out"), *TINY, "--steps", "1", "--eval-every", "1", "--evidence-aux", "1",
-                "--warm-types", "read", "--warm-steps", "1", "--state", str(state)])
+    reads = [*TINY, "--steps", "1", "--eval-every", "1", "--evidence-aux", "1", "--warm-types", "read", "--warm-steps", "1"]
+    train.main(["--out", str(tmp_path / "out"), *reads, "--state", str(state)])
     assert re.search(r"evidence_aux \d", capsys.readouterr().out)
     assert "evidence_probe" in torch.load(state, weights_only=False)["heads"]
+    # Only the chosen types feed it: a batch of read questions gives a colour-only aid nothing to learn from.
+    train.main(["--out", str(tmp_path / "colour"), *reads, "--evidence-types", "color"])
+    assert "evidence_aux" not in capsys.readouterr().out
 
 
 def test_stopped_and_resumed_training_saves_the_same_bytes(tmp_path):
