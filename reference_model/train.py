@@ -172,6 +172,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--warm-types: got {args.warm_types!r} with --warm-steps {args.warm_steps}; expected a "
                      f"comma-separated subset of {list(synthvqa.QUESTION_TYPES)}")
     args.warm_type_list = warm_types
+    evidence_types = tuple(t for t in args.evidence_types.split(",") if t)
+    if set(evidence_types) - set(synthvqa.QUESTION_TYPES) or (args.evidence_aux and not evidence_types):
+        parser.error(f"--evidence-types: got {args.evidence_types!r} with --evidence-aux {args.evidence_aux}; "
+                     f"expected a comma-separated subset of {list(synthvqa.QUESTION_TYPES)}")
+    args.evidence_type_list = evidence_types
     return args
 
 
@@ -295,7 +300,7 @@ def main(argv=None):
         if args.evidence_aux:
             asked, evidence = (t.to(device) for t in attention_targets(
                 samples, ids, qmark, args.questions_per_image, args.seed, chosen, suite,
-                only=args.evidence_types.split(",")))                              # (Q, 2), (Q, T)
+                only=args.evidence_type_list))                              # (Q, 2), (Q, T)
         out = model(input_ids=ids, pixel_values=pixels, attention_mask=mask, position_ids=pos)
         current_mask0.clear()
         routing = None

@@ -56,6 +56,9 @@ def test_evidence_aid_averages_each_questions_evidence_patches_and_trains_its_pr
     # Only the chosen types feed it: a batch of read questions gives a colour-only aid nothing to learn from.
     train.main(["--out", str(tmp_path / "colour"), *reads, "--evidence-types", "color"])
     assert "evidence_aux" not in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # a misspelt type would leave the aid silently idle
+        train.main(["--out", str(tmp_path / "typo"), *reads, "--evidence-types", "colour"])
+    assert "--evidence-types: got 'colour'" in capsys.readouterr().err
 
 
 def test_stopped_and_resumed_training_saves_the_same_bytes(tmp_path):
