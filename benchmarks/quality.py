@@ -53,7 +53,7 @@ BELOW_GATE = (
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suite", choices=("grid", "photo"), default="grid",
+    p.add_argument("--suite", choices=sorted(SUITE_DEFAULTS), default="grid",
                    help="which reference model: grid (144 vision tokens) or photo (576, mostly background)")
     p.add_argument("--checkpoint", type=Path, default=None, help="default: the suite's shipped model")
     p.add_argument("--work-dir", type=Path, default=None,

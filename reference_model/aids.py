@@ -5,6 +5,9 @@ The attention aid pushes the first heads of one decoder layer, at every "?" toke
 on the patches the question is about (the suite's ``evidence_keys``: ``synthvqa.relevant_cells``' cells, or
 ``synthvqa.photo.evidence_patches``); its loss is
 ``-log(sum of attention probabilities on those patches)``. Only its gradient shapes the model; nothing is saved.
+
+The evidence and glyph aids train the vision tower through linear probes on its projected features averaged
+over a region (``pool_patches``): a question's evidence patches, or every sign's patches on extra images.
 """
 
 from __future__ import annotations
@@ -72,12 +75,26 @@ class AttentionAux:
         self.loss = -torch.logsumexp(log_probs, -1).mean()
 
 
+def pool_patches(image_features: torch.Tensor, which: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+    """(Q, H): the features (B, N, H) of image ``which[q]`` averaged over the patches ``patches[q]`` (Q, N) marks."""
+    weights = patches.float()
+    weights = weights / weights.sum(1, keepdim=True)
+    return torch.einsum("qn,qnh->qh", weights, image_features[which])
+
+
 def pool_evidence(image_features: torch.Tensor, asked: torch.Tensor, evidence: torch.Tensor) -> torch.Tensor:
     """The evidence aid's input: each question's image features averaged over its evidence patches.
 
     ``image_features`` (B, N, H) are the projected image tokens, which sit at sequence positions 1..N;
     ``asked`` (Q, 2) and ``evidence`` (Q, T) are ``attention_targets``' query positions and target keys.
     """
-    weights = evidence[:, 1 : 1 + image_features.shape[1]].float()  # (Q, N)
-    weights = weights / weights.sum(1, keepdim=True)
-    return torch.einsum("qn,qnh->qh", weights, image_features[asked[:, 0]])  # (Q, H)
+    return pool_patches(image_features, asked[:, 0], evidence[:, 1 : 1 + image_features.shape[1]])
+
+
+def image_features_of(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """(B, N, H): the projected image tokens of ``pixel_values`` (the vision tower and projector only)."""
+    out = model.model.get_image_features(pixel_values=pixel_values)
+    out = out.pooler_output if hasattr(out, "pooler_output") else out  # transformers 5 returns an output object
+    if isinstance(out, (list, tuple)):
+        out = torch.stack(list(out))
+    return out.reshape(pixel_values.shape[0], -1, out.shape[-1])

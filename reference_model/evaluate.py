@@ -57,15 +57,20 @@ majority_baselines = answers.majority_baselines
 def main(argv=None):
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+    suites = importlib.import_module(synthvqa.__name__ + ".suites").SUITES
     parser = argparse.ArgumentParser()
-    parser.add_argument("--suite", choices=("grid", "photo"), default="grid", help="which reference model's questions")
+    parser.add_argument("--suite", choices=sorted(suites), default="grid", help="which reference model's questions")
     parser.add_argument("--checkpoint", default=None, help="default: the suite's shipped model")
     parser.add_argument("--split", default="test")
     parser.add_argument("--n", type=int, default=576)
     parser.add_argument("--withdraw-from-layer", type=int, default=1)
     args = parser.parse_args(argv)
-    suite = importlib.import_module(synthvqa.__name__ + ".suites").SUITES[args.suite]
+    suite = suites[args.suite]
     checkpoint = args.checkpoint or str(HERE.parent / suite.checkpoint)
+    if not (Path(checkpoint) / "config.json").is_file():
+        parser.error(f"--checkpoint: no model at {checkpoint} (config.json missing); expected a folder saved by "
+                     f"save_pretrained, e.g. the {args.suite} suite's shipped model at {suite.checkpoint} "
+                     f"(train it with its recipe first if it is not there)")
     torch.set_num_threads(1)
     model = LlavaForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32, attn_implementation="eager")
     model.eval()

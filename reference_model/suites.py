@@ -61,6 +61,10 @@ class Suite:
 
     num_positions = 9
 
+    def glyph_targets(self, samples) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """The glyph aid's targets for every sign on ``samples``: image index (S,), patches (S, N) bool, characters."""
+        raise NotImplementedError(f"the {self.name!r} suite has no glyph aid targets (only 'photo' does)")
+
 
 class GridSuite(Suite):
     question_types = synthvqa.QUESTION_TYPES
@@ -118,6 +122,18 @@ class PhotoSuite(Suite):
         keys = torch.zeros(self.num_image_tokens, dtype=torch.bool)
         keys[photo.evidence_patches(sample.scene, question)] = True
         return keys
+
+    def glyph_targets(self, samples) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """Every sign on ``samples``: its image (S,), the patches it is drawn on (S, 576) bool and its character."""
+        which, chars, patches = [], [], []
+        for b, s in enumerate(samples):
+            for item in s.scene.glyphs:
+                keys = torch.zeros(self.num_image_tokens, dtype=torch.bool)
+                keys[sorted(photo.item_patches(item))] = True
+                which.append(b), chars.append(item.char), patches.append(keys)
+        if not patches:
+            return torch.zeros(0, dtype=torch.long), torch.zeros((0, self.num_image_tokens), dtype=torch.bool), []
+        return torch.tensor(which), torch.stack(patches), chars
 
 
 SUITES: dict[str, Suite] = {

@@ -38,7 +38,7 @@ sys.path.insert(0, str(HERE))
 sys.path.append(str(HERE.parent))
 
 import train_state
-from aids import AttentionAux, attention_targets, pool_evidence, sample_indices
+from aids import AttentionAux, attention_targets, image_features_of, pool_evidence, pool_patches, sample_indices
 from build import CELL_OF_PATCH, GRID, SUITES, build_model, build_processor, synthvqa  # noqa: F401
 from evaluate import accuracy
 
@@ -99,6 +99,7 @@ def pack_batch(samples, tokenizer, image_processor, questions_per_image, seed, l
     return input_ids, position_ids, label_t, mask[:, None], mask0[:, None], pixel_values
 
 
+GLYPH_STREAM = 10**9  # first training-split index of the glyph aid's images (the question stream stays far below)
 CELL_CLASSES = GRID.patch_classes  # empty, 12 colour-shape pairs, 8 characters
 patch_targets = GRID.patch_targets  # (B, 144) class of the grid cell each patch lies in
 
@@ -154,6 +155,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--evidence-types", default="color,shape,read",
                         help="the evidence aid's question types: those whose answer the evidence region alone holds "
                              "(an average over several objects cannot hold a count or a relation)")
+    parser.add_argument("--glyph-aux", type=float, default=0.0,
+                        help="weight of the glyph aid: on --glyph-images extra training images per step (vision tower "
+                             "only), a linear probe on the image features averaged over each sign's patches names its "
+                             "character (photo suite; 'read' questions alone give the tower too few signs to learn from)")
+    parser.add_argument("--glyph-images", type=int, default=8, help="the glyph aid's extra images per step")
     parser.add_argument("--attention-heads", type=int, default=1)
     parser.add_argument("--warm-types", default="", help="curriculum: comma-separated question types trained alone first")
     parser.add_argument("--warm-steps", type=int, default=0, help="curriculum: steps on --warm-types only")
@@ -177,6 +183,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--evidence-types: got {args.evidence_types!r} with --evidence-aux {args.evidence_aux}; "
                      f"expected a comma-separated subset of {list(synthvqa.QUESTION_TYPES)}")
     args.evidence_type_list = evidence_types
+    if args.glyph_aux and (args.suite != "photo" or args.glyph_images < 1):
+        parser.error(f"--glyph-aux {args.glyph_aux}: needs --suite photo (got {args.suite!r}) and --glyph-images >= 1 "
+                     f"(got {args.glyph_images}); the grid suite has no glyph aid")
     return args
 
 
@@ -230,7 +239,8 @@ def main(argv=None):
     position_probe = torch.nn.Linear(hidden, suite.num_positions).to(device) if args.position_aux else None
     answer_probe = torch.nn.Linear(hidden, len(tok)).to(device) if args.answer_aux else None
     evidence_probe = torch.nn.Linear(hidden, len(tok)).to(device) if args.evidence_aux else None
-    for head in (probe, position_probe, answer_probe, evidence_probe):
+    glyph_probe = torch.nn.Linear(hidden, len(tok)).to(device) if args.glyph_aux else None
+    for head in (probe, position_probe, answer_probe, evidence_probe, glyph_probe):
         if head is not None:
             groups[(True, True)].append(head.weight)
             groups[(True, False)].append(head.bias)
@@ -267,7 +277,7 @@ def main(argv=None):
     eval_set = suite.make_split("calibration", args.eval_samples)
     data_rng = random.Random(f"train-mask/{args.seed}")
     heads = {"probe": probe, "position_probe": position_probe, "answer_probe": answer_probe,
-             "evidence_probe": evidence_probe}
+             "evidence_probe": evidence_probe, "glyph_probe": glyph_probe}
     start, log = 0, []
     if args.state is not None and Path(args.state).is_file():
         start, log = train_state.load(args.state, model, heads, opt, data_rng, device)
@@ -329,6 +339,18 @@ def main(argv=None):
             pooled = pool_evidence(image_features, asked, evidence)                # (Q, hidden)
             evidence_loss = F.cross_entropy(evidence_probe(pooled), labels[asked[:, 0], asked[:, 1]])
             loss_total = loss_total + args.evidence_aux * evidence_loss
+        if args.glyph_aux:
+            # Their own stream of training images (far past the question stream's indices); tower and projector only.
+            first = GLYPH_STREAM + step * args.glyph_images
+            glyph_samples = [suite.make_sample("train", i, args.seed) for i in range(first, first + args.glyph_images)]
+            which, patches, chars = suite.glyph_targets(glyph_samples)      # (S,), (S, N), S characters
+            if len(chars):
+                glyph_pixels = processor.image_processor([s.image for s in glyph_samples], return_tensors="pt")
+                glyph_features = image_features_of(model, glyph_pixels["pixel_values"].to(device)).float()
+                features.pop("image")                                       # the projector hook saw these too
+                pooled = pool_patches(glyph_features, which.to(device), patches.to(device))  # (S, hidden)
+                glyph_loss = F.cross_entropy(glyph_probe(pooled), torch.tensor(tok.convert_tokens_to_ids(chars), device=device))
+                loss_total = loss_total + args.glyph_aux * glyph_loss
         opt.zero_grad(set_to_none=True)
         loss_total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -339,6 +361,7 @@ def main(argv=None):
             aux_text += f" attention_aux {routing.item():.4f}" if routing is not None else ""
             aux_text += f" answer_aux {answer_loss.item():.4f}" if args.answer_aux else ""
             aux_text += f" evidence_aux {evidence_loss.item():.4f}" if args.evidence_aux and len(asked) else ""
+            aux_text += f" glyph_aux {glyph_loss.item():.4f}" if args.glyph_aux and len(chars) else ""
             print(f"step {step} loss {loss.item():.4f} feat_ms {penalty.item():.4f}{aux_text} lr {opt.param_groups[0]['lr']:.2e} {time.time() - t0:.0f}s", flush=True)
         if (step + 1) % args.eval_every == 0 or step == args.steps - 1:
             model.eval()

@@ -61,6 +61,29 @@ def test_evidence_aid_averages_each_questions_evidence_patches_and_trains_its_pr
     assert "--evidence-types: got 'colour'" in capsys.readouterr().err
 
 
+def test_glyph_aid_targets_every_sign_and_trains_its_probe(tmp_path, capsys):
+    samples = [PHOTO.make_sample("train", i) for i in range(6)]
+    which, patches, chars = PHOTO.glyph_targets(samples)                   # (S,), (S, 576), S characters
+    signs = [(b, item) for b, s in enumerate(samples) for item in s.scene.glyphs]
+    assert len(signs) == len(chars) >= len(samples)                        # 1-2 signs per scene
+    for k, (b, item) in enumerate(signs):
+        assert which[k] == b and chars[k] == item.char
+        assert patches[k].nonzero()[:, 0].tolist() == sorted(build.synthvqa.photo.item_patches(item))
+    features = torch.randn(len(samples), 576, 8)                           # (B, N, H)
+    pooled = aids.pool_patches(features, which, patches)
+    assert torch.allclose(pooled[0], features[which[0], patches[0]].mean(0), atol=1e-6)
+    state = tmp_path / "state.pt"
+    glyphs = [*TINY, "--steps", "1", "--eval-every", "1", "--glyph-aux", "1", "--glyph-images", "2"]
+    train.main(["--out", str(tmp_path / "out"), *glyphs, "--state", str(state)])
+    assert re.search(r"glyph_aux \d", capsys.readouterr().out)
+    assert "glyph_probe" in torch.load(state, weights_only=False)["heads"]
+    with pytest.raises(SystemExit):  # the grid suite has no signs to name
+        train.main(["--out", str(tmp_path / "grid"), *glyphs, "--suite", "grid"])
+    assert "needs --suite photo" in capsys.readouterr().err
+    with pytest.raises(NotImplementedError, match="only 'photo'"):
+        build.GRID.glyph_targets(samples)
+
+
 def test_stopped_and_resumed_training_saves_the_same_bytes(tmp_path):
     common = [*TINY, "--steps", "2", "--eval-every", "2"]
     train.main(["--out", str(tmp_path / "whole"), *common])

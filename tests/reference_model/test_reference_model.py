@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from safetensors import safe_open
 from transformers import AutoProcessor, LlavaForConditionalGeneration, LlavaProcessor
@@ -85,3 +86,10 @@ def test_eager_and_sdpa_agree(processor, held_out):
         b = eager(**enc).logits
     mask = enc["attention_mask"].bool()
     torch.testing.assert_close(a[mask], b[mask], rtol=1e-4, atol=1e-4)
+
+
+def test_evaluate_refuses_a_missing_checkpoint_with_what_to_do(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        evaluate.main(["--suite", "photo", "--checkpoint", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "no model at" in err and "config.json missing" in err and "recipe" in err
