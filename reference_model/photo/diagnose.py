@@ -7,7 +7,7 @@ attention of head 0 of the attention aid's layer (3), and of that layer's heads 
 ("?") puts on the question's evidence patches, against a uniform spread. Then, for colour questions, whether the
 answer is linearly decodable (a probe trained on 280 and scored on 120 training-split questions) from head 0's
 output and from the residual stream at "?" after every layer: where the probe's accuracy falls to chance is
-where the answer is lost.
+where the answer is lost. ``--probe-type read`` (or any other type) probes that type's answers instead.
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ def probe_accuracy(features: torch.Tensor, labels: torch.Tensor, train: torch.Te
         return ((x[~train] @ weight + bias).argmax(-1) == labels[~train]).float().mean().item()
 
 
-def colour_probes(model, processor, layer: int) -> None:
-    samples = [s for s in photo.make_split("train", 6 * 400, seed=7) if s.question.qtype == "color"]
+def answer_probes(model, processor, layer: int, qtype: str = "color") -> None:
+    samples = [s for s in photo.make_split("train", 6 * 400, seed=7) if s.question.qtype == qtype]
     answers = sorted({s.answer for s in samples})
     labels = torch.tensor([answers.index(s.answer) for s in samples])
     attention = model.model.language_model.layers[layer].self_attn
@@ -91,7 +91,7 @@ def colour_probes(model, processor, layer: int) -> None:
             residual[depth].append(hidden[:, -1])
     hook.remove()
     train = torch.arange(len(samples)) < int(0.7 * len(samples))
-    print(f"colour probes (held-out accuracy, chance {1 / len(answers):.2f}, {len(samples)} questions):")
+    print(f"{qtype} probes (held-out accuracy, chance {1 / len(answers):.2f}, {len(samples)} questions):")
     print(f"  head 0 of layer {layer}: {probe_accuracy(torch.cat(captured), labels, train, len(answers)):.2f}")
     for depth, hidden in residual.items():
         where = "embeddings" if depth == 0 else f"after layer {depth - 1}"
@@ -105,6 +105,8 @@ def main(argv=None) -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--layer", type=int, default=3, help="the attention aid's layer")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--probe-type", choices=photo.question_types, default="color",
+                        help="the question type whose answer the probes look for")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -112,7 +114,7 @@ def main(argv=None) -> None:
                                                           attn_implementation="eager").eval()
     processor = AutoProcessor.from_pretrained(args.checkpoint)
     attention_on_evidence(model, processor, args.layer)
-    colour_probes(model, processor, args.layer)
+    answer_probes(model, processor, args.layer, args.probe_type)
 
 
 if __name__ == "__main__":

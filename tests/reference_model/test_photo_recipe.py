@@ -97,16 +97,16 @@ def test_stopped_and_resumed_training_saves_the_same_bytes(tmp_path):
 
 
 def test_recipe_stops_after_a_stage_and_resumes_to_the_uninterrupted_result(tmp_path):
-    assert recipe.run(tmp_path / "w1", tmp_path / "out1", device="cpu", tiny=True) == 6
+    assert recipe.run(tmp_path / "w1", tmp_path / "out1", device="cpu", tiny=True) == 7
     assert recipe.run(tmp_path / "w2", tmp_path / "out2", device="cpu", tiny=True, max_stages=1) == 1
     assert not (tmp_path / "out2").exists()
-    assert json.loads((tmp_path / "w2" / "progress.json").read_text()) == {"done": 1, "stages": 6}
-    assert recipe.run(tmp_path / "w2", tmp_path / "out2", device="cpu", tiny=True) == 6
+    assert json.loads((tmp_path / "w2" / "progress.json").read_text()) == {"done": 1, "stages": 7}
+    assert recipe.run(tmp_path / "w2", tmp_path / "out2", device="cpu", tiny=True) == 7
     final = (tmp_path / "out1" / "model.safetensors").read_bytes()
     assert (tmp_path / "out2" / "model.safetensors").read_bytes() == final
     assert (tmp_path / "out2" / "training_log_phase1.json").is_file()
     # A finished recipe has nothing left to run.
-    assert recipe.run(tmp_path / "w2", tmp_path / "out2", device="cpu", tiny=True) == 6
+    assert recipe.run(tmp_path / "w2", tmp_path / "out2", device="cpu", tiny=True) == 7
 
 
 def test_recipe_stages_cover_every_phase_in_short_steps():
@@ -134,3 +134,9 @@ def test_diagnosis_probe_finds_a_linear_answer_and_not_a_random_one():
     train = torch.arange(200) < 140
     assert diagnose.probe_accuracy(decodable, labels, train, 4) > 0.9
     assert diagnose.probe_accuracy(noise, labels, train, 4) < 0.5
+
+
+def test_diagnosis_probes_only_known_question_types(capsys):
+    with pytest.raises(SystemExit):
+        diagnose.main(["some/checkpoint", "--probe-type", "colour"])
+    assert "invalid choice: 'colour'" in capsys.readouterr().err
