@@ -49,11 +49,22 @@ def attention_targets(samples, input_ids, qmark_id, questions_per_image, seed, t
     return torch.tensor(positions), torch.stack(targets)
 
 
-class AttentionAux:
-    """Pre-hook on one attention module: recomputes the first heads' probabilities at the "?" queries."""
+ATTENTION_TARGETS = ("mass", "uniform")
 
-    def __init__(self, attention: nn.Module, heads: int):
-        self.heads, self.batch, self.loss = heads, None, None
+
+class AttentionAux:
+    """Pre-hook on one attention module: recomputes the first heads' probabilities at the "?" queries.
+
+    ``target="mass"``: loss ``-log(sum of the probabilities on the evidence)``, which any split of the mass among
+    the evidence patches satisfies. ``"uniform"``: the cross-entropy with a uniform distribution over the evidence,
+    ``-mean(log p)`` over its patches, lowest when the heads average the evidence evenly, which is how the evidence
+    and glyph aids read it (a head that looks at 3 of a sign's 15 patches misses what their average holds).
+    """
+
+    def __init__(self, attention: nn.Module, heads: int, target: str = "mass"):
+        if target not in ATTENTION_TARGETS:
+            raise ValueError(f"AttentionAux: target {target!r}; expected one of {ATTENTION_TARGETS}")
+        self.heads, self.target, self.batch, self.loss = heads, target, None, None
         attention.register_forward_pre_hook(self._hook, with_kwargs=True)
 
     def _hook(self, module, args, kwargs):
@@ -71,8 +82,13 @@ class AttentionAux:
         b, t = positions[:, 0], positions[:, 1]
         scores = torch.einsum("nhd,nhkd->nhk", q[b, : self.heads, t], k[b]) * module.scaling  # (N, h, T)
         scores = scores.masked_fill(~mask[b, 0, t][:, None], float("-inf"))
-        log_probs = scores.log_softmax(-1).masked_fill(~targets[:, None], float("-inf"))
-        self.loss = -torch.logsumexp(log_probs, -1).mean()
+        log_probs = scores.log_softmax(-1)                                          # (N, h, T)
+        if self.target == "uniform":
+            # Masked keys hold -inf: zero everything off the evidence before summing.
+            on_evidence = log_probs.masked_fill(~targets[:, None], 0.0).sum(-1)    # (N, h)
+            self.loss = -(on_evidence / targets.sum(-1, keepdim=True)).mean()
+        else:
+            self.loss = -torch.logsumexp(log_probs.masked_fill(~targets[:, None], float("-inf")), -1).mean()
 
 
 def pool_patches(image_features: torch.Tensor, which: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,8 @@ sys.path.insert(0, str(HERE))
 sys.path.append(str(HERE.parent))
 
 import train_state
-from aids import AttentionAux, attention_targets, image_features_of, pool_evidence, pool_patches, sample_indices
+from aids import (ATTENTION_TARGETS, AttentionAux, attention_targets, image_features_of, pool_evidence, pool_patches,
+                  sample_indices)
 from build import CELL_OF_PATCH, GRID, SUITES, build_model, build_processor, synthvqa  # noqa: F401
 from evaluate import accuracy
 
@@ -161,6 +162,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "character (photo suite; 'read' questions alone give the tower too few signs to learn from)")
     parser.add_argument("--glyph-images", type=int, default=8, help="the glyph aid's extra images per step")
     parser.add_argument("--attention-heads", type=int, default=1)
+    parser.add_argument("--attention-target", choices=ATTENTION_TARGETS, default="mass",
+                        help="the attention aid's target: all mass on the evidence (mass) or an even spread over it "
+                             "(uniform: the head then averages the evidence as the evidence and glyph aids do)")
     parser.add_argument("--warm-types", default="", help="curriculum: comma-separated question types trained alone first")
     parser.add_argument("--warm-steps", type=int, default=0, help="curriculum: steps on --warm-types only")
     parser.add_argument("--init-from", default=None, help="start from this checkpoint's weights (a second stage)")
@@ -272,7 +276,7 @@ def main(argv=None):
         warm_stream = sample_indices(warm_types)
         if args.attention_aux:
             layer = model.model.language_model.layers[args.attention_layer]
-            attention_aid = AttentionAux(layer.self_attn, args.attention_heads)
+            attention_aid = AttentionAux(layer.self_attn, args.attention_heads, args.attention_target)
     qmark = tok.convert_tokens_to_ids("?")
     eval_set = suite.make_split("calibration", args.eval_samples)
     data_rng = random.Random(f"train-mask/{args.seed}")

@@ -88,3 +88,29 @@ def test_unknown_type_is_a_clear_error(capsys):
     with pytest.raises(SystemExit):
         symbolic.main(["--types", "color,size"])
     assert "unknown question types ['size']" in capsys.readouterr().err
+
+
+def test_attention_aid_targets_mass_or_an_even_spread_over_the_evidence(samples):
+    """On a two-key target: "mass" is -log(p1 + p2), "uniform" is -(log p1 + log p2) / 2, both from HF's eager
+    probabilities; an unknown target is refused."""
+    processor = symbolic.build_processor()
+    model = symbolic.build_model(processor.tokenizer, seed=1, text_hidden=64, text_intermediate=128).eval()
+    model.set_attn_implementation("eager")
+    lm = model.model.language_model
+    aids = {t: symbolic.AttentionAux(lm.layers[2].self_attn, heads=1, target=t) for t in ("mass", "uniform")}
+    ids, pos, _, mask, _, _ = symbolic.pack_batch(samples[:2], processor.tokenizer, None, 3, 0, 0.0, random.Random(0), describe=False)
+    qmark = processor.tokenizer.convert_tokens_to_ids("?")
+    positions, _ = symbolic.attention_targets(samples[:2], ids, qmark, 3, 0, synthvqa.QUESTION_TYPES)
+    targets = torch.zeros((len(positions), ids.shape[1]), dtype=torch.bool)
+    targets[:, [5, 9]] = True  # two image tokens
+    for aid in aids.values():
+        aid.batch = (positions, targets, mask)
+    additive = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+    with torch.no_grad():
+        out = lm(input_ids=ids, attention_mask=additive, position_ids=pos, output_attentions=True)
+    p = out.attentions[2][positions[:, 0], 0][torch.arange(len(positions)), positions[:, 1]][:, [5, 9]]  # (N, 2)
+    torch.testing.assert_close(aids["mass"].loss, -p.sum(-1).log().mean(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(aids["uniform"].loss, -p.log().mean(), rtol=1e-5, atol=1e-6)
+    assert aids["uniform"].loss > aids["mass"].loss  # an uneven split costs the uniform target more
+    with pytest.raises(ValueError, match="expected one of"):
+        symbolic.AttentionAux(lm.layers[2].self_attn, heads=1, target="even")
