@@ -29,7 +29,13 @@ def attention_targets(samples, input_ids, qmark_id, questions_per_image, seed, t
 
     ``types`` are the question types the batch was packed with; ``only`` (default: all) those to return.
     """
-    positions, targets = [], []
+    positions, targets, _ = attention_rows(samples, input_ids, qmark_id, questions_per_image, seed, types, suite, only)
+    return positions, targets
+
+
+def attention_rows(samples, input_ids, qmark_id, questions_per_image, seed, types, suite=GRID, only=None):
+    """:func:`attention_targets` and the question type of each row (a list of N strings)."""
+    positions, targets, qtypes = [], [], []
     T = input_ids.shape[1]
     for b, sample in enumerate(samples):
         questions = [sample.question] + suite.extra_questions(sample, questions_per_image - 1, seed, types)
@@ -44,9 +50,10 @@ def attention_targets(samples, input_ids, qmark_id, questions_per_image, seed, t
             keys[1 : 1 + suite.num_image_tokens] = evidence
             positions.append((b, t))
             targets.append(keys)
+            qtypes.append(question.qtype)
     if not positions:
-        return torch.zeros((0, 2), dtype=torch.long), torch.zeros((0, T), dtype=torch.bool)
-    return torch.tensor(positions), torch.stack(targets)
+        return torch.zeros((0, 2), dtype=torch.long), torch.zeros((0, T), dtype=torch.bool), []
+    return torch.tensor(positions), torch.stack(targets), qtypes
 
 
 ATTENTION_TARGETS = ("mass", "uniform")
@@ -59,6 +66,9 @@ class AttentionAux:
     the evidence patches satisfies. ``"uniform"``: the cross-entropy with a uniform distribution over the evidence,
     ``-mean(log p)`` over its patches, lowest when the heads average the evidence evenly, which is how the evidence
     and glyph aids read it (a head that looks at 3 of a sign's 15 patches misses what their average holds).
+
+    ``batch`` is ``(positions (N, 2), evidence keys (N, T), 4-D mask)``, optionally with a fourth ``(N,)`` bool:
+    the rows that take the uniform target, the others the mass target (overrides ``target`` per row).
     """
 
     def __init__(self, attention: nn.Module, heads: int, target: str = "mass"):
@@ -70,9 +80,10 @@ class AttentionAux:
     def _hook(self, module, args, kwargs):
         if self.batch is None:
             return
-        positions, targets, mask = self.batch
+        positions, targets, mask = self.batch[:3]
         if len(positions) == 0:
             return
+        uniform = self.batch[3] if len(self.batch) > 3 else torch.full((len(positions),), self.target == "uniform")
         hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]  # (B, T, H), normed
         B, T, _ = hidden.shape
         q = module.q_proj(hidden).view(B, T, -1, module.head_dim).transpose(1, 2)  # (B, heads, T, d)
@@ -83,12 +94,11 @@ class AttentionAux:
         scores = torch.einsum("nhd,nhkd->nhk", q[b, : self.heads, t], k[b]) * module.scaling  # (N, h, T)
         scores = scores.masked_fill(~mask[b, 0, t][:, None], float("-inf"))
         log_probs = scores.log_softmax(-1)                                          # (N, h, T)
-        if self.target == "uniform":
-            # Masked keys hold -inf: zero everything off the evidence before summing.
-            on_evidence = log_probs.masked_fill(~targets[:, None], 0.0).sum(-1)    # (N, h)
-            self.loss = -(on_evidence / targets.sum(-1, keepdim=True)).mean()
-        else:
-            self.loss = -torch.logsumexp(log_probs.masked_fill(~targets[:, None], float("-inf")), -1).mean()
+        # Masked keys hold -inf: zero everything off the evidence before summing.
+        on_evidence = log_probs.masked_fill(~targets[:, None], 0.0).sum(-1)        # (N, h)
+        spread = -(on_evidence / targets.sum(-1, keepdim=True))                   # (N, h) uniform target
+        mass = -torch.logsumexp(log_probs.masked_fill(~targets[:, None], float("-inf")), -1)  # (N, h)
+        self.loss = torch.where(uniform.to(mass.device)[:, None], spread, mass).mean()
 
 
 def pool_patches(image_features: torch.Tensor, which: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:

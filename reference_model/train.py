@@ -38,8 +38,8 @@ sys.path.insert(0, str(HERE))
 sys.path.append(str(HERE.parent))
 
 import train_state
-from aids import (ATTENTION_TARGETS, AttentionAux, attention_targets, image_features_of, pool_evidence, pool_patches,
-                  sample_indices)
+from aids import (ATTENTION_TARGETS, AttentionAux, attention_rows, attention_targets, image_features_of, pool_evidence,
+                  pool_patches, sample_indices)
 from build import CELL_OF_PATCH, GRID, SUITES, build_model, build_processor, synthvqa  # noqa: F401
 from evaluate import accuracy
 
@@ -165,6 +165,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--attention-target", choices=ATTENTION_TARGETS, default="mass",
                         help="the attention aid's target: all mass on the evidence (mass) or an even spread over it "
                              "(uniform: the head then averages the evidence as the evidence and glyph aids do)")
+    parser.add_argument("--uniform-types", default="",
+                        help="with --attention-target uniform: the question types that take the even spread (default: "
+                             "all); the others take the mass target (an even spread over several objects loses a "
+                             "count or which object is where)")
     parser.add_argument("--warm-types", default="", help="curriculum: comma-separated question types trained alone first")
     parser.add_argument("--warm-steps", type=int, default=0, help="curriculum: steps on --warm-types only")
     parser.add_argument("--init-from", default=None, help="start from this checkpoint's weights (a second stage)")
@@ -187,6 +191,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--evidence-types: got {args.evidence_types!r} with --evidence-aux {args.evidence_aux}; "
                      f"expected a comma-separated subset of {list(synthvqa.QUESTION_TYPES)}")
     args.evidence_type_list = evidence_types
+    uniform_types = tuple(t for t in args.uniform_types.split(",") if t)
+    if set(uniform_types) - set(synthvqa.QUESTION_TYPES) or (uniform_types and args.attention_target != "uniform"):
+        parser.error(f"--uniform-types: got {args.uniform_types!r} with --attention-target {args.attention_target}; "
+                     f"expected a comma-separated subset of {list(synthvqa.QUESTION_TYPES)}, with --attention-target "
+                     f"uniform")
+    no_uniform = args.attention_target != "uniform"
+    args.uniform_type_list = () if no_uniform else (uniform_types or tuple(synthvqa.QUESTION_TYPES))
     if args.glyph_aux and (args.suite != "photo" or args.glyph_images < 1):
         parser.error(f"--glyph-aux {args.glyph_aux}: needs --suite photo (got {args.suite!r}) and --glyph-images >= 1 "
                      f"(got {args.glyph_images}); the grid suite has no glyph aid")
@@ -309,8 +320,10 @@ def main(argv=None):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup) * group["lr_scale"]
         if attention_aid is not None:
-            targets = attention_targets(samples, ids, qmark, args.questions_per_image, args.seed, chosen, suite)
-            attention_aid.batch, attention_aid.loss = (*(t.to(device) for t in targets), mask), None
+            positions, targets, qtypes = attention_rows(samples, ids, qmark, args.questions_per_image, args.seed,
+                                                        chosen, suite)
+            uniform = torch.tensor([t in args.uniform_type_list for t in qtypes], dtype=torch.bool, device=device)
+            attention_aid.batch, attention_aid.loss = (positions.to(device), targets.to(device), mask, uniform), None
         if args.evidence_aux:
             asked, evidence = (t.to(device) for t in attention_targets(
                 samples, ids, qmark, args.questions_per_image, args.seed, chosen, suite,

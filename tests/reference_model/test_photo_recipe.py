@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
 import re
+from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 
 from ._scripts import PHOTO, aids, build, diagnose, recipe, train
@@ -97,16 +100,33 @@ def test_stopped_and_resumed_training_saves_the_same_bytes(tmp_path):
 
 
 def test_recipe_stops_after_a_stage_and_resumes_to_the_uninterrupted_result(tmp_path):
-    assert recipe.run(tmp_path / "w1", tmp_path / "out1", device="cpu", tiny=True) == 7
+    assert recipe.run(tmp_path / "w1", tmp_path / "out1", device="cpu", tiny=True) == 10
     assert recipe.run(tmp_path / "w2", tmp_path / "out2", device="cpu", tiny=True, max_stages=1) == 1
     assert not (tmp_path / "out2").exists()
-    assert json.loads((tmp_path / "w2" / "progress.json").read_text()) == {"done": 1, "stages": 7}
-    assert recipe.run(tmp_path / "w2", tmp_path / "out2", device="cpu", tiny=True) == 7
+    assert json.loads((tmp_path / "w2" / "progress.json").read_text()) == {"done": 1, "stages": 10}
+    assert recipe.run(tmp_path / "w2", tmp_path / "out2", device="cpu", tiny=True) == 10
     final = (tmp_path / "out1" / "model.safetensors").read_bytes()
     assert (tmp_path / "out2" / "model.safetensors").read_bytes() == final
     assert (tmp_path / "out2" / "training_log_phase1.json").is_file()
+    # Every phase keeps float32 weights (a phase added later starts from them); the release is their float16 copy.
+    last = recipe.PHASES[-1].name
+    kept = safetensors.torch.load_file(tmp_path / "w2" / last / "checkpoint" / "model.safetensors")
+    released = safetensors.torch.load_file(tmp_path / "out2" / "model.safetensors")
+    assert kept.keys() == released.keys() and all(v.dtype == torch.float32 for v in kept.values())
+    assert all(torch.equal(kept[k].to(torch.float16), released[k]) for k in kept)
+    assert (tmp_path / "out2" / "tokenizer.json").is_file() and (tmp_path / "out2" / "training_log.json").is_file()
     # A finished recipe has nothing left to run.
-    assert recipe.run(tmp_path / "w2", tmp_path / "out2", device="cpu", tiny=True) == 7
+    assert recipe.run(tmp_path / "w2", tmp_path / "out2", device="cpu", tiny=True) == 10
+
+
+def test_a_finished_recipe_with_a_lost_phase_log_says_so_instead_of_failing(tmp_path, capsys):
+    assert recipe.run(tmp_path / "w", tmp_path / "out", device="cpu", tiny=True) == 10
+    (tmp_path / "w" / "phase2" / "checkpoint" / "training_log.json").unlink()
+    (tmp_path / "out" / "training_log_phase2.json").unlink()
+    assert recipe.run(tmp_path / "w", tmp_path / "out", device="cpu", tiny=True) == 10
+    assert "phase2's training log is missing" in capsys.readouterr().out
+    assert not (tmp_path / "out" / "training_log_phase2.json").exists()
+    assert (tmp_path / "out" / "training_log_phase3.json").is_file()
 
 
 def test_recipe_stages_cover_every_phase_in_short_steps():
@@ -114,7 +134,17 @@ def test_recipe_stages_cover_every_phase_in_short_steps():
     for phase in recipe.PHASES:
         ends = [end for p, end in plan if p is phase]
         steps = [b - a for a, b in zip([0] + ends, ends)]
-        assert ends[-1] == phase.steps and max(steps) <= recipe.STAGE_STEPS and min(steps) > 0
+        assert ends[-1] == phase.end and max(steps) <= recipe.STAGE_STEPS and min(steps) > 0
+
+
+def test_a_phase_stopped_part_way_keeps_its_schedule_and_hands_over_at_its_stop():
+    stopped = recipe.Phase("p", 3000, 3e-4, 0, stop_at=600)
+    nxt = recipe.Phase("q", 300, 3e-4, 1)
+    plan = recipe.stages((stopped, nxt))
+    assert [end for p, end in plan if p is stopped] == [150, 300, 450, 600]
+    argv = recipe.stage_argv(stopped, 600, Path("w"), None, "cpu", 1)
+    assert argv[argv.index("--steps") + 1] == "3000" and argv[argv.index("--stop-at") + 1] == "600"
+    assert stopped.tiny(1).stop_at == 1 and nxt.tiny(1).stop_at is None
 
 
 def test_unusable_devices_are_refused_with_a_reason():
@@ -140,3 +170,24 @@ def test_diagnosis_probes_only_known_question_types(capsys):
     with pytest.raises(SystemExit):
         diagnose.main(["some/checkpoint", "--probe-type", "colour"])
     assert "invalid choice: 'colour'" in capsys.readouterr().err
+
+
+def test_attention_aid_takes_the_uniform_target_only_for_the_chosen_types(tmp_path, capsys):
+    samples = [PHOTO.make_sample("train", i) for i in range(6)]
+    processor = build.build_processor(PHOTO)
+    ids, *_ = train.pack_batch(samples, processor.tokenizer, processor.image_processor, 3, 0, 0.0,
+                               random.Random(0), describe=False, suite=PHOTO)
+    qmark = processor.tokenizer.convert_tokens_to_ids("?")
+    positions, targets, qtypes = aids.attention_rows(samples, ids, qmark, 3, 0, build.synthvqa.QUESTION_TYPES, PHOTO)
+    assert len(qtypes) == len(positions) == len(targets) > 0 and set(qtypes) <= set(build.synthvqa.QUESTION_TYPES)
+    assert torch.equal(aids.attention_targets(samples, ids, qmark, 3, 0, build.synthvqa.QUESTION_TYPES, PHOTO)[1], targets)
+    common = [*TINY, "--steps", "1", "--eval-every", "1", "--attention-aux", "1", "--attention-target", "uniform"]
+    args = train.parse_args(["--out", str(tmp_path / "a"), *common, "--uniform-types", "color,shape,read"])
+    assert args.uniform_type_list == ("color", "shape", "read")
+    assert train.parse_args(["--out", str(tmp_path / "a"), *common]).uniform_type_list == build.synthvqa.QUESTION_TYPES
+    train.main(["--out", str(tmp_path / "out"), *common, "--uniform-types", "color,shape,read"])
+    assert re.search(r"attention_aux \d", capsys.readouterr().out)
+    for bad in (["--uniform-types", "colour"], ["--uniform-types", "read", "--attention-target", "mass"]):
+        with pytest.raises(SystemExit):  # a misspelt type, or a uniform list the mass target would ignore
+            train.main(["--out", str(tmp_path / "bad"), *common, *bad])
+        assert "--uniform-types: got" in capsys.readouterr().err

@@ -92,7 +92,7 @@ def test_unknown_type_is_a_clear_error(capsys):
 
 def test_attention_aid_targets_mass_or_an_even_spread_over_the_evidence(samples):
     """On a two-key target: "mass" is -log(p1 + p2), "uniform" is -(log p1 + log p2) / 2, both from HF's eager
-    probabilities; an unknown target is refused."""
+    probabilities, also chosen per row; an unknown target is refused."""
     processor = symbolic.build_processor()
     model = symbolic.build_model(processor.tokenizer, seed=1, text_hidden=64, text_intermediate=128).eval()
     model.set_attn_implementation("eager")
@@ -105,6 +105,10 @@ def test_attention_aid_targets_mass_or_an_even_spread_over_the_evidence(samples)
     targets[:, [5, 9]] = True  # two image tokens
     for aid in aids.values():
         aid.batch = (positions, targets, mask)
+    # Per row: the uniform target where the fourth element says so, the mass target elsewhere.
+    mixed = symbolic.AttentionAux(lm.layers[2].self_attn, heads=1, target="uniform")
+    rows_uniform = torch.arange(len(positions)) % 2 == 0
+    mixed.batch = (positions, targets, mask, rows_uniform)
     additive = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
     with torch.no_grad():
         out = lm(input_ids=ids, attention_mask=additive, position_ids=pos, output_attentions=True)
@@ -112,5 +116,7 @@ def test_attention_aid_targets_mass_or_an_even_spread_over_the_evidence(samples)
     torch.testing.assert_close(aids["mass"].loss, -p.sum(-1).log().mean(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(aids["uniform"].loss, -p.log().mean(), rtol=1e-5, atol=1e-6)
     assert aids["uniform"].loss > aids["mass"].loss  # an uneven split costs the uniform target more
+    per_row = torch.where(rows_uniform, -p.log().mean(-1), -p.sum(-1).log())
+    torch.testing.assert_close(mixed.loss, per_row.mean(), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="expected one of"):
         symbolic.AttentionAux(lm.layers[2].self_attn, heads=1, target="even")
