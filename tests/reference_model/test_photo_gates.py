@@ -1,10 +1,10 @@
-"""The issue-16 gates for the shipped photo reference model (``reference_model/photo/checkpoint``): at least 90%
+"""The gates for the shipped photo reference model (``reference_model/photo/checkpoint``): at least 90%
 held-out accuracy with every vision token, and accuracy within 5 points of the majority baseline when every
 vision token is withdrawn from decoder layer 1.
 
 The accuracy gate is checked on the same 576 test samples as the README's number (sdpa attention: about a minute
-on two cores). The model clears it by a few questions, and blocks of 144 samples range from 86% to 92%, so a
-smaller subset would test the subset's luck rather than the model. Withdrawal needs eager attention, which is
+on two cores). A subset would be noisy: on an earlier checkpoint at 90.5%, blocks of 144 samples ranged from 86%
+to 92%, so a small subset tests its own luck rather than the model. Withdrawal needs eager attention, which is
 slower, and has a wide margin: it is checked on the first 144 samples (an exactly balanced block)."""
 
 from __future__ import annotations
