@@ -94,17 +94,26 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
-def save_searched_schedules(rows: list[dict], folder: Path) -> dict[str, Path]:
-    """Each P-Sigmoid row's schedule as ``<id>.yaml`` (found on the calibration split; the demo uses b0.3)."""
-    from tokenprune import Schedule
+def save_searched_schedules(rows: list[dict], folder: Path, seed: int = 0) -> dict[str, Path]:
+    """Each P-Sigmoid row's schedule as ``<id>.yaml`` (found on the calibration split); each selector-search row
+    as a pruning setup (``tokenprune.yaml`` format: schedule and the selector it chose). The demo loads the
+    selector search's setup at budget 0.3, else the P-Sigmoid schedule there."""
+    from tokenprune import Schedule, load_spec
+    from tokenprune.bench.quality.plan import SELECTOR_SEARCH_ID
+    from tokenprune.saving import PruningSetup
 
     folder.mkdir(parents=True, exist_ok=True)
     saved = {}
     for row in rows:
-        if row["method"] == "P-Sigmoid":
-            path = folder / f"{row['id'].replace('psigmoid', 'p-sigmoid')}.yaml"
-            path.write_text(Schedule.from_dict(row["schedule"]).to_yaml())
-            saved[row["id"]] = path
+        if row.get("unreachable") or row["method"] not in ("P-Sigmoid", "P-Sigmoid (selector search)"):
+            continue
+        path = folder / f"{row['id'].replace('psigmoid', 'p-sigmoid')}.yaml"
+        schedule = Schedule.from_dict(row["schedule"])
+        if row["id"].startswith(SELECTOR_SEARCH_ID):
+            path.write_text(PruningSetup(load_spec("llava"), schedule, scorer=row["scorer"], seed=seed).to_yaml())
+        else:
+            path.write_text(schedule.to_yaml())
+        saved[row["id"]] = path
     return saved
 
 
@@ -200,7 +209,7 @@ def main(argv=None) -> dict:
                          seed=settings.seed, unit=100 / settings.n_test, caveat=BELOW_GATE if not base >= 0.9 else "")
     paths = write_outputs(report, args.docs_dir, intro)
     if not args.quick:
-        paths.update(save_searched_schedules(rows, args.schedules_dir))
+        paths.update(save_searched_schedules(rows, args.schedules_dir, settings.seed))
     for t in report["targets"]:
         print(f"[{ {True: 'met', False: 'MISSED', None: 'n/a'}[t['met']] }] {t['target']}: {t['detail']}")
     print("wrote", ", ".join(str(p) for p in paths.values()))

@@ -1,6 +1,7 @@
 """Accuracy of a (reference) LLaVA model on synthvqa samples, optionally with the vision tokens withdrawn.
 
-    python reference_model/evaluate.py [--suite grid|photo] [--checkpoint DIR] [--n 576]
+    python reference_model/evaluate.py [--suite grid|photo] [--checkpoint DIR] [--n 576] [--threads N]
+                                       [--attention eager|sdpa]
 
 Accuracy is exact match of the first generated token (greedy) with the one-token answer.
 """
@@ -28,8 +29,8 @@ masking = importlib.import_module(synthvqa.__name__ + ".masking")
 def vision_withdrawn(model, from_layer: int, image_token_mask: torch.Tensor):
     """Mask the vision-token columns out of the 4-D attention mask of decoder layers >= ``from_layer``.
 
-    Rows of non-vision tokens lose every vision key; this is VTW's "withdraw all vision tokens" (needs eager
-    attention, whose layers receive the 4-D mask as the ``attention_mask`` keyword).
+    Rows of non-vision tokens lose every vision key; this is VTW's "withdraw all vision tokens" (eager or sdpa
+    attention: see :mod:`tokenprune.synthvqa.masking`).
     """
     return masking.keys_hidden(model, from_layer, image_token_mask, queries=~image_token_mask)
 
@@ -64,15 +65,22 @@ def main(argv=None):
     parser.add_argument("--split", default="test")
     parser.add_argument("--n", type=int, default=576)
     parser.add_argument("--withdraw-from-layer", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--attention", choices=("eager", "sdpa"), default="eager",
+                        help="attention implementation (the READMEs' tables: eager; sdpa is faster and agrees up to "
+                             "float rounding)")
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error(f"--threads: {args.threads} is not a thread count; expected 1 or more")
     suite = suites[args.suite]
     checkpoint = args.checkpoint or str(HERE.parent / suite.checkpoint)
     if not (Path(checkpoint) / "config.json").is_file():
         parser.error(f"--checkpoint: no model at {checkpoint} (config.json missing); expected a folder saved by "
                      f"save_pretrained, e.g. the {args.suite} suite's shipped model at {suite.checkpoint} "
                      f"(train it with its recipe first if it is not there)")
-    torch.set_num_threads(1)
-    model = LlavaForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32, attn_implementation="eager")
+    torch.set_num_threads(args.threads)
+    model = LlavaForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32,
+                                                          attn_implementation=args.attention)
     model.eval()
     processor = AutoProcessor.from_pretrained(checkpoint)
     samples = suite.make_split(args.split, args.n)

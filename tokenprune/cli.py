@@ -42,13 +42,15 @@ from tokenprune.cli_models import (
 @_friendly
 def demo(repeats: int = typer.Option(5, help="Timed rounds per variant."),
          random_model: bool = typer.Option(False, "--random", help="Run the random-weight LLaVA-shaped demo instead."),
-         suite: str = typer.Option("grid", help="Which reference model: 'grid' (3x3 grids, 144 vision tokens) or "
-                                   "'photo' (photo-like scenes, 576 vision tokens)."),
+         suite: Optional[str] = typer.Option(None, help="Which reference model: 'photo' (photo-like scenes, 576 "
+                                             "vision tokens; the default) or 'grid' (3x3 grids, 144 vision tokens); "
+                                             "with --checkpoint alone, the one its images fit."),
          checkpoint: Optional[Path] = typer.Option(None, help="Reference model directory (default: the suite's, "
-                                                               "reference_model/checkpoint or "
-                                                               "reference_model/photo/checkpoint in the working "
+                                                               "reference_model/photo/checkpoint or "
+                                                               "reference_model/checkpoint in the working "
                                                                "directory, i.e. run from a checkout's root)."),
-         schedule: Optional[Path] = typer.Option(None, help="Schedule YAML (default: the searched schedule in "
+         schedule: Optional[Path] = typer.Option(None, help="Schedule YAML, or a tokenprune.yaml setup (schedule "
+                                                             "and scorer) (default: the search result saved in "
                                                              "schedules/ beside the checkpoint)."),
          questions: int = typer.Option(144, help="Test questions for the accuracy line."),
          out: Optional[Path] = typer.Option(None, "--out", help="Where to save the kept-patches picture (default: "

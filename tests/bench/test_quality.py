@@ -71,6 +71,19 @@ def test_targets_are_computed_from_the_rows():
     assert check_targets(rows[:1])[0]["met"] is None  # no G-Search row: not measured, not "met"
 
 
+def test_layer0_target_takes_the_best_selector_at_64_of_576():
+    base = _row("unpruned", "unpruned", 0.90, 1.0)
+    cut = [{**_row(f"{name}-layer0-k{keep}", f"{name} (layer 0)", acc, 0.15),
+            "params": {"selector": name, "keep": keep}}
+           for name, keep, acc in (("divprune", 64, 0.80), ("tome", 64, 0.86), ("tome", 128, 0.89))]
+    (layer0,) = [t for t in check_targets([base, *cut]) if "layer 0" in t["target"]]
+    assert layer0["met"] is True and "tome 0.860" in layer0["detail"]
+    assert "95.6% of the unpruned 0.900" in layer0["detail"]
+    cut[1]["accuracy"]["overall"] = 0.85  # 94.4%: the 128-token row does not count
+    assert [t["met"] for t in check_targets([base, *cut]) if "layer 0" in t["target"]] == [False]
+    assert not [t for t in check_targets([base]) if "layer 0" in t["target"]]  # not run: no target row
+
+
 def test_pareto_front_keeps_only_undominated_rows():
     rows = [_row("a", "x", 0.5, 0.2), _row("b", "x", 0.4, 0.3), _row("c", "x", 0.7, 0.5), _row("d", "x", 0.7, 0.6)]
     assert [r["id"] for r in pareto_front(rows)] == ["a", "c"]
@@ -139,9 +152,15 @@ def test_benchmark_script_saves_the_searched_schedules_the_demo_loads(tmp_path):
     sigmoid = Schedule.sigmoid(12, 2.0, 4.0, 0.1)
     rows = [_row("psigmoid-b0.3", "P-Sigmoid", 0.5, 0.3, 0.3), _row("fastv-b0.3", "FastV (matched)", 0.4, 0.3, 0.3)]
     rows[0]["schedule"] = sigmoid.to_dict()
-    saved = script.save_searched_schedules(rows, tmp_path)
-    assert list(saved) == ["psigmoid-b0.3"] and saved["psigmoid-b0.3"].name == "p-sigmoid-b0.3.yaml"
-    assert demo_schedule(12, saved["psigmoid-b0.3"])[0] == sigmoid
+    searched = {**_row("psigmoid-selectors-b0.3", "P-Sigmoid (selector search)", 0.6, 0.3, 0.3, scorer="dart"),
+                "schedule": Schedule.pdrop(12, None, 0.5).to_dict()}
+    saved = script.save_searched_schedules([*rows, searched], tmp_path)
+    assert list(saved) == ["psigmoid-b0.3", "psigmoid-selectors-b0.3"]
+    assert saved["psigmoid-b0.3"].name == "p-sigmoid-b0.3.yaml"
+    assert demo_schedule(12, saved["psigmoid-b0.3"])[:2] == (sigmoid, "last-token-attention")
+    # The selector search's result keeps the selector it chose: the demo prunes with it.
+    assert saved["psigmoid-selectors-b0.3"].name == "p-sigmoid-selectors-b0.3.yaml"
+    assert demo_schedule(12, saved["psigmoid-selectors-b0.3"])[:2] == (Schedule.pdrop(12, None, 0.5), "dart")
 
 
 def test_unreachable_budgets_are_rows_not_crashes(tmp_path):

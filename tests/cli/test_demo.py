@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -10,7 +12,15 @@ import tokenprune as tp
 from tests.reference_model._shared import CHECKPOINT
 from tokenprune.cli import app
 from tokenprune.errors import TokenPruneError
-from tokenprune.reference_demo import demo_schedule, load_reference, run_reference_demo, searched_schedule
+from tokenprune.reference_demo import (
+    DEFAULT_SUITE,
+    default_checkpoint,
+    demo_schedule,
+    load_reference,
+    run_reference_demo,
+    searched_schedule,
+    suite_of_model,
+)
 from tokenprune.synthvqa import photo
 
 runner = CliRunner()
@@ -54,6 +64,21 @@ def test_photo_suite_demo_asks_photo_questions_and_draws_the_24x24_grid(tmp_path
     assert grids == [(24, 24)] and (tmp_path / "kept.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_suite_is_the_one_the_checkpoints_images_fit_and_a_mismatch_is_refused():
+    from transformers import AutoConfig
+
+    grid = AutoConfig.from_pretrained(CHECKPOINT)
+    assert suite_of_model(grid, None, CHECKPOINT).name == "grid"  # --checkpoint alone
+    assert suite_of_model(grid, "grid", CHECKPOINT).name == "grid"
+    with pytest.raises(TokenPruneError, match=r"reads 48x48 images as 12x12 patches, but the 'photo' suite's "
+                                              r"questions are 96x96 images of 24x24 patches.*pass --suite grid"):
+        suite_of_model(grid, "photo", CHECKPOINT)
+    grid.vision_config.image_size = 64  # no suite has 64x64 images
+    with pytest.raises(TokenPruneError, match="cannot tell which reference suite.*pass --suite"):
+        suite_of_model(grid, None, CHECKPOINT)
+    assert DEFAULT_SUITE == "photo" and default_checkpoint() == Path.cwd() / "reference_model/photo/checkpoint"
+
+
 def test_an_unknown_suite_is_refused_with_the_valid_names():
     result = runner.invoke(app, ["demo", "--suite", "photos", "--repeats", "1"])
     assert result.exit_code == 2 and "unknown reference suite 'photos'" in result.output
@@ -75,15 +100,41 @@ def test_demo_writes_its_picture_to_a_temp_folder_unless_asked(tmp_path, monkeyp
 
 
 def test_demo_schedule_is_the_shipped_search_result_when_present(tmp_path):
-    schedule, origin = demo_schedule(12, None, CHECKPOINT)
+    schedule, scorer, origin = demo_schedule(12, None, CHECKPOINT)
     shipped = searched_schedule(CHECKPOINT)
-    if shipped.exists():
-        assert schedule == tp.Schedule.from_yaml(shipped.read_text()) and "p-sigmoid" in origin
+    if shipped is not None:
+        assert shipped.name in origin
+        assert schedule == tp.Schedule.from_yaml(shipped.read_text()) or "spec" in shipped.read_text()
     else:
         assert schedule == tp.Schedule.fastv(12, 2, 0.25) and "no searched schedule" in origin
     custom = tmp_path / "s.yaml"
     custom.write_text(tp.Schedule.pdrop(12, None, 0.5).to_yaml())
-    assert demo_schedule(12, custom)[0] == tp.Schedule.pdrop(12, None, 0.5)
+    assert demo_schedule(12, custom)[:2] == (tp.Schedule.pdrop(12, None, 0.5), "last-token-attention")
+
+
+def test_demo_prefers_the_selector_searchs_setup_and_prunes_with_its_selector(tmp_path):
+    """A saved setup (tokenprune.yaml format) carries the selector the search chose; the demo compiles with it."""
+    from tokenprune.saving import PruningSetup
+
+    checkpoint = tmp_path / "checkpoint"
+    (tmp_path / "schedules").mkdir()
+    plain = tp.Schedule.fastv(12, 2, 0.5)
+    (tmp_path / "schedules" / "p-sigmoid-b0.3.yaml").write_text(plain.to_yaml())
+    assert demo_schedule(12, None, checkpoint)[:2] == (plain, "last-token-attention")
+    chosen = tp.Schedule.pdrop(12, None, 0.5)
+    setup = PruningSetup(tp.load_spec("llava"), chosen, scorer="divprune")
+    (tmp_path / "schedules" / "p-sigmoid-selectors-b0.3.yaml").write_text(setup.to_yaml())
+    schedule, scorer, origin = demo_schedule(12, None, checkpoint)
+    assert (schedule, scorer) == (chosen, "divprune") and origin.endswith("p-sigmoid-selectors-b0.3.yaml")
+    lines = []
+    out = run_reference_demo(echo=lines.append, checkpoint=CHECKPOINT, questions=6, repeats=1, picture=None,
+                             schedule_path=tmp_path / "schedules" / "p-sigmoid-selectors-b0.3.yaml")
+    assert out["scorer"] == "divprune" and any("tokens chosen by divprune" in line for line in lines)
+
+
+def test_a_missing_schedule_file_is_an_error_not_a_fallback(tmp_path):
+    with pytest.raises(TokenPruneError, match="schedule file .*nope.yaml' not found"):
+        demo_schedule(12, tmp_path / "nope.yaml")
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
@@ -97,7 +148,7 @@ def test_demo_reads_nothing_from_the_checkout_the_package_lives_in(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     with pytest.raises(TokenPruneError, match=f"no reference model at {tmp_path}.*pass --checkpoint"):
         load_reference()
-    schedule, origin = demo_schedule(12, None)
+    schedule, _, origin = demo_schedule(12, None)
     assert schedule == tp.Schedule.fastv(12, 2, 0.25) and "no searched schedule" in origin
     result = runner.invoke(app, ["demo", "--repeats", "1"])
     assert result.exit_code == 2 and f"no reference model at {tmp_path}" in result.output

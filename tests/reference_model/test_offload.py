@@ -22,7 +22,7 @@ def test_disk_offloaded_reference_model_answers_and_keeps_like_the_plain_one(tmp
     spec = tp.load_spec("llava")
     plain, processor = load_reference(CHECKPOINT)
     layers = plain.config.text_config.num_hidden_layers
-    schedule, _ = demo_schedule(layers, None, CHECKPOINT)
+    schedule = demo_schedule(layers, None, CHECKPOINT).schedule
     device_map = layer_offload_map(plain, spec, "disk")
     assert sum(d == "disk" for d in device_map.values()) == layers // 2
     offloaded = LlavaForConditionalGeneration.from_pretrained(

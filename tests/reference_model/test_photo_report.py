@@ -33,9 +33,11 @@ def test_redundancy_shares_match_a_direct_count():
     assert report["per_type"]["color"]["evidence"] == pytest.approx(expected, abs=1e-4)
 
 
-def test_hidden_keys_compute_what_removed_tokens_would(tiny):
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])  # sdpa gets no mask when nothing is padded
+def test_hidden_keys_compute_what_removed_tokens_would(tiny, attention):
     # Reference: the language model run on the input embeddings with the dropped tokens taken out (positions kept).
     model, processor = tiny
+    model.set_attn_implementation(attention)
     sample = photo.make_sample("test", 2)
     enc = processor(text=[sample.prompt], images=[sample.image], return_tensors="pt")
     captured = {}
@@ -54,6 +56,7 @@ def test_hidden_keys_compute_what_removed_tokens_would(tiny):
                     position_ids=torch.arange(T)[keep][None]).last_hidden_state
         removed = model.lm_head(hidden)[0, -1]
         plain = model(**enc).logits[0, -1]
+    model.set_attn_implementation("eager")  # the module-scoped fixture's
     torch.testing.assert_close(masked, removed, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(masked, plain, atol=1e-4)
 

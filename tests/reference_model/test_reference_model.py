@@ -93,3 +93,9 @@ def test_evaluate_refuses_a_missing_checkpoint_with_what_to_do(tmp_path, capsys)
         evaluate.main(["--suite", "photo", "--checkpoint", str(tmp_path)])
     err = capsys.readouterr().err
     assert "no model at" in err and "config.json missing" in err and "recipe" in err
+
+
+def test_evaluate_refuses_a_thread_count_below_one(capsys):
+    with pytest.raises(SystemExit):
+        evaluate.main(["--threads", "0"])
+    assert "--threads: 0 is not a thread count; expected 1 or more" in capsys.readouterr().err
