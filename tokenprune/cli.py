@@ -49,9 +49,10 @@ def demo(repeats: int = typer.Option(5, help="Timed rounds per variant."),
                                                                "reference_model/photo/checkpoint or "
                                                                "reference_model/checkpoint in the working "
                                                                "directory, i.e. run from a checkout's root)."),
-         schedule: Optional[Path] = typer.Option(None, help="Schedule YAML, or a tokenprune.yaml setup (schedule "
-                                                             "and scorer) (default: the search result saved in "
-                                                             "schedules/ beside the checkpoint)."),
+         schedule: Optional[Path] = typer.Option(None, help="Schedule YAML, tokenprune.yaml setup or saved search "
+                                                             "result (the last two with their scorer) (default: the "
+                                                             "search result saved in schedules/ beside the "
+                                                             "checkpoint)."),
          questions: int = typer.Option(144, help="Test questions for the accuracy line."),
          out: Optional[Path] = typer.Option(None, "--out", help="Where to save the kept-patches picture (default: "
                                             "kept-patches.png in a new temp folder, printed).")) -> None:

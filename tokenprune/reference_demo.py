@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import yaml
 
 import tokenprune as tp
 from tokenprune.demo import explain_terms, time_prefills
 from tokenprune.errors import TokenPruneError, describe
 from tokenprune.flops import mean_flops_fraction
-from tokenprune.saving import read_schedule, read_setup
+from tokenprune.saving import read_schedule_file
 from tokenprune.scoring import DEFAULT_SCORER
 from tokenprune.synthvqa import answers
 from tokenprune.synthvqa.suites import SUITES, Suite
@@ -77,7 +76,8 @@ def load_reference(checkpoint: Path | None = None):
 
 
 def demo_schedule(num_layers: int, path: Path | None, checkpoint: Path | None = None) -> DemoPruning:
-    """What the demo prunes with: ``path`` (a schedule YAML, or a ``tokenprune.yaml`` setup with its scorer), else
+    """What the demo prunes with: ``path`` (a schedule YAML, a saved search result or a ``tokenprune.yaml`` setup,
+    the last two with the scorer they were found with), else
     the search result saved for ``checkpoint`` (default: :func:`default_checkpoint`), else FastV."""
     if path is None:
         path = searched_schedule(checkpoint or default_checkpoint())
@@ -89,11 +89,8 @@ def demo_schedule(num_layers: int, path: Path | None, checkpoint: Path | None = 
     if not path.is_file():
         raise TokenPruneError(describe(f"schedule file {shown!r} not found", "tokenprune demo --schedule",
                                        "a schedule YAML or a tokenprune.yaml setup", "check the path"))
-    data = yaml.safe_load(path.read_text())
-    if isinstance(data, dict) and "spec" in data:  # a saved setup: its schedule and the scorer it was found with
-        setup = read_setup(path)
-        return DemoPruning(setup.schedule, setup.scorer, shown)
-    return DemoPruning(read_schedule(path, num_layers), DEFAULT_SCORER, shown)
+    schedule, scorer = read_schedule_file(path)  # a setup or search result keeps the scorer it was found with
+    return DemoPruning(schedule, scorer or DEFAULT_SCORER, shown)
 
 
 def suite_of_model(config, suite: str | None, checkpoint: Path) -> Suite:

@@ -250,8 +250,19 @@ def _need_layers(num_layers: int | None, raw: str) -> int:
 
 
 def _schedule_from_file(path: Path) -> Schedule:
+    return read_schedule_file(path)[0]
+
+
+def read_schedule_file(path: str | Path) -> tuple[Schedule, str | None]:
+    """The schedule in a file and the scorer it was saved with (None: the file names none).
+
+    A ``tokenprune.yaml`` setup (or its directory) names its scorer; a saved search result names the selector
+    its search chose, when it chose one; a schedule YAML names none.
+    """
+    path = Path(path)
     if path.is_dir():
-        return read_setup(path).schedule
+        setup = read_setup(path)
+        return setup.schedule, setup.scorer
     if not path.is_file():
         raise ScheduleError(describe(f"schedule file {str(path)!r} not found", "schedule", "an existing file"))
     try:
@@ -259,11 +270,12 @@ def _schedule_from_file(path: Path) -> Schedule:
     except yaml.YAMLError as err:
         raise ScheduleError(describe(f"YAML syntax error: {err}", str(path), "valid YAML")) from None
     if isinstance(data, dict) and "spec" in data and "schedule" in data:
-        return PruningSetup.from_dict(data, str(path)).schedule
+        setup = PruningSetup.from_dict(data, str(path))
+        return setup.schedule, setup.scorer
     if isinstance(data, dict) and isinstance(data.get("schedule"), dict):  # a saved search result
-        return Schedule.from_dict(data["schedule"])
+        return Schedule.from_dict(data["schedule"]), data.get("selector")
     if isinstance(data, dict) and "keep_ratio" in data and set(data) <= {"name", "keep_ratio"}:
-        return Schedule.from_dict(data)
+        return Schedule.from_dict(data), None
     raise ScheduleError(describe(f"{str(path)!r} holds no schedule{_keys_hint(data)}", "schedule file",
                                  "a schedule YAML (keys 'keep_ratio' and optional 'name'), a saved search result "
                                  "(a 'schedule' mapping) or a tokenprune.yaml ('spec' and 'schedule')"))

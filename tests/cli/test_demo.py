@@ -136,6 +136,18 @@ def test_demo_prefers_the_selector_searchs_setup_and_prunes_with_its_selector(tm
     assert out["scorer"] == "divprune" and any("tokens chosen by divprune" in line for line in lines)
 
 
+def test_demo_keeps_the_selector_of_a_saved_search_result(tmp_path):
+    from tokenprune.search import SearchResult
+
+    found = tp.Schedule.pdrop(12, None, 0.5)
+    result = SearchResult("p-sigmoid", found, "kl", "min", {"search": 0.1, "heldout": 0.2},
+                          {"search": 0.0, "heldout": 0.0}, 0.4, selector="dart")
+    assert demo_schedule(12, result.save(tmp_path / "result.yaml"))[:2] == (found, "dart")
+    plain = SearchResult("p-sigmoid", found, "kl", "min", {"search": 0.1, "heldout": 0.2},
+                         {"search": 0.0, "heldout": 0.0}, 0.4)  # no selector chosen: the default scorer
+    assert demo_schedule(12, plain.save(tmp_path / "plain.yaml"))[:2] == (found, "last-token-attention")
+
+
 def test_a_missing_schedule_file_is_an_error_not_a_fallback(tmp_path):
     with pytest.raises(TokenPruneError, match="schedule file .*nope.yaml' not found"):
         demo_schedule(12, tmp_path / "nope.yaml")
